@@ -1,0 +1,176 @@
+"""The `fer-bench` command. Heavy libraries (torch, timm) are imported inside the handlers only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fer_bench.errors import FerBenchError
+
+# CLI flag → the recipe path it overrides (CLI > YAML > defaults).
+RUN_OVERRIDES = {
+    "epochs": "train.epochs",
+    "img_size": "input.img_size",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "split": "eval.split",
+    "limit_train": "data.limit_train",
+    "lr": "optim.lr",
+    "precision": "train.precision",
+}
+
+
+def _csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_ls(sub)
+    _add_validate(sub)
+    return parser
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
+    p.add_argument("--models", type=_csv_list, required=True, help="comma-separated registry names or timm:<name>")
+    p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
+    p.add_argument("--dataset", default="synthetic", help="registered dataset (default: synthetic)")
+    p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
+    p.add_argument("--cache-dir", help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--split", choices=("public", "private", "test"), help="final evaluation split (test = both)")
+    p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
+    p.add_argument("--precision", choices=("auto", "fp32", "amp_bf16", "amp_fp16"))
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)")
+    p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
+    p.set_defaults(handler=cmd_run)
+
+
+def _add_ls(sub) -> None:
+    p = sub.add_parser("ls", help="list registered models, recipes or datasets")
+    p.add_argument("what", choices=("models", "recipes", "datasets"))
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(handler=cmd_ls)
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="check recipe YAML files: unknown keys, types, ranges and choices, includes",
+        description="Load each recipe exactly as `fer-bench run --recipe` would (includes resolved, every key "
+        "checked against the schema, types and value ranges checked) and report the first problem in each file.",
+    )
+    p.add_argument("paths", nargs="*", type=Path, help="YAML files or folders (default: configs/recipes)")
+    p.set_defaults(handler=cmd_validate)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fer_bench.data import load_dataset
+    from fer_bench.leaderboard import render
+    from fer_bench.models import get_spec
+    from fer_bench.runner import RunOptions, run_model
+
+    specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
+    recipes = [_recipe_for(args, spec) for spec in specs]
+    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress)
+    rows = []
+    for spec, recipe in zip(specs, recipes, strict=True):
+        print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
+        rows.append(run_model(spec.name, recipe, data, opts))
+    table = render(rows)
+    (args.out / "leaderboard.md").write_text(table + "\n")
+    print(table)
+    print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
+    return 0
+
+
+def _recipe_for(args: argparse.Namespace, spec):
+    from fer_bench.recipes import list_recipes, load_recipe
+
+    name = args.recipe or (spec.default_recipe if spec.default_recipe in list_recipes() else None)
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
+    if args.pretrained:
+        sets.append("input.pretrained=true")
+    return load_recipe(name, list(args.sets) + sets)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    if args.what == "models":
+        from fer_bench.models import MODELS
+
+        rows = [(s.name, s.source, s.family, s.input_size, s.in_chans, f"{s.params / 1e6:.2f}", s.default_recipe,
+                 s.paper) for s in map(MODELS.get, MODELS.names(args.pattern))]  # fmt: skip
+        headers = ["model", "source", "family", "input", "chans", "params (M, 7 classes)", "recipe", "paper"]
+        print(tabulate(rows, headers=headers))
+        print("\nAny timm architecture also works as timm:<name>, e.g. --models timm:convnext_atto.")
+    elif args.what == "recipes":
+        from fer_bench.recipes import RECIPE_DIR, list_recipes, load_recipe
+
+        rows = [(n, (r := load_recipe(n)).version, r.description) for n in list_recipes()]
+        print(tabulate(rows, headers=["recipe", "version", "description"]))
+        print(f"\n(from {RECIPE_DIR})")
+    else:
+        from fer_bench.data import DATASETS
+
+        print(tabulate([(n, DATASETS.get(n).description) for n in DATASETS.names(args.pattern)],
+                       headers=["dataset", "description"]))  # fmt: skip
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fer_bench.recipes import RECIPE_DIR, load_recipe
+
+    files: list[Path] = []
+    for p in args.paths or [RECIPE_DIR]:
+        files += sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    failed = 0
+    for f in files:
+        try:
+            load_recipe(str(f))
+            print(f"ok      {f}")
+        except FerBenchError as exc:
+            failed += 1
+            print(f"INVALID {exc}")
+    print(f"{len(files) - failed} valid, {failed} invalid")
+    return 2 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except FerBenchError as exc:
+        if args.debug or os.environ.get("FER_BENCH_DEBUG"):
+            raise
+        print(f"fer-bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fer-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Batched augmentation on the training device: whole uint8 batches in, normalised float batches out.
+
+Every geometric op (random resized crop, flip, rotation, translation, resize to the model's input)
+is folded into one affine matrix per sample and applied with a single ``grid_sample``; photometric
+ops and random erasing are per-sample tensor arithmetic. Random parameters come from a seeded
+``torch.Generator``, so a batch is a pure function of (images, seed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from fer_bench.recipes.schema import AugmentCfg as AugmentParams
+
+
+class Normalize:
+    """uint8 (B,H,W) → float (B,C,S,S): resize, scale to [0,1], repeat grey to C channels, standardise."""
+
+    def __init__(self, size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.size, self.channels = size, channels
+        self.mean = torch.tensor(mean[:channels] if len(mean) >= channels else mean * channels).view(1, -1, 1, 1)
+        self.std = torch.tensor(std[:channels] if len(std) >= channels else std * channels).view(1, -1, 1, 1)
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1).float().div_(255.0)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Grey [0,1] (B,1,S,S) → standardised (B,C,S,S)."""
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return (x.expand(-1, self.channels, -1, -1) - mean) / std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.to_float(x)
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return self.finish(x)
+
+
+class BatchAugment:
+    """Training transform: augment a uint8 batch on its device with per-sample random parameters."""
+
+    def __init__(self, params: AugmentParams, norm: Normalize) -> None:
+        self.p, self.norm = params, norm
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        img = self.norm.to_float(x)
+        theta = affine_params(b, self.p, gen, x.device)
+        grid = F.affine_grid(theta, [b, 1, self.norm.size, self.norm.size], align_corners=False)
+        img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        img = photometric(img, self.p, gen)
+        img = random_erase(img, self.p, gen)
+        return self.norm.finish(img)
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
+
+
+def affine_params(b: int, p: AugmentParams, gen: torch.Generator, device) -> torch.Tensor:
+    """Per-sample (B,2,3) matrices mapping output to source coordinates (``affine_grid`` convention)."""
+    area = _uniform(b, *p.crop_scale, gen, device).clamp(max=1.0)
+    log_r = _uniform(b, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, device)
+    w = (area * log_r.exp()).sqrt().clamp(max=1.0)  # crop width/height as fractions of the source side
+    h = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    # The crop centre ranges over the part of the image the crop fits in, plus the extra translation.
+    cx = (1 - w) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * 2
+    cy = (1 - h) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * 2
+    angle = _uniform(b, -p.rotate, p.rotate, gen, device) * (math.pi / 180)
+    flip = torch.where(torch.rand(b, generator=gen, device=device) < p.hflip, -1.0, 1.0)
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack(
+        [torch.stack([cos * w * flip, -sin * h, cx], 1), torch.stack([sin * w * flip, cos * h, cy], 1)], 1
+    )
+
+
+def photometric(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
+    """Brightness (multiplicative) then contrast (blend with the per-image mean), clamped to [0, 1]."""
+    if p.brightness == 0 and p.contrast == 0:
+        return img
+    b = img.shape[0]
+    bright = _uniform(b, 1 - p.brightness, 1 + p.brightness, gen, img.device).view(b, 1, 1, 1)
+    contrast = _uniform(b, 1 - p.contrast, 1 + p.contrast, gen, img.device).view(b, 1, 1, 1)
+    img = img * bright
+    mean = img.mean(dim=(1, 2, 3), keepdim=True)
+    return ((img - mean) * contrast + mean).clamp_(0.0, 1.0)
+
+
+def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
+    """With probability ``erase_p`` per sample, set one random rectangle to 0 (torchvision's default value)."""
+    if p.erase_p == 0:
+        return img
+    b, _, hgt, wid = img.shape
+    dev = img.device
+    area = _uniform(b, *p.erase_scale, gen, dev)
+    ratio = _uniform(b, math.log(0.3), math.log(3.3), gen, dev).exp()
+    eh, ew = (area / ratio).sqrt().clamp(max=1.0), (area * ratio).sqrt().clamp(max=1.0)
+    y0, x0 = _uniform(b, 0, 1, gen, dev) * (1 - eh), _uniform(b, 0, 1, gen, dev) * (1 - ew)
+    on = torch.rand(b, generator=gen, device=dev) < p.erase_p
+    ys = (torch.arange(hgt, device=dev) + 0.5) / hgt
+    xs = (torch.arange(wid, device=dev) + 0.5) / wid
+    in_y = (ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])
+    in_x = (xs[None] >= x0[:, None]) & (xs[None] < (x0 + ew)[:, None])
+    mask = (in_y[:, :, None] & in_x[:, None, :]) & on[:, None, None]
+    return img.masked_fill(mask[:, None], 0.0)
+
+
+def ten_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
+    """(B,C,H,W) → (10,B,C,crop,crop): four corners and the centre, then their mirror images."""
+    h, w = x.shape[-2:]
+    tops = [0, 0, h - crop, h - crop, (h - crop) // 2]
+    lefts = [0, w - crop, 0, w - crop, (w - crop) // 2]
+    crops = [x[..., t : t + crop, le : le + crop] for t, le in zip(tops, lefts, strict=True)]
+    return torch.stack(crops + [c.flip(-1) for c in crops])

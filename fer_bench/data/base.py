@@ -1,0 +1,94 @@
+"""The in-memory dataset every reader produces: one uint8 image array plus labels and split ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fer_bench.data.labels import FER2013_CLASSES, PRIVATE, PUBLIC, SPLITS, TEST, TRAIN
+from fer_bench.errors import DataError
+
+# --split choices -> the split ids they select. "test" is every held-out image (PublicTest + PrivateTest).
+EVAL_SPLITS: dict[str, tuple[int, ...]] = {
+    "public": (PUBLIC,),
+    "private": (PRIVATE,),
+    "test": (PUBLIC, PRIVATE, TEST),
+}
+
+
+@dataclass(frozen=True)
+class FerData:
+    """Decoded faces held in memory.
+
+    Attributes:
+        name: dataset registry name.
+        images: uint8 array (N, H, W), grey.
+        labels: int64 array (N,), indices into ``classes``.
+        splits: int8 array (N,), ids from :data:`fer_bench.data.labels.SPLITS`.
+        classes: class names in label order.
+        source: where the data came from (a path, or the generator and its seed).
+        notes: one-line remarks from loading (converted images, skipped files...).
+        paths: per-sample relative file paths when read from a folder tree, else empty.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    classes: tuple[str, ...] = FER2013_CLASSES
+    source: str = ""
+    notes: tuple[str, ...] = ()
+    paths: tuple[str, ...] = field(default=(), repr=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Indices of the evaluation split ``public``, ``private``, ``test`` or ``train``."""
+        ids = (TRAIN,) if split == "train" else EVAL_SPLITS[split]
+        idx = np.flatnonzero(np.isin(self.splits, ids))
+        if len(idx) == 0:
+            raise DataError(self._missing_split_message(split))
+        return idx
+
+    def _missing_split_message(self, split: str) -> str:
+        present = ", ".join(SPLITS[s] for s in np.unique(self.splits)) or "none"
+        if split in ("public", "private") and (self.splits == TEST).any():
+            return (
+                f"{self.source}: the test images carry no PublicTest/PrivateTest origin (file names without the "
+                f"`PublicTest_`/`PrivateTest_` prefix and no Usage column), so --split {split} cannot be built. "
+                "Use --split test, or a copy whose names keep the prefix."
+            )
+        return f"{self.source}: no images in split {split!r} (splits present: {present})."
+
+    def class_counts(self, idx: np.ndarray | None = None) -> np.ndarray:
+        labels = self.labels if idx is None else self.labels[idx]
+        return np.bincount(labels, minlength=len(self.classes))
+
+
+def stratified_split(
+    labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (kept, held_out) with ``fraction`` of every class held out.
+
+    Deterministic for a seed; each class with at least two samples keeps one on each side.
+    """
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for c in np.unique(labels[idx]):
+        members = rng.permutation(idx[labels[idx] == c])
+        n_held = int(round(len(members) * fraction))
+        if len(members) >= 2:
+            n_held = min(max(n_held, 1), len(members) - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A class-proportional subset of ``n`` indices out of ``idx`` (all of ``idx`` if n >= len)."""
+    if n >= len(idx):
+        return idx
+    _, subset = stratified_split(labels, idx, n / len(idx), seed)
+    return subset

@@ -1,0 +1,161 @@
+"""The training engine: one epoch of training, one pass of prediction. Objects in, ``dict[str, float]`` out.
+
+Nothing here knows about files, recipes, MLflow or Optuna.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fer_bench.data.augment import ten_crop
+from fer_bench.metrics import classification_metrics
+
+
+class Batches:
+    """Batches of (uint8 images, labels) drawn from tensors that already sit on the training device.
+
+    The shuffle order of epoch ``e`` depends only on (seed, e), so a resumed run sees the same batches.
+    """
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool = False, seed: int = 0
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            order = order.to(self.images.device)
+        else:
+            order = torch.arange(n, device=self.images.device)
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+@dataclass
+class StepContext:
+    """How forward passes run: device, autocast dtype (None = fp32) and memory format."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    gen: torch.Generator,
+    ctx: StepContext,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip: float | None = None,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """Train for one pass over ``batches``; the scheduler (if any) steps once per batch.
+
+    Returns:
+        ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
+        ``lr`` (at the end of the epoch) and ``train_img_s``.
+    """
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for x, y in batches:
+        x = ctx.prepare(transform(x, gen))
+        with ctx.autocast():
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        _backward_step(loss, optimizer, model, scaler, grad_clip)
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        if on_batch is not None:
+            on_batch(seen, loss_sum / seen)
+    elapsed = time.perf_counter() - start
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_top1": 100.0 * correct / max(seen, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_img_s": seen / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def _backward_step(loss, optimizer, model, scaler, grad_clip) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    ctx: StepContext,
+    tta: str = "none",
+    crop: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (float32, N×K) and labels for every sample, with test-time augmentation ``none|hflip|tencrop``."""
+    model.eval()
+    outs, labels = [], []
+    for x, y in batches:
+        x = ctx.prepare(transform(x))
+        with ctx.autocast():
+            logits = _tta_logits(model, x, tta, crop)
+        outs.append(logits.float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(outs).numpy(), torch.cat(labels).numpy()
+
+
+def _tta_logits(model: nn.Module, x: torch.Tensor, tta: str, crop: int | None) -> torch.Tensor:
+    if tta == "none":
+        return model(x)
+    if tta == "hflip":
+        return (model(x) + model(x.flip(-1))) / 2
+    crops = ten_crop(x, crop or round(x.shape[-1] * 40 / 48))  # 40 of 48 px, as Khaireddin & Chen
+    return model(crops.flatten(0, 1)).view(10, x.shape[0], -1).mean(0)
+
+
+def evaluate(model: nn.Module, batches, *, transform, ctx: StepContext, classes: tuple[str, ...], tta: str = "none"):
+    """Predict and score: ``top1``, ``macro_f1``, per-class F1... (0–100), plus ``loss``."""
+    logits, y = predict(model, batches, transform=transform, ctx=ctx, tta=tta)
+    loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
+    return classification_metrics(logits, y, classes) | {"loss": loss}

@@ -1,0 +1,132 @@
+"""The recipe schema: frozen dataclasses that hold every default. YAML and the CLI only override them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+LOSSES = ("ce", "focal")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
+TTA = ("none", "hflip", "tencrop")
+VAL_SOURCES = ("train", "public", "private")
+EVAL_SPLITS = ("public", "private", "test")
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    val_source: str = "train"  # "train": a stratified hold-out of Training; or a test split (Khaireddin: private)
+    val_fraction: float = 0.1  # ours: the papers that hold out part of Training do not agree on a fraction
+    split_seed: int = 0  # seed of the stratified hold-out (fixed apart from the training seed on purpose)
+    limit_train: int | None = None  # stratified subset of the training images, for quick runs
+
+
+@dataclass(frozen=True)
+class InputCfg:
+    img_size: int | None = 48  # FER2013's native size; None = the backbone's native input size
+    pretrained: bool = False  # timm weights from the hub cache; these machines have no network
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """Strength of each batched augmentation op (fer_bench.data.augment); 0 switches an op off."""
+
+    hflip: float = 0.5  # probability
+    crop_scale: tuple[float, float] = (0.8, 1.0)  # area fraction of the source kept by the random crop
+    crop_ratio: tuple[float, float] = (0.9, 1.1)  # aspect ratio range of the crop
+    rotate: float = 10.0  # max |degrees|
+    translate: float = 0.1  # max shift, fraction of the image side
+    brightness: float = 0.2  # factor drawn from [1-b, 1+b]
+    contrast: float = 0.2  # factor drawn from [1-c, 1+c]
+    erase_p: float = 0.25  # probability of one erased rectangle
+    erase_scale: tuple[float, float] = (0.02, 0.15)  # its area fraction
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    name: str = "ce"
+    class_weight_power: float = 0.0  # α in w_c ∝ n_c^-α, normalised to mean 1 over samples; 1 = "balanced"
+    class_weight_clip: float | None = None  # upper bound on a class weight after normalisation
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0  # used by name: focal only
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: str = "cosine"
+    warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch
+    min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    epochs: int = 10
+    batch_size: int = 64
+    seed: int = 0
+    early_stop_patience: int = 0  # epochs without a better validation macro-F1 before stopping; 0 = off
+    precision: str = "auto"  # auto: amp_bf16 on CUDA when supported, else fp32
+    channels_last: bool | None = None  # None: on for CUDA, off on CPU
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalCfg:
+    split: str = "test"  # public | private | test (= both): the split every result row names
+    tta: tuple[str, ...] = ("none", "hflip")  # each reported beside the plain figure; the first is the headline
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "baseline"
+    version: int = 1
+    description: str = ""
+    data: DataCfg = field(default_factory=DataCfg)
+    input: InputCfg = field(default_factory=InputCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+
+def check_values(r: Recipe) -> list[tuple[str, str]]:
+    """Range and choice checks that types cannot express: ``[(dotted path, what is allowed)]``."""
+    rules: list[tuple[bool, str, str]] = [
+        (r.loss.name in LOSSES, "loss.name", f"one of {', '.join(LOSSES)}"),
+        (r.optim.name in OPTIMIZERS, "optim.name", f"one of {', '.join(OPTIMIZERS)}"),
+        (r.schedule.name in SCHEDULES, "schedule.name", f"one of {', '.join(SCHEDULES)}"),
+        (r.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}"),
+        (r.data.val_source in VAL_SOURCES, "data.val_source", f"one of {', '.join(VAL_SOURCES)}"),
+        (r.eval.split in EVAL_SPLITS, "eval.split", f"one of {', '.join(EVAL_SPLITS)}"),
+        (all(t in TTA for t in r.eval.tta) and len(r.eval.tta) > 0, "eval.tta", f"a list of {', '.join(TTA)}"),
+        (r.optim.lr > 0, "optim.lr", "a number > 0"),
+        (r.optim.weight_decay >= 0, "optim.weight_decay", "a number >= 0"),
+        (0 <= r.loss.label_smoothing < 1, "loss.label_smoothing", "a number in [0, 1)"),
+        (r.loss.class_weight_power >= 0, "loss.class_weight_power", "a number >= 0"),
+        (r.loss.class_weight_clip is None or r.loss.class_weight_clip > 0, "loss.class_weight_clip", "> 0 or null"),
+        (r.train.epochs >= 1, "train.epochs", "an integer >= 1"),
+        (r.train.batch_size >= 1, "train.batch_size", "an integer >= 1"),
+        (0 <= r.schedule.warmup_epochs < r.train.epochs, "schedule.warmup_epochs", "in [0, train.epochs)"),
+        (0 < r.data.val_fraction < 1, "data.val_fraction", "a number in (0, 1)"),
+        (r.data.limit_train is None or r.data.limit_train >= 7, "data.limit_train", "null or an integer >= 7"),
+        (r.input.img_size is None or r.input.img_size >= 16, "input.img_size", "null or an integer >= 16"),
+        (0 <= r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]"),
+        (0 <= r.augment.erase_p <= 1, "augment.erase_p", "a probability in [0, 1]"),
+        (0 < r.augment.crop_scale[0] <= r.augment.crop_scale[1], "augment.crop_scale", "[lo, hi] with 0 < lo <= hi"),
+        (0 < r.augment.crop_ratio[0] <= r.augment.crop_ratio[1], "augment.crop_ratio", "[lo, hi] with 0 < lo <= hi"),
+        (0 <= r.augment.rotate <= 180, "augment.rotate", "degrees in [0, 180]"),
+        (0 <= r.augment.translate < 1, "augment.translate", "a fraction in [0, 1)"),
+    ]
+    return [(path, allowed) for ok, path, allowed in rules if not ok]
