@@ -86,7 +86,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fer_bench.models import get_spec
     from fer_bench.runner import RunOptions, run_model
 
+    from fer_bench.provenance import git_sha
+
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
+    git_sha()  # NOTE: read once, up front: the row must name the code that started the run
     recipes = [_recipe_for(args, spec) for spec in specs]
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     for note in data.notes:
