@@ -73,10 +73,15 @@ def affine_params(b: int, p: AugmentParams, gen: torch.Generator, device) -> tor
     cy = (1 - h) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * 2
     angle = _uniform(b, -p.rotate, p.rotate, gen, device) * (math.pi / 180)
     flip = torch.where(torch.rand(b, generator=gen, device=device) < p.hflip, -1.0, 1.0)
+    return affine_matrix(w * flip, h, cx, cy, angle)
+
+
+def affine_matrix(
+    sx: torch.Tensor, sy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor
+) -> torch.Tensor:
+    """(B,2,3) matrices: scale by (sx, sy) (negative sx mirrors), rotate by ``angle`` radians, centre at (cx, cy)."""
     cos, sin = angle.cos(), angle.sin()
-    return torch.stack(
-        [torch.stack([cos * w * flip, -sin * h, cx], 1), torch.stack([sin * w * flip, cos * h, cy], 1)], 1
-    )
+    return torch.stack([torch.stack([cos * sx, -sin * sy, cx], 1), torch.stack([sin * sx, cos * sy, cy], 1)], 1)
 
 
 def photometric(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:

@@ -72,17 +72,21 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, held_out) with ``fraction`` of every class held out.
 
-    Deterministic for a seed; each class with at least two samples keeps one on each side.
+    The held-out total is exactly ``round(len(idx) * fraction)`` (largest-remainder allocation over
+    classes), unless a class needs its one sample on each side. Deterministic for a seed.
     """
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels[idx], return_counts=True)
+    quota = counts * fraction
+    n_held = np.floor(quota).astype(int)
+    extra = int(round(len(idx) * fraction)) - n_held.sum()
+    n_held[np.argsort(-(quota - n_held), kind="stable")[:extra]] += 1
+    n_held = np.where(counts >= 2, np.clip(n_held, 1, counts - 1), n_held)
     kept, held = [], []
-    for c in np.unique(labels[idx]):
+    for c, k in zip(classes, n_held, strict=True):
         members = rng.permutation(idx[labels[idx] == c])
-        n_held = int(round(len(members) * fraction))
-        if len(members) >= 2:
-            n_held = min(max(n_held, 1), len(members) - 1)
-        held.append(members[:n_held])
-        kept.append(members[n_held:])
+        held.append(members[:k])
+        kept.append(members[k:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 

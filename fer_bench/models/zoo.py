@@ -44,6 +44,25 @@ for _name, (_arch, _family, _size, _params, _paper, _recipe) in TIMM_ENTRIES.ite
 def vgg_khaireddin(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
     if pretrained:
         raise ValueError("vgg_khaireddin has no published pretrained weights; pass --weights FILE or train from scratch")
-    from fer_bench.models.khaireddin import VggKhaireddin
+    from fer_bench.models.small import VggKhaireddin
 
     return VggKhaireddin(num_classes=num_classes, in_chans=in_chans)
+
+
+@register_model(
+    "simple_cnn",
+    source="ours",
+    family="cnn",
+    input_size=48,
+    in_chans=1,
+    mean=(0.5,),
+    std=(0.25,),
+    params=390_119,
+    paper="none: a fast model for demos and tests",
+)
+def simple_cnn(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+    if pretrained:
+        raise ValueError("simple_cnn has no pretrained weights; pass --weights FILE or train from scratch")
+    from fer_bench.models.small import SimpleCnn
+
+    return SimpleCnn(num_classes=num_classes, in_chans=in_chans)

@@ -1,4 +1,4 @@
-"""The 48-px VGG variant of Khaireddin & Chen (arXiv 2105.03588; official code usef-kh/fer)."""
+"""Our own small networks: the 48-px VGG of Khaireddin & Chen (arXiv 2105.03588) and a tiny CNN."""
 
 from __future__ import annotations
 
@@ -37,3 +37,22 @@ class VggKhaireddin(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+
+class SimpleCnn(nn.Module):
+    """A small plain CNN (four conv-BN-ReLU-pool stages, global average pool, linear head).
+
+    Not from a paper: it is the fast model for the demo, the tests and smoke runs of the pipeline.
+    """
+
+    def __init__(self, num_classes: int = 7, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip((in_chans, *widths), widths, strict=False):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]  # fmt: skip
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(widths[-1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

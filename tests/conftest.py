@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No hub access on these machines: without this a pretrained load retries for ~47 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REAL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes decoded-dataset caches to a temp dir, never to ~/.cache or next to the data."""
+    monkeypatch.setenv("FER_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def real_fer2013() -> Path:
+    if not (REAL_FER2013 / "train").is_dir():
+        pytest.skip(f"real FER2013 not present at {REAL_FER2013}")
+    return REAL_FER2013

@@ -1,0 +1,79 @@
+"""The command line end to end, in a subprocess like a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def fer_bench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "fer_bench", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_run_on_synthetic_writes_a_row_with_provenance_and_a_table(tmp_path):
+    out = tmp_path / "out"
+    res = fer_bench("run", "--models", "simple_cnn", "--epochs", "2", "--limit-train", "400", "--out", str(out),
+                    "--no-progress", "--seed", "3")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = list(out.rglob("result.json"))
+    assert len(rows) == 1
+    row = json.loads(rows[0].read_text())
+    for key in ("model", "recipe", "recipe_hash", "dataset", "split", "seed", "epochs", "img_size", "batch_size",
+                "git_sha", "versions", "device", "precision", "params", "gmacs", "infer_img_s", "train_img_s",
+                "confusion_matrix", "history"):  # fmt: skip
+        assert key in row, key
+    assert row["seed"] == 3 and row["epochs_run"] == 2 and row["n_train"] == 400 and row["split"] == "test"
+    assert row["versions"]["torch"] and row["versions"]["timm"]
+    assert set(row["test"]) >= {"top1", "macro_f1", "weighted_f1", "top2", "f1_disgust", "recall_neutral"}
+    assert sum(map(sum, row["confusion_matrix"])) == row["n_test"]
+    assert set(row["test_tta"]) == {"none", "hflip"}
+    assert (rows[0].parent / "recipe.yaml").is_file() and (rows[0].parent / "best.pt").is_file()
+    assert "simple_cnn" in res.stdout and "macro-F1" in res.stdout
+
+
+@pytest.mark.slow
+def test_small_cnn_beats_chance_clearly_on_synthetic(tmp_path):
+    res = fer_bench("run", "--models", "simple_cnn", "--epochs", "3", "--out", str(tmp_path), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    assert row["test"]["top1"] > 45  # chance is 14 %, the majority class 25 %
+    assert row["test"]["macro_f1"] > 30
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "--models", "resnet81"], ["unknown model 'resnet81'", "resnet18", "fer-bench ls models"]),
+        (["run", "--models", "resnet18", "--dataset", "fer2013"], ["needs --data-dir", "msambare/fer2013"]),
+        (["run", "--models", "resnet18", "--dataset", "fer2013", "--data-dir", "/no/such/dir"],
+         ["/no/such/dir", "does not exist", "--dataset synthetic"]),
+        (["run", "--models", "resnet18", "--dataset", "ferr2013"], ["unknown dataset 'ferr2013'", "fer2013"]),
+        (["run", "--models", "resnet18", "--recipe", "baselin"], ["unknown recipe", "baseline"]),
+        (["run", "--models", "resnet18", "--set", "optim.lrr=1"], ["unknown key 'optim.lrr'", "optim.lr"]),
+    ],
+)  # fmt: skip
+def test_user_mistakes_get_one_clear_message_and_exit_2(tmp_path, args, expected):
+    res = fer_bench(*args, "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    for part in expected:
+        assert part in res.stderr
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_ls_and_validate():
+    res = fer_bench("ls", "models")
+    assert res.returncode == 0 and "vgg_khaireddin" in res.stdout and "29.89" in res.stdout
+    res = fer_bench("validate")
+    assert res.returncode == 0 and "0 invalid" in res.stdout
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from fer_bench.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "False"
