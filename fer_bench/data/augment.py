@@ -27,12 +27,12 @@ class Normalize:
         self.std = torch.tensor(std[:channels] if len(std) >= channels else std * channels).view(1, -1, 1, 1)
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1).float().div_(255.0)
+        return x.unsqueeze(1).to(torch.float32).mul_(1.0 / 255.0)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Grey [0,1] (B,1,S,S) → standardised (B,C,S,S)."""
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x.expand(-1, self.channels, -1, -1) - mean) / std
+        """Grey [0,1] (B,1,S,S) → standardised (B,C,S,S) in one broadcast pass: x · (1/std) − mean/std."""
+        inv = (1.0 / self.std).to(x.device)
+        return torch.addcmul(-self.mean.to(x.device) * inv, x, inv)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_float(x)
@@ -85,15 +85,19 @@ def affine_matrix(
 
 
 def photometric(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
-    """Brightness (multiplicative) then contrast (blend with the per-image mean), clamped to [0, 1]."""
+    """Brightness (×b) then contrast (blend with the per-image mean by c), clamped to [0, 1].
+
+    Both are folded into one per-sample affine map: ((x·b − m·b)·c + m·b) = x·(b·c) + m·b·(1 − c),
+    with m the image mean before brightness, so the batch is read and written once.
+    """
     if p.brightness == 0 and p.contrast == 0:
         return img
     b = img.shape[0]
-    bright = _uniform(b, 1 - p.brightness, 1 + p.brightness, gen, img.device).view(b, 1, 1, 1)
-    contrast = _uniform(b, 1 - p.contrast, 1 + p.contrast, gen, img.device).view(b, 1, 1, 1)
-    img = img * bright
-    mean = img.mean(dim=(1, 2, 3), keepdim=True)
-    return ((img - mean) * contrast + mean).clamp_(0.0, 1.0)
+    bright = _uniform(b, 1 - p.brightness, 1 + p.brightness, gen, img.device)
+    contrast = _uniform(b, 1 - p.contrast, 1 + p.contrast, gen, img.device)
+    mean = img.mean(dim=(1, 2, 3))
+    scale, shift = (bright * contrast).view(b, 1, 1, 1), (mean * bright * (1 - contrast)).view(b, 1, 1, 1)
+    return torch.addcmul(shift, img, scale).clamp_(0.0, 1.0)
 
 
 def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
@@ -106,13 +110,14 @@ def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> t
     ratio = _uniform(b, math.log(0.3), math.log(3.3), gen, dev).exp()
     eh, ew = (area / ratio).sqrt().clamp(max=1.0), (area * ratio).sqrt().clamp(max=1.0)
     y0, x0 = _uniform(b, 0, 1, gen, dev) * (1 - eh), _uniform(b, 0, 1, gen, dev) * (1 - ew)
-    on = torch.rand(b, generator=gen, device=dev) < p.erase_p
+    on = (torch.rand(b, generator=gen, device=dev) < p.erase_p).to(img.dtype)
     ys = (torch.arange(hgt, device=dev) + 0.5) / hgt
     xs = (torch.arange(wid, device=dev) + 0.5) / wid
-    in_y = (ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])
-    in_x = (xs[None] >= x0[:, None]) & (xs[None] < (x0 + ew)[:, None])
-    mask = (in_y[:, :, None] & in_x[:, None, :]) & on[:, None, None]
-    return img.masked_fill(mask[:, None], 0.0)
+    in_y = ((ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])).to(img.dtype) * on[:, None]
+    in_x = ((xs[None] >= x0[:, None]) & (xs[None] < (x0 + ew)[:, None])).to(img.dtype)
+    # The rectangle is the outer product of its row and column ranges: keep = 1 − rows ⊗ cols.
+    keep = torch.baddbmm(torch.ones(1, 1, 1, device=dev, dtype=img.dtype), in_y[:, :, None], in_x[:, None, :], alpha=-1)
+    return img * keep[:, None]
 
 
 def ten_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
