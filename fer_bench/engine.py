@@ -68,25 +68,31 @@ def train_one_epoch(
     *,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
-    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
     gen: torch.Generator,
     ctx: StepContext,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
+    frozen: Iterable[nn.Module] = (),
     on_batch: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``batches``; the scheduler (if any) steps once per batch.
+
+    ``frozen`` modules (a frozen backbone) stay in eval mode, so their batch-norm statistics do not drift.
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
         ``lr`` (at the end of the epoch) and ``train_img_s``.
     """
     model.train()
+    for module in frozen:
+        module.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for x, y in batches:
-        x = ctx.prepare(transform(x, gen))
+        x, y = transform(x, y, gen)
+        x = ctx.prepare(x)
         with ctx.autocast():
             logits = model(x)
             loss = criterion(logits.float(), y)

@@ -5,14 +5,14 @@ This is the only module that wires data, model, loss, optimizer, engine and outp
 
 from __future__ import annotations
 
-import copy
+import fnmatch
 import json
 import os
 import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,13 @@ from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
-from fer_bench.models import create_model
+from fer_bench.models import classifier_params, create_model
 from fer_bench.recipes import recipe_hash, recipe_to_dict
-from fer_bench.recipes.schema import Recipe
+from fer_bench.recipes.schema import Recipe, stage_plan
 from fer_bench.training import (
     build_loss,
     build_optimizer,
+    build_plateau,
     build_scheduler,
     resolve_device,
     resolve_precision,
@@ -90,23 +91,39 @@ def run_model(model_name: str, recipe: Recipe, data: FerData, opts: RunOptions) 
     ctx = engine.StepContext(device, amp_dtype, channels_last)
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
-                               weights=opts.weights)  # fmt: skip
+                               weights=opts.weights, drop_rate=recipe.model.drop_rate)  # fmt: skip
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
-    norm = Normalize(size, spec.in_chans, spec.mean, spec.std)
+    norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe)
     run_dir = opts.out / run_id(model_name, recipe, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
 
     start = time.perf_counter()
-    history, model = _fit(model, recipe, data, proto, norm, ctx, opts, run_dir, model_name)
+    history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name)
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
-    row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, size, spec, ctx)
+    row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
     row |= _cost(model, spec, size, ctx)
     row["wall_s"] = round(time.perf_counter() - start, 1)
     write_json(run_dir / "result.json", row)
     return row
+
+
+def make_norms(recipe: Recipe, spec, size: int) -> dict[str, Normalize]:
+    """The input pipelines: ``train`` (what augmentation ends in), ``eval`` (plain) and ``tencrop`` (TTA).
+
+    A ten-crop recipe trains on crops of ``size`` taken from images enlarged by 48/40 (Khaireddin & Chen:
+    40-px crops of 48-px faces), and its plain evaluation uses the centre crop at that same scale.
+    """
+    big = round(size * 48 / 40)
+    crop_scale = recipe.augment.train_crops == "tencrop"
+    grey = (spec.in_chans, spec.mean, spec.std)
+    return {
+        "train": Normalize(big, *grey, crop=size) if crop_scale else Normalize(size, *grey),
+        "eval": Normalize(big, *grey, crop=size) if crop_scale else Normalize(size, *grey),
+        "tencrop": Normalize(big, *grey),
+    }
 
 
 def run_id(model_name: str, recipe: Recipe, data: FerData) -> str:
@@ -119,69 +136,109 @@ def _device_tensors(data: FerData, idx: np.ndarray, device: torch.device) -> tup
     return images, torch.from_numpy(data.labels[idx]).to(device)
 
 
-def _fit(model, recipe: Recipe, data, proto, norm, ctx, opts: RunOptions, run_dir: Path, name: str):
+def set_trainable(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[torch.nn.Module]:
+    """Train only the parameters matching ``patterns`` ("all", "head" or name globs); return the frozen modules.
+
+    Raises:
+        ConfigError: a glob that matches no parameter (a typo would silently freeze the model).
+    """
+    names = [n for n, _ in model.named_parameters()]
+    keep: set[str] = set()
+    for pat in patterns:
+        match = set(names) if pat == "all" else classifier_params(model) if pat == "head" else set(
+            fnmatch.filter(names, pat))  # fmt: skip
+        if not match:
+            raise ConfigError(f"stage trainable pattern {pat!r} matches no parameter of the model "
+                              f"(names look like {names[0]!r} … {names[-1]!r}).")  # fmt: skip
+        keep |= match
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))
+            and not any(p.requires_grad for p in m.parameters(recurse=False))]  # fmt: skip
+
+
+@dataclass
+class _BestTracker:
+    """Keeps the weights of the best validation macro-F1 and counts epochs without improvement."""
+
+    path: Path
+    best: float = -1.0
+    state: dict | None = None
+    stale: int = 0
+
+    def update(self, model: torch.nn.Module, score: float) -> None:
+        if score > self.best:
+            self.best, self.stale = score, 0
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            torch.save(self.state, self.path)
+        else:
+            self.stale += 1
+
+
+def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str):
     t = recipe.train
     train_batches = engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size,
                                    shuffle=True, seed=t.seed)  # fmt: skip
     val_batches = engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size)
     criterion = build_loss(recipe.loss, data.class_counts(proto.train), ctx.device)
-    optimizer = build_optimizer(recipe.optim, model)
-    scheduler = build_scheduler(recipe.schedule, optimizer, len(train_batches), t.epochs)
     scaler = torch.amp.GradScaler(ctx.device.type) if ctx.amp_dtype == torch.float16 else None
-    augment = BatchAugment(recipe.augment, norm)
+    augment = BatchAugment(recipe.augment, norms["train"])
     gen = torch.Generator(ctx.device).manual_seed(t.seed)
-    history: list[dict[str, float]] = []
-    best_f1, best_state, stale = -1.0, None, 0
-    epochs = tqdm(range(t.epochs), desc=name, unit="epoch", disable=not opts.progress, file=sys.stderr)
-    for epoch in epochs:
-        bar = tqdm(total=len(train_batches.labels), desc=f"epoch {epoch + 1}/{t.epochs}", unit="img", leave=False,
-                   disable=not opts.progress, file=sys.stderr)  # fmt: skip
-        stats = engine.train_one_epoch(
-            model, train_batches.epoch(epoch), criterion=criterion, optimizer=optimizer, transform=augment, gen=gen,
-            ctx=ctx, scheduler=scheduler, scaler=scaler, grad_clip=t.grad_clip,
-            on_batch=lambda seen, loss, bar=bar: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
-        )  # fmt: skip
-        bar.close()
-        val = engine.evaluate(model, val_batches.epoch(), transform=norm, ctx=ctx, classes=data.classes)
-        history.append({"epoch": epoch + 1, **stats, **{f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}})
-        epochs.set_postfix(val_top1=f"{val['top1']:.1f}", val_f1=f"{val['macro_f1']:.1f}")
-        _log_epoch(history[-1], t.epochs, opts.progress)
-        if val["macro_f1"] > best_f1:
-            best_f1, stale = val["macro_f1"], 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            torch.save(best_state, run_dir / "best.pt")
-        else:
-            stale += 1
-            if t.early_stop_patience and stale >= t.early_stop_patience:
-                print(f"  early stop: no better validation macro-F1 for {stale} epoch(s)", file=sys.stderr)
+    history: list[dict] = []
+    tracker = _BestTracker(run_dir / "best.pt")
+    epoch = 0
+    for stage, n_epochs in stage_plan(recipe):
+        frozen = set_trainable(model, stage.trainable)
+        optimizer = build_optimizer(replace(recipe.optim, lr=stage.lr or recipe.optim.lr), model)
+        scheduler = build_scheduler(recipe.schedule, optimizer, len(train_batches), n_epochs)
+        plateau = build_plateau(recipe.schedule, optimizer)
+        tracker.stale = 0
+        for _ in range(n_epochs):
+            epoch += 1
+            bar = tqdm(total=len(train_batches.labels), desc=f"{name} {stage.name} {epoch}/{t.epochs}", unit="img",
+                       leave=False, disable=not opts.progress, file=sys.stderr)  # fmt: skip
+            stats = engine.train_one_epoch(
+                model, train_batches.epoch(epoch - 1), criterion=criterion, optimizer=optimizer, transform=augment,
+                gen=gen, ctx=ctx, scheduler=scheduler, scaler=scaler, grad_clip=t.grad_clip, frozen=frozen,
+                on_batch=lambda seen, loss, bar=bar: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+            )  # fmt: skip
+            bar.close()
+            val = engine.evaluate(model, val_batches.epoch(), transform=norms["eval"], ctx=ctx, classes=data.classes)
+            if plateau is not None:
+                plateau.step(val["top1"])
+            history.append({"epoch": epoch, "stage": stage.name, **stats,
+                            **{f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}})  # fmt: skip
+            _log_epoch(history[-1], t.epochs, opts.progress)
+            tracker.update(model, val["macro_f1"])
+            if t.early_stop_patience and tracker.stale >= t.early_stop_patience:
+                print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
+                      "epoch(s)", file=sys.stderr)  # fmt: skip
                 break
-    model.load_state_dict(best_state)
+    model.load_state_dict(tracker.state)
     return history, model
 
 
 def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
     line = (
-        f"  epoch {h['epoch']}/{total}  loss {h['train_loss']:.4f}  val top1 {h['val_top1']:.2f}  "
+        f"  epoch {h['epoch']}/{total} [{h['stage']}]  loss {h['train_loss']:.4f}  val top1 {h['val_top1']:.2f}  "
         f"val macro-F1 {h['val_macro_f1']:.2f}  lr {h['lr']:.2e}  {h['train_img_s']:.0f} img/s"
     )
     (tqdm.write if progress else print)(line, file=sys.stderr)
 
 
-def _test(model, recipe: Recipe, data, proto, size: int, spec, ctx):
+def _test(model, recipe: Recipe, data, proto, norms: dict[str, Normalize], ctx):
     batches = engine.Batches(*_device_tensors(data, proto.test, ctx.device), batch_size=recipe.eval.batch_size)
     results: dict[str, dict[str, float]] = {}
     confusion = None
     for tta in recipe.eval.tta:
-        # Ten-crop keeps the model's input size: the image is enlarged by 48/40 first, then cropped.
-        big = round(size * 48 / 40) if tta == "tencrop" else size
-        norm = Normalize(big, spec.in_chans, spec.mean, spec.std)
-        logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=size)
+        norm = norms["tencrop" if tta == "tencrop" else "eval"]
+        crop = norms["eval"].crop or norms["eval"].size
+        logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=crop)
         results[tta] = classification_metrics(logits, y, data.classes)
         if confusion is None:
             confusion = confusion_matrix(y, logits.argmax(1), len(data.classes)).tolist()
-    headline = recipe.eval.tta[0]
     summary = {t: {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")} for t, m in results.items()}
-    return results[headline], summary, confusion
+    return results[recipe.eval.tta[0]], summary, confusion
 
 
 def _cost(model, spec, size: int, ctx) -> dict[str, Any]:

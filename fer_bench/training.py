@@ -75,18 +75,27 @@ def build_scheduler(
     cfg: ScheduleCfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-batch schedule: linear warm-up from 1 % of the LR, then cosine to ``min_lr_ratio`` (or constant)."""
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
     total = max(epochs * steps_per_epoch, 1)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)  # a short stage keeps half its steps
 
     def factor(step: int) -> float:
         if step < warmup:
             return 0.01 + 0.99 * step / warmup
-        if cfg.name == "constant":
+        if cfg.name in ("constant", "plateau"):  # plateau: the per-epoch ReduceLROnPlateau does the rest
             return 1.0
         t = min((step - warmup) / max(total - warmup, 1), 1.0)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_plateau(cfg: ScheduleCfg, optimizer: torch.optim.Optimizer):
+    """ReduceLROnPlateau on validation top-1 (stepped once per epoch) for ``schedule.name: plateau``."""
+    if cfg.name != "plateau":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
 
 
 def resolve_device(name: str) -> torch.device:

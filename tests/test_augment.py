@@ -31,7 +31,10 @@ def faces() -> torch.Tensor:
 
 
 def _run(cfg: AugmentCfg, x: torch.Tensor, seed: int = 0, norm: Normalize = GREY) -> torch.Tensor:
-    return BatchAugment(cfg, norm)(x, torch.Generator().manual_seed(seed))
+    y = torch.arange(len(x))
+    out, y_out = BatchAugment(cfg, norm)(x, y, torch.Generator().manual_seed(seed))
+    assert torch.equal(y_out, y)
+    return out
 
 
 def test_same_seed_same_batch_other_seed_other_batch(faces):
@@ -110,3 +113,25 @@ def test_ten_crop_corners_centre_and_mirrors():
     assert crops.shape == (10, 1, 1, 40, 40)
     assert torch.equal(crops[0], x[..., :40, :40]) and torch.equal(crops[3], x[..., 8:, 8:])
     assert torch.equal(crops[4], x[..., 4:44, 4:44]) and torch.equal(crops[5], crops[0].flip(-1))
+
+
+def test_train_ten_crop_gives_ten_labelled_samples_per_image(faces):
+    norm = Normalize(48, 1, (0.0,), (1.0,), crop=40)
+    y = torch.arange(len(faces))
+    out, y_out = BatchAugment(dataclasses.replace(OFF, train_crops="tencrop"), norm)(faces, y, torch.Generator())
+    assert out.shape == (10 * len(faces), 1, 40, 40)
+    assert torch.equal(y_out, y.repeat(10))
+    torch.testing.assert_close(out[: len(faces), 0], faces[:, :40, :40].float() / 255, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[4 * len(faces) :5 * len(faces), 0], faces[:, 4:44, 4:44].float() / 255,
+                               atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_rotation_probability_zero_means_no_rotation(faces):
+    out = _run(dataclasses.replace(OFF, rotate=30, rotate_p=0.0), faces)
+    torch.testing.assert_close(out[:, 0], faces.float() / 255, atol=1e-5, rtol=0)
+
+
+def test_eval_normalize_centre_crops():
+    x = torch.arange(48 * 48, dtype=torch.float32).view(1, 48, 48).clamp(max=255).to(torch.uint8)
+    out = Normalize(48, 1, (0.0,), (1.0,), crop=40)(x)
+    torch.testing.assert_close(out[0, 0], x[0, 4:44, 4:44].float() / 255)

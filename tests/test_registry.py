@@ -61,3 +61,20 @@ def test_every_backbone_has_metadata(name):
     assert spec.source in ("timm", "torchvision", "ours")
     assert spec.in_chans in (1, 3) and len(spec.mean) in (1, 3) and len(spec.std) == len(spec.mean)
     assert spec.input_size >= 32 and spec.paper and spec.family
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if MODELS.get(n).source == "timm"])
+def test_timm_entries_match_timms_own_metadata(name):
+    import timm
+
+    spec = MODELS.get(name)
+    cfg = timm.get_pretrained_cfg(spec.timm_name)
+    assert spec.input_size == cfg.input_size[-1]
+    assert spec.mean == tuple(cfg.mean) and spec.std == tuple(cfg.std)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_default_recipe_exists(name):
+    from fer_bench.recipes import list_recipes
+
+    assert MODELS.get(name).default_recipe in list_recipes()

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 
 class Normalize:
-    """uint8 (B,H,W) → float (B,C,S,S): resize, scale to [0,1], repeat grey to C channels, standardise."""
+    """uint8 (B,H,W) → float (B,C,S,S): resize to ``size``, centre-crop to ``crop`` (if set), scale to [0, 1],
+    repeat grey to C channels, standardise."""
 
-    def __init__(self, size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.size, self.channels = size, channels
+    def __init__(
+        self, size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...], crop: int | None = None
+    ) -> None:
+        self.size, self.channels, self.crop = size, channels, crop
         self.mean = torch.tensor(mean[:channels] if len(mean) >= channels else mean * channels).view(1, -1, 1, 1)
         self.std = torch.tensor(std[:channels] if len(std) >= channels else std * channels).view(1, -1, 1, 1)
 
@@ -38,40 +41,61 @@ class Normalize:
         x = self.to_float(x)
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        if self.crop is not None:
+            off = (self.size - self.crop) // 2
+            x = x[..., off : off + self.crop, off : off + self.crop]
         return self.finish(x)
 
 
 class BatchAugment:
-    """Training transform: augment a uint8 batch on its device with per-sample random parameters."""
+    """Training transform: augment a uint8 batch on its device with per-sample random parameters.
+
+    With ``train_crops: tencrop`` every augmented image yields ten crops of ``norm.crop`` pixels, each
+    a training sample with the image's label (Khaireddin & Chen); erasing then acts on each crop.
+    """
 
     def __init__(self, params: AugmentParams, norm: Normalize) -> None:
         self.p, self.norm = params, norm
+        if params.train_crops == "tencrop" and norm.crop is None:
+            raise ValueError("train_crops=tencrop needs a Normalize with a crop size")
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
         img = self.norm.to_float(x)
         theta = affine_params(b, self.p, gen, x.device)
         grid = F.affine_grid(theta, [b, 1, self.norm.size, self.norm.size], align_corners=False)
         img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         img = photometric(img, self.p, gen)
+        if self.p.train_crops == "tencrop":
+            img, y = ten_crop(img, self.norm.crop).flatten(0, 1), y.repeat(10)  # crop-major, as ten_crop stacks
+        elif self.norm.crop is not None:
+            off = (self.norm.size - self.norm.crop) // 2
+            img = img[..., off : off + self.norm.crop, off : off + self.norm.crop]
         img = random_erase(img, self.p, gen)
-        return self.norm.finish(img)
+        return self.norm.finish(img), y
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
 
 
+def _bernoulli(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
+    return (torch.rand(n, generator=gen, device=device) < p).float()
+
+
 def affine_params(b: int, p: AugmentParams, gen: torch.Generator, device) -> torch.Tensor:
     """Per-sample (B,2,3) matrices mapping output to source coordinates (``affine_grid`` convention)."""
-    area = _uniform(b, *p.crop_scale, gen, device).clamp(max=1.0)
+    area = _uniform(b, *p.crop_scale, gen, device)
     log_r = _uniform(b, math.log(p.crop_ratio[0]), math.log(p.crop_ratio[1]), gen, device)
-    w = (area * log_r.exp()).sqrt().clamp(max=1.0)  # crop width/height as fractions of the source side
-    h = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    # Crop width/height as fractions of the source side; above 1 (crop_scale > 1) the crop is zero-padded.
+    side_max = max(1.0, math.sqrt(p.crop_scale[1]))
+    w = (area * log_r.exp()).sqrt().clamp(max=side_max)
+    h = (area / log_r.exp()).sqrt().clamp(max=side_max)
     # The crop centre ranges over the part of the image the crop fits in, plus the extra translation.
-    cx = (1 - w) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * 2
-    cy = (1 - h) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * 2
-    angle = _uniform(b, -p.rotate, p.rotate, gen, device) * (math.pi / 180)
+    shift = _bernoulli(b, p.translate_p, gen, device) * 2
+    cx = (1 - w) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * shift
+    cy = (1 - h) * _uniform(b, -1, 1, gen, device) + _uniform(b, -p.translate, p.translate, gen, device) * shift
+    angle = _uniform(b, -p.rotate, p.rotate, gen, device) * (math.pi / 180) * _bernoulli(b, p.rotate_p, gen, device)
     flip = torch.where(torch.rand(b, generator=gen, device=device) < p.hflip, -1.0, 1.0)
     return affine_matrix(w * flip, h, cx, cy, angle)
 

@@ -32,7 +32,7 @@ class ModelSpec:
 
     Attributes:
         name: registry key.
-        builder: ``fn(num_classes, in_chans, pretrained) -> nn.Module``.
+        builder: ``fn(num_classes, in_chans, pretrained, drop_rate) -> nn.Module`` (drop_rate None: its default).
         source: ``timm``, ``torchvision`` or ``ours``.
         family: ``vgg``, ``resnet``, ``efficientnet``...
         input_size: native input side in pixels (recipes may override).
@@ -45,7 +45,7 @@ class ModelSpec:
     """
 
     name: str
-    builder: Callable[[int, int, bool], nn.Module]
+    builder: Callable[[int, int, bool, float | None], nn.Module]
     source: str
     family: str
     input_size: int
@@ -62,9 +62,9 @@ MODELS: Registry[ModelSpec] = Registry("model", list_hint="fer-bench ls models")
 
 
 def register_model(name: str, **meta) -> Callable:
-    """Decorator: register ``builder(num_classes, in_chans, pretrained)`` under ``name`` with its metadata."""
+    """Decorator: register ``builder(num_classes, in_chans, pretrained, drop_rate)`` under ``name``."""
 
-    def wrap(builder: Callable[[int, int, bool], nn.Module]):
+    def wrap(builder: Callable[[int, int, bool, float | None], nn.Module]):
         MODELS.add(name, ModelSpec(name=name, builder=builder, **meta))
         return builder
 
@@ -81,14 +81,19 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, *, num_classes: int = 7, pretrained: bool = False, weights: str | Path | None = None
+    name: str,
+    *,
+    num_classes: int = 7,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    drop_rate: float | None = None,
 ) -> tuple[nn.Module, ModelSpec]:
     """Build a backbone with a ``num_classes`` head, optionally with pretrained or local weights."""
     from fer_bench.models.weights import load_weights, pretrained_error
 
     spec = get_spec(name)
     try:
-        model = spec.builder(num_classes, spec.in_chans, pretrained and weights is None)
+        model = spec.builder(num_classes, spec.in_chans, pretrained and weights is None, drop_rate)
     except (OSError, RuntimeError, ValueError) as exc:
         if pretrained:
             raise ConfigError(pretrained_error(spec, exc)) from None
@@ -96,6 +101,13 @@ def create_model(
     if weights is not None:
         load_weights(model, Path(weights))
     return model, spec
+
+
+def classifier_params(model: nn.Module) -> set[str]:
+    """Names of the classifier's parameters (timm's ``get_classifier``, which our models implement too)."""
+    head = model.get_classifier()
+    ids = {id(p) for p in head.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def _is_timm_model(name: str) -> bool:
@@ -127,11 +139,12 @@ def _default_cfg(arch: str):
     return timm.get_pretrained_cfg(tags[0]) if tags else None
 
 
-def _timm_builder(arch: str) -> Callable[[int, int, bool], nn.Module]:
-    def build(num_classes: int, in_chans: int, pretrained: bool) -> nn.Module:
+def _timm_builder(arch: str) -> Callable[[int, int, bool, float | None], nn.Module]:
+    def build(num_classes: int, in_chans: int, pretrained: bool, drop_rate: float | None = None) -> nn.Module:
         import timm
 
-        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+        extra = {} if drop_rate is None else {"drop_rate": drop_rate}
+        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **extra)
 
     return build
 

@@ -45,14 +45,20 @@ class SimpleCnn(nn.Module):
     Not from a paper: it is the fast model for the demo, the tests and smoke runs of the pipeline.
     """
 
-    def __init__(self, num_classes: int = 7, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self, num_classes: int = 7, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256), drop_rate: float = 0.1
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in zip((in_chans, *widths), widths, strict=False):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
                        nn.MaxPool2d(2)]  # fmt: skip
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(widths[-1], num_classes))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(drop_rate))
+        self.head = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.pool(self.features(x)))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head

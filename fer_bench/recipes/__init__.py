@@ -60,7 +60,9 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | dict[str
     problems = check_values(recipe)
     if problems:
         path, allowed = problems[0]
-        raise ConfigError(f"{source}: {path} = {_get_dotted(recipe, path)!r} is not allowed; expected {allowed}.")
+        value = _get_dotted(recipe, path)
+        shown = f"{path} = {list(value) if isinstance(value, tuple) else value!r}"
+        raise ConfigError(f"{source}: {shown} is not allowed; expected {allowed}.")
     return recipe
 
 
@@ -139,7 +141,8 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
         items = [args[0]] * len(value) if args[-1] is Ellipsis else list(args)
         if len(items) != len(value):
             raise _type_error(source, path, value, _describe(tp))
-        return tuple(_coerce(t, v, source, path) for t, v in zip(items, value, strict=True))
+        paths = [f"{path}[{i}]" if dataclasses.is_dataclass(t) else path for i, t in enumerate(items)]
+        return tuple(_coerce(t, v, source, p) for t, v, p in zip(items, value, paths, strict=True))
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 LOSSES = ("ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "plateau")
+TRAIN_CROPS = ("none", "tencrop")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
 TTA = ("none", "hflip", "tencrop")
 VAL_SOURCES = ("train", "public", "private")
@@ -41,6 +42,24 @@ class AugmentCfg:
     contrast: float = 0.2  # factor drawn from [1-c, 1+c]
     erase_p: float = 0.25  # probability of one erased rectangle
     erase_scale: tuple[float, float] = (0.02, 0.15)  # its area fraction
+    rotate_p: float = 1.0  # probability that a sample is rotated at all
+    translate_p: float = 1.0  # probability that a sample is shifted at all
+    train_crops: str = "none"  # "tencrop": each augmented image gives ten crops of input.img_size (Khaireddin)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    drop_rate: float | None = None  # dropout before the classifier; None = the backbone's own default
+
+
+@dataclass(frozen=True)
+class StageCfg:
+    """One training stage: which parameters train, for how long, at which learning rate."""
+
+    name: str = "train"
+    epochs: int | None = None  # None (last stage only): whatever train.epochs leaves after the stages before
+    trainable: tuple[str, ...] = ("all",)  # "all", "head" (the classifier) or globs over parameter names
+    lr: float | None = None  # None: optim.lr
 
 
 @dataclass(frozen=True)
@@ -64,8 +83,10 @@ class OptimCfg:
 @dataclass(frozen=True)
 class ScheduleCfg:
     name: str = "cosine"
-    warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch
+    warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch, at the start of each stage
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    plateau_factor: float = 0.5  # plateau: multiply the LR by this when validation top-1 stalls...
+    plateau_patience: int = 5  # ...for this many epochs
 
 
 @dataclass(frozen=True)
@@ -93,12 +114,21 @@ class Recipe:
     description: str = ""
     data: DataCfg = field(default_factory=DataCfg)
     input: InputCfg = field(default_factory=InputCfg)
+    model: ModelCfg = field(default_factory=ModelCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     loss: LossCfg = field(default_factory=LossCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    stages: tuple[StageCfg, ...] = ()  # empty: one stage "train" of train.epochs with every parameter trainable
+
+
+def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
+    """The stages with their epoch counts; the last one without ``epochs`` gets the rest of ``train.epochs``."""
+    stages = r.stages or (StageCfg(),)
+    fixed = sum(s.epochs or 0 for s in stages)
+    return [(s, s.epochs if s.epochs is not None else r.train.epochs - fixed) for s in stages]
 
 
 def check_values(r: Recipe) -> list[tuple[str, str]]:
@@ -119,12 +149,22 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (r.train.epochs >= 1, "train.epochs", "an integer >= 1"),
         (r.train.batch_size >= 1, "train.batch_size", "an integer >= 1"),
         (0 <= r.schedule.warmup_epochs < r.train.epochs, "schedule.warmup_epochs", "in [0, train.epochs)"),
+        (0 < r.schedule.plateau_factor < 1, "schedule.plateau_factor", "a number in (0, 1)"),
+        (r.augment.train_crops in TRAIN_CROPS, "augment.train_crops", f"one of {', '.join(TRAIN_CROPS)}"),
+        (0 <= r.augment.rotate_p <= 1, "augment.rotate_p", "a probability in [0, 1]"),
+        (0 <= r.augment.translate_p <= 1, "augment.translate_p", "a probability in [0, 1]"),
+        (r.model.drop_rate is None or 0 <= r.model.drop_rate < 1, "model.drop_rate", "null or a number in [0, 1)"),
+        (all(s.epochs is not None for s in r.stages[:-1]), "stages", "every stage but the last with epochs set"),
+        (all(n >= 1 for _, n in stage_plan(r)), "train.epochs",
+         f"more than the {sum(s.epochs or 0 for s in r.stages[:-1])} epoch(s) of the fixed stages"),
+        (all(s.lr is None or s.lr > 0 for s in r.stages), "stages", "each stage's lr null or a number > 0"),
         (0 < r.data.val_fraction < 1, "data.val_fraction", "a number in (0, 1)"),
         (r.data.limit_train is None or r.data.limit_train >= 7, "data.limit_train", "null or an integer >= 7"),
         (r.input.img_size is None or r.input.img_size >= 16, "input.img_size", "null or an integer >= 16"),
         (0 <= r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]"),
         (0 <= r.augment.erase_p <= 1, "augment.erase_p", "a probability in [0, 1]"),
-        (0 < r.augment.crop_scale[0] <= r.augment.crop_scale[1], "augment.crop_scale", "[lo, hi] with 0 < lo <= hi"),
+        (0 < r.augment.crop_scale[0] <= r.augment.crop_scale[1] <= 2, "augment.crop_scale",
+         "[lo, hi] with 0 < lo <= hi <= 2 (above 1 the crop is larger than the image, zero-padded)"),
         (0 < r.augment.crop_ratio[0] <= r.augment.crop_ratio[1], "augment.crop_ratio", "[lo, hi] with 0 < lo <= hi"),
         (0 <= r.augment.rotate <= 180, "augment.rotate", "degrees in [0, 180]"),
         (0 <= r.augment.translate < 1, "augment.translate", "a fraction in [0, 1)"),

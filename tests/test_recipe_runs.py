@@ -1,0 +1,50 @@
+"""The published recipes run end to end (on simple_cnn and the synthetic set, so it takes seconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fer_bench.data import load_dataset
+from fer_bench.recipes import load_recipe
+from fer_bench.runner import RunOptions, run_model
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+def _run(tmp_path, data, recipe: str, *sets: str, model: str = "simple_cnn") -> dict:
+    r = load_recipe(recipe, ["data.limit_train=280", "input.img_size=48", "eval.batch_size=512", *sets])
+    return run_model(model, r, data, RunOptions(out=tmp_path, device="cpu", progress=False))
+
+
+def test_naik_two_stages_show_in_the_history(tmp_path, synthetic):
+    row = _run(tmp_path, synthetic, "naik-effnetb2", "train.epochs=4")
+    assert [h["stage"] for h in row["history"]] == ["warmup"] * 3 + ["finetune"]
+    lrs = [h["lr"] for h in row["history"]]
+    assert lrs[0] > 1e-4 >= lrs[3]  # the fine-tuning stage runs at its own, lower LR (cosine within each stage)
+    assert row["trainable_params"] == row["params"]  # the last stage trains everything
+    assert row["n_val"] == round(len(synthetic.split_indices("train")) * 0.125)
+
+
+def test_insideout_freezes_the_backbone(tmp_path, synthetic):
+    row = _run(tmp_path, synthetic, "insideout-effnetv2s", "train.epochs=1")
+    assert row["trainable_params"] == 256 * 7 + 7 < row["params"]  # only the linear head of simple_cnn
+    assert row["recipe"] == "insideout-effnetv2s" and len(row["recipe_hash"]) == 12
+
+
+def test_khaireddin_ten_crops_private_validation_public_test(tmp_path, synthetic):
+    row = _run(tmp_path, synthetic, "khaireddin-vgg", "train.epochs=1", "input.img_size=40")
+    assert row["split"] == "public" and row["n_test"] == len(synthetic.split_indices("public"))
+    assert row["n_val"] == len(synthetic.split_indices("private"))
+    assert set(row["test_tta"]) == {"tencrop", "none"}
+    assert row["test"]["top1"] == row["test_tta"]["tencrop"]["top1"]  # the paper's figure is the headline
+    assert row["img_size"] == 40
+
+
+def test_a_trainable_glob_that_matches_nothing_is_an_error(tmp_path, synthetic):
+    from fer_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        _run(tmp_path, synthetic, "baseline", "train.epochs=1", "stages=[{name: x, trainable: ['blokcs.*']}]")
