@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_ls(sub)
     _add_validate(sub)
+    _add_leaderboard(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -59,7 +61,20 @@ def _add_run(sub) -> None:
                    help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
+    _add_tracking(p)
     p.set_defaults(handler=cmd_run)
+
+
+def _add_tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--experiment", default="fer-bench", help="MLflow experiment name (default: fer-bench)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+
+
+def make_tracker(args: argparse.Namespace):
+    from fer_bench.tracking import MlflowTracker, NullTracker
+
+    return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment)
 
 
 def _add_ls(sub) -> None:
@@ -80,13 +95,126 @@ def _add_validate(sub) -> None:
     p.set_defaults(handler=cmd_validate)
 
 
+def _add_leaderboard(sub) -> None:
+    p = sub.add_parser("leaderboard", help="rank the tracked runs: mean ± std over seeds, as a table and a plot")
+    p.add_argument("--experiment", default="fer-bench", help="MLflow experiment (default: fer-bench)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--filter", default="", help="extra MLflow filter, e.g. \"tags.`fer_bench.split` = 'public'\"")
+    p.add_argument("--from-results", nargs="+", type=Path, metavar="DIR",
+                   help="read result.json files instead of MLflow")  # fmt: skip
+    p.add_argument("--format", choices=("md", "csv", "latex", "html"), default="md")
+    p.add_argument("--per-class", action="store_true", help="add per-class F1 columns")
+    p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
+    p.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fer_bench import leaderboard as lb
+
+    if args.from_results:
+        frame = lb.frame_from_rows(lb.read_rows(args.from_results))
+    else:
+        from fer_bench.tracking import search_model_runs
+
+        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
+    if frame.empty:
+        raise FerBenchError(f"no finished model runs in experiment {args.experiment!r}"
+                            f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first.")
+    agg = lb.aggregate(frame)
+    table = lb.render(agg, args.format, per_class=args.per_class, published=args.published)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table if table.endswith("\n") else table + "\n")
+    else:
+        print(table)
+    if args.plot:
+        lb.pareto_plot(agg, args.plot)
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency, memory and cost (or the data path with --data)")
+    p.add_argument("--models", type=_csv_list, default=["resnet18"], help="comma-separated models")
+    p.add_argument("--img-size", type=lambda v: [int(x) for x in _csv_list(v)], default=[48],
+                   help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=("fp32", "amp_bf16", "amp_fp16"), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
+    p.add_argument("--data-dir", type=Path, help="with --data: FER2013 folder tree (default: the synthetic set)")
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    if args.data:
+        from fer_bench.bench_data import run_data_bench
+
+        result = run_data_bench(args.data_dir, args.out)
+        path = args.out / "data-bench-cpu.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "conditions"}, indent=2))
+        print(f"written: {path}", file=sys.stderr)
+        return 0
+    return _bench_models(args)
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tabulate import tabulate
+
+    from fer_bench.bench import BenchConfig, csv_name, run_isolated
+    from fer_bench.models import get_spec
+
+    for m in args.models:
+        get_spec(m)  # unknown names fail before any measuring
+    rows, cfg = [], None
+    for model in args.models:
+        for size in args.img_size:
+            cfg = BenchConfig(model, size, args.batch_size, args.precision, args.channels_last, args.compile,
+                              args.device, repeats=args.repeats, steps=args.steps)  # fmt: skip
+            print(f"bench {model} @ {size}px, batch {args.batch_size}, {args.precision}", file=sys.stderr)
+            rows.append(run_isolated(cfg))
+    df = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ok = df[df.get("error").isna()] if "error" in df else df
+    if ok.empty:
+        raise FerBenchError(f"every measurement failed; first error: {rows[0].get('error')}")
+    common = [c for c in ("model", "img_size", "batch_size", "batch_size_requested", "precision", "channels_last",
+                          "compile", "device_name", "torch", "cuda", "cudnn", "threads", "params", "gmacs")
+              if c in df]  # fmt: skip
+    infer = common + [c for c in df if c.startswith(("infer_", "latency_"))] + ["git_sha", "timestamp"]
+    train = common + [c for c in df if c.startswith(("train_", "peak_mem"))] + ["git_sha", "timestamp"]
+    for mode, cols in (("infer", infer), ("train", train)):
+        path = args.out / csv_name(mode, cfg, ok.iloc[0].to_dict())
+        ok[[c for c in cols if c in ok]].to_csv(path, index=False, float_format="%.4g")
+        print(f"written: {path}", file=sys.stderr)
+    show = ["model", "img_size", "batch_size", "infer_img_s_median", "infer_img_s_iqr", "latency_ms_median",
+            "train_img_s_median", "train_img_s_iqr", "peak_mem_mb", "params", "gmacs"]  # fmt: skip
+    print(tabulate(ok[[c for c in show if c in ok]].values.tolist(), headers=show, floatfmt=".1f"))
+    failed = df[df["error"].notna()] if "error" in df else df.iloc[0:0]
+    for _, r in failed.iterrows():
+        print(f"failed: {r['model']} @ {r['img_size']}: {r['error']}", file=sys.stderr)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fer_bench.data import load_dataset
-    from fer_bench.leaderboard import render
+    from fer_bench.leaderboard import render_rows
     from fer_bench.models import get_spec
     from fer_bench.runner import RunOptions, run_model
 
     from fer_bench.provenance import git_sha
+    from fer_bench.recipes import recipe_to_dict
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
@@ -95,11 +223,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress)
+    tracker = make_tracker(args)
     rows = []
-    for spec, recipe in zip(specs, recipes, strict=True):
-        print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
-        rows.append(run_model(spec.name, recipe, data, opts))
-    table = render(rows)
+    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={"fer_bench.kind": "suite"}):
+        for spec, recipe in zip(specs, recipes, strict=True):
+            print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
+            with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True):
+                row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
+                tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
+            rows.append(row)
+    table = render_rows(rows)
     (args.out / "leaderboard.md").write_text(table + "\n")
     print(table)
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)

@@ -12,6 +12,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
 from fer_bench.models import classifier_params, create_model
+from fer_bench.plots import save_run_plots
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import Recipe, stage_plan
 from fer_bench.training import (
@@ -83,8 +85,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_model(model_name: str, recipe: Recipe, data: FerData, opts: RunOptions) -> dict[str, Any]:
-    """Train ``model_name`` under ``recipe`` on ``data``, evaluate it, write and return its result row."""
+def run_model(
+    model_name: str,
+    recipe: Recipe,
+    data: FerData,
+    opts: RunOptions,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model_name`` under ``recipe`` on ``data``, evaluate it, write and return its result row.
+
+    ``on_epoch`` receives each epoch's history entry (the tracker logs it); files go to ``opts.out/<run_id>/``.
+    """
     device = resolve_device(opts.device)
     precision, amp_dtype = resolve_precision(recipe.train.precision, device)
     channels_last = recipe.train.channels_last if recipe.train.channels_last is not None else device.type == "cuda"
@@ -96,17 +107,20 @@ def run_model(model_name: str, recipe: Recipe, data: FerData, opts: RunOptions) 
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe)
-    run_dir = opts.out / run_id(model_name, recipe, data)
+    rid = run_id(model_name, recipe, data)
+    run_dir = opts.out / rid
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
 
     start = time.perf_counter()
-    history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name)
+    history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
     row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
     row |= _cost(model, spec, size, ctx)
     row["wall_s"] = round(time.perf_counter() - start, 1)
+    row["run_id"] = rid
     write_json(run_dir / "result.json", row)
+    save_run_plots(row, run_dir)
     return row
 
 
@@ -175,7 +189,7 @@ class _BestTracker:
             self.stale += 1
 
 
-def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str):
+def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str, on_epoch):
     t = recipe.train
     train_batches = engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size,
                                    shuffle=True, seed=t.seed)  # fmt: skip
@@ -209,6 +223,8 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
             history.append({"epoch": epoch, "stage": stage.name, **stats,
                             **{f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}})  # fmt: skip
             _log_epoch(history[-1], t.epochs, opts.progress)
+            if on_epoch is not None:
+                on_epoch(history[-1])
             tracker.update(model, val["macro_f1"])
             if t.early_stop_patience and tracker.stale >= t.early_stop_patience:
                 print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "

@@ -15,6 +15,8 @@ REAL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes decoded-dataset caches to a temp dir, never to ~/.cache or next to the data."""
     monkeypatch.setenv("FER_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # CLI runs track to MLflow by default: keep that store out of the working tree too.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.getbasetemp() / 'mlflow.db'}")
 
 
 @pytest.fixture(scope="session")

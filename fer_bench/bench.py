@@ -1,0 +1,185 @@
+"""Model throughput and cost, measured the way timm's benchmark.py does, with spread and conditions on every row.
+
+Inference: synthetic input made on the device, ``eval()`` + ``inference_mode``, warm-up, then timed steps with a
+device sync after each; several repeats; median and IQR of img/s and of step time. Training: forward, backward
+and optimizer step, timed the same way. Batch-1 latency (median, p90). Peak memory in a separate loop. Params and
+GMACs at batch 1. Each (model, size) runs in its own subprocess so one failure or compile cache cannot skew the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+PRECISIONS = ("fp32", "amp_bf16", "amp_fp16")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str
+    img_size: int
+    batch_size: int = 64
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: str | None = None  # a torch.compile mode ("default", "max-autotune"...) or None
+    device: str = "auto"
+    warmup: int = 3
+    steps: int = 10  # timed steps per repeat
+    repeats: int = 5
+    latency_steps: int = 20
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return {f"{prefix}_median": float(med), f"{prefix}_iqr": float(q3 - q1), f"{prefix}_min": float(min(values)),
+            f"{prefix}_max": float(max(values))}  # fmt: skip
+
+
+def _setup(cfg: BenchConfig):
+    import torch
+
+    from fer_bench.cost import count_params, gmacs
+    from fer_bench.models import create_model
+    from fer_bench.training import resolve_device, resolve_precision
+
+    device = resolve_device(cfg.device)
+    _, amp_dtype = resolve_precision(cfg.precision, device)
+    model, spec = create_model(cfg.model)
+    info = count_params(model) | {"gmacs": gmacs(model, spec.in_chans, cfg.img_size)}
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
+    if cfg.compile:
+        model = torch.compile(model, mode=cfg.compile)
+    return model, spec, device, amp_dtype, fmt, info
+
+
+def _timed_steps(fn, device, warmup: int, steps: int, repeats: int) -> list[float]:
+    """Per-step seconds over ``repeats`` × ``steps`` (after ``warmup``), with a device sync after every step."""
+    from fer_bench.cost import sync
+
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats * steps):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(cfg: BenchConfig) -> dict[str, Any]:
+    """All figures for one configuration (call in a fresh process for clean peak-memory numbers)."""
+    import torch
+
+    model, spec, device, amp_dtype, fmt, info = _setup(cfg)
+    autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)  # noqa: E731
+    x = torch.randn(cfg.batch_size, spec.in_chans, cfg.img_size, cfg.img_size, device=device).to(memory_format=fmt)
+    y = torch.randint(0, 7, (cfg.batch_size,), device=device)
+    x1 = x[:1].clone()
+
+    def infer(inp=x):
+        with torch.inference_mode(), autocast():
+            model(inp)
+
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+
+    def train():
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    row = {**asdict(cfg), **info}
+    model.eval()
+    t = _timed_steps(infer, device, cfg.warmup, cfg.steps, cfg.repeats)
+    row |= _stats("infer_step_ms", [s * 1e3 for s in t]) | _stats("infer_img_s", [cfg.batch_size / s for s in t])
+    lat = _timed_steps(lambda: infer(x1), device, cfg.warmup, cfg.latency_steps, 1)
+    row |= {"latency_ms_median": float(np.median(lat) * 1e3), "latency_ms_p90": float(np.percentile(lat, 90) * 1e3)}
+    model.train()
+    t = _timed_steps(train, device, cfg.warmup, max(2, cfg.steps // 2), cfg.repeats)
+    row |= _stats("train_step_ms", [s * 1e3 for s in t]) | _stats("train_img_s", [cfg.batch_size / s for s in t])
+    row |= _peak_memory(train, device) | _conditions(device)
+    return row
+
+
+def _peak_memory(train, device) -> dict[str, float]:
+    """Peak memory of a training step in its own loop: CUDA allocator peak, or the process's max RSS on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        train()
+        torch.cuda.synchronize(device)
+        return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20, "peak_mem_kind": "cuda_allocated"}
+    train()
+    return {"peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_mem_kind": "cpu_max_rss"}
+
+
+def _conditions(device) -> dict[str, Any]:
+    import torch
+
+    from fer_bench import provenance
+
+    v = provenance.versions()
+    return {"device_name": provenance.device_name(device), "torch": v["torch"], "cuda": v["cuda"], "cudnn": v["cudnn"],
+            "threads": torch.get_num_threads(), "git_sha": provenance.git_sha(),
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+
+
+def measure_with_oom_backoff(cfg: BenchConfig) -> dict[str, Any]:
+    """On CUDA out-of-memory, halve the batch until it fits; the row reports the batch actually used."""
+    import torch
+
+    from dataclasses import replace
+
+    requested = cfg.batch_size
+    while True:
+        try:
+            return measure(cfg) | {"batch_size_requested": requested}
+        except torch.cuda.OutOfMemoryError:
+            if cfg.batch_size == 1:
+                raise
+            torch.cuda.empty_cache()
+            cfg = replace(cfg, batch_size=cfg.batch_size // 2)
+
+
+def run_isolated(cfg: BenchConfig, timeout: float = 1800) -> dict[str, Any]:
+    """Measure ``cfg`` in a fresh Python process; a failure becomes a row with an ``error`` field."""
+    cmd = [sys.executable, "-m", "fer_bench.bench", json.dumps(asdict(cfg))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return asdict(cfg) | {"error": tail[:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def csv_name(mode: str, cfg: BenchConfig, row: dict[str, Any]) -> str:
+    """File names that encode the conditions, e.g. ``bench-infer-amp_bf16-nhwc-pt2.14-h100.csv``."""
+    torch_v = ".".join(str(row.get("torch", "na")).split("+")[0].split(".")[:2])
+    dev = _short_device(str(row.get("device_name", cfg.device)))
+    comp = f"-compile_{cfg.compile}" if cfg.compile else ""
+    return f"bench-{mode}-{cfg.precision}-{'nhwc' if cfg.channels_last else 'nchw'}{comp}-pt{torch_v}-{dev}.csv"
+
+
+def _short_device(name: str) -> str:
+    low = name.lower()
+    for key in ("h200", "h100", "a100", "l40s", "l4", "a10", "v100", "t4", "4090", "3090"):
+        if key in low:
+            return key
+    return "cpu" if "cuda" not in low and "nvidia" not in low else low.replace(" ", "_")[:20]
+
+
+if __name__ == "__main__":  # the subprocess entry of run_isolated
+    row = measure_with_oom_backoff(BenchConfig(**json.loads(sys.argv[1])))
+    print(json.dumps(row))

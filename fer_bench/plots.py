@@ -1,0 +1,74 @@
+"""Per-run figures (confusion matrix, learning curve) and the per-class table, written next to the result row."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_run_plots(row: dict[str, Any], run_dir: Path) -> None:
+    save_per_class_table(row, run_dir / "per_class.csv")
+    save_confusion_matrix(row, run_dir / "confusion_matrix.png")
+    save_learning_curve(row, run_dir / "learning_curve.png")
+
+
+def save_per_class_table(row: dict[str, Any], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "precision", "recall", "f1", "support"])
+        for i, c in enumerate(row["classes"]):
+            t = row["test"]
+            w.writerow([c, f"{t[f'precision_{c}']:.2f}", f"{t[f'recall_{c}']:.2f}", f"{t[f'f1_{c}']:.2f}",
+                        sum(row["confusion_matrix"][i])])  # fmt: skip
+
+
+def save_confusion_matrix(row: dict[str, Any], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.array(row["confusion_matrix"], dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8), dpi=120)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    classes = row["classes"]
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (row-normalised)")
+    ax.set_title(f"{row['model']} · {row['recipe']} · {row['split']} · top-1 {row['test']['top1']:.1f} %", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_learning_curve(row: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    h = row["history"]
+    epochs = [e["epoch"] for e in h]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
+    a.plot(epochs, [e["train_loss"] for e in h], "o-", label="train loss")
+    a.plot(epochs, [e["val_loss"] for e in h], "o-", label="val loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    b.plot(epochs, [e["val_top1"] for e in h], "o-", label="val top-1")
+    b.plot(epochs, [e["val_macro_f1"] for e in h], "o-", label="val macro-F1")
+    b.set_xlabel("epoch")
+    b.legend()
+    fig.suptitle(f"{row['model']} · {row['recipe']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

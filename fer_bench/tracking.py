@@ -1,0 +1,166 @@
+"""Experiment tracking. This is the only module that imports mlflow; :class:`NullTracker` is used when it is off.
+
+A ``fer-bench run`` is one parent run; each model × seed is a child run holding the resolved recipe as
+params, per-epoch metrics at ``step=epoch``, the final test and cost metrics, provenance tags and
+artifacts. A run that raises is ended FAILED, an interrupted one KILLED; only a clean finish is FINISHED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "fer-bench"
+KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child with a result row)
+
+
+class NullTracker:
+    """Tracking switched off: every call is a no-op."""
+
+    enabled = False
+
+    @contextlib.contextmanager
+    def run(self, name: str, *, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[None]:
+        yield None
+
+    def log_epoch(self, entry: dict[str, Any]) -> None:
+        pass
+
+    def log_result(self, row: dict[str, Any], run_dir: Path, recipe: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+
+def resolve_uri(uri: str | None) -> str:
+    """``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` > a SQLite file in the working directory."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+class MlflowTracker:
+    """Logs to MLflow. The experiment is created once, up front, before any parallel work."""
+
+    enabled = True
+
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.uri = resolve_uri(uri)
+        mlflow.set_tracking_uri(self.uri)
+        # NOTE: get-or-create once here; concurrent creation races in MLflow (and SQLite migrations too).
+        exp = mlflow.get_experiment_by_name(experiment)
+        self.experiment_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
+
+    @contextlib.contextmanager
+    def run(self, name: str, *, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[str]:
+        """A run that ends FINISHED only when its block completes; FAILED on an error, KILLED on interrupt."""
+        active = self.mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=tags)
+        with _sigterm_as_interrupt():
+            try:
+                yield active.info.run_id
+            except (KeyboardInterrupt, SystemExit):
+                self.mlflow.end_run("KILLED")
+                raise
+            except BaseException:
+                self.mlflow.end_run("FAILED")
+                raise
+        self.mlflow.end_run("FINISHED")
+
+    def log_epoch(self, entry: dict[str, Any]) -> None:
+        metrics = {k: float(v) for k, v in entry.items() if isinstance(v, int | float) and k != "epoch"}
+        self.mlflow.log_metrics(metrics, step=int(entry["epoch"]))
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def log_result(self, row: dict[str, Any], run_dir: Path, recipe: dict[str, Any]) -> None:
+        """Everything needed to rebuild the row: params, metrics, tags and artifacts."""
+        from fer_bench.recipes import flatten
+
+        params = {k: json.dumps(v) if isinstance(v, list | tuple | dict) else v for k, v in flatten(recipe).items()}
+        params |= {"model": row["model"], "dataset": row["dataset"], "img_size": row["img_size"]}
+        _log_params_batched(self.mlflow, params)
+        self.mlflow.log_metrics(result_metrics(row))
+        self.mlflow.set_tags(result_tags(row))
+        from fer_bench.plots import save_run_plots
+
+        save_run_plots(row, run_dir)
+        for name in ("result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png", "learning_curve.png"):
+            if (run_dir / name).exists():
+                self.mlflow.log_artifact(str(run_dir / name))
+        if (run_dir / "best.pt").exists() and os.environ.get("FER_BENCH_LOG_CHECKPOINT"):
+            self.mlflow.log_artifact(str(run_dir / "best.pt"))
+
+
+def result_metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The final metrics of a row under their MLflow keys (``test_top1``, ``test_f1_angry``, ``gmacs``...)."""
+    out = {f"test_{k}": float(v) for k, v in row["test"].items()}
+    for tta, m in row.get("test_tta", {}).items():
+        out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
+    for key in ("params", "trainable_params", "gmacs", "infer_img_s", "train_img_s", "epochs_run", "best_epoch",
+                "wall_s", "n_train", "n_val", "n_test"):  # fmt: skip
+        if row.get(key) is not None:
+            out[key] = float(row[key])
+    return out
+
+
+def result_tags(row: dict[str, Any]) -> dict[str, str]:
+    tags = {KIND_TAG: "model"}
+    for key in ("model", "family", "recipe", "recipe_version", "recipe_hash", "dataset", "data_source", "split",
+                "seed", "precision", "channels_last", "device", "device_name", "git_sha", "batch_size", "img_size",
+                "protocol"):  # fmt: skip
+        if key in row:
+            tags[f"fer_bench.{key}"] = str(row[key])
+    tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
+    return tags
+
+
+def _log_params_batched(mlflow, params: dict[str, Any]) -> None:
+    items = list(params.items())
+    for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
+        mlflow.log_params(dict(items[i : i + 90]))
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt inside a run, so `kill` marks it KILLED instead of leaving it RUNNING."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def search_model_runs(uri: str | None, experiment: str, extra_filter: str = ""):
+    """Finished child runs that carry a result row, as the ``mlflow.search_runs`` pandas frame."""
+    import mlflow
+
+    from fer_bench.errors import ConfigError
+
+    mlflow.set_tracking_uri(resolve_uri(uri))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise ConfigError(f"no MLflow experiment {experiment!r} at {resolve_uri(uri)}. Check --experiment and "
+                          "--tracking-uri (or $MLFLOW_TRACKING_URI).")  # fmt: skip
+    query = f"tags.`{KIND_TAG}` = 'model' and attributes.status = 'FINISHED'"
+    if extra_filter:
+        query += f" and {extra_filter}"
+    try:
+        return mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"--filter {extra_filter!r}: {exc.message}") from None

@@ -1,0 +1,96 @@
+"""MLflow tracking with a temporary SQLite store, and leaderboards built from the tracked runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from test_cli import fer_bench  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One two-model synthetic run, logged to a fresh SQLite store."""
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root}/mlflow.db"
+    res = fer_bench("run", "--models", "simple_cnn,timm:mobilenetv3_small_050", "--epochs", "2", "--limit-train",
+                    "300", "--out", str(root / "out"), "--no-progress", "--tracking-uri", uri,
+                    "--experiment", "t")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return uri, root
+
+
+def _runs(uri: str, experiment: str = "t"):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked):
+    uri, _ = tracked
+    runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("fer_bench.kind") == "suite"]
+    children = [r for r in runs if r.data.tags.get("fer_bench.kind") == "model"]
+    assert len(parents) == 1 and len(children) == 2
+    client = mlflow.MlflowClient(uri)
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert child.info.status == "FINISHED"
+        params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
+        assert params["optim.lr"] == "0.001" and params["train.epochs"] == "2" and "augment.crop_scale" in params
+        for key in ("test_top1", "test_macro_f1", "test_weighted_f1", "test_f1_disgust", "params", "gmacs",
+                    "infer_img_s", "train_img_s"):  # fmt: skip
+            assert key in metrics, key
+        for key in ("git_sha", "version.torch", "device", "precision", "split", "recipe", "recipe_hash"):
+            assert f"fer_bench.{key}" in tags, key
+        history = client.get_metric_history(child.info.run_id, "val_macro_f1")
+        assert [m.step for m in history] == [1, 2]
+        assert {m.key for m in [*client.get_metric_history(child.info.run_id, "train_loss"),
+                                *client.get_metric_history(child.info.run_id, "lr")]} == {"train_loss", "lr"}
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts >= {"result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png",
+                             "learning_curve.png"}  # fmt: skip
+
+
+def test_leaderboard_is_built_from_mlflow(tracked, tmp_path):
+    uri, root = tracked
+    res = fer_bench("leaderboard", "--tracking-uri", uri, "--experiment", "t", "--format", "csv", "--plot",
+                    str(tmp_path / "pareto.png"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("rank,model,recipe,split,top1,macro_f1") and len(lines) == 3
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    # The same numbers as the result rows on disk.
+    rows = {json.loads(p.read_text())["model"]: json.loads(p.read_text()) for p in root.rglob("result.json")}
+    for line in lines[1:]:
+        cells = line.split(",")
+        assert float(cells[5]) == pytest.approx(rows[cells[1]]["test"]["macro_f1"])
+
+
+def test_a_killed_run_is_not_finished(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, "-m", "fer_bench", "run", "--models", "simple_cnn", "--epochs", "50", "--out",
+           str(tmp_path / "out"), "--no-progress", "--tracking-uri", uri, "--experiment", "k"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the child run exists and has logged an epoch
+        time.sleep(2)
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                runs = [r for r in _runs(uri, "k") if r.data.tags.get("fer_bench.kind") == "model"]
+            except Exception:  # noqa: BLE001 - the store may still be initialising
+                continue
+            if runs and runs[0].data.metrics.get("val_top1") is not None:
+                break
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    runs = _runs(uri, "k")
+    assert runs and all(r.info.status == "KILLED" for r in runs)
+    assert proc.returncode != 0
