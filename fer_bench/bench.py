@@ -139,9 +139,9 @@ def _conditions(device) -> dict[str, Any]:
 
 def measure_with_oom_backoff(cfg: BenchConfig) -> dict[str, Any]:
     """On CUDA out-of-memory, halve the batch until it fits; the row reports the batch actually used."""
-    import torch
-
     from dataclasses import replace
+
+    import torch
 
     requested = cfg.batch_size
     while True:

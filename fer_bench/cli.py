@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_leaderboard(sub)
     _add_bench(sub)
+    _add_data(sub)
     return parser
 
 
@@ -55,12 +56,19 @@ def _add_run(sub) -> None:
     p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
     p.add_argument("--precision", choices=("auto", "fp32", "amp_bf16", "amp_fp16"))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)")
+    p.add_argument(
+        "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
+    )
     p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
+    p.add_argument("--protocol", type=Path, metavar="FILE",
+                   help="a leakage-free protocol from `fer-bench data check --write-protocol`")  # fmt: skip
+    p.add_argument(
+        "--resume", action="store_true", help="continue each model from its last checkpoint under --out (same options)"
+    )
     _add_tracking(p)
     p.set_defaults(handler=cmd_run)
 
@@ -120,8 +128,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
     if frame.empty:
-        raise FerBenchError(f"no finished model runs in experiment {args.experiment!r}"
-                            f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first.")
+        raise FerBenchError(
+            f"no finished model runs in experiment {args.experiment!r}"
+            f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first."
+        )
     agg = lb.aggregate(frame)
     table = lb.render(agg, args.format, per_class=args.per_class, published=args.published)
     if args.out:
@@ -207,14 +217,69 @@ def _bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect a dataset")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    c = dsub.add_parser("check", help="load a dataset and audit it: counts, duplicates, leakage, label conflicts")
+    c.add_argument("--dataset", default="fer2013")
+    c.add_argument("--data-dir", help="folder tree or CSV file")
+    c.add_argument("--cache-dir")
+    c.add_argument("--json", type=Path, help="also write the full report (with every listed file) as JSON here")
+    c.add_argument("--write-protocol", type=Path, metavar="FILE",
+                   help="write a leakage-free protocol (drop test images with an identical training copy); "
+                        "use it with `fer-bench run --protocol FILE`")  # fmt: skip
+    c.set_defaults(handler=cmd_data_check)
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from tabulate import tabulate
+
+    from fer_bench.data import load_dataset
+    from fer_bench.data.audit import audit, describe, write_protocol
+
+    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    result = audit(data)
+    print(f"{data.name}: {data.source}")
+    for note in data.notes:
+        print(f"note: {note}")
+    splits = list(result.counts)
+    table = [[c] + [result.counts[s][c] for s in splits] for c in data.classes]
+    table.append(["total"] + [sum(result.counts[s].values()) for s in splits])
+    print(tabulate(table, headers=["class", *splits], tablefmt="github"))
+    print()
+    for key, value in result.summary().items():
+        print(f"{key.replace('_', ' ')}: {value}")
+    for title, idx in (
+        ("blank images", result.blank),
+        ("conflicting-label groups (first 5)", result.conflicting_groups[:5]),
+    ):
+        print(f"\n{title}:")
+        for item in idx:
+            print(
+                "  " + (" = ".join(describe(data, i) for i in item) if isinstance(item, list) else describe(data, item))
+            )
+    if args.json:
+        report = result.summary() | {"counts": result.counts,
+                                     "blank": [describe(data, i) for i in result.blank],
+                                     "leaked_test": [describe(data, i) for i in result.leaked_test],
+                                     "conflicting_groups": [[describe(data, i) for i in g]
+                                                            for g in result.conflicting_groups]}  # fmt: skip
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.write_protocol:
+        proto = write_protocol(data, result, args.write_protocol)
+        print(f"\nprotocol {proto['name']!r}: drops {proto['n_dropped_images']} test images → {args.write_protocol}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from fer_bench.data import load_dataset
     from fer_bench.leaderboard import render_rows
     from fer_bench.models import get_spec
-    from fer_bench.runner import RunOptions, run_model
-
     from fer_bench.provenance import git_sha
     from fer_bench.recipes import recipe_to_dict
+    from fer_bench.runner import RunOptions, run_model
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
@@ -222,7 +287,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
-    opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress)
+    protocol = None
+    if args.protocol:
+        from fer_bench.data.audit import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress,
+                      resume=args.resume, protocol=protocol)  # fmt: skip
     tracker = make_tracker(args)
     rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={"fer_bench.kind": "suite"}):

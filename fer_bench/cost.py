@@ -38,8 +38,17 @@ def sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def infer_throughput(
-    model: nn.Module, in_chans: int, size: int, device: torch.device, *, batch_size: int = 64, steps: int = 5,
-    warmup: int = 2, repeats: int = 3, channels_last: bool = False, amp_dtype: torch.dtype | None = None,
+    model: nn.Module,
+    in_chans: int,
+    size: int,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    steps: int = 5,
+    warmup: int = 2,
+    repeats: int = 3,
+    channels_last: bool = False,
+    amp_dtype: torch.dtype | None = None,
 ) -> float:
     """Median images/s of model-only inference on synthetic input created on ``device``."""
     was_training = model.training

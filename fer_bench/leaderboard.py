@@ -99,8 +99,17 @@ def _cell(row: pd.Series, col: str) -> str:
     if not isinstance(v, float):
         return str(v)
     digits = 3 if col in ("params_m", "gmacs") and abs(v) < 10 else 1 if "img_s" in col else 2
-    std = row.get(f"{col}_std")
+    std = None if col in ("params_m", "gmacs") else row.get(f"{col}_std")  # fixed by the model: no spread to show
     return f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
+
+
+def _ranks(agg: pd.DataFrame) -> list[str]:
+    """1, 2, ... for measured rows; "pub" for the papers' published numbers (reference, not ranked)."""
+    ranks, n = [], 0
+    for device in agg["device"]:
+        n += device != "published"
+        ranks.append("pub" if device == "published" else str(n))
+    return ranks
 
 
 def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
@@ -126,10 +135,14 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     if fmt == "csv":
         raw = [c for c in agg.columns if c in cols or c.removesuffix("_std") in cols]
         ordered = [c for c in cols if c in raw] + [c for c in raw if c.endswith("_std")]
-        return agg.reindex(columns=["rank", *ordered]).assign(rank=range(1, len(agg) + 1)).to_csv(index=False)
+        out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
+        return out.round(4).to_csv(index=False)
     headers = ["#"] + [f"{HEADERS.get(c, c.replace('f1_', 'F1 '))} {arrow(c)}".strip() for c in cols]
-    body = [[i + 1] + [_cell(r, c) for c in cols] for i, (_, r) in enumerate(agg.iterrows())]
-    return tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    body = [[rank] + [_cell(r, c) for c in cols] for rank, (_, r) in zip(_ranks(agg), agg.iterrows(), strict=True)]
+    text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
+        text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+    return text
 
 
 def render_rows(rows: list[dict[str, Any]], fmt: str = "md") -> str:

@@ -22,7 +22,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from fer_bench import cost, engine, provenance
+from fer_bench import checkpoint, cost, engine, provenance
 from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
@@ -49,6 +49,8 @@ class RunOptions:
     device: str = "auto"
     weights: str | None = None
     progress: bool = True
+    resume: bool = False  # continue from <out>/<run>/last.pt when it exists
+    protocol: dict | None = None  # a leakage-free protocol (fer_bench.data.audit): test images to drop
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,14 @@ class Protocol:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    name: str = "standard"  # or the name of a leakage-free protocol file
 
 
-def make_protocol(data: FerData, recipe: Recipe) -> Protocol:
-    """Training/validation/test indices: validation never overlaps test, test never feeds training."""
+def make_protocol(data: FerData, recipe: Recipe, drop: dict | None = None) -> Protocol:
+    """Training/validation/test indices: validation never overlaps test, test never feeds training.
+
+    ``drop`` (a protocol from ``fer-bench data check --write-protocol``) removes held-out images by content hash.
+    """
     cfg = recipe.data
     train = data.split_indices("train")
     if cfg.val_source == "train":
@@ -76,7 +82,13 @@ def make_protocol(data: FerData, recipe: Recipe) -> Protocol:
         )
     if cfg.limit_train is not None:
         train = stratified_subset(data.labels, train, cfg.limit_train, cfg.split_seed)
-    return Protocol(train, val, test)
+    if drop is not None:
+        from fer_bench.data.audit import content_hashes
+
+        hashes = np.array(content_hashes(data.images))
+        keep = lambda idx: idx[~np.isin(hashes[idx], list(drop["drop_test_hashes"]))]  # noqa: E731
+        test, val = keep(test), (keep(val) if cfg.val_source != "train" else val)
+    return Protocol(train, val, test, drop["name"] if drop else "standard")
 
 
 def seed_everything(seed: int) -> None:
@@ -106,7 +118,7 @@ def run_model(
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
-    proto = make_protocol(data, recipe)
+    proto = make_protocol(data, recipe, opts.protocol)
     rid = run_id(model_name, recipe, data)
     run_dir = opts.out / rid
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -177,61 +189,120 @@ class _BestTracker:
 
     path: Path
     best: float = -1.0
-    state: dict | None = None
     stale: int = 0
 
     def update(self, model: torch.nn.Module, score: float) -> None:
         if score > self.best:
             self.best, self.stale = score, 0
-            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            torch.save(self.state, self.path)
+            checkpoint.save(self.path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             self.stale += 1
 
 
+@dataclass
+class _Loop:
+    """What one training run needs besides the model: data, loss, augmentation and the resume state."""
+
+    train: engine.Batches
+    val: engine.Batches
+    criterion: torch.nn.Module
+    augment: BatchAugment
+    gen: torch.Generator
+    scaler: torch.amp.GradScaler | None
+    resume: dict | None
+    ctx: engine.StepContext
+    eval_norm: Normalize
+    classes: tuple[str, ...]
+    grad_clip: float | None
+    progress: bool
+
+
 def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str, on_epoch):
     t = recipe.train
-    train_batches = engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size,
-                                   shuffle=True, seed=t.seed)  # fmt: skip
-    val_batches = engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size)
-    criterion = build_loss(recipe.loss, data.class_counts(proto.train), ctx.device)
-    scaler = torch.amp.GradScaler(ctx.device.type) if ctx.amp_dtype == torch.float16 else None
-    augment = BatchAugment(recipe.augment, norms["train"])
-    gen = torch.Generator(ctx.device).manual_seed(t.seed)
-    history: list[dict] = []
+    loop = _Loop(
+        train=engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size, shuffle=True,
+                             seed=t.seed),
+        val=engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size),
+        criterion=build_loss(recipe.loss, data.class_counts(proto.train), ctx.device),
+        augment=BatchAugment(recipe.augment, norms["train"]),
+        gen=torch.Generator(ctx.device).manual_seed(t.seed),
+        scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp_dtype == torch.float16 else None,
+        resume=checkpoint.load(run_dir / "last.pt", recipe_hash(recipe)) if opts.resume else None,
+        ctx=ctx, eval_norm=norms["eval"], classes=data.classes, grad_clip=t.grad_clip, progress=opts.progress,
+    )  # fmt: skip
     tracker = _BestTracker(run_dir / "best.pt")
+    history: list[dict] = []
+    if loop.resume:
+        history, tracker.best, tracker.stale = loop.resume["history"], loop.resume["best"], loop.resume["stale"]
+        print(f"  resuming after epoch {loop.resume['epoch']} from {run_dir / 'last.pt'}", file=sys.stderr)
+    start = loop.resume["epoch"] if loop.resume else 0
+    stopped = bool(loop.resume and loop.resume["stopped"])
     epoch = 0
-    for stage, n_epochs in stage_plan(recipe):
+    for si, (stage, n_epochs) in enumerate(stage_plan(recipe)):
+        if stopped or epoch + n_epochs <= start:  # finished before the crash (or stopped early)
+            epoch += n_epochs
+            continue
         frozen = set_trainable(model, stage.trainable)
         optimizer = build_optimizer(replace(recipe.optim, lr=stage.lr or recipe.optim.lr), model)
-        scheduler = build_scheduler(recipe.schedule, optimizer, len(train_batches), n_epochs)
+        scheduler = build_scheduler(recipe.schedule, optimizer, len(loop.train), n_epochs)
         plateau = build_plateau(recipe.schedule, optimizer)
-        tracker.stale = 0
+        if epoch < start:  # resuming inside this stage
+            _restore(loop, model, optimizer, scheduler, plateau)
+        else:
+            tracker.stale = 0
         for _ in range(n_epochs):
             epoch += 1
-            bar = tqdm(total=len(train_batches.labels), desc=f"{name} {stage.name} {epoch}/{t.epochs}", unit="img",
-                       leave=False, disable=not opts.progress, file=sys.stderr)  # fmt: skip
-            stats = engine.train_one_epoch(
-                model, train_batches.epoch(epoch - 1), criterion=criterion, optimizer=optimizer, transform=augment,
-                gen=gen, ctx=ctx, scheduler=scheduler, scaler=scaler, grad_clip=t.grad_clip, frozen=frozen,
-                on_batch=lambda seen, loss, bar=bar: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
-            )  # fmt: skip
-            bar.close()
-            val = engine.evaluate(model, val_batches.epoch(), transform=norms["eval"], ctx=ctx, classes=data.classes)
-            if plateau is not None:
-                plateau.step(val["top1"])
-            history.append({"epoch": epoch, "stage": stage.name, **stats,
-                            **{f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}})  # fmt: skip
+            if epoch <= start:
+                continue
+            entry = _one_epoch(model, loop, optimizer, scheduler, plateau, frozen, epoch)
+            history.append({"epoch": epoch, "stage": stage.name, **entry})
             _log_epoch(history[-1], t.epochs, opts.progress)
             if on_epoch is not None:
                 on_epoch(history[-1])
-            tracker.update(model, val["macro_f1"])
-            if t.early_stop_patience and tracker.stale >= t.early_stop_patience:
+            tracker.update(model, entry["val_macro_f1"])
+            stopped = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
+            checkpoint.save(run_dir / "last.pt", {
+                "recipe_hash": recipe_hash(recipe), "epoch": epoch, "stage_index": si, "stopped": stopped,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "plateau": plateau.state_dict() if plateau else None,
+                "scaler": loop.scaler.state_dict() if loop.scaler else None,
+                "rng": checkpoint.rng_state(loop.gen), "history": history, "best": tracker.best,
+                "stale": tracker.stale,
+            })  # fmt: skip
+            if stopped:
                 print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
                       "epoch(s)", file=sys.stderr)  # fmt: skip
                 break
-    model.load_state_dict(tracker.state)
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
     return history, model
+
+
+def _restore(loop: _Loop, model, optimizer, scheduler, plateau) -> None:
+    state = loop.resume
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if plateau is not None and state["plateau"] is not None:
+        plateau.load_state_dict(state["plateau"])
+    if loop.scaler is not None and state["scaler"] is not None:
+        loop.scaler.load_state_dict(state["scaler"])
+    checkpoint.set_rng_state(state["rng"], loop.gen)
+
+
+def _one_epoch(model, loop: _Loop, optimizer, scheduler, plateau, frozen, epoch: int) -> dict:
+    """Train epoch ``epoch`` (1-based), validate, step the plateau schedule; the epoch's history entry."""
+    bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
+               disable=not loop.progress, file=sys.stderr)  # fmt: skip
+    stats = engine.train_one_epoch(
+        model, loop.train.epoch(epoch - 1), criterion=loop.criterion, optimizer=optimizer, transform=loop.augment,
+        gen=loop.gen, ctx=loop.ctx, scheduler=scheduler, scaler=loop.scaler, grad_clip=loop.grad_clip, frozen=frozen,
+        on_batch=lambda seen, loss: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+    )  # fmt: skip
+    bar.close()
+    val = engine.evaluate(model, loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx, classes=loop.classes)
+    if plateau is not None:
+        plateau.step(val["top1"])
+    return stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
 
 
 def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
@@ -271,6 +342,7 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         "model": name, "family": spec.family, "source": spec.source,
         "recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe_hash(recipe),
         "dataset": data.name, "data_source": data.source, "split": recipe.eval.split,
+        "protocol": proto.name,
         "n_train": len(proto.train), "n_val": len(proto.val), "n_test": len(proto.test),
         "seed": recipe.train.seed, "epochs": recipe.train.epochs, "epochs_run": len(history),
         "best_epoch": best["epoch"], "img_size": size, "batch_size": recipe.train.batch_size,

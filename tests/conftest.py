@@ -24,3 +24,7 @@ def real_fer2013() -> Path:
     if not (REAL_FER2013 / "train").is_dir():
         pytest.skip(f"real FER2013 not present at {REAL_FER2013}")
     return REAL_FER2013
+
+
+def pytest_addoption(parser):
+    parser.addoption("--accept", action="store_true", help="rewrite golden files with the current output")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_cli import fer_bench
 from helpers import write_csv, write_tree
+from test_cli import fer_bench
 
 GOOD_ROW = "3," + " ".join(["7"] * 2304) + ",Training"
 

@@ -28,3 +28,18 @@ def test_all_images_load_with_the_published_counts(real_fer2013):
     black = [data.paths[i] for i in np.flatnonzero(data.images.reshape(len(data), -1).max(1) == 0)]
     assert len(black) == 12 and "test/angry/PublicTest_5543497.jpg" in black
     assert FER2013_CLASSES[data.labels[data.paths.index("train/neutral/Training_89335926.jpg")]] == "neutral"
+
+
+def test_data_check_reports_the_known_quirks(real_fer2013, tmp_path):
+    """../shared/data/fer2013/README.md: 568 leaked test images, 57 conflicting groups, 12 black images."""
+    from fer_bench.data.audit import audit, write_protocol
+
+    data = load_dataset("fer2013", real_fer2013)
+    summary = audit(data).summary()
+    assert summary["test_images_with_identical_train_image"] == 568
+    assert summary["train_test_groups"] == 531
+    assert summary["conflicting_label_groups"] == 57
+    assert summary["blank_images"] == 12
+    assert summary["duplicate_groups"] == 1516 and summary["redundant_copies"] == 1853
+    proto = write_protocol(data, audit(data), tmp_path / "dedup.json")
+    assert proto["n_dropped_images"] == 568

@@ -52,8 +52,13 @@ def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked)
             assert f"fer_bench.{key}" in tags, key
         history = client.get_metric_history(child.info.run_id, "val_macro_f1")
         assert [m.step for m in history] == [1, 2]
-        assert {m.key for m in [*client.get_metric_history(child.info.run_id, "train_loss"),
-                                *client.get_metric_history(child.info.run_id, "lr")]} == {"train_loss", "lr"}
+        assert {
+            m.key
+            for m in [
+                *client.get_metric_history(child.info.run_id, "train_loss"),
+                *client.get_metric_history(child.info.run_id, "lr"),
+            ]
+        } == {"train_loss", "lr"}
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= {"result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png",
                              "learning_curve.png"}  # fmt: skip

@@ -81,7 +81,9 @@ def _from_csv(name: str, path: Path, cache_dir: Path) -> FerData:
     key = cache.source_key("csv", path)
     if hit := cache.load(cache_dir, key):
         arrays, meta = hit
-        return FerData(name, *(np.asarray(arrays[k]) for k in cache.ARRAYS), source=str(path), notes=tuple(meta["notes"]))
+        return FerData(
+            name, *(np.asarray(arrays[k]) for k in cache.ARRAYS), source=str(path), notes=tuple(meta["notes"])
+        )
     images, labels, splits, notes = read_fer2013_csv(path)
     cache.save(cache_dir, key, {"images": images, "labels": labels, "splits": splits}, {"notes": notes})
     return FerData(name, images, labels, splits, source=str(path), notes=notes)

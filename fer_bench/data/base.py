@@ -67,9 +67,7 @@ class FerData:
         return np.bincount(labels, minlength=len(self.classes))
 
 
-def stratified_split(
-    labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept, held_out) with ``fraction`` of every class held out.
 
     The held-out total is exactly ``round(len(idx) * fraction)`` (largest-remainder allocation over

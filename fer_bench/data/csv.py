@@ -109,7 +109,9 @@ def _decode(path: Path, raw: bytes) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not a text CSV (undecodable byte at offset {exc.start}). Is this the right file?") from None
+        raise DataError(
+            f"{path}: not a text CSV (undecodable byte at offset {exc.start}). Is this the right file?"
+        ) from None
     if "\x00" in text[:4096]:
         raise DataError(f"{path}: binary data, not a CSV. Expected a CSV with header `emotion,pixels,Usage`.")
     return text

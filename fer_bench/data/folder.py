@@ -37,7 +37,9 @@ def scan_folder_tree(root: Path, classes: tuple[str, ...]) -> tuple[list[tuple[s
         split = SPLIT_DIRS[split_dir.name.lower()]
         class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
         if not class_dirs:
-            raise DataError(f"{split_dir}: no class folders inside. Expected one folder per class: {', '.join(classes)}.")
+            raise DataError(
+                f"{split_dir}: no class folders inside. Expected one folder per class: {', '.join(classes)}."
+            )
         for class_dir in class_dirs:
             label = _class_index(class_dir, classes)
             files, n_stray = _image_files(class_dir)

@@ -75,7 +75,9 @@ def _draw(y: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
     brows = (np.abs(v - (brow_y - brow_tilt * ex * 0.5)) < 0.035) & (np.abs(ex) < 0.15)
     mouth_line = 0.48 + curve * (width**2 - u**2) * 1.6  # v grows downwards: centre below corners = smile
     in_width = np.abs(u) < width
-    mouth = in_width & ((np.abs(v - mouth_line) < 0.035) | (np.abs(v - mouth_line) < mouth_open * (1 - (u / width) ** 2)))
+    mouth = in_width & (
+        (np.abs(v - mouth_line) < 0.035) | (np.abs(v - mouth_line) < mouth_open * (1 - (u / width) ** 2))
+    )
     nose = (np.abs(u) < 0.03) & (v > -0.05) & (v < 0.22)
 
     skin, bg = col(rng.uniform(0.55, 0.85, n)), col(rng.uniform(0.1, 0.45, n))

@@ -126,7 +126,9 @@ def _timm_spec(arch: str) -> ModelSpec:
     cfg = timm.get_pretrained_cfg(arch) if arch.count(".") else None
     cfg = cfg or _default_cfg(arch)
     size = int(getattr(cfg, "input_size", (3, 224, 224))[-1]) if cfg else 224
-    base = ModelSpec(name=TIMM_PREFIX + arch, builder=_timm_builder(arch), source="timm", family="timm", input_size=size)
+    base = ModelSpec(
+        name=TIMM_PREFIX + arch, builder=_timm_builder(arch), source="timm", family="timm", input_size=size
+    )
     if cfg is not None:
         base = replace(base, mean=tuple(cfg.mean), std=tuple(cfg.std))
     return base

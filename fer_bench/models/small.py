@@ -46,7 +46,11 @@ class SimpleCnn(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 7, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256), drop_rate: float = 0.1
+        self,
+        num_classes: int = 7,
+        in_chans: int = 1,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        drop_rate: float = 0.1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -50,7 +50,9 @@ for _name, (_arch, _family, _size, _params, _paper, _recipe) in TIMM_ENTRIES.ite
 )
 def vgg_khaireddin(num_classes: int, in_chans: int, pretrained: bool, drop_rate: float | None = None) -> nn.Module:
     if pretrained:
-        raise ValueError("vgg_khaireddin has no published pretrained weights; pass --weights FILE or train from scratch")
+        raise ValueError(
+            "vgg_khaireddin has no published pretrained weights; pass --weights FILE or train from scratch"
+        )
     from fer_bench.models.small import VggKhaireddin
 
     return VggKhaireddin(num_classes=num_classes, in_chans=in_chans, drop_rate=0.2 if drop_rate is None else drop_rate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 LOSSES = ("ce", "focal")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "plateau")
@@ -155,16 +154,22 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (0 <= r.augment.translate_p <= 1, "augment.translate_p", "a probability in [0, 1]"),
         (r.model.drop_rate is None or 0 <= r.model.drop_rate < 1, "model.drop_rate", "null or a number in [0, 1)"),
         (all(s.epochs is not None for s in r.stages[:-1]), "stages", "every stage but the last with epochs set"),
-        (all(n >= 1 for _, n in stage_plan(r)), "train.epochs",
-         f"more than the {sum(s.epochs or 0 for s in r.stages[:-1])} epoch(s) of the fixed stages"),
+        (
+            all(n >= 1 for _, n in stage_plan(r)),
+            "train.epochs",
+            f"more than the {sum(s.epochs or 0 for s in r.stages[:-1])} epoch(s) of the fixed stages",
+        ),
         (all(s.lr is None or s.lr > 0 for s in r.stages), "stages", "each stage's lr null or a number > 0"),
         (0 < r.data.val_fraction < 1, "data.val_fraction", "a number in (0, 1)"),
         (r.data.limit_train is None or r.data.limit_train >= 7, "data.limit_train", "null or an integer >= 7"),
         (r.input.img_size is None or r.input.img_size >= 16, "input.img_size", "null or an integer >= 16"),
         (0 <= r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]"),
         (0 <= r.augment.erase_p <= 1, "augment.erase_p", "a probability in [0, 1]"),
-        (0 < r.augment.crop_scale[0] <= r.augment.crop_scale[1] <= 2, "augment.crop_scale",
-         "[lo, hi] with 0 < lo <= hi <= 2 (above 1 the crop is larger than the image, zero-padded)"),
+        (
+            0 < r.augment.crop_scale[0] <= r.augment.crop_scale[1] <= 2,
+            "augment.crop_scale",
+            "[lo, hi] with 0 < lo <= hi <= 2 (above 1 the crop is larger than the image, zero-padded)",
+        ),
         (0 < r.augment.crop_ratio[0] <= r.augment.crop_ratio[1], "augment.crop_ratio", "[lo, hi] with 0 < lo <= hi"),
         (0 <= r.augment.rotate <= 180, "augment.rotate", "degrees in [0, 180]"),
         (0 <= r.augment.translate < 1, "augment.translate", "a fraction in [0, 1)"),
