@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_leaderboard(sub)
     _add_bench(sub)
     _add_data(sub)
+    _add_tune(sub)
     return parser
 
 
@@ -124,9 +125,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.from_results:
         frame = lb.frame_from_rows(lb.read_rows(args.from_results))
     else:
-        from fer_bench.tracking import search_model_runs
+        from fer_bench.tracking import search_bench_runs, search_model_runs
 
         frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
+        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, args.experiment))
     if frame.empty:
         raise FerBenchError(
             f"no finished model runs in experiment {args.experiment!r}"
@@ -160,6 +162,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
     p.add_argument("--data-dir", type=Path, help="with --data: FER2013 folder tree (default: the synthetic set)")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
+    _add_tracking(p)
     p.set_defaults(handler=cmd_bench)
 
 
@@ -211,6 +214,10 @@ def _bench_models(args: argparse.Namespace) -> int:
     show = ["model", "img_size", "batch_size", "infer_img_s_median", "infer_img_s_iqr", "latency_ms_median",
             "train_img_s_median", "train_img_s_iqr", "peak_mem_mb", "params", "gmacs"]  # fmt: skip
     print(tabulate(ok[[c for c in show if c in ok]].values.tolist(), headers=show, floatfmt=".1f"))
+    if not args.no_track:
+        from fer_bench.tracking import log_bench_rows
+
+        log_bench_rows(args.tracking_uri, args.experiment, ok.to_dict("records"))
     failed = df[df["error"].notna()] if "error" in df else df.iloc[0:0]
     for _, r in failed.iterrows():
         print(f"failed: {r['model']} @ {r['img_size']}: {r['error']}", file=sys.stderr)
@@ -270,6 +277,48 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if args.write_protocol:
         proto = write_protocol(data, result, args.write_protocol)
         print(f"\nprotocol {proto['name']!r}: drops {proto['n_dropped_images']} test images → {args.write_protocol}")
+    return 0
+
+
+def _add_tune(sub) -> None:
+    p = sub.add_parser("tune", help="Optuna search over recipe values (loss weighting, augmentation strength...)")
+    p.add_argument("--search", type=Path, required=True, help="search space YAML, e.g. configs/search/loss-aug.yaml")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--recipe", default="baseline", help="base recipe the search starts from")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--data-dir")
+    p.add_argument("--trials", type=int, default=10, help="trials to add to the study (re-running resumes it)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--img-size", type=int)
+    p.add_argument("--limit-train", type=int, metavar="N")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
+    _add_tracking(p)
+    p.set_defaults(handler=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import json
+
+    from fer_bench.tune import TuneJob, report, tune
+
+    sets = [
+        f"{path}={getattr(args, flag)}"
+        for flag, path in RUN_OVERRIDES.items()
+        if flag != "seed" and getattr(args, flag, None) is not None
+    ]  # fmt: skip (--seed seeds the sampler)
+    experiment = args.experiment if args.experiment != "fer-bench" else "fer-bench-tune"
+    job = TuneJob(args.search, args.recipe, args.model, args.dataset, args.data_dir, tuple(args.sets + sets),
+                  args.out, args.storage, args.trials, args.seed, args.tracking_uri, experiment,
+                  not args.no_track)  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        print(json.dumps(tune(job, args.workers), indent=2))
+    print(report(job))
     return 0
 
 

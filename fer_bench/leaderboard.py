@@ -63,6 +63,7 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*KEYS, "seed", *METRICS])
     out = pd.DataFrame({k: runs[f"tags.fer_bench.{k}"] for k in ("model", "recipe", "split", "device", "recipe_hash")})
     out["seed"] = pd.to_numeric(runs["tags.fer_bench.seed"])
+    out["img_size"] = pd.to_numeric(runs["tags.fer_bench.img_size"])
     for m in ("top1", "macro_f1", "weighted_f1"):
         out[m] = runs[f"metrics.test_{m}"]
     out["params_m"] = runs["metrics.params"] / 1e6
@@ -72,6 +73,25 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
         if col.startswith("metrics.test_f1_"):
             out[col.removeprefix("metrics.test_")] = runs[col]
     return out.reset_index(drop=True)
+
+
+def apply_bench(frame: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
+    """Replace each row's quick throughput figures by `fer-bench bench` medians for the same model, size and device.
+
+    The newest bench run per (model, img_size, device kind) wins; rows without a matching bench keep their own.
+    """
+    if bench.empty or "img_size" not in frame:
+        return frame
+    b = pd.DataFrame({
+        "model": bench["tags.fer_bench.model"], "img_size": pd.to_numeric(bench["tags.fer_bench.img_size"]),
+        "device": bench["tags.fer_bench.device_name"].map(lambda d: "cpu" if "threads" in str(d) else "cuda"),
+        "bench_infer": bench["metrics.infer_img_s_median"], "bench_train": bench["metrics.train_img_s_median"],
+        "start": bench["start_time"],
+    }).sort_values("start").drop_duplicates(["model", "img_size", "device"], keep="last")  # fmt: skip
+    out = frame.merge(b.drop(columns="start"), on=["model", "img_size", "device"], how="left")
+    out["infer_img_s"] = out["bench_infer"].fillna(out["infer_img_s"])
+    out["train_img_s"] = out["bench_train"].fillna(out["train_img_s"])
+    return out.drop(columns=["bench_infer", "bench_train"])
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:

@@ -51,6 +51,7 @@ class RunOptions:
     progress: bool = True
     resume: bool = False  # continue from <out>/<run>/last.pt when it exists
     protocol: dict | None = None  # a leakage-free protocol (fer_bench.data.audit): test images to drop
+    evaluate_test: bool = True  # False while tuning: the test split is never looked at
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def run_model(
     start = time.perf_counter()
     history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
+    if not opts.evaluate_test:
+        return row | {"run_id": rid}
     row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
     row |= _cost(model, spec, size, ctx)
     row["wall_s"] = round(time.perf_counter() - start, 1)

@@ -38,6 +38,12 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tag(self, key: str, value: str) -> None:
+        pass
+
 
 def resolve_uri(uri: str | None) -> str:
     """``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` > a SQLite file in the working directory."""
@@ -63,6 +69,7 @@ class MlflowTracker:
     def run(self, name: str, *, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[str]:
         """A run that ends FINISHED only when its block completes; FAILED on an error, KILLED on interrupt."""
         active = self.mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=tags)
+        self._stages: dict[str, int] = {}
         with _sigterm_as_interrupt():
             try:
                 yield active.info.run_id
@@ -75,11 +82,22 @@ class MlflowTracker:
         self.mlflow.end_run("FINISHED")
 
     def log_epoch(self, entry: dict[str, Any]) -> None:
+        """Numeric values at ``step=epoch``; the stage as a ``stage_index`` metric plus a ``stage.<epoch>`` tag."""
         metrics = {k: float(v) for k, v in entry.items() if isinstance(v, int | float) and k != "epoch"}
+        if "stage" in entry:
+            self._stages.setdefault(entry["stage"], len(self._stages))
+            metrics["stage_index"] = float(self._stages[entry["stage"]])
+            self.mlflow.set_tag(f"fer_bench.stage.{int(entry['epoch'])}", entry["stage"])
         self.mlflow.log_metrics(metrics, step=int(entry["epoch"]))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics(metrics, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        _log_params_batched(self.mlflow, params)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.mlflow.set_tag(key, value)
 
     def log_result(self, row: dict[str, Any], run_dir: Path, recipe: dict[str, Any]) -> None:
         """Everything needed to rebuild the row: params, metrics, tags and artifacts."""
@@ -164,3 +182,30 @@ def search_model_runs(uri: str | None, experiment: str, extra_filter: str = ""):
         return mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"--filter {extra_filter!r}: {exc.message}") from None
+
+
+def log_bench_rows(uri: str | None, experiment: str, rows: list[dict[str, Any]]) -> None:
+    """One parent run per `fer-bench bench`, one child per measured (model, size) with every figure as a metric."""
+    tracker = MlflowTracker(uri, experiment)
+    with tracker.run("bench", tags={KIND_TAG: "bench-suite"}):
+        for row in rows:
+            if row.get("error"):
+                continue
+            tags = {KIND_TAG: "bench"} | {f"fer_bench.{k}": str(row[k]) for k in (
+                "model", "img_size", "batch_size", "precision", "channels_last", "compile", "device_name", "torch",
+                "git_sha") if k in row}  # fmt: skip
+            with tracker.run(f"bench-{row['model']}-{row['img_size']}", tags=tags, nested=True):
+                tracker.mlflow.log_metrics({k: float(v) for k, v in row.items()
+                                            if isinstance(v, int | float) and not isinstance(v, bool)})  # fmt: skip
+
+
+def search_bench_runs(uri: str | None, experiment: str):
+    """Finished bench child runs (``fer-bench bench`` with tracking on), or an empty frame."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(resolve_uri(uri))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return pd.DataFrame()
+    query = f"tags.`{KIND_TAG}` = 'bench' and attributes.status = 'FINISHED'"
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)

@@ -1,0 +1,263 @@
+"""`fer-bench tune`: Optuna search over recipe values. This is the only module that imports optuna.
+
+A study lives in a storage (by default a journal file in the output folder, so re-running the same command
+resumes it; ``postgresql://…`` for several machines). Seeded multivariate TPE, a median pruner fed every epoch,
+the validation metric as objective (the test split is never evaluated), one MLflow child run per trial.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_bench.errors import ConfigError
+from fer_bench.recipes import load_recipe, read_yaml, recipe_to_dict
+
+DISTRIBUTIONS = ("float", "int", "categorical")
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """Everything a worker process needs (picklable)."""
+
+    search: Path
+    base_recipe: str
+    model: str
+    dataset: str
+    data_dir: str | None
+    overrides: tuple[str, ...]
+    out: Path
+    storage: str | None
+    trials: int  # trials this invocation adds to the study
+    seed: int = 0
+    tracking_uri: str | None = None
+    experiment: str = "fer-bench-tune"
+    track: bool = True
+
+
+def read_space(path: Path) -> dict[str, Any]:
+    """A search space YAML: ``params`` keyed by dotted recipe paths, each with a distribution."""
+    space = read_yaml(path)
+    params = space.get("params")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"{path}: a search space needs `params:` with at least one dotted recipe path.")
+    for key, spec in params.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind not in DISTRIBUTIONS:
+            raise ConfigError(f"{path}: params.{key}: type must be one of {', '.join(DISTRIBUTIONS)}.")
+        load_recipe(None, {**_nested_override(key, _example(spec))})  # the key must exist in the recipe schema
+    return space
+
+
+def _example(spec: dict) -> Any:
+    return spec["choices"][0] if spec["type"] == "categorical" else spec["low"]
+
+
+def _nested_override(key: str, value: Any, base: dict | None = None) -> dict[str, Any]:
+    """``augment.crop_scale[0]`` → {"augment.crop_scale": [value, <base's second element>]}."""
+    if key.endswith("]"):
+        path, idx = key[:-1].split("[")
+        current = list(_dig(base or recipe_to_dict(load_recipe(None)), path))
+        current[int(idx)] = value
+        return {path: current}
+    return {key: value}
+
+
+def _dig(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def suggest(trial, params: dict[str, dict]) -> dict[str, Any]:
+    out = {}
+    for key, spec in params.items():
+        if spec["type"] == "float":
+            out[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+        elif spec["type"] == "int":
+            out[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec.get("log", False))
+        else:
+            out[key] = trial.suggest_categorical(key, spec["choices"])
+    return out
+
+
+def trial_recipe(job: TuneJob, values: dict[str, Any]):
+    """The base recipe (with the job's overrides) plus one trial's values."""
+    base = recipe_to_dict(load_recipe(job.base_recipe, list(job.overrides)))
+    overrides: dict[str, Any] = {}
+    for key, value in values.items():
+        overrides |= _nested_override(key, value, base)
+    return load_recipe(job.base_recipe, [*job.overrides, *(f"{k}={_yaml(v)}" for k, v in overrides.items())])
+
+
+def _yaml(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _storage(job: TuneJob):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if job.storage and "://" in job.storage:
+        if job.storage.startswith("sqlite"):
+            raise ConfigError("--storage sqlite:// breaks with parallel workers; use the journal file (default) or "
+                              "postgresql://USER:PASS@HOST/DB.")  # fmt: skip
+        return optuna.storages.RDBStorage(job.storage)
+    path = Path(job.storage) if job.storage else job.out / "study.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def create_study(job: TuneJob, name: str):
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sampler = optuna.samplers.TPESampler(seed=job.seed, multivariate=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    return optuna.create_study(study_name=name, storage=_storage(job), sampler=sampler, pruner=pruner,
+                               direction="maximize", load_if_exists=True)  # fmt: skip
+
+
+def objective_fn(job: TuneJob, space: dict, data, tracker):
+    import optuna
+
+    from fer_bench.runner import RunOptions, run_model
+
+    metric = space.get("objective", "val_macro_f1")
+
+    def objective(trial: optuna.Trial) -> float:
+        recipe = trial_recipe(job, suggest(trial, space["params"]))
+        recipe = replace(recipe, name=f"{recipe.name}-t{trial.number}")
+        opts = RunOptions(out=job.out / "trials", device="auto", progress=False, evaluate_test=False)
+        with tracker.run(f"trial-{trial.number}", nested=True, tags={"fer_bench.kind": "trial"}) as run_id:
+            if run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
+            tracker.log_params({"trial_number": trial.number, **trial.params})
+
+            def report(entry: dict[str, Any]) -> None:
+                tracker.log_epoch(entry)
+                trial.report(entry[metric], step=entry["epoch"])
+                if trial.should_prune():
+                    tracker.set_tag("optuna.state", "PRUNED")
+                    raise optuna.TrialPruned(f"pruned at epoch {entry['epoch']}")
+
+            try:
+                row = run_model(job.model, recipe, data, opts, on_epoch=report)
+            except optuna.TrialPruned:
+                raise
+            except Exception:
+                tracker.set_tag("optuna.state", "FAIL")
+                raise
+            value = max(h[metric] for h in row["history"])
+            tracker.set_tag("optuna.state", "COMPLETE")
+            tracker.log_metrics({"objective": value})
+        return value
+
+    return objective
+
+
+def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
+    """One worker: adds trials until the study holds ``target_total`` finished or pruned trials."""
+    import optuna
+
+    from fer_bench.data import load_dataset
+    from fer_bench.tracking import MlflowTracker, NullTracker
+
+    space = read_space(job.search)
+    data = load_dataset(job.dataset, job.data_dir)
+    study = create_study(job, study_name)
+    tracker = MlflowTracker(job.tracking_uri, job.experiment) if job.track else NullTracker()
+    with tracker.run(f"study-{study_name}", tags={"fer_bench.kind": "study"}):
+        study.optimize(
+            objective_fn(job, space, data, tracker),
+            callbacks=[optuna.study.MaxTrialsCallback(target_total, states=None)],
+            catch=(),
+        )
+
+
+def tune(job: TuneJob, workers: int = 1) -> dict[str, Any]:
+    """Add ``job.trials`` trials to the study (over ``workers`` processes); write the best recipe."""
+    space = read_space(job.search)
+    name = f"{space.get('name', job.search.stem)}-{job.model}-{job.base_recipe}"
+    study = create_study(job, name)
+    target = len(study.trials) + job.trials
+    if workers <= 1:
+        run_worker(job, name, target)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=run_worker, args=(job, name, target)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    study = create_study(job, name)
+    return write_best(job, study)
+
+
+def write_best(job: TuneJob, study) -> dict[str, Any]:
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not done:
+        raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run more trials.")
+    best = study.best_trial
+    recipe = trial_recipe(job, best.params)
+    recipe = replace(recipe, name=f"{recipe.name}-tuned", description=f"best of study {study.study_name} "
+                     f"(trial {best.number}, {space_metric(job)} {best.value:.2f})")  # fmt: skip
+    path = job.out / "best-recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    return {"study": study.study_name, "trials": len(study.trials), "best_trial": best.number,
+            "best_value": best.value, "best_params": best.params, "best_recipe": str(path)}  # fmt: skip
+
+
+def space_metric(job: TuneJob) -> str:
+    return read_space(job.search).get("objective", "val_macro_f1")
+
+
+def report(job: TuneJob) -> str:
+    """Best trials and parameter importances as text; history and importance plots as PNG in ``job.out``."""
+    import optuna
+    from tabulate import tabulate
+
+    space = read_space(job.search)
+    name = f"{space.get('name', job.search.stem)}-{job.model}-{job.base_recipe}"
+    study = create_study(job, name)
+    done = sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value)
+    states = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    lines = [f"study {name}: {len(study.trials)} trials {states}"]
+    lines.append(tabulate([[t.number, f"{t.value:.2f}", *(_fmt(t.params.get(k)) for k in space["params"])]
+                           for t in done[:5]], headers=["trial", "objective", *space["params"]]))  # fmt: skip
+    if len(done) >= 2:
+        imp = optuna.importance.get_param_importances(study)
+        lines.append(tabulate([[k, f"{v:.3f}"] for k, v in imp.items()], headers=["param", "importance"]))
+        _plots(study, job.out)
+    return "\n\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _plots(study, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    for fn, fname in ((plot_optimization_history, "history.png"), (plot_param_importances, "importance.png")):
+        ax = fn(study)
+        ax.figure.set_size_inches(8, 5)
+        ax.figure.tight_layout()
+        ax.figure.savefig(out / fname, dpi=120)
+        plt.close(ax.figure)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `fer-bench tune`")
