@@ -140,7 +140,9 @@ def objective_fn(job: TuneJob, space: dict, data, tracker):
         with tracker.run(f"trial-{trial.number}", nested=True, tags={"fer_bench.kind": "trial"}) as run_id:
             if run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
-            tracker.log_params({"trial_number": trial.number, **trial.params})
+            # MLflow keys allow no brackets: augment.crop_scale[0] is logged as augment.crop_scale.0
+            params = {k.replace("[", ".").replace("]", ""): v for k, v in trial.params.items()}
+            tracker.log_params({"trial_number": trial.number, **params})
 
             def report(entry: dict[str, Any]) -> None:
                 tracker.log_epoch(entry)
