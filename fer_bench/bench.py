@@ -35,6 +35,8 @@ class BenchConfig:
     steps: int = 10  # timed steps per repeat
     repeats: int = 5
     latency_steps: int = 20
+    dataset: str | None = "synthetic"  # end-to-end training figures fed by this dataset's real data path; None: skip
+    data_dir: str | None = None
 
 
 def _stats(prefix: str, values: list[float]) -> dict[str, float]:
@@ -109,8 +111,51 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
     model.train()
     t = _timed_steps(train, device, cfg.warmup, max(2, cfg.steps // 2), cfg.repeats)
     row |= _stats("train_step_ms", [s * 1e3 for s in t]) | _stats("train_img_s", [cfg.batch_size / s for s in t])
+    if cfg.dataset:
+        feed = _real_batches(cfg, spec, device, fmt)
+
+        def train_e2e():
+            nonlocal x, y
+            x, y = feed()
+            train()
+
+        t = _timed_steps(train_e2e, device, cfg.warmup, max(2, cfg.steps // 2), cfg.repeats)
+        row |= _stats("e2e_train_img_s", [cfg.batch_size / s for s in t])
+        row["e2e_over_model_only"] = row["e2e_train_img_s_median"] / row["train_img_s_median"]
     row |= _peak_memory(train, device) | _conditions(device)
     return row
+
+
+def _real_batches(cfg: BenchConfig, spec, device, fmt):
+    """Training batches through the real data path: the decoded uint8 store on the device, batched augmentation."""
+    import torch
+
+    from fer_bench.data import load_dataset
+    from fer_bench.data.augment import BatchAugment, Normalize
+    from fer_bench.engine import Batches
+    from fer_bench.recipes import load_recipe
+
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    idx = data.split_indices("train")
+    images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
+    batches = Batches(images, torch.from_numpy(data.labels[idx]).to(device), batch_size=cfg.batch_size, shuffle=True)
+    augment = BatchAugment(load_recipe("baseline").augment, Normalize(cfg.img_size, spec.in_chans, spec.mean, spec.std))
+    gen = torch.Generator(device).manual_seed(0)
+    state = {"epoch": 0, "it": batches.epoch(0)}
+
+    def feed():
+        try:
+            xb, yb = next(state["it"])
+        except StopIteration:
+            state["epoch"] += 1
+            state["it"] = batches.epoch(state["epoch"])
+            xb, yb = next(state["it"])
+        if len(yb) < cfg.batch_size:  # keep every timed step at the stated batch size
+            return feed()
+        xb, yb = augment(xb, yb, gen)
+        return xb.contiguous(memory_format=fmt), yb
+
+    return feed
 
 
 def _peak_memory(train, device) -> dict[str, float]:

@@ -78,12 +78,13 @@ def _add_tracking(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="fer-bench", help="MLflow experiment name (default: fer-bench)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--log-checkpoint", action="store_true", help="also log the best checkpoint (best.pt) to MLflow")
 
 
 def make_tracker(args: argparse.Namespace):
     from fer_bench.tracking import MlflowTracker, NullTracker
 
-    return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment)
+    return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment, args.log_checkpoint)
 
 
 def _add_ls(sub) -> None:
@@ -160,7 +161,10 @@ def _add_bench(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
-    p.add_argument("--data-dir", type=Path, help="with --data: FER2013 folder tree (default: the synthetic set)")
+    p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
+                        "synthetic); 'none' skips them")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
     _add_tracking(p)
     p.set_defaults(handler=cmd_bench)
@@ -193,8 +197,11 @@ def _bench_models(args: argparse.Namespace) -> int:
     rows, cfg = [], None
     for model in args.models:
         for size in args.img_size:
+            dataset = args.dataset or ("fer2013" if args.data_dir else "synthetic")
             cfg = BenchConfig(model, size, args.batch_size, args.precision, args.channels_last, args.compile,
-                              args.device, repeats=args.repeats, steps=args.steps)  # fmt: skip
+                              args.device, repeats=args.repeats, steps=args.steps,
+                              dataset=None if dataset == "none" else dataset,
+                              data_dir=str(args.data_dir) if args.data_dir else None)  # fmt: skip
             print(f"bench {model} @ {size}px, batch {args.batch_size}, {args.precision}", file=sys.stderr)
             rows.append(run_isolated(cfg))
     df = pd.DataFrame(rows)
@@ -206,13 +213,16 @@ def _bench_models(args: argparse.Namespace) -> int:
                           "compile", "device_name", "torch", "cuda", "cudnn", "threads", "params", "gmacs")
               if c in df]  # fmt: skip
     infer = common + [c for c in df if c.startswith(("infer_", "latency_"))] + ["git_sha", "timestamp"]
-    train = common + [c for c in df if c.startswith(("train_", "peak_mem"))] + ["git_sha", "timestamp"]
+    train = (
+        common + [c for c in df if c.startswith(("train_", "e2e_", "peak_mem"))] + ["dataset", "git_sha", "timestamp"]
+    )
     for mode, cols in (("infer", infer), ("train", train)):
         path = args.out / csv_name(mode, cfg, ok.iloc[0].to_dict())
         ok[[c for c in cols if c in ok]].to_csv(path, index=False, float_format="%.4g")
         print(f"written: {path}", file=sys.stderr)
     show = ["model", "img_size", "batch_size", "infer_img_s_median", "infer_img_s_iqr", "latency_ms_median",
-            "train_img_s_median", "train_img_s_iqr", "peak_mem_mb", "params", "gmacs"]  # fmt: skip
+            "train_img_s_median", "train_img_s_iqr", "e2e_train_img_s_median", "e2e_over_model_only", "peak_mem_mb",
+            "params", "gmacs"]  # fmt: skip
     print(tabulate(ok[[c for c in show if c in ok]].values.tolist(), headers=show, floatfmt=".1f"))
     if not args.no_track:
         from fer_bench.tracking import log_bench_rows

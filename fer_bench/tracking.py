@@ -55,9 +55,12 @@ class MlflowTracker:
 
     enabled = True
 
-    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+    def __init__(
+        self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, log_checkpoint: bool = False
+    ) -> None:
         import mlflow
 
+        self.log_checkpoint = log_checkpoint
         self.mlflow = mlflow
         self.uri = resolve_uri(uri)
         mlflow.set_tracking_uri(self.uri)
@@ -114,7 +117,7 @@ class MlflowTracker:
         for name in ("result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png", "learning_curve.png"):
             if (run_dir / name).exists():
                 self.mlflow.log_artifact(str(run_dir / name))
-        if (run_dir / "best.pt").exists() and os.environ.get("FER_BENCH_LOG_CHECKPOINT"):
+        if self.log_checkpoint and (run_dir / "best.pt").exists():
             self.mlflow.log_artifact(str(run_dir / "best.pt"))
 
 

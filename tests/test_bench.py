@@ -47,6 +47,9 @@ def test_every_column_present_and_sane(bench_out):
             assert col in df, col
     assert (infer["latency_ms_p90"] >= infer["latency_ms_median"]).all()
     assert (train["peak_mem_mb"] > 0).all()
+    # end-to-end: the same training step fed by the real data path (synthetic set, batched augmentation)
+    assert (train["e2e_train_img_s_min"] <= train["e2e_train_img_s_median"]).all()
+    assert train["e2e_over_model_only"].between(0.05, 2.0).all() and (train["dataset"] == "synthetic").all()
     # images/s and step time describe the same steps
     ratio = infer["batch_size"] / (infer["infer_step_ms_median"] / 1e3) / infer["infer_img_s_median"]
     assert ratio.between(0.999, 1.001).all()
