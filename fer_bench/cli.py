@@ -41,13 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_data_args(p: argparse.ArgumentParser, default: str = "synthetic") -> None:
+    p.add_argument("--dataset", default=default, help=f"registered dataset (default: {default})")
+    p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
+    p.add_argument("--cache-dir", help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")
+
+
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
     p.add_argument("--models", type=_csv_list, required=True, help="comma-separated registry names or timm:<name>")
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
-    p.add_argument("--dataset", default="synthetic", help="registered dataset (default: synthetic)")
-    p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
-    p.add_argument("--cache-dir", help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")
+    _add_data_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
     p.add_argument("--batch-size", type=int)
@@ -238,9 +242,7 @@ def _add_data(sub) -> None:
     p = sub.add_parser("data", help="inspect a dataset")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = dsub.add_parser("check", help="load a dataset and audit it: counts, duplicates, leakage, label conflicts")
-    c.add_argument("--dataset", default="fer2013")
-    c.add_argument("--data-dir", help="folder tree or CSV file")
-    c.add_argument("--cache-dir")
+    _add_data_args(c, default="fer2013")
     c.add_argument("--json", type=Path, help="also write the full report (with every listed file) as JSON here")
     c.add_argument("--write-protocol", type=Path, metavar="FILE",
                    help="write a leakage-free protocol (drop test images with an identical training copy); "
@@ -295,8 +297,7 @@ def _add_tune(sub) -> None:
     p.add_argument("--search", type=Path, required=True, help="search space YAML, e.g. configs/search/loss-aug.yaml")
     p.add_argument("--model", default="resnet18")
     p.add_argument("--recipe", default="baseline", help="base recipe the search starts from")
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--data-dir")
+    _add_data_args(p)
     p.add_argument("--trials", type=int, default=10, help="trials to add to the study (re-running resumes it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--img-size", type=int)
@@ -324,7 +325,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     experiment = args.experiment if args.experiment != "fer-bench" else "fer-bench-tune"
     job = TuneJob(args.search, args.recipe, args.model, args.dataset, args.data_dir, tuple(args.sets + sets),
                   args.out, args.storage, args.trials, args.seed, args.tracking_uri, experiment,
-                  not args.no_track)  # fmt: skip
+                  not args.no_track, args.cache_dir)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         print(json.dumps(tune(job, args.workers), indent=2))

@@ -38,6 +38,7 @@ class TuneJob:
     tracking_uri: str | None = None
     experiment: str = "fer-bench-tune"
     track: bool = True
+    cache_dir: str | None = None
 
 
 def read_space(path: Path) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
     from fer_bench.tracking import MlflowTracker, NullTracker
 
     space = read_space(job.search)
-    data = load_dataset(job.dataset, job.data_dir)
+    data = load_dataset(job.dataset, job.data_dir, job.cache_dir)
     study = create_study(job, study_name)
     tracker = MlflowTracker(job.tracking_uri, job.experiment) if job.track else NullTracker()
     with tracker.run(f"study-{study_name}", tags={"fer_bench.kind": "study"}):
