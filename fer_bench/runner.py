@@ -120,7 +120,7 @@ def run_model(
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe, opts.protocol)
-    rid = run_id(model_name, recipe, data)
+    rid = run_id(model_name, recipe, data, proto.name)
     run_dir = opts.out / rid
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
@@ -155,9 +155,11 @@ def make_norms(recipe: Recipe, spec, size: int) -> dict[str, Normalize]:
     }
 
 
-def run_id(model_name: str, recipe: Recipe, data: FerData) -> str:
+def run_id(model_name: str, recipe: Recipe, data: FerData, protocol: str = "standard") -> str:
+    """``<model>-<recipe>-<dataset>-<split>[-<protocol>]-s<seed>``: one folder per distinct run."""
     safe = model_name.replace(":", "_").replace("/", "_")
-    return f"{safe}-{recipe.name}-{data.name}-{recipe.eval.split}-s{recipe.train.seed}"
+    proto = "" if protocol == "standard" else f"-{protocol}"
+    return f"{safe}-{recipe.name}-{data.name}-{recipe.eval.split}{proto}-s{recipe.train.seed}"
 
 
 def _device_tensors(data: FerData, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
