@@ -33,7 +33,7 @@ def read_fer2013_csv(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, tu
     if fast is not None:
         return fast
     text = _decode(path, raw)
-    header, body = _split_header(path, text)
+    header, body = _split_header(text)
     columns = _columns(path, header)
     rows = body.splitlines()
     if rows and rows[-1] == "":
@@ -117,7 +117,7 @@ def _decode(path: Path, raw: bytes) -> str:
     return text
 
 
-def _split_header(path: Path, text: str) -> tuple[str, str]:
+def _split_header(text: str) -> tuple[str, str]:
     header, _, body = text.partition("\n")
     return header.strip("\r"), body
 
@@ -187,24 +187,12 @@ def _splits(path: Path, usage: list[str] | None, n: int) -> tuple[np.ndarray, tu
 
 
 def _pixels(path: Path, values: list[str]) -> np.ndarray:
-    n = len(values)
-    blob = " ".join(values)
-    # Fast path: one C-level parse of every pixel of every row.
-    flat = _parse_ints(blob)
-    if flat is not None and flat.size == n * N_PIXELS and flat.min(initial=0) >= 0 and flat.max(initial=0) <= 255:
-        return flat.astype(np.uint8).reshape(n, 48, 48)
+    # The same chunked parser as the fast path, after normalising whitespace (quoted or irregular fields).
+    pixels = _fast_pixels([" ".join(v.split()).encode("ascii", errors="replace") for v in values])
+    if pixels is not None:
+        return pixels
     _explain_pixel_error(path, values)
     raise AssertionError("unreachable: the pixel check above found no bad row")  # pragma: no cover
-
-
-def _parse_ints(blob: str) -> np.ndarray | None:
-    """Parse space-separated integers; None when a token is not an integer."""
-    b = np.frombuffer(blob.encode("ascii", errors="replace"), dtype=np.uint8)
-    space = b == 32
-    digit = (b >= 48) & (b <= 57)
-    if not (space | digit).all():
-        return None
-    return np.fromstring(blob, dtype=np.int64, sep=" ")  # noqa: NPY201 (text mode is not deprecated)
 
 
 def _explain_pixel_error(path: Path, values: list[str]) -> None:
