@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -14,7 +15,13 @@ import fer_bench
 
 @functools.cache
 def git_sha() -> str:
-    """The checkout's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it; ``unknown`` outside git.
+
+    ``$FER_BENCH_GIT_SHA`` names the commit where the code runs from a copy without ``.git`` (a cluster job, a
+    container): the copy cannot tell its own commit.
+    """
+    if env := os.environ.get("FER_BENCH_GIT_SHA"):
+        return env
     root = Path(fer_bench.__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
