@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -41,17 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_args(p: argparse.ArgumentParser, default: str = "synthetic") -> None:
-    p.add_argument("--dataset", default=default, help=f"registered dataset (default: {default})")
+def _add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic") -> None:
+    shown = default or "synthetic, or the suite's"
+    p.add_argument("--dataset", default=default, help=f"registered dataset (default: {shown})")
     p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
     p.add_argument("--cache-dir", help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")
 
 
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
-    p.add_argument("--models", type=_csv_list, required=True, help="comma-separated registry names or timm:<name>")
+    p.add_argument("--models", type=_csv_list, help="comma-separated registry names or timm:<name>")
+    p.add_argument("--suite", type=Path, metavar="FILE",
+                   help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
+                        "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
+    p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in _csv_list(v)], metavar="S,…",
+                   help="with --suite: these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
-    _add_data_args(p)
+    _add_data_args(p, default=None)
     p.add_argument("--epochs", type=int)
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
     p.add_argument("--batch-size", type=int)
@@ -334,6 +342,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if bool(args.models) == bool(args.suite):
+        raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
+    if args.suite:
+        return _run_suite(args)
+    if args.shard or args.seeds:
+        raise FerBenchError("--shard and --seeds apply to a suite: use them with --suite FILE (else --seed N).")
+    args.dataset = args.dataset or "synthetic"
     from fer_bench.data import load_dataset
     from fer_bench.leaderboard import render_rows
     from fer_bench.models import get_spec
@@ -367,6 +382,74 @@ def cmd_run(args: argparse.Namespace) -> int:
     (args.out / "leaderboard.md").write_text(table + "\n")
     print(table)
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
+    return 0
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from fer_bench import suite as st
+    from fer_bench.data import load_dataset
+    from fer_bench.provenance import git_sha
+    from fer_bench.runner import RunOptions
+
+    suite = st.load_suite(args.suite)
+    if args.seeds:
+        suite = dataclasses.replace(suite, seeds=tuple(args.seeds))
+    if args.recipe or args.pretrained or args.weights:
+        raise FerBenchError("--recipe/--pretrained/--weights do not apply to a suite: each line of the suite names its "
+                            "recipe; add overrides with --set KEY=VALUE.")  # fmt: skip
+    k, n = st.parse_shard(args.shard)
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items()
+            if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
+    if args.seed is not None or args.split is not None:
+        raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
+    cells = st.shard(st.cells(suite, list(args.sets) + sets, str(args.suite)), k, n)
+    git_sha()
+    data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    protocol = None
+    if args.protocol:
+        from fer_bench.data.audit import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    out = args.out if args.out != Path("runs") else Path("runs") / suite.name
+    opts = RunOptions(out=out, device=args.device, progress=not args.no_progress, protocol=protocol)
+    experiment = args.experiment if args.experiment != "fer-bench" else suite.experiment or suite.name
+    args.experiment = experiment
+    tracker = make_tracker(args)
+    proto_name = protocol["name"] if protocol else "standard"
+
+    def on_disk(cell, split) -> bool:
+        return st.result_file(out, cell, split, data, proto_name).is_file()
+
+    if tracker.enabled:
+        from fer_bench.tracking import finished_suite_rows
+
+        done = finished_suite_rows(args.tracking_uri, experiment, suite.name)
+        finished = lambda cell, split: (cell.id, split) in done  # noqa: E731
+    else:
+        finished = on_disk
+    job = st.SuiteRun(suite, cells, data, opts, tracker, finished)
+    tags = {"fer_bench.kind": "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
+    with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags):
+        st.run_suite(job)
+    # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
+    from fer_bench import leaderboard as lb
+
+    if tracker.enabled:
+        from fer_bench.tracking import search_bench_runs, search_model_runs
+
+        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, experiment,
+                                                       f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
+        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, experiment))
+    else:
+        all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
+        files = [st.result_file(out, c, s, data, proto_name) for c in all_cells for s in c.splits]
+        frame = lb.frame_from_rows(lb.read_rows([f for f in files if f.is_file()]))
+    out.mkdir(parents=True, exist_ok=True)
+    written = st.render_leaderboard(job, frame, out)
+    print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))
+    print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 
 

@@ -109,14 +109,11 @@ def run_model(
 
     ``on_epoch`` receives each epoch's history entry (the tracker logs it); files go to ``opts.out/<run_id>/``.
     """
-    device = resolve_device(opts.device)
-    precision, amp_dtype = resolve_precision(recipe.train.precision, device)
-    channels_last = recipe.train.channels_last if recipe.train.channels_last is not None else device.type == "cuda"
-    ctx = engine.StepContext(device, amp_dtype, channels_last)
+    precision, ctx = _context(recipe, opts)
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
                                weights=opts.weights, drop_rate=recipe.model.drop_rate)  # fmt: skip
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe, opts.protocol)
@@ -134,6 +131,41 @@ def run_model(
     row |= _cost(model, spec, size, ctx)
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["run_id"] = rid
+    write_json(run_dir / "result.json", row)
+    save_run_plots(row, run_dir)
+    return row
+
+
+def _context(recipe: Recipe, opts: RunOptions) -> tuple[str, engine.StepContext]:
+    device = resolve_device(opts.device)
+    precision, amp_dtype = resolve_precision(recipe.train.precision, device)
+    channels_last = recipe.train.channels_last if recipe.train.channels_last is not None else device.type == "cuda"
+    return precision, engine.StepContext(device, amp_dtype, channels_last)
+
+
+def evaluate_on_split(
+    model_name: str, recipe: Recipe, data: FerData, opts: RunOptions, trained: dict[str, Any]
+) -> dict[str, Any]:
+    """Evaluate the best weights of a finished run (its row: ``trained``) on ``recipe.eval.split``; no retraining.
+
+    The row is the trained row with the test figures, split, test size, recipe hash and run id of this split;
+    it names the run whose weights it used (``trained_run_id``) and is written to its own folder.
+    """
+    _, ctx = _context(recipe, opts)
+    model, spec = create_model(model_name, num_classes=len(data.classes), drop_rate=recipe.model.drop_rate)
+    best = opts.out / trained["run_id"] / "best.pt"
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+    model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
+    norms = make_norms(recipe, spec, trained["img_size"])
+    proto = make_protocol(data, recipe, opts.protocol)
+    rid = run_id(model_name, recipe, data, proto.name)
+    run_dir = opts.out / rid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    row = dict(trained) | {"split": recipe.eval.split, "recipe_hash": recipe_hash(recipe), "n_test": len(proto.test),
+                           "run_id": rid, "trained_run_id": trained["run_id"],
+                           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
     write_json(run_dir / "result.json", row)
     save_run_plots(row, run_dir)
     return row

@@ -137,7 +137,7 @@ def result_tags(row: dict[str, Any]) -> dict[str, str]:
     tags = {KIND_TAG: "model"}
     for key in ("model", "family", "recipe", "recipe_version", "recipe_hash", "dataset", "data_source", "split",
                 "seed", "precision", "channels_last", "device", "device_name", "git_sha", "batch_size", "img_size",
-                "protocol"):  # fmt: skip
+                "protocol", "suite", "cell", "trained_run_id"):  # fmt: skip
         if key in row:
             tags[f"fer_bench.{key}"] = str(row[key])
     tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
@@ -212,3 +212,18 @@ def search_bench_runs(uri: str | None, experiment: str):
         return pd.DataFrame()
     query = f"tags.`{KIND_TAG}` = 'bench' and attributes.status = 'FINISHED'"
     return mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
+
+
+def finished_suite_rows(uri: str | None, experiment: str, suite: str) -> set[tuple[str, str]]:
+    """(cell, split) of every FINISHED result row of ``suite`` in ``experiment``: what a rerun may skip."""
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_uri(uri))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        return set()
+    query = (f"tags.`{KIND_TAG}` = 'model' and attributes.status = 'FINISHED' and "
+             f"tags.`fer_bench.suite` = '{suite}'")  # fmt: skip
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
+    if runs.empty:
+        return set()
+    return set(zip(runs["tags.fer_bench.cell"], runs["tags.fer_bench.split"], strict=True))

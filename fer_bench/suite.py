@@ -1,0 +1,232 @@
+"""Benchmark suites: models × recipes × seeds × evaluation splits, as one YAML file anyone can re-run.
+
+A suite file (``benchmarks/fer2013-cpu.yaml``) is validated as strictly as a recipe. Each *cell* (one model
+entry × one seed) trains once and is evaluated on every split the suite lists; each (cell, split) is one result
+row and one MLflow child run tagged ``fer_bench.suite`` and ``fer_bench.cell``. Running a suite again skips the
+cells whose rows are all FINISHED in the tracking store (or, untracked, on disk), and resumes a cell killed
+mid-way from its last checkpoint. ``--shard K/N`` takes a deterministic share of the cells, so N machines
+logging to one MLflow server run one suite together; the leaderboard then reads every shard's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_bench.errors import ConfigError
+from fer_bench.recipes import from_dict, load_recipe
+from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
+
+SUITE_TAG = "fer_bench.suite"
+CELL_TAG = "fer_bench.cell"
+LEADERBOARD_FORMATS = ("md", "csv", "latex", "html")
+
+
+@dataclass(frozen=True)
+class SuiteModel:
+    """One line of the suite: a backbone, its recipe and overrides (``key=value``, as ``--set`` takes them)."""
+
+    model: str
+    recipe: str | None = None  # None: the backbone's default recipe
+    set: tuple[str, ...] = ()
+    splits: tuple[str, ...] | None = None  # None: the suite's splits (Khaireddin validates on private: public only)
+
+
+@dataclass(frozen=True)
+class LeaderboardSpec:
+    formats: tuple[str, ...] = ("md", "csv")
+    per_class: bool = True  # per-class F1 columns
+    published: bool = True  # the papers' numbers as "published" rows
+    plot: bool = True  # pareto.png
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    description: str = ""
+    dataset: str = "fer2013"
+    data_dir: str | None = None  # relative to the working directory; --data-dir overrides
+    experiment: str | None = None  # MLflow experiment (default: the suite's name)
+    seeds: tuple[int, ...] = (0,)
+    splits: tuple[str, ...] = ("test",)  # evaluation splits; every cell is evaluated on each
+    set: tuple[str, ...] = ()  # overrides for every cell, before each model's own
+    models: tuple[SuiteModel, ...] = ()
+    leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    expected_wall: str = ""  # documentation: the wall time this suite takes where it was designed to run
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a suite, evaluated on ``splits`` (the first split is the run's own)."""
+
+    model: str
+    recipe: Recipe
+    splits: tuple[str, ...]
+    id: str
+
+
+def load_suite(path: Path) -> SuiteSpec:
+    """Read and validate a suite file: unknown keys, types, models, recipes, splits and every cell's recipe."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"suite file {str(path)!r}: cannot read ({exc.strerror}).") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite must be a mapping (name, models, seeds, splits...).")
+    suite: SuiteSpec = from_dict(SuiteSpec, data, str(path))
+    if not suite.models:
+        raise ConfigError(f"{path}: models is empty; list at least one {{model: NAME, recipe: NAME}}.")
+    if not suite.seeds:
+        raise ConfigError(f"{path}: seeds is empty; give at least one, e.g. seeds: [0].")
+    for where, splits in [("splits", suite.splits)] + [(f"models[{i}].splits", m.splits or ())
+                                                        for i, m in enumerate(suite.models)]:  # fmt: skip
+        bad = [s for s in splits if s not in EVAL_SPLITS]
+        if bad or (where == "splits" and not splits):
+            raise ConfigError(f"{path}: {where} = {list(splits)}; expected a list of {', '.join(EVAL_SPLITS)}.")
+    bad = [f for f in suite.leaderboard.formats if f not in LEADERBOARD_FORMATS]
+    if bad:
+        raise ConfigError(f"{path}: leaderboard.formats has {bad}; expected some of {', '.join(LEADERBOARD_FORMATS)}.")
+    cells(suite, source=str(path))  # every cell's recipe must resolve, or the file is rejected now, not hours later
+    return suite
+
+
+def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite") -> list[Cell]:
+    """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe."""
+    from fer_bench.models import get_spec
+    from fer_bench.recipes import list_recipes
+
+    out = []
+    for i, entry in enumerate(suite.models):
+        try:
+            spec = get_spec(entry.model)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: models[{i}].model: {exc}") from None
+        name = entry.recipe or (spec.default_recipe if spec.default_recipe in list_recipes() else None)
+        splits = entry.splits or suite.splits
+        for seed in suite.seeds:
+            sets = [*suite.set, *entry.set, *(extra_sets or []), f"train.seed={seed}", f"eval.split={splits[0]}"]
+            try:
+                recipe = load_recipe(name, sets)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: models[{i}] ({entry.model}, recipe {name}): {exc}") from None
+            if recipe.data.val_source in splits:
+                raise ConfigError(
+                    f"{source}: models[{i}] ({entry.model}) validates on {recipe.data.val_source} "
+                    f"(recipe {recipe.name}), so it cannot be tested on it; set models[{i}].splits without it."
+                )
+            out.append(Cell(entry.model, recipe, tuple(splits), cell_id(entry, name, seed)))
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"{source}: the same cell is listed twice ({', '.join(dup)}); remove the duplicate line.")
+    return sorted(out, key=lambda c: c.id)
+
+
+def cell_id(entry: SuiteModel, recipe: str | None, seed: int) -> str:
+    """``<model>-<recipe>-s<seed>``, plus a short hash of the line's own overrides when it has any."""
+    base = f"{entry.model}-{recipe or 'defaults'}"
+    if entry.set:
+        base += "-" + hashlib.sha256("|".join(entry.set).encode()).hexdigest()[:6]
+    return f"{base}-s{seed}"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"K/N"`` → (K, N) with 1 ≤ K ≤ N; None → (1, 1)."""
+    if text is None:
+        return 1, 1
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. --shard 2/3 (share 2 of 3).") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r}: K must be between 1 and N.")
+    return k, n
+
+
+def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
+    """Share ``k`` of ``n`` (1-based): every n-th cell of the id-sorted list, so shards never overlap."""
+    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
+
+
+def result_file(out: Path, cell: Cell, split: str, data, protocol: str = "standard") -> Path:
+    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<cell id>/<run id>/result.json``."""
+    from fer_bench.runner import run_id
+
+    return out / cell.id / run_id(cell.model, split_recipe(cell.recipe, split), data, protocol) / "result.json"
+
+
+def split_recipe(recipe: Recipe, split: str) -> Recipe:
+    return replace(recipe, eval=replace(recipe.eval, split=split))
+
+
+@dataclass
+class SuiteRun:
+    """What running a suite needs from the CLI: data, options, a tracker and how to tell a finished row."""
+
+    suite: SuiteSpec
+    cells: list[Cell]
+    data: Any  # FerData
+    opts: Any  # runner.RunOptions
+    tracker: Any  # tracking.MlflowTracker or NullTracker
+    finished: Callable[[Cell, str], bool]
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+
+
+def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
+    """Train and evaluate every unfinished cell; the rows written in this call."""
+    from fer_bench.recipes import recipe_to_dict
+    from fer_bench.runner import evaluate_on_split, run_model
+
+    rows: list[dict[str, Any]] = []
+    todo = [c for c in job.cells if not all(job.finished(c, s) for s in c.splits)]
+    job.log(f"suite {job.suite.name}: {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} finished "
+            f"before, {len(todo)} to run")  # fmt: skip
+    for n, cell in enumerate(todo, 1):
+        job.log(f"== [{n}/{len(todo)}] {cell.id} · splits {', '.join(cell.splits)}")
+        trained: dict[str, Any] | None = None
+        # a cell cut short by a crash continues from its last.pt; each cell has its own folder (ids are unique)
+        resume = replace(job.opts, resume=True, out=job.opts.out / cell.id)
+        for split in cell.splits:
+            recipe = split_recipe(cell.recipe, split)
+            if job.finished(cell, split):
+                if trained is None and split == cell.splits[0]:  # its weights serve the other splits
+                    trained = run_model(cell.model, recipe, job.data, resume)  # from last.pt: no epoch reruns
+                continue
+            tags = {SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
+            with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
+                if trained is None:  # the cell's training run
+                    row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch)
+                else:  # the same weights on another split: a row of its own, no retraining
+                    row = evaluate_on_split(cell.model, recipe, job.data, resume, trained)
+                    for entry in row["history"]:
+                        job.tracker.log_epoch(entry)
+                row["suite"], row["cell"] = job.suite.name, cell.id
+                job.tracker.log_result(row, resume.out / row["run_id"], recipe_to_dict(recipe))
+            rows.append(row)
+    return rows
+
+
+def render_leaderboard(job: SuiteRun, frame, out_dir: Path) -> list[Path]:
+    """The suite's tables (its formats) and Pareto plot from a leaderboard frame; the files written."""
+    from fer_bench import leaderboard as lb
+
+    spec = job.suite.leaderboard
+    agg = lb.aggregate(frame)
+    written = []
+    for fmt in spec.formats:
+        path = out_dir / f"leaderboard.{'tex' if fmt == 'latex' else fmt}"
+        text = lb.render(agg, fmt, per_class=spec.per_class, published=spec.published)
+        path.write_text(text if text.endswith("\n") else text + "\n")
+        written.append(path)
+    if spec.plot:
+        lb.pareto_plot(agg, out_dir / "pareto.png")
+        written.append(out_dir / "pareto.png")
+    return written

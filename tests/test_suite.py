@@ -1,0 +1,147 @@
+"""Benchmark suites: validation, sharding, resumable runs tracked to MLflow, and the committed suite files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fer_bench.errors import ConfigError
+from fer_bench.suite import cells, load_suite, parse_shard, shard
+
+mlflow = pytest.importorskip("mlflow")
+
+from test_cli import fer_bench  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = sorted((ROOT / "benchmarks").glob("fer2013-*.yaml"))
+FAMILIES = {"efficientnetv2_s", "efficientnet_b2"}
+
+TINY = """
+name: tiny
+dataset: synthetic
+seeds: [0, 1]
+splits: [public, private]
+set: ["train.epochs=1", "data.limit_train=140", "eval.batch_size=512"]
+models:
+  - {model: simple_cnn, recipe: baseline}
+leaderboard: {formats: [md, csv, latex, html], per_class: true, published: false, plot: true}
+"""
+
+
+def test_the_committed_suites_validate_and_hold_the_four_families():
+    assert {p.name for p in SUITES} == {"fer2013-cpu.yaml", "fer2013-gpu.yaml"}
+    for path in SUITES:
+        suite = load_suite(path)
+        models = {m.model for m in suite.models}
+        assert FAMILIES <= models and any(m.startswith("vgg") for m in models) and any("resnet" in m for m in models)
+        insideout = [m for m in suite.models if m.model == "efficientnetv2_s"]
+        assert insideout[0].recipe == "insideout-effnetv2s"
+        assert set(suite.splits) == {"public", "private"}
+    gpu = load_suite(ROOT / "benchmarks" / "fer2013-gpu.yaml")
+    assert len(gpu.seeds) == 3 and {"vgg16_bn", "resnet50"} <= {m.model for m in gpu.models}
+    cpu = cells(load_suite(ROOT / "benchmarks" / "fer2013-cpu.yaml"))
+    assert {c.recipe.input.img_size for c in cpu} == {48}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: x\nmodels: [{model: resnet18}]\nseedz: [0]", ["bad.yaml", "unknown key 'seedz'", "'seeds'"]),
+        ("name: x\nmodels: [{model: resnet81}]", ["bad.yaml", "models[0].model", "unknown model 'resnet81'"]),
+        ("name: x\nmodels: [{model: resnet18, set: ['optim.lr=-1']}]", ["bad.yaml", "models[0]", "optim.lr"]),
+        ("name: x\nmodels: [{model: resnet18}]\nsplits: [val]", ["bad.yaml", "splits", "public, private, test"]),
+        ("name: x\nmodels: [{model: vgg_khaireddin, recipe: khaireddin-vgg}]\nsplits: [public, private]",
+         ["bad.yaml", "validates on private", "models[0].splits"]),
+        ("name: x\nmodels: [{model: resnet18}, {model: resnet18}]",
+         ["bad.yaml", "listed twice", "resnet18-baseline-s0"]),
+        ("name: x\nmodels: []", ["bad.yaml", "models is empty"]),
+        ("name: x\nmodels: [{model: resnet18}]\nseeds: 0", ["bad.yaml", "seeds = 0", "a list of int"]),
+    ],
+)  # fmt: skip
+def test_a_broken_suite_names_file_key_and_fix(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    for part in expected:
+        assert part in str(err.value)
+
+
+def test_shards_partition_the_cells_deterministically():
+    all_cells = cells(load_suite(ROOT / "benchmarks" / "fer2013-gpu.yaml"))
+    parts = [[c.id for c in shard(all_cells, k, 4)] for k in (1, 2, 3, 4)]
+    assert sorted(sum(parts, [])) == sorted(c.id for c in all_cells)  # every cell once, no overlap
+    assert parts == [[c.id for c in shard(all_cells, k, 4)] for k in (1, 2, 3, 4)]
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) == (1, 1)
+    for bad in ("0/3", "4/3", "2", "a/b"):
+        with pytest.raises(ConfigError, match="--shard"):
+            parse_shard(bad)
+
+
+def _model_runs(uri: str, experiment: str = "tiny"):
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    return [r for r in runs if r.data.tags.get("fer_bench.kind") == "model"]
+
+
+def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY)
+    uri, out = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "out"
+    common = ("run", "--suite", str(suite), "--out", str(out), "--tracking-uri", uri, "--no-progress")
+    first = fer_bench(*common, "--shard", "1/2")
+    assert first.returncode == 0, first.stderr
+    assert len(_model_runs(uri)) == 2  # one cell (seed), evaluated on both splits
+    second = fer_bench(*common, "--shard", "2/2")
+    assert second.returncode == 0, second.stderr
+    runs = _model_runs(uri)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {(r.data.tags["fer_bench.cell"], r.data.tags["fer_bench.split"]) for r in runs} == {
+        (f"simple_cnn-baseline-s{s}", split) for s in (0, 1) for split in ("public", "private")
+    }
+    for r in runs:  # the private row reuses the public row's weights: same training, its own test figures
+        assert r.data.tags["fer_bench.suite"] == "tiny" and "test_macro_f1" in r.data.metrics
+    # the table of the second shard sees the first shard's rows too: 2 seeds per (model, split)
+    csv = (out / "leaderboard.csv").read_text().splitlines()
+    assert len(csv) == 3 and all(line.split(",")[-1] for line in csv[1:])
+    assert {"public", "private"} <= {line.split(",")[3] for line in csv[1:]}
+    for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.html", "pareto.png"):
+        assert (out / name).is_file(), name
+    again = fer_bench(*common)
+    assert again.returncode == 0, again.stderr
+    assert "2 cell(s) in this share, 2 finished before, 0 to run" in again.stderr
+    assert len(_model_runs(uri)) == 4  # nothing rerun
+
+
+def test_untracked_suite_resumes_from_result_files(tmp_path):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    common = ("run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--no-track", "--no-progress")
+    assert fer_bench(*common).returncode == 0
+    res = fer_bench(*common)
+    assert res.returncode == 0 and "1 finished before, 0 to run" in res.stderr
+    assert len(list((tmp_path / "out").rglob("result.json"))) == 2
+
+
+def test_suite_and_models_are_exclusive(tmp_path):
+    res = fer_bench("run", "--models", "simple_cnn", "--suite", str(SUITES[0]), "--no-track")
+    assert res.returncode == 2 and "either --models" in res.stderr and "Traceback" not in res.stderr
+    for extra in (["--shard", "1/2"], ["--seeds", "0,1"]):
+        res = fer_bench("run", "--models", "simple_cnn", *extra, "--no-track")
+        assert res.returncode == 2 and extra[0] in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
+    """The GPU protocol is known to work before a GPU comes: every model line, tiny, on CPU, one seed (seeds change
+    nothing but the seed); 4 epochs because Naik's 3-epoch head warm-up needs a fine-tuning epoch after it."""
+    res = fer_bench("run", "--suite", str(ROOT / "benchmarks" / "fer2013-gpu.yaml"), "--dataset", "synthetic",
+                    "--seeds", "0",
+                    "--epochs", "4", "--limit-train", "14", "--img-size", "32", "--set", "eval.batch_size=512",
+                    "--set", "data.val_fraction=0.02", "--device", "cpu", "--no-track", "--no-progress",
+                    "--out", str(tmp_path))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(tmp_path.rglob("result.json"))
+    assert len(rows) == 6 * 2 - 1  # six model lines x two splits, khaireddin-vgg on PublicTest only
+    assert (tmp_path / "leaderboard.md").is_file()
