@@ -109,11 +109,13 @@ def _add_ls(sub) -> None:
 def _add_validate(sub) -> None:
     p = sub.add_parser(
         "validate",
-        help="check recipe YAML files: unknown keys, types, ranges and choices, includes",
+        help="check recipe and suite YAML files: unknown keys, types, ranges and choices, includes",
         description="Load each recipe exactly as `fer-bench run --recipe` would (includes resolved, every key "
-        "checked against the schema, types and value ranges checked) and report the first problem in each file.",
+        "checked against the schema, types and value ranges checked), and each suite file (a YAML with `models:`) "
+        "as `fer-bench run --suite` would (every cell's recipe resolved), and report the first problem in each file.",
     )
-    p.add_argument("paths", nargs="*", type=Path, help="YAML files or folders (default: configs/recipes)")
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="YAML files or folders (default: configs/recipes)")  # fmt: skip
     p.set_defaults(handler=cmd_validate)
 
 
@@ -497,13 +499,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for f in files:
         try:
-            load_recipe(str(f))
+            if _is_suite(f):
+                from fer_bench.suite import load_suite
+
+                load_suite(f)
+            else:
+                load_recipe(str(f))
             print(f"ok      {f}")
         except FerBenchError as exc:
             failed += 1
             print(f"INVALID {exc}")
     print(f"{len(files) - failed} valid, {failed} invalid")
     return 2 if failed else 0
+
+
+def _is_suite(path: Path) -> bool:
+    """A suite file lists ``models:`` at the top level; a recipe never does."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_recipe reports it
+    return isinstance(data, dict) and "models" in data
 
 
 def main(argv: list[str] | None = None) -> int:

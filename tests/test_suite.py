@@ -68,6 +68,14 @@ def test_a_broken_suite_names_file_key_and_fix(tmp_path, text, expected):
         assert part in str(err.value)
 
 
+def test_validate_checks_suite_files_too(tmp_path):
+    res = fer_bench("validate", str(ROOT / "benchmarks"))
+    assert res.returncode == 0 and "2 valid, 0 invalid" in res.stdout, res.stdout
+    (tmp_path / "bad.yaml").write_text("name: x\nmodels: [{model: resnet18, sett: []}]")
+    res = fer_bench("validate", str(tmp_path))
+    assert res.returncode == 2 and "unknown key 'models[0].sett'" in res.stdout and "'models[0].set'" in res.stdout
+
+
 def test_shards_partition_the_cells_deterministically():
     all_cells = cells(load_suite(ROOT / "benchmarks" / "fer2013-gpu.yaml"))
     parts = [[c.id for c in shard(all_cells, k, 4)] for k in (1, 2, 3, 4)]
