@@ -22,8 +22,8 @@ TIMM_ENTRIES: dict[str, tuple[str, str, int, int, str, str]] = {
     "resnet18": ("resnet18", "resnet", 224, 11_180_103, "He et al., arXiv 1512.03385", "baseline"),
     "resnet34": ("resnet34", "resnet", 224, 21_288_263, "He et al., arXiv 1512.03385", "baseline"),
     "resnet50": ("resnet50", "resnet", 224, 23_522_375, "He et al., arXiv 1512.03385", "baseline"),
-    "vgg16_bn": ("vgg16_bn", "vgg", 224, 134_297_671, "Simonyan & Zisserman, arXiv 1409.1556", "baseline"),
-    "vgg19_bn": ("vgg19_bn", "vgg", 224, 139_609_927, "Simonyan & Zisserman, arXiv 1409.1556", "baseline"),
+    "vgg16_bn": ("vgg16_bn", "vgg", 224, 134_297_671, "Simonyan & Zisserman, arXiv 1409.1556", "baseline-vgg"),
+    "vgg19_bn": ("vgg19_bn", "vgg", 224, 139_609_927, "Simonyan & Zisserman, arXiv 1409.1556", "baseline-vgg"),
 }  # fmt: skip
 
 for _name, (_arch, _family, _size, _params, _paper, _recipe) in TIMM_ENTRIES.items():
@@ -45,8 +45,8 @@ for _name, (_arch, _family, _size, _params, _paper, _recipe) in TIMM_ENTRIES.ite
     params=29_890_759,
     paper="Khaireddin & Chen, arXiv 2105.03588",
     # NOTE: the paper's recipe (`--recipe khaireddin-vgg`) trains on ten crops per image, 10x the compute of an
-    # epoch here; the plain baseline keeps `fer-bench run --models vgg_khaireddin` affordable on a CPU.
-    default_recipe="baseline",
+    # epoch here; the plain protocol (baseline-vgg) keeps `fer-bench run --models vgg_khaireddin` affordable on a CPU.
+    default_recipe="baseline-vgg",
 )
 def vgg_khaireddin(num_classes: int, in_chans: int, pretrained: bool, drop_rate: float | None = None) -> nn.Module:
     if pretrained:
