@@ -404,7 +404,8 @@ def _run_suite(args: argparse.Namespace) -> int:
             if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
     if args.seed is not None or args.split is not None:
         raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
-    cells = st.shard(st.cells(suite, list(args.sets) + sets, str(args.suite)), k, n)
+    all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
+    cells = st.shard(all_cells, k, n)
     git_sha()
     data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
     for note in data.notes:
@@ -445,7 +446,6 @@ def _run_suite(args: argparse.Namespace) -> int:
                                                        f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
         frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, experiment))
     else:
-        all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
         files = [st.result_file(out, c, s, data, proto_name) for c in all_cells for s in c.splits]
         frame = lb.frame_from_rows(lb.read_rows([f for f in files if f.is_file()]))
     out.mkdir(parents=True, exist_ok=True)
@@ -456,9 +456,9 @@ def _run_suite(args: argparse.Namespace) -> int:
 
 
 def _recipe_for(args: argparse.Namespace, spec):
-    from fer_bench.recipes import list_recipes, load_recipe
+    from fer_bench.recipes import default_recipe, load_recipe
 
-    name = args.recipe or (spec.default_recipe if spec.default_recipe in list_recipes() else None)
+    name = args.recipe or default_recipe(spec)
     sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
     if args.pretrained:
         sets.append("input.pretrained=true")

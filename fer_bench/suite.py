@@ -20,12 +20,13 @@ from typing import Any
 import yaml
 
 from fer_bench.errors import ConfigError
+from fer_bench.leaderboard import FORMATS as TABLE_FORMATS
 from fer_bench.recipes import from_dict, load_recipe
 from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
 
 SUITE_TAG = "fer_bench.suite"
 CELL_TAG = "fer_bench.cell"
-LEADERBOARD_FORMATS = ("md", "csv", "latex", "html")
+LEADERBOARD_FORMATS = ("csv", *TABLE_FORMATS)  # what fer_bench.leaderboard.render writes
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def load_suite(path: Path) -> SuiteSpec:
 def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite") -> list[Cell]:
     """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe."""
     from fer_bench.models import get_spec
-    from fer_bench.recipes import list_recipes
+    from fer_bench.recipes import default_recipe
 
     out = []
     for i, entry in enumerate(suite.models):
@@ -109,7 +110,7 @@ def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "
             spec = get_spec(entry.model)
         except ConfigError as exc:
             raise ConfigError(f"{source}: models[{i}].model: {exc}") from None
-        name = entry.recipe or (spec.default_recipe if spec.default_recipe in list_recipes() else None)
+        name = entry.recipe or default_recipe(spec)
         splits = entry.splits or suite.splits
         for seed in suite.seeds:
             sets = [*suite.set, *entry.set, *(extra_sets or []), f"train.seed={seed}", f"eval.split={splits[0]}"]

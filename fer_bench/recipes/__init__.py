@@ -26,6 +26,11 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
+def default_recipe(spec) -> str | None:
+    """The recipe a backbone runs under when none is named: its registered default, if that file exists."""
+    return spec.default_recipe if spec.default_recipe in list_recipes() else None
+
+
 def recipe_path(name_or_path: str) -> Path:
     """Resolve a built-in recipe name or a YAML path."""
     p = Path(name_or_path)
