@@ -2,8 +2,10 @@
 
 Inference: synthetic input made on the device, ``eval()`` + ``inference_mode``, warm-up, then timed steps with a
 device sync after each; several repeats; median and IQR of img/s and of step time. Training: forward, backward
-and optimizer step, timed the same way. Batch-1 latency (median, p90). Peak memory in a separate loop. Params and
-GMACs at batch 1. Each (model, size) runs in its own subprocess so one failure or compile cache cannot skew the next.
+and optimizer step, timed the same way; with a dataset, the same step fed by the real data path is timed in turn
+with it, step by step (their ratio is the data path's cost). Batch-1 latency (median, p90). Peak memory in a
+separate loop. Params and GMACs at batch 1. Each (model, size) runs in its own subprocess so one failure or
+compile cache cannot skew the next.
 """
 
 from __future__ import annotations
@@ -79,6 +81,25 @@ def _timed_steps(fn, device, warmup: int, steps: int, repeats: int) -> list[floa
     return times
 
 
+def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int) -> list[list[float]]:
+    """Per-step seconds of each of ``fns``, one step of each in turn, so that drift in machine speed (another
+    process, clock changes) hits them alike and their ratio stays honest."""
+    from fer_bench.cost import sync
+
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats * steps):
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            out.append(time.perf_counter() - start)
+    return times
+
+
 def measure(cfg: BenchConfig) -> dict[str, Any]:
     """All figures for one configuration (call in a fresh process for clean peak-memory numbers)."""
     import torch
@@ -95,9 +116,9 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
 
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
-    def train():
+    def train(xb=x, yb=y):
         with autocast():
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            loss = torch.nn.functional.cross_entropy(model(xb).float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -109,18 +130,15 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
     lat = _timed_steps(lambda: infer(x1), device, cfg.warmup, cfg.latency_steps, 1)
     row |= {"latency_ms_median": float(np.median(lat) * 1e3), "latency_ms_p90": float(np.percentile(lat, 90) * 1e3)}
     model.train()
-    t = _timed_steps(train, device, cfg.warmup, max(2, cfg.steps // 2), cfg.repeats)
+    train_steps = max(2, cfg.steps // 2)
+    if cfg.dataset:  # model-only and end-to-end steps interleaved: their ratio is the data path's cost
+        feed = _real_batches(cfg, spec, device, fmt)
+        t, t_e2e = _timed_interleaved([train, lambda: train(*feed())], device, cfg.warmup, train_steps, cfg.repeats)
+        row |= _stats("e2e_train_img_s", [cfg.batch_size / s for s in t_e2e])
+    else:
+        t = _timed_steps(train, device, cfg.warmup, train_steps, cfg.repeats)
     row |= _stats("train_step_ms", [s * 1e3 for s in t]) | _stats("train_img_s", [cfg.batch_size / s for s in t])
     if cfg.dataset:
-        feed = _real_batches(cfg, spec, device, fmt)
-
-        def train_e2e():
-            nonlocal x, y
-            x, y = feed()
-            train()
-
-        t = _timed_steps(train_e2e, device, cfg.warmup, max(2, cfg.steps // 2), cfg.repeats)
-        row |= _stats("e2e_train_img_s", [cfg.batch_size / s for s in t])
         row["e2e_over_model_only"] = row["e2e_train_img_s_median"] / row["train_img_s_median"]
     row |= _peak_memory(train, device) | _conditions(device)
     return row

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fer_bench.errors import FerBenchError
+from fer_bench.tracking import KIND_TAG
 
 # CLI flag → the recipe path it overrides (CLI > YAML > defaults).
 RUN_OVERRIDES = {
@@ -373,10 +374,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                       resume=args.resume, protocol=protocol)  # fmt: skip
     tracker = make_tracker(args)
     rows = []
-    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={"fer_bench.kind": "suite"}):
+    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
         for spec, recipe in zip(specs, recipes, strict=True):
             print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
-            with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True):
+            # tagged as a model run from its start, so that a killed or running one is found as such too
+            with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
                 tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
@@ -433,7 +435,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     else:
         finished = on_disk
     job = st.SuiteRun(suite, cells, data, opts, tracker, finished)
-    tags = {"fer_bench.kind": "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
+    tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
     with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags):
         st.run_suite(job)
     # The table covers every shard's rows: from the tracking store, or from the result files on this machine.

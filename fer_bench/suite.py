@@ -23,6 +23,7 @@ from fer_bench.errors import ConfigError
 from fer_bench.leaderboard import FORMATS as TABLE_FORMATS
 from fer_bench.recipes import from_dict, load_recipe
 from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
+from fer_bench.tracking import KIND_TAG
 
 SUITE_TAG = "fer_bench.suite"
 CELL_TAG = "fer_bench.cell"
@@ -201,7 +202,7 @@ def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
                 if trained is None and split == cell.splits[0]:  # its weights serve the other splits
                     trained = run_model(cell.model, recipe, job.data, resume)  # from last.pt: no epoch reruns
                 continue
-            tags = {SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
+            tags = {KIND_TAG: "model", SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
             with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
                 if trained is None:  # the cell's training run
                     row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch)

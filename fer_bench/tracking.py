@@ -17,7 +17,7 @@ from typing import Any
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fer-bench"
-KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child with a result row)
+KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child: a result row once FINISHED)
 
 
 class NullTracker:

@@ -7,6 +7,9 @@ import pytest
 
 # No hub access on these machines: without this a pretrained load retries for ~47 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No usage telemetry from MLflow in tests (no network here; a blocked lookup can stall a process at exit).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
 
 REAL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
 

@@ -10,9 +10,11 @@ import sys
 import pytest
 
 
-def fer_bench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def fer_bench(*args: str, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``fer-bench ARGS`` in a child process; one that hangs is killed after ``timeout`` s and fails the test."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "fer_bench", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    cmd = [sys.executable, "-m", "fer_bench", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_run_on_synthetic_writes_a_row_with_provenance_and_a_table(tmp_path):

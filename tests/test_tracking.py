@@ -81,12 +81,13 @@ def test_leaderboard_is_built_from_mlflow(tracked, tmp_path):
 
 def test_a_killed_run_is_not_finished(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cmd = [sys.executable, "-m", "fer_bench", "run", "--models", "simple_cnn", "--epochs", "50", "--out",
-           str(tmp_path / "out"), "--no-progress", "--tracking-uri", uri, "--experiment", "k"]  # fmt: skip
+    cmd = [sys.executable, "-m", "fer_bench", "run", "--models", "simple_cnn", "--epochs", "500", "--limit-train",
+           "200", "--out", str(tmp_path / "out"), "--no-progress", "--tracking-uri", uri,
+           "--experiment", "k"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the child run exists and has logged an epoch
-        time.sleep(2)
+        time.sleep(1)
         if (tmp_path / "mlflow.db").exists():
             try:
                 runs = [r for r in _runs(uri, "k") if r.data.tags.get("fer_bench.kind") == "model"]
@@ -94,6 +95,9 @@ def test_a_killed_run_is_not_finished(tmp_path):
                 continue
             if runs and runs[0].data.metrics.get("val_top1") is not None:
                 break
+    else:
+        proc.kill()
+        pytest.fail(f"no epoch logged in 120 s: {proc.communicate()[1][-2000:]}")
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     runs = _runs(uri, "k")
