@@ -319,6 +319,9 @@ def _add_tune(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
     p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
+    p.add_argument("--final-seeds", type=lambda v: [int(x) for x in _csv_list(v)], metavar="S,…",
+                   help="then train the best and the base recipe with each seed on the same budget and compare "
+                        "them on the test split (OUT/final.md)")  # fmt: skip
     _add_tracking(p)
     p.set_defaults(handler=cmd_tune)
 
@@ -326,7 +329,7 @@ def _add_tune(sub) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
-    from fer_bench.tune import TuneJob, report, tune
+    from fer_bench.tune import TuneJob, final_compare, report, tune
 
     sets = [
         f"{path}={getattr(args, flag)}"
@@ -341,6 +344,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not args.report:
         print(json.dumps(tune(job, args.workers), indent=2))
     print(report(job))
+    if args.final_seeds:
+        print("\n" + final_compare(job, args.final_seeds))
     return 0
 
 

@@ -188,8 +188,7 @@ def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
 
 def tune(job: TuneJob, workers: int = 1) -> dict[str, Any]:
     """Add ``job.trials`` trials to the study (over ``workers`` processes); write the best recipe."""
-    space = read_space(job.search)
-    name = f"{space.get('name', job.search.stem)}-{job.model}-{job.base_recipe}"
+    name = study_name(job)
     study = create_study(job, name)
     target = len(study.trials) + job.trials
     if workers <= 1:
@@ -205,14 +204,23 @@ def tune(job: TuneJob, workers: int = 1) -> dict[str, Any]:
     return write_best(job, study)
 
 
-def write_best(job: TuneJob, study) -> dict[str, Any]:
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not done:
+def study_name(job: TuneJob) -> str:
+    space = read_space(job.search)
+    return f"{space.get('name', job.search.stem)}-{job.model}-{job.base_recipe}"
+
+
+def best_recipe(job: TuneJob, study):
+    """The base recipe with the best completed trial's values, named ``<base>-tuned``."""
+    if not any(t.state.name == "COMPLETE" for t in study.trials):
         raise ConfigError(f"study {study.study_name!r} has no completed trial yet; run more trials.")
     best = study.best_trial
     recipe = trial_recipe(job, best.params)
-    recipe = replace(recipe, name=f"{recipe.name}-tuned", description=f"best of study {study.study_name} "
-                     f"(trial {best.number}, {space_metric(job)} {best.value:.2f})")  # fmt: skip
+    return replace(recipe, name=f"{recipe.name}-tuned", description=f"best of study {study.study_name} "
+                   f"(trial {best.number}, {space_metric(job)} {best.value:.2f})")  # fmt: skip
+
+
+def write_best(job: TuneJob, study) -> dict[str, Any]:
+    recipe, best = best_recipe(job, study), study.best_trial
     path = job.out / "best-recipe.yaml"
     path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     return {"study": study.study_name, "trials": len(study.trials), "best_trial": best.number,
@@ -229,7 +237,7 @@ def report(job: TuneJob) -> str:
     from tabulate import tabulate
 
     space = read_space(job.search)
-    name = f"{space.get('name', job.search.stem)}-{job.model}-{job.base_recipe}"
+    name = study_name(job)
     study = create_study(job, name)
     done = sorted((t for t in study.trials if t.value is not None), key=lambda t: -t.value)
     states = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -241,6 +249,54 @@ def report(job: TuneJob) -> str:
         lines.append(tabulate([[k, f"{v:.3f}"] for k, v in imp.items()], headers=["param", "importance"]))
         _plots(study, job.out)
     return "\n\n".join(lines)
+
+
+def final_compare(job: TuneJob, seeds: list[int]) -> str:
+    """The best recipe against the base recipe on the test split, each with every seed in ``seeds``, on the
+    search's training budget (the job's overrides: epochs, subset, size).
+
+    Runs go to ``OUT/final/<base|tuned>-s<seed>/``: a finished one is read back, an interrupted one resumes from
+    its last epoch. Writes ``OUT/final.md`` and ``OUT/final.csv`` (mean ± std over seeds, per-class F1).
+    """
+    import json
+
+    from fer_bench import leaderboard as lb
+    from fer_bench.data import load_dataset
+    from fer_bench.runner import RunOptions, run_model
+    from fer_bench.tracking import KIND_TAG, MlflowTracker, NullTracker
+
+    name = study_name(job)
+    study = create_study(job, name)
+    recipes = {"base": trial_recipe(job, {}), "tuned": best_recipe(job, study)}
+    data = load_dataset(job.dataset, job.data_dir, job.cache_dir)
+    tracker = MlflowTracker(job.tracking_uri, job.experiment) if job.track else NullTracker()
+    rows = []
+    with tracker.run(f"final-{name}", tags={KIND_TAG: "tune-final"}):
+        for label, recipe in recipes.items():
+            for seed in seeds:
+                out = job.out / "final" / f"{label}-s{seed}"
+                if done := sorted(out.rglob("result.json")):
+                    rows.append(json.loads(done[-1].read_text()))
+                    continue
+                print(f"== final: {recipe.name} seed {seed}", file=sys.stderr)
+                recipe_s = replace(recipe, train=replace(recipe.train, seed=seed))
+                tags = {KIND_TAG: "model", "fer_bench.tune_final": label, "fer_bench.study": name}
+                with tracker.run(f"{recipe.name}-s{seed}", nested=True, tags=tags):
+                    row = run_model(job.model, recipe_s, data, RunOptions(out=out, resume=True),
+                                    on_epoch=tracker.log_epoch)  # fmt: skip
+                    tracker.log_result(row, out / row["run_id"], recipe_to_dict(recipe_s))
+                rows.append(row)
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    table = lb.render(agg, "md", per_class=True)
+    (job.out / "final.csv").write_text(lb.render(agg, "csv", per_class=True))
+    mean = agg.set_index("recipe")
+    base, tuned = recipes["base"].name, recipes["tuned"].name
+    delta = {m: mean.loc[tuned, m] - mean.loc[base, m] for m in ("macro_f1", "top1")}
+    head = (f"{name}: the best trial's recipe ({tuned}) against the base ({base}) on the test split, "
+            f"{len(seeds)} seeds each ({', '.join(map(str, seeds))}); tuned − base: macro-F1 "
+            f"{delta['macro_f1']:+.2f}, top-1 {delta['top1']:+.2f} points")  # fmt: skip
+    (job.out / "final.md").write_text(f"{head}\n\n{table}\n")
+    return f"{head}\n\n{table}"
 
 
 def _fmt(v: Any) -> str:

@@ -12,7 +12,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from fer_bench.recipes import load_recipe  # noqa: E402
-from fer_bench.tune import TuneJob, create_study, tune  # noqa: E402
+from fer_bench.tune import TuneJob, create_study, final_compare, tune  # noqa: E402
 
 SEARCH = Path(__file__).resolve().parents[1] / "configs" / "search" / "loss-aug.yaml"
 FAST = ("train.epochs=2", "data.limit_train=140", "eval.batch_size=512", "train.batch_size=64")
@@ -35,6 +35,33 @@ def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
     again = tune(job)
     numbers = [t.number for t in _study(job).trials]
     assert again["trials"] == 6 and numbers == list(range(6))
+
+
+def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
+    import json
+
+    import pandas as pd
+
+    job = _job(tmp_path, 1, track=False)
+    tune(job)
+    text = final_compare(job, [0, 1])
+    rows = {}
+    for f in (tmp_path / "final").rglob("result.json"):
+        row = json.loads(f.read_text())
+        assert row["split"] == "test" and row["n_train"] == 140 and row["epochs_run"] == 2
+        rows[f.parts[-3]] = row
+    assert sorted(rows) == ["base-s0", "base-s1", "tuned-s0", "tuned-s1"]
+    assert rows["tuned-s1"]["seed"] == 1 and rows["tuned-s1"]["recipe"] == "baseline-tuned"
+    table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
+    assert set(table.index) == {"baseline", "baseline-tuned"} and (table["seeds"] == 2).all()
+    for recipe, label in (("baseline", "base"), ("baseline-tuned", "tuned")):
+        for col in ("macro_f1", "f1_disgust"):
+            runs = [rows[f"{label}-s{s}"]["test"][col] for s in (0, 1)]
+            assert table.loc[recipe, col] == pytest.approx(sum(runs) / 2, abs=1e-3)
+    assert "macro-F1" in text and (tmp_path / "final.md").read_text().startswith(text.splitlines()[0])
+    mtimes = {f: f.stat().st_mtime for f in (tmp_path / "final").rglob("result.json")}
+    final_compare(job, [0, 1])  # again: finished runs are read back, not retrained
+    assert {f: f.stat().st_mtime for f in (tmp_path / "final").rglob("result.json")} == mtimes
 
 
 def test_pruned_trials_are_tagged_in_mlflow(tmp_path):
