@@ -135,8 +135,10 @@ def objective_fn(job: TuneJob, space: dict, data, tracker):
     metric = space.get("objective", "val_macro_f1")
 
     def objective(trial: optuna.Trial) -> float:
-        recipe = trial_recipe(job, suggest(trial, space["params"]))
+        values = suggest(trial, space["params"])
+        recipe = trial_recipe(job, values)
         recipe = replace(recipe, name=f"{recipe.name}-t{trial.number}")
+        print(f"== trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()), file=sys.stderr)
         opts = RunOptions(out=job.out / "trials", device="auto", progress=False, evaluate_test=False)
         with tracker.run(f"trial-{trial.number}", nested=True, tags={"fer_bench.kind": "trial"}) as run_id:
             if run_id:
@@ -160,6 +162,7 @@ def objective_fn(job: TuneJob, space: dict, data, tracker):
                 tracker.set_tag("optuna.state", "FAIL")
                 raise
             value = max(h[metric] for h in row["history"])
+            print(f"   trial {trial.number}: {metric} {value:.2f}", file=sys.stderr)
             tracker.set_tag("optuna.state", "COMPLETE")
             tracker.log_metrics({"objective": value})
         return value
