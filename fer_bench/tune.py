@@ -1,8 +1,9 @@
 """`fer-bench tune`: Optuna search over recipe values. This is the only module that imports optuna.
 
 A study lives in a storage (by default a journal file in the output folder, so re-running the same command
-resumes it; ``postgresql://…`` for several machines). Seeded multivariate TPE, a median pruner fed every epoch,
-the validation metric as objective (the test split is never evaluated), one MLflow child run per trial.
+resumes it; ``postgresql://…`` for several machines). Trial 0 of a new study is the base recipe's own values;
+then seeded multivariate TPE, a median pruner fed every epoch (none before half the epochs), the validation metric
+as objective (the test split is never evaluated), one MLflow child run per trial.
 """
 
 from __future__ import annotations
@@ -75,6 +76,24 @@ def _dig(d: dict, dotted: str) -> Any:
     return d
 
 
+def base_values(job: TuneJob, params: dict[str, dict]) -> dict[str, Any]:
+    """The base recipe's own value for each searched key that lies inside its distribution (others are sampled)."""
+    base = recipe_to_dict(load_recipe(job.base_recipe, list(job.overrides)))
+    out = {}
+    for key, spec in params.items():
+        path, idx = key[:-1].split("[") if key.endswith("]") else (key, None)
+        value = _dig(base, path)
+        value = value[int(idx)] if idx is not None else value
+        if spec["type"] == "categorical":
+            inside = value in spec["choices"]
+        else:
+            inside = isinstance(value, int | float) and spec["low"] <= value <= spec["high"]
+            inside = inside and (spec["type"] == "float" or float(value).is_integer())
+        if inside:
+            out[key] = value
+    return out
+
+
 def suggest(trial, params: dict[str, dict]) -> dict[str, Any]:
     out = {}
     for key, spec in params.items():
@@ -122,7 +141,9 @@ def create_study(job: TuneJob, name: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sampler = optuna.samplers.TPESampler(seed=job.seed, multivariate=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    # No pruning before half the epochs: after one epoch of a short cosine schedule every trial scores alike.
+    epochs = load_recipe(job.base_recipe, list(job.overrides)).train.epochs
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, (epochs + 1) // 2))
     return optuna.create_study(study_name=name, storage=_storage(job), sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)  # fmt: skip
 
@@ -194,6 +215,8 @@ def tune(job: TuneJob, workers: int = 1) -> dict[str, Any]:
     name = study_name(job)
     study = create_study(job, name)
     target = len(study.trials) + job.trials
+    if not study.trials:  # trial 0 is the base recipe itself, so the best is never below it on the objective
+        study.enqueue_trial(base_values(job, read_space(job.search)["params"]), user_attrs={"base_recipe": True})
     if workers <= 1:
         run_worker(job, name, target)
     else:

@@ -33,8 +33,14 @@ def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
     recipe = load_recipe(result["best_recipe"])  # `fer-bench run --recipe` accepts it
     assert recipe.name == "baseline-tuned"
     again = tune(job)
-    numbers = [t.number for t in _study(job).trials]
-    assert again["trials"] == 6 and numbers == list(range(6))
+    trials = _study(job).trials
+    assert again["trials"] == 6 and [t.number for t in trials] == list(range(6))
+    # trial 0 is the base recipe's own values (here all of them lie inside the space); later ones are sampled
+    base = load_recipe("baseline", list(FAST))
+    assert trials[0].user_attrs == {"base_recipe": True} and not trials[1].user_attrs
+    assert trials[0].params["loss.class_weight_power"] == base.loss.class_weight_power == 0.0
+    assert trials[0].params["augment.translate"] == base.augment.translate
+    assert trials[0].params["optim.lr"] == base.optim.lr and trials[0].params["loss.name"] == base.loss.name
 
 
 def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
