@@ -25,6 +25,10 @@ RUN_OVERRIDES = {
 }
 
 
+def _int_list(value: str) -> list[int]:
+    return [int(x) for x in _csv_list(value)]
+
+
 def _csv_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -57,7 +61,7 @@ def _add_run(sub) -> None:
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
     p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
-    p.add_argument("--seeds", type=lambda v: [int(x) for x in _csv_list(v)], metavar="S,…",
+    p.add_argument("--seeds", type=_int_list, metavar="S,…",
                    help="with --suite: these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
     _add_data_args(p, default=None)
@@ -165,7 +169,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency, memory and cost (or the data path with --data)")
     p.add_argument("--models", type=_csv_list, default=["resnet18"], help="comma-separated models")
-    p.add_argument("--img-size", type=lambda v: [int(x) for x in _csv_list(v)], default=[48],
+    p.add_argument("--img-size", type=_int_list, default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--precision", choices=("fp32", "amp_bf16", "amp_fp16"), default="fp32")
@@ -319,7 +323,7 @@ def _add_tune(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
     p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
-    p.add_argument("--final-seeds", type=lambda v: [int(x) for x in _csv_list(v)], metavar="S,…",
+    p.add_argument("--final-seeds", type=_int_list, metavar="S,…",
                    help="then train the best and the base recipe with each seed on the same budget and compare "
                         "them on the test split (OUT/final.md)")  # fmt: skip
     _add_tracking(p)

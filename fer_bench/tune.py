@@ -18,6 +18,7 @@ import yaml
 
 from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe, read_yaml, recipe_to_dict
+from fer_bench.tracking import KIND_TAG
 
 DISTRIBUTIONS = ("float", "int", "categorical")
 
@@ -161,7 +162,7 @@ def objective_fn(job: TuneJob, space: dict, data, tracker):
         recipe = replace(recipe, name=f"{recipe.name}-t{trial.number}")
         print(f"== trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()), file=sys.stderr)
         opts = RunOptions(out=job.out / "trials", device="auto", progress=False, evaluate_test=False)
-        with tracker.run(f"trial-{trial.number}", nested=True, tags={"fer_bench.kind": "trial"}) as run_id:
+        with tracker.run(f"trial-{trial.number}", nested=True, tags={KIND_TAG: "trial"}) as run_id:
             if run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
             # MLflow keys allow no brackets: augment.crop_scale[0] is logged as augment.crop_scale.0
@@ -202,7 +203,7 @@ def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
     data = load_dataset(job.dataset, job.data_dir, job.cache_dir)
     study = create_study(job, study_name)
     tracker = MlflowTracker(job.tracking_uri, job.experiment) if job.track else NullTracker()
-    with tracker.run(f"study-{study_name}", tags={"fer_bench.kind": "study"}):
+    with tracker.run(f"study-{study_name}", tags={KIND_TAG: "study"}):
         study.optimize(
             objective_fn(job, space, data, tracker),
             callbacks=[optuna.study.MaxTrialsCallback(target_total, states=None)],
@@ -289,7 +290,7 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     from fer_bench import leaderboard as lb
     from fer_bench.data import load_dataset
     from fer_bench.runner import RunOptions, run_model
-    from fer_bench.tracking import KIND_TAG, MlflowTracker, NullTracker
+    from fer_bench.tracking import MlflowTracker, NullTracker
 
     name = study_name(job)
     study = create_study(job, name)
