@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from fer_bench.metrics import HIGHER_IS_BETTER
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "configs" / "published.yaml"
+PUBLISHED = Path(__file__).resolve().parent / "configs" / "published.yaml"  # ships inside the package
 KEYS = ["model", "recipe", "split", "device"]  # one leaderboard line per distinct combination
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_img_s", "train_img_s"]
 HEADERS = {

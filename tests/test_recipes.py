@@ -79,6 +79,3 @@ def test_no_code_in_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(path)
 
-
-def test_recipe_dir_is_the_repository_configs():
-    assert RECIPE_DIR == CONFIGS / "recipes"

@@ -19,7 +19,7 @@ import yaml
 from fer_bench.errors import ConfigError
 from fer_bench.recipes.schema import Recipe, check_values
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"  # ships inside the package
 
 
 def list_recipes() -> list[str]:
