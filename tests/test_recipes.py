@@ -79,3 +79,39 @@ def test_no_code_in_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(path)
 
+
+def test_exponent_notation_parses_to_the_schema_type(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-5 as the string "1e-5"; the schema says float, so it is the float 1e-05.
+    r = load_recipe(None, ["optim.weight_decay=1e-4", "optim.lr=1e-5"])
+    assert (r.optim.weight_decay, r.optim.lr) == (1e-4, 1e-5)
+    assert type(r.optim.weight_decay) is float and type(r.optim.lr) is float
+    text = 'optim: {lr: 1e-5, weight_decay: 5E-2}\naugment: {crop_scale: [5e-1, 1]}\ntrain: {epochs: "3"}\n'
+    path = _write(tmp_path, text)
+    r = load_recipe(path)
+    assert (r.optim.lr, r.optim.weight_decay, r.augment.crop_scale, r.train.epochs) == (1e-5, 0.05, (0.5, 1.0), 3)
+
+
+def test_run_flags_in_exponent_notation_build_the_recipe():
+    from fer_bench.cli import _recipe_for, build_parser
+    from fer_bench.models import get_spec
+
+    args = build_parser().parse_args(["run", "--models", "simple_cnn", "--lr", "1e-5",
+                                      "--set", "optim.weight_decay=1e-4"])  # fmt: skip
+    r = _recipe_for(args, get_spec("simple_cnn"))  # --lr becomes the --set string "optim.lr=1e-05"
+    assert (r.optim.lr, r.optim.weight_decay) == (1e-5, 1e-4)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("optim.lr=abc", "optim.lr = 'abc' has the wrong type; expected a number"),
+        ("optim.lr=1e-5x", "optim.lr = '1e-5x' has the wrong type; expected a number"),
+        ("optim.lr=nan", "optim.lr = 'nan' has the wrong type; expected a number"),
+        ("train.epochs=1e3", "train.epochs = '1e3' has the wrong type; expected an integer"),
+        ("train.epochs=2.5", "train.epochs = 2.5 has the wrong type; expected an integer"),
+    ],
+)
+def test_text_that_is_no_number_of_the_type_is_still_a_type_error(item, expected):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(None, [item])
+    assert expected in str(err.value)

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -152,7 +153,18 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
         return float(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
+    if tp in _NUMBER_TEXT and isinstance(value, str) and _NUMBER_TEXT[tp].fullmatch(value.strip()):
+        return tp(value.strip())
     raise _type_error(source, path, value, _describe(tp))
+
+
+# NOTE: PyYAML reads YAML 1.1, whose floats need a dot: `1e-5` (in a file, in --set, or from --lr via
+# RUN_OVERRIDES) arrives as the string "1e-5". A string that is a plain number of the type the schema wants is
+# that number; anything else ("abc", "nan", "1e3" for an int) stays a type error.
+_NUMBER_TEXT = {
+    int: re.compile(r"[-+]?\d+"),
+    float: re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"),
+}
 
 
 def _describe(tp: Any) -> str:
