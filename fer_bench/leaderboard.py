@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from tabulate import tabulate
 
 from fer_bench.metrics import HIGHER_IS_BETTER
+from fer_bench.published import PUBLISHED, published_frame
 
-PUBLISHED = Path(__file__).resolve().parent / "configs" / "published.yaml"  # ships inside the package
 KEYS = ["model", "recipe", "split", "device"]  # one leaderboard line per distinct combination
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_img_s", "train_img_s"]
 HEADERS = {
@@ -107,7 +106,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def published_rows(path: Path = PUBLISHED) -> pd.DataFrame:
-    df = pd.DataFrame(yaml.safe_load(path.read_text()))
+    """The papers' figures (checked by fer_bench.published) with their qualifiers (published.QUALIFIERS) as columns."""
+    df = published_frame(path)
     df["device"], df["seeds"], df["recipe"] = "published", pd.NA, df["recipe"] + " (published)"
     return df
 
