@@ -51,6 +51,8 @@ BROKEN = {  # case: (kind, folder, content, what the message must name)
     "rows-no-source": ("reference rows", "x", ROW + "split: public}", "[0] lacks source"),
     "recipe-bad-type": ("recipe", "x", "optim: {lr: abc}", "optim.lr = 'abc'"),
     "suite-unknown-key": ("suite", "x", "name: x\nmodels: [{model: resnet18, sett: []}]", "models[0].sett"),
+    "suite-no-name": ("suite", "x", "models: [{model: resnet18}]", "missing key 'name'"),
+    "suite-model-no-model": ("suite", "x", "name: x\nmodels: [{recipe: baseline}]", "missing key 'models[0].model'"),
 }
 
 

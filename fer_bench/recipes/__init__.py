@@ -129,6 +129,10 @@ def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") ->
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
             raise ConfigError(f"{source}: unknown key '{prefix}{key}'.{hint}")
         kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+    required = [n for n, f in fields.items() if f.default is f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in kwargs]
+    if missing:  # e.g. a suite without `name:`; cls(**kwargs) would raise a bare TypeError
+        raise ConfigError(f"{source}: missing key '{prefix}{missing[0]}'; it has no default, so the file must set it.")
     return cls(**kwargs)
 
 
