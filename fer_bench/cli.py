@@ -78,6 +78,9 @@ def _add_run(sub) -> None:
         "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
     )
     p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="with --weights: accept a file that fills only part of the backbone (the row records the "
+                        "fraction loaded); without it every backbone tensor must load")  # fmt: skip
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
@@ -383,7 +386,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         protocol = load_protocol(args.protocol)
     opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress,
-                      resume=args.resume, protocol=protocol)  # fmt: skip
+                      resume=args.resume, protocol=protocol,
+                      allow_partial_weights=args.allow_partial_weights)  # fmt: skip
     tracker = make_tracker(args)
     rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):

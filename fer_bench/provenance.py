@@ -37,6 +37,37 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def tf32(device: torch.device) -> dict[str, bool]:
+    """Whether fp32 matrix multiplies and cuDNN convolutions on ``device`` may run as TF32 (10-bit mantissa).
+
+    NOTE: torch lets cuDNN convolutions use TF32 by default (``torch.backends.cudnn.allow_tf32``), so an "fp32"
+    run on an Ampere-or-newer GPU convolves at TF32 unless switched off; rows record it beside ``precision``.
+    TF32 exists only on CUDA devices of compute capability 8 or more; on a CPU both are false.
+    """
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8:
+        return {"matmul": False, "cudnn": False}
+    b = torch.backends
+    matmul = _fp32_precision([getattr(b.cuda, "matmul", None), b])
+    conv = _fp32_precision([getattr(b.cudnn, "conv", None), b.cudnn, b])
+    return {
+        "matmul": matmul == "tf32" if matmul else torch.get_float32_matmul_precision() != "highest",
+        "cudnn": bool(b.cudnn.enabled) and (conv == "tf32" if conv else bool(b.cudnn.allow_tf32)),
+    }
+
+
+def _fp32_precision(scopes: list) -> str | None:
+    """The first set ``fp32_precision`` ("tf32"/"ieee") of torch's newer TF32 API, innermost scope first.
+
+    None where torch predates that API or nothing is set ("none" inherits): the legacy flags decide then. NOTE: newer
+    torch refuses to read the legacy ``allow_tf32`` once the two APIs are mixed, so the new one is read first.
+    """
+    for scope in scopes:
+        value = getattr(scope, "fp32_precision", None)
+        if value not in (None, "none"):
+            return value
+    return None
+
+
 def versions() -> dict[str, str]:
     import numpy
     import timm

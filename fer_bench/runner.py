@@ -27,7 +27,7 @@ from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
-from fer_bench.models import classifier_params, create_model
+from fer_bench.models import classifier_params, create_model, weights_info
 from fer_bench.plots import save_run_plots
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import Recipe, stage_plan
@@ -48,6 +48,7 @@ class RunOptions:
     out: Path
     device: str = "auto"
     weights: str | None = None
+    allow_partial_weights: bool = False  # a --weights file may leave backbone tensors random
     progress: bool = True
     resume: bool = False  # continue from <out>/<run>/last.pt when it exists
     protocol: dict | None = None  # a leakage-free protocol (fer_bench.data.audit): test images to drop
@@ -112,7 +113,8 @@ def run_model(
     precision, ctx = _context(recipe, opts)
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
-                               weights=opts.weights, drop_rate=recipe.model.drop_rate)  # fmt: skip
+                               weights=opts.weights, drop_rate=recipe.model.drop_rate,
+                               allow_partial=opts.allow_partial_weights)  # fmt: skip
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
@@ -125,6 +127,7 @@ def run_model(
     start = time.perf_counter()
     history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
+    row["weights"], row["tf32"] = weights_info(model), provenance.tf32(ctx.device)
     if not opts.evaluate_test:
         return row | {"run_id": rid}
     row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)

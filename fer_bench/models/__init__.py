@@ -87,20 +87,45 @@ def create_model(
     pretrained: bool = False,
     weights: str | Path | None = None,
     drop_rate: float | None = None,
+    allow_partial: bool = False,
 ) -> tuple[nn.Module, ModelSpec]:
-    """Build a backbone with a ``num_classes`` head, optionally with pretrained or local weights."""
-    from fer_bench.models.weights import load_weights, pretrained_error
+    """Build a backbone with a ``num_classes`` head, optionally with pretrained or local weights.
+
+    A local file must fill every backbone tensor unless ``allow_partial``; :func:`weights_info` then says where
+    the starting weights came from and how many tensors they filled.
+    """
+    from fer_bench.models.weights import WeightsInfo, load_weights, pretrained_error, pretrained_info
 
     spec = get_spec(name)
+    from_hub = pretrained and weights is None
     try:
-        model = spec.builder(num_classes, spec.in_chans, pretrained and weights is None, drop_rate)
+        model = spec.builder(num_classes, spec.in_chans, from_hub, drop_rate)
     except (OSError, RuntimeError, ValueError) as exc:
         if pretrained:
             raise ConfigError(pretrained_error(spec, exc)) from None
         raise
     if weights is not None:
-        load_weights(model, Path(weights))
+        info = load_weights(model, Path(weights), allow_partial=allow_partial)
+    elif from_hub:
+        info = pretrained_info(model, num_classes)
+    else:
+        info = WeightsInfo("scratch", total=len(model.state_dict()))
+    model.fer_bench_weights = info  # NOTE: travels with the module, so the runner's row can name it
     return model, spec
+
+
+def weights_info(model: nn.Module) -> dict:
+    """Where ``model``'s starting weights came from, as the result row records it (``scratch`` if unknown).
+
+    Example:
+        >>> model, _ = create_model("simple_cnn")
+        >>> weights_info(model)["source"], weights_info(model)["loaded_fraction"]
+        ('scratch', 0.0)
+    """
+    from fer_bench.models.weights import WeightsInfo
+
+    info = getattr(model, "fer_bench_weights", None) or WeightsInfo("scratch", total=len(model.state_dict()))
+    return info.as_row()
 
 
 def classifier_params(model: nn.Module) -> set[str]:

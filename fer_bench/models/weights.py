@@ -1,13 +1,49 @@
-"""Loading weights: timm's pretrained route (hub cache, offline-aware) and local files."""
+"""Loading weights: timm's pretrained route (hub cache, offline-aware) and local files, and what was loaded.
+
+Every model built by :func:`fer_bench.models.create_model` carries a :class:`WeightsInfo`: where its starting
+weights came from (scratch, timm's pretrained tag, a file with its sha256) and how many of its tensors they filled.
+The result row records it, so a number from a random start and one from ImageNet weights never look alike.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fer_bench.errors import ConfigError
+
+SHOWN_MISSING = 5  # how many missing tensor names an error lists
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's starting weights came from.
+
+    Attributes:
+        source: ``scratch``, ``timm:<arch>.<tag>`` (timm's pretrained weights) or ``file``.
+        path: the weights file (absolute), when one is known.
+        sha256: its digest, when the file is known.
+        loaded: model tensors (state-dict entries) filled from the weights.
+        total: the model's state-dict entries.
+    """
+
+    source: str
+    path: str | None = None
+    sha256: str | None = None
+    loaded: int = 0
+    total: int = 0
+
+    @property
+    def loaded_fraction(self) -> float:
+        return round(self.loaded / self.total, 4) if self.total else 0.0
+
+    def as_row(self) -> dict:
+        return dataclasses.asdict(self) | {"loaded_fraction": self.loaded_fraction}
 
 
 def pretrained_error(spec, exc: BaseException) -> str:
@@ -40,16 +76,72 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
 
 
-def load_weights(model: nn.Module, path: Path) -> list[str]:
-    """Load matching tensors into ``model``; tensors whose shape differs (a 1000-class head) are skipped.
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
-    Returns:
-        The names of the model tensors left at their initial values.
+
+def head_keys(model: nn.Module) -> set[str]:
+    """State-dict names of the classifier (``get_classifier()``): a head for another class count never loads."""
+    head = model.get_classifier()
+    prefix = next((name for name, m in model.named_modules() if m is head and name), None)
+    return {k for k in model.state_dict() if prefix and k.startswith(prefix + ".")}
+
+
+def load_weights(model: nn.Module, path: Path, *, allow_partial: bool = False) -> WeightsInfo:
+    """Load the tensors of ``path`` that match ``model`` by name and shape.
+
+    The rule: every backbone tensor (all but the classifier's, which a 1000-class file cannot fill for 7 classes)
+    must load; a file that covers less is for another architecture or a truncated save.
+
+    Raises:
+        ConfigError: no tensor matches, or some backbone tensor is missing and ``allow_partial`` is False.
     """
     state = read_state_dict(path)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise ConfigError(f"{path}: no tensor matches the model's names and shapes; is it for another architecture?")
+    head = head_keys(model)
+    missing = [k for k in own if k not in matched and k not in head]
+    if missing and not allow_partial:
+        backbone = len(own) - len(head)
+        shown = ", ".join(missing[:SHOWN_MISSING]) + (" …" if len(missing) > SHOWN_MISSING else "")
+        raise ConfigError(
+            f"{path}: {backbone - len(missing)} of the model's {backbone} backbone tensors match the file by name "
+            f"and shape; {len(missing)} would stay random (first: {shown}). Pass the weights of this architecture, "
+            "or --allow-partial-weights to start from a partial load (the row records the fraction loaded)."
+        )
     model.load_state_dict(matched, strict=False)
-    return sorted(set(own) - set(matched))
+    return WeightsInfo("file", str(path.resolve()), sha256_file(path), len(matched), len(own))
+
+
+def pretrained_info(model: nn.Module, num_classes: int) -> WeightsInfo:
+    """What timm's ``pretrained=True`` loaded: its ``arch.tag``, the cached file and digest where it can be found.
+
+    timm fills every tensor but a classifier whose class count differs from the pretrained one (it is then new).
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    name = f"{cfg.get('architecture', type(model).__name__)}.{cfg['tag']}" if cfg.get("tag") else cfg.get(
+        "architecture", type(model).__name__)  # fmt: skip
+    total = len(model.state_dict())
+    new_head = len(head_keys(model)) if cfg.get("num_classes") != num_classes else 0
+    path = _hub_cache_file(cfg.get("hf_hub_id")) or (cfg.get("file") if cfg.get("file") else None)
+    digest = sha256_file(Path(path)) if path and Path(path).is_file() else None
+    return WeightsInfo(f"timm:{name}", str(path) if path else None, digest, total - new_head, total)
+
+
+def _hub_cache_file(hub_id: str | None) -> str | None:
+    """The file timm read from the Hugging Face cache (safetensors first, as timm tries it), if any."""
+    if not hub_id:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo, _, revision = hub_id.partition("@")
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(found, str):
+            return found
+    return None

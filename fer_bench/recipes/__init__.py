@@ -27,9 +27,20 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def default_recipe(spec) -> str | None:
-    """The recipe a backbone runs under when none is named: its registered default, if that file exists."""
-    return spec.default_recipe if spec.default_recipe in list_recipes() else None
+def default_recipe(spec) -> str:
+    """The recipe a backbone runs under when none is named: its registered default.
+
+    Raises:
+        ConfigError: that recipe file is missing (an install without the package's configs/). Never fall back to
+            the schema defaults: they would run under the name "baseline" and be a different protocol.
+    """
+    if spec.default_recipe not in list_recipes():
+        raise ConfigError(
+            f"model {spec.name!r}: its default recipe {spec.default_recipe!r} is not in {RECIPE_DIR} (found: "
+            f"{', '.join(list_recipes()) or 'none'}). Reinstall fer-bench (the recipes ship inside the package) "
+            "or pass --recipe NAME|FILE."
+        )
+    return spec.default_recipe
 
 
 def recipe_path(name_or_path: str) -> Path:
