@@ -480,7 +480,13 @@ def _recipe_for(args: argparse.Namespace, spec):
     sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
     if args.pretrained:
         sets.append("input.pretrained=true")
-    return load_recipe(name, list(args.sets) + sets)
+    recipe = load_recipe(name, list(args.sets) + sets)
+    from fer_bench.errors import ConfigError
+    from fer_bench.recipes.checks import frozen_without_weights
+
+    if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or args.weights is not None):
+        raise ConfigError(f"--models {spec.name}: {reason}")  # before the dataset loads
+    return recipe
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from fer_bench.metrics import classification_metrics, confusion_matrix
 from fer_bench.models import classifier_params, create_model, weights_info
 from fer_bench.plots import save_run_plots
 from fer_bench.recipes import recipe_hash, recipe_to_dict
+from fer_bench.recipes.checks import frozen_without_weights
 from fer_bench.recipes.schema import Recipe, stage_plan
 from fer_bench.training import (
     build_loss,
@@ -110,6 +111,8 @@ def run_model(
 
     ``on_epoch`` receives each epoch's history entry (the tracker logs it); files go to ``opts.out/<run_id>/``.
     """
+    if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or opts.weights is not None):
+        raise ConfigError(reason)  # before any loading: a frozen random backbone is no result
     precision, ctx = _context(recipe, opts)
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,

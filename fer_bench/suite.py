@@ -104,6 +104,7 @@ def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "
     """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe."""
     from fer_bench.models import get_spec
     from fer_bench.recipes import default_recipe
+    from fer_bench.recipes.checks import frozen_without_weights
 
     out = []
     for i, entry in enumerate(suite.models):
@@ -124,6 +125,8 @@ def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "
                     f"{source}: models[{i}] ({entry.model}) validates on {recipe.data.val_source} "
                     f"(recipe {recipe.name}), so it cannot be tested on it; set models[{i}].splits without it."
                 )
+            if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained):  # no --weights in suites
+                raise ConfigError(f"{source}: models[{i}] ({entry.model}): {reason}")
             out.append(Cell(entry.model, recipe, tuple(splits), cell_id(entry, name, seed)))
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):

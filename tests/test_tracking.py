@@ -108,9 +108,14 @@ def test_a_killed_run_is_not_finished(tmp_path):
 def test_stages_are_logged_per_epoch(tmp_path):
     """naik-effnetb2's two stages are visible in the logged per-epoch metrics and tags."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    import torch
+
+    from fer_bench.models import create_model
+
+    torch.save(create_model("simple_cnn")[0].state_dict(), tmp_path / "w.pt")  # the warm-up freezes the backbone
     res = fer_bench("run", "--models", "simple_cnn", "--recipe", "naik-effnetb2", "--epochs", "4", "--img-size", "48",
                     "--limit-train", "140", "--out", str(tmp_path / "out"), "--no-progress", "--tracking-uri", uri,
-                    "--experiment", "s", "--set", "eval.tta=[none]")  # fmt: skip
+                    "--experiment", "s", "--set", "eval.tta=[none]", "--weights", str(tmp_path / "w.pt"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     child = next(r for r in _runs(uri, "s") if r.data.tags.get("fer_bench.kind") == "model")
     stages = [child.data.tags[f"fer_bench.stage.{e}"] for e in range(1, 5)]
