@@ -525,8 +525,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for f in files:
         kind = _file_kind(f)
         try:
-            checkers[kind](f)
+            loaded = checkers[kind](f)
             print(f"ok      {kind:<14} {f}")
+            _note_needs_weights(loaded, f)
         except FerBenchError as exc:
             failed += 1
             msg = str(exc)
@@ -535,6 +536,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"INVALID {kind:<14} {f}: {msg}")
     print(f"{len(files) - failed} valid, {failed} invalid")
     return 2 if failed else 0
+
+
+def _note_needs_weights(loaded: object, path: Path) -> None:
+    """A recipe that freezes part of the model is valid, but runs only with loaded weights: say so (issue 13)."""
+    from fer_bench.recipes.checks import frozen_without_weights, scratch_variant
+    from fer_bench.recipes.schema import Recipe
+
+    if isinstance(loaded, Recipe) and frozen_without_weights(loaded, has_weights=loaded.input.pretrained):
+        alt = f"; from scratch: --recipe {v}" if (v := scratch_variant(loaded)) else ""
+        print(f"info    {'':<14} {path}: needs --pretrained or --weights (it freezes part of the model{alt})")
 
 
 def _validators() -> dict[str, Callable[[Path], object]]:

@@ -116,3 +116,15 @@ def test_every_freezing_recipe_names_a_variant_and_the_committed_suites_have_no_
     for path in SUITES:
         for cell in cells(load_suite(path)):
             assert frozen_without_weights(cell.recipe, has_weights=cell.recipe.input.pretrained) is None, cell.id
+
+
+def test_validate_says_which_recipes_need_weights(capsys):
+    """A freezing recipe file is valid (weights come from the command line), and validate says what it needs."""
+    from fer_bench.cli import main
+    from fer_bench.recipes import RECIPE_DIR
+
+    code = main(["validate", str(RECIPE_DIR / "insideout-effnetv2s.yaml"), str(RECIPE_DIR / "baseline.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "insideout-effnetv2s.yaml: needs --pretrained or --weights" in out
+    assert "--recipe insideout-effnetv2s-scratch" in out and "baseline.yaml: needs" not in out
