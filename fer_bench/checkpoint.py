@@ -1,8 +1,10 @@
 """Training state saved after every epoch, atomically, so `fer-bench run --resume` continues a killed run.
 
-Everything that decides what happens next is saved: model, optimizer, schedulers, grad scaler, every RNG
-(torch, CUDA, numpy, python, the augmentation generator), the epoch and stage, the early-stop state and
-the history. Loaded with ``weights_only=True``: a checkpoint can hold tensors and plain data, never code.
+Everything that decides what happens next is saved: model, grad scaler, every RNG (torch, CUDA, numpy,
+python, the augmentation generator), the position (epochs done, the next epoch's stage, epochs done in it),
+the optimizer and LR schedule inside a stage (at a stage boundary the next stage builds fresh ones, as an
+uninterrupted run does), the best-so-far and early-stop state, the history, the recipe hash and the seed.
+Loaded with ``weights_only=True``: a checkpoint can hold tensors and plain data, never code.
 """
 
 from __future__ import annotations
@@ -53,14 +55,34 @@ def save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path, recipe_hash: str) -> dict[str, Any] | None:
-    """The saved state, or None when there is none. A checkpoint of another recipe is an error."""
+# Bumped when the saved state changes meaning; an older checkpoint is refused rather than misread.
+FORMAT = 2
+
+
+def load(path: Path, recipe_hash: str, seed: int) -> dict[str, Any] | None:
+    """The saved state, or None when there is none.
+
+    Raises:
+        ConfigError: a checkpoint of another recipe, another seed or an older format (resuming it would
+            silently mix two runs).
+    """
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
         raise ConfigError(f"{path}: cannot read the checkpoint ({exc}). Delete it to start the run afresh.") from None
+    if state.get("format") != FORMAT:
+        raise ConfigError(
+            f"{path}: the checkpoint has format {state.get('format', 1)}, this fer-bench reads format {FORMAT}. "
+            "Delete it to start the run afresh, or resume with the fer-bench version that wrote it."
+        )
+    # NOTE: checked apart from the recipe hash, which names the recipe without its seed
+    if state.get("seed") != seed:
+        raise ConfigError(
+            f"{path}: the checkpoint was made with seed {state.get('seed')}, this run has seed {seed}. "
+            f"Resume with --seed {state.get('seed')}, or use another --out."
+        )
     if state.get("recipe_hash") != recipe_hash:
         raise ConfigError(
             f"{path}: the checkpoint was made with recipe hash {state.get('recipe_hash')}, this run has "

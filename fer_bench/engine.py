@@ -83,12 +83,12 @@ def train_one_epoch(
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
-        ``lr`` (at the end of the epoch) and ``train_img_s``.
+        ``lr`` (the LR of the epoch's last optimizer step) and ``train_img_s``.
     """
     model.train()
     for module in frozen:
         module.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
+    loss_sum, correct, seen, lr = 0.0, 0, 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
     for x, y in batches:
         x, y = transform(x, y, gen)
@@ -97,6 +97,7 @@ def train_one_epoch(
             logits = model(x)
             loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]  # read before the scheduler sets the next step's LR
         _backward_step(loss, optimizer, model, scaler, grad_clip)
         if scheduler is not None:
             scheduler.step()
@@ -109,7 +110,7 @@ def train_one_epoch(
     return {
         "train_loss": loss_sum / max(seen, 1),
         "train_top1": 100.0 * correct / max(seen, 1),
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": lr,
         "train_img_s": seen / elapsed if elapsed > 0 else 0.0,
     }
 

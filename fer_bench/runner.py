@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from fer_bench.recipes.schema import Recipe, stage_plan
 from fer_bench.training import (
     build_loss,
     build_optimizer,
-    build_plateau,
     build_scheduler,
     resolve_device,
     resolve_precision,
@@ -228,23 +227,49 @@ def set_trainable(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[tor
 
 @dataclass
 class _BestTracker:
-    """Keeps the weights of the best validation macro-F1 and counts epochs without improvement."""
+    """The best validation macro-F1 so far, its epoch, and the epochs since it last improved (early stopping).
+
+    ``best.pt`` is written after ``last.pt``: a run killed between the two finds in ``last.pt`` that its last
+    epoch was the best, and ``_restore`` writes ``best.pt`` again, so it always holds the history's best epoch.
+    """
 
     path: Path
     best: float = -1.0
+    epoch: int = 0  # the epoch of ``best``; 0 = none yet
     stale: int = 0
 
-    def update(self, model: torch.nn.Module, score: float) -> None:
+    def update(self, score: float, epoch: int) -> bool:
+        """Record epoch ``epoch``'s score; True when it is the best so far."""
         if score > self.best:
-            self.best, self.stale = score, 0
-            checkpoint.save(self.path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            self.stale += 1
+            self.best, self.epoch, self.stale = score, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    def save(self, model: torch.nn.Module) -> None:
+        checkpoint.save(self.path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+@dataclass(frozen=True)
+class _Position:
+    """Where training stands between two epochs: all a resume needs to pick the same next step as a live run."""
+
+    epoch: int = 0  # epochs trained so far (the history's length)
+    stage: int = 0  # index in stage_plan of the stage the next epoch belongs to
+    stage_epoch: int = 0  # epochs of that stage already trained; 0 = the stage starts afresh
+    stopped: bool = False  # early stopping ended the run (train.early_stop_scope: run)
+
+    def after_epoch(self, stage_over: bool, run_over: bool) -> _Position:
+        if run_over:
+            return _Position(self.epoch + 1, self.stage, self.stage_epoch + 1, stopped=True)
+        if stage_over:
+            return _Position(self.epoch + 1, self.stage + 1, 0)
+        return _Position(self.epoch + 1, self.stage, self.stage_epoch + 1)
 
 
 @dataclass
 class _Loop:
-    """What one training run needs besides the model: data, loss, augmentation and the resume state."""
+    """What one training run needs besides the model: data, loss, augmentation and outputs."""
 
     train: engine.Batches
     val: engine.Batches
@@ -252,7 +277,6 @@ class _Loop:
     augment: BatchAugment
     gen: torch.Generator
     scaler: torch.amp.GradScaler | None
-    resume: dict | None
     ctx: engine.StepContext
     eval_norm: Normalize
     classes: tuple[str, ...]
@@ -261,8 +285,46 @@ class _Loop:
 
 
 def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str, on_epoch):
+    """Train through the recipe's stages; a resumed run takes exactly the path the uninterrupted one takes.
+
+    The only difference a resume makes is where it starts (``_restore``: weights, RNGs, history, best-so-far);
+    a stage entered at its first epoch always gets a fresh optimizer and schedule, resumed or not.
+    """
     t = recipe.train
-    loop = _Loop(
+    loop = _make_loop(recipe, data, proto, norms, ctx, opts)
+    tracker = _BestTracker(run_dir / "best.pt")
+    pos, history, saved = _Position(), [], None
+    if opts.resume and (saved := checkpoint.load(run_dir / "last.pt", recipe_hash(recipe), t.seed)) is not None:
+        pos, history = _restore(saved, loop, model, tracker), saved["history"]
+        print(f"  resuming after epoch {pos.epoch} from {run_dir / 'last.pt'}", file=sys.stderr)
+    plan = stage_plan(recipe)
+    while not pos.stopped and pos.stage < len(plan):
+        si, (stage, n_epochs) = pos.stage, plan[pos.stage]
+        frozen, optimizer, scheduler = _open_stage(model, recipe, stage, n_epochs, loop, pos, saved, tracker)
+        while pos.stage == si and not pos.stopped:
+            entry = _one_epoch(model, loop, optimizer, scheduler, frozen, pos.epoch + 1)
+            history.append({"epoch": pos.epoch + 1, "stage": stage.name, **entry})
+            _log_epoch(history[-1], t.epochs, opts.progress)
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            improved = tracker.update(entry["val_macro_f1"], pos.epoch + 1)
+            early = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
+            pos = pos.after_epoch(early or pos.stage_epoch + 1 == n_epochs, early and t.early_stop_scope == "run")
+            state = _state(recipe, pos, model, optimizer, scheduler, loop, history, tracker)
+            checkpoint.save(run_dir / "last.pt", state)
+            if improved:
+                tracker.save(model)
+            if early:
+                then = "the run ends" if pos.stopped else "the next stage starts"
+                print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
+                      f"epoch(s); {then}", file=sys.stderr)  # fmt: skip
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
+    return history, model
+
+
+def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Loop:
+    t = recipe.train
+    return _Loop(
         train=engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size, shuffle=True,
                              seed=t.seed),
         val=engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size),
@@ -270,70 +332,52 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
         augment=BatchAugment(recipe.augment, norms["train"]),
         gen=torch.Generator(ctx.device).manual_seed(t.seed),
         scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp_dtype == torch.float16 else None,
-        resume=checkpoint.load(run_dir / "last.pt", recipe_hash(recipe)) if opts.resume else None,
         ctx=ctx, eval_norm=norms["eval"], classes=data.classes, grad_clip=t.grad_clip, progress=opts.progress,
     )  # fmt: skip
-    tracker = _BestTracker(run_dir / "best.pt")
-    history: list[dict] = []
-    if loop.resume:
-        history, tracker.best, tracker.stale = loop.resume["history"], loop.resume["best"], loop.resume["stale"]
-        print(f"  resuming after epoch {loop.resume['epoch']} from {run_dir / 'last.pt'}", file=sys.stderr)
-    start = loop.resume["epoch"] if loop.resume else 0
-    stopped = bool(loop.resume and loop.resume["stopped"])
-    epoch = 0
-    for si, (stage, n_epochs) in enumerate(stage_plan(recipe)):
-        if stopped or epoch + n_epochs <= start:  # finished before the crash (or stopped early)
-            epoch += n_epochs
-            continue
-        frozen = set_trainable(model, stage.trainable)
-        optimizer = build_optimizer(replace(recipe.optim, lr=stage.lr or recipe.optim.lr), model)
-        scheduler = build_scheduler(recipe.schedule, optimizer, len(loop.train), n_epochs)
-        plateau = build_plateau(recipe.schedule, optimizer)
-        if epoch < start:  # resuming inside this stage
-            _restore(loop, model, optimizer, scheduler, plateau)
-        else:
-            tracker.stale = 0
-        for _ in range(n_epochs):
-            epoch += 1
-            if epoch <= start:
-                continue
-            entry = _one_epoch(model, loop, optimizer, scheduler, plateau, frozen, epoch)
-            history.append({"epoch": epoch, "stage": stage.name, **entry})
-            _log_epoch(history[-1], t.epochs, opts.progress)
-            if on_epoch is not None:
-                on_epoch(history[-1])
-            tracker.update(model, entry["val_macro_f1"])
-            stopped = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
-            checkpoint.save(run_dir / "last.pt", {
-                "recipe_hash": recipe_hash(recipe), "epoch": epoch, "stage_index": si, "stopped": stopped,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "plateau": plateau.state_dict() if plateau else None,
-                "scaler": loop.scaler.state_dict() if loop.scaler else None,
-                "rng": checkpoint.rng_state(loop.gen), "history": history, "best": tracker.best,
-                "stale": tracker.stale,
-            })  # fmt: skip
-            if stopped:
-                print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
-                      "epoch(s)", file=sys.stderr)  # fmt: skip
-                break
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
-    return history, model
 
 
-def _restore(loop: _Loop, model, optimizer, scheduler, plateau) -> None:
-    state = loop.resume
+def _open_stage(model, recipe: Recipe, stage, n_epochs: int, loop: _Loop, pos: _Position, saved, tracker):
+    """Frozen modules, optimizer and LR schedule of ``stage``; fresh at its first epoch, else from ``saved``."""
+    frozen = set_trainable(model, stage.trainable)
+    optimizer = build_optimizer(replace(recipe.optim, lr=stage.lr or recipe.optim.lr), model)
+    scheduler = build_scheduler(recipe.schedule, optimizer, len(loop.train), n_epochs)
+    if pos.stage_epoch:  # resumed inside this stage: its optimizer and schedule carry on from last.pt
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+    else:  # early stopping counts within a stage
+        tracker.stale = 0
+    return frozen, optimizer, scheduler
+
+
+def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _Loop, history, tracker) -> dict:
+    """The ``last.pt`` content after an epoch. At a stage boundary the next stage builds its own optimizer and
+    schedule (as an uninterrupted run does), so theirs are saved only inside a stage."""
+    inside = pos.stage_epoch > 0 and not pos.stopped
+    return {
+        "format": checkpoint.FORMAT, "recipe_hash": recipe_hash(recipe), "seed": recipe.train.seed,
+        "epoch": pos.epoch, "position": asdict(pos), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if inside else None,
+        "scheduler": scheduler.state_dict() if inside else None,
+        "scaler": loop.scaler.state_dict() if loop.scaler else None,
+        "rng": checkpoint.rng_state(loop.gen), "history": history,
+        "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
+    }  # fmt: skip
+
+
+def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Position:
+    """Put the run back where ``last.pt`` left it: weights, scaler, RNGs and best-so-far; return the position."""
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if plateau is not None and state["plateau"] is not None:
-        plateau.load_state_dict(state["plateau"])
     if loop.scaler is not None and state["scaler"] is not None:
         loop.scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng"], loop.gen)
+    tracker.best, tracker.epoch, tracker.stale = state["best"], state["best_epoch"], state["stale"]
+    if tracker.epoch == state["epoch"]:  # killed between last.pt and best.pt: best.pt may be a stale epoch
+        tracker.save(model)
+    return _Position(**state["position"])
 
 
-def _one_epoch(model, loop: _Loop, optimizer, scheduler, plateau, frozen, epoch: int) -> dict:
-    """Train epoch ``epoch`` (1-based), validate, step the plateau schedule; the epoch's history entry."""
+def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> dict:
+    """Train epoch ``epoch`` (1-based), validate, feed the schedule validation top-1; the epoch's history entry."""
     bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
                disable=not loop.progress, file=sys.stderr)  # fmt: skip
     stats = engine.train_one_epoch(
@@ -343,8 +387,7 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, plateau, frozen, epoch:
     )  # fmt: skip
     bar.close()
     val = engine.evaluate(model, loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx, classes=loop.classes)
-    if plateau is not None:
-        plateau.step(val["top1"])
+    scheduler.end_epoch(val["top1"])
     return stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
 
 

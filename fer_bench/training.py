@@ -71,31 +71,64 @@ def build_optimizer(cfg: OptimCfg, model: nn.Module) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.name](param_groups(model, cfg.weight_decay), cfg)
 
 
+class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """The one writer of a stage's learning rate: ``lr = base × warm-up × (cosine | constant) × plateau scale``.
+
+    Stepped once per batch (``step``, after the optimizer's step) and fed the validation top-1 once per epoch
+    (``end_epoch``). ``schedule.name: plateau`` is a constant LR whose scale is multiplied by ``plateau_factor``
+    after ``plateau_patience`` epochs without a better top-1, with torch's ReduceLROnPlateau rule (relative
+    threshold 1e-4, no cooldown); the cuts compound. NOTE: a per-batch LambdaLR beside a per-epoch
+    ReduceLROnPlateau gave the LR two writers, and the LambdaLR undid every cut one batch later (issue 13).
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> sched = StageSchedule(ScheduleCfg(name="plateau", warmup_epochs=0, plateau_patience=0), opt, 10, 3)
+        >>> sched.end_epoch(50.0); sched.end_epoch(50.0); sched.end_epoch(50.0); opt.param_groups[0]["lr"]
+        0.025
+    """
+
+    def __init__(self, cfg: ScheduleCfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> None:
+        # Plain numbers only: the state dict goes into a checkpoint loaded with weights_only=True.
+        self.shape, self.min_lr_ratio = cfg.name, cfg.min_lr_ratio
+        self.plateau_factor, self.plateau_patience = cfg.plateau_factor, cfg.plateau_patience
+        self.total = max(epochs * steps_per_epoch, 1)
+        self.warmup = min(int(cfg.warmup_epochs * steps_per_epoch), self.total // 2)  # a short stage keeps half
+        self.scale, self.best, self.bad_epochs = 1.0, -math.inf, 0
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        """Warm-up × cosine (or constant) at batch ``step`` of the stage, without the plateau scale."""
+        if step < self.warmup:
+            return 0.01 + 0.99 * step / self.warmup  # linear from 1 % of the LR
+        if self.shape in ("constant", "plateau"):
+            return 1.0
+        t = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) * self.scale for base in self.base_lrs]
+
+    def end_epoch(self, val_top1: float) -> None:
+        """Feed the epoch's validation top-1; under ``plateau`` a stall cuts the LR of the next batches."""
+        if self.shape != "plateau":
+            return
+        if val_top1 > self.best * (1 + 1e-4):  # torch's rule (mode max, relative threshold 1e-4)
+            self.best, self.bad_epochs = val_top1, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.plateau_patience:
+            self.scale *= self.plateau_factor
+            self.bad_epochs = 0
+            for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+                group["lr"] = lr
+            self._last_lr = self.get_lr()
+
+
 def build_scheduler(
     cfg: ScheduleCfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-batch schedule: linear warm-up from 1 % of the LR, then cosine to ``min_lr_ratio`` (or constant)."""
-    total = max(epochs * steps_per_epoch, 1)
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total // 2)  # a short stage keeps half its steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if cfg.name in ("constant", "plateau"):  # plateau: the per-epoch ReduceLROnPlateau does the rest
-            return 1.0
-        t = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def build_plateau(cfg: ScheduleCfg, optimizer: torch.optim.Optimizer):
-    """ReduceLROnPlateau on validation top-1 (stepped once per epoch) for ``schedule.name: plateau``."""
-    if cfg.name != "plateau":
-        return None
-    return torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
-    )
+) -> StageSchedule:
+    """The LR schedule of one stage of ``epochs`` epochs (see StageSchedule)."""
+    return StageSchedule(cfg, optimizer, steps_per_epoch, epochs)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,15 +1,23 @@
-"""Crash and resume: a CPU run killed with SIGKILL after an epoch, resumed, ends with the same metrics."""
+"""Crash and resume: a run killed after any epoch (a stage's last included), resumed, ends with the same numbers."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
+
+from fer_bench import checkpoint, engine
+from fer_bench.data import load_dataset
+from fer_bench.errors import ConfigError
+from fer_bench.recipes import load_recipe
+from fer_bench.runner import RunOptions, run_model
 
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "600", "--seed", "1", "--no-progress",
         "--no-track", "--set", "eval.tta=[none]", "--set", "eval.batch_size=512"]  # fmt: skip
@@ -58,3 +66,117 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
     assert first.returncode == 0, first.stderr
     other = _cli(*ARGS[:4], "1", *ARGS[5:], "--out", str(tmp_path), "--resume", "--lr", "0.01")
     assert other.returncode == 2 and "recipe hash" in other.stderr and "Traceback" not in other.stderr
+
+
+# Two stages that both train every layer (so no frozen-random check can refuse them) at different LRs: the
+# second must start from the first's weights with its own fresh optimizer and schedule.
+TWO_STAGES = ["stages=[{name: warm, epochs: 1, lr: 0.01}, {name: main, lr: 0.002}]", "train.epochs=3",
+              "data.limit_train=140", "input.img_size=48", "eval.batch_size=512", "eval.tta=[none]",
+              "train.seed=1"]  # fmt: skip
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+def _run(out, data, sets, *, resume: bool = False) -> dict:
+    return run_model("simple_cnn", load_recipe(None, sets), data,
+                     RunOptions(out=out, device="cpu", progress=False, resume=resume))  # fmt: skip
+
+
+def _killed_after(monkeypatch, epoch: int):
+    """Make the run die right after ``last.pt`` of ``epoch`` is on disk (before ``best.pt``, the worst moment)."""
+    real = checkpoint.save
+
+    def save(path, state):
+        real(path, state)
+        if path.name == "last.pt" and state["epoch"] == epoch:
+            raise _Killed
+
+    monkeypatch.setattr(checkpoint, "save", save)
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if not k.endswith("_s")} for h in history]
+
+
+def _best_weights(out) -> dict:
+    return torch.load(next(out.rglob("best.pt")), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, synthetic):
+    out = tmp_path_factory.mktemp("full")
+    return _run(out, synthetic, TWO_STAGES), _best_weights(out)
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3])  # 1 = the last epoch of the first stage
+def test_a_kill_after_any_epoch_resumes_to_the_same_numbers(tmp_path, synthetic, uninterrupted, monkeypatch,
+                                                             kill_after):  # fmt: skip
+    full, full_best = uninterrupted
+    with monkeypatch.context() as m:
+        _killed_after(m, kill_after)
+        with pytest.raises(_Killed):
+            _run(tmp_path, synthetic, TWO_STAGES)
+    row = _run(tmp_path, synthetic, TWO_STAGES, resume=True)
+    assert [h["stage"] for h in row["history"]] == ["warm", "main", "main"]
+    assert _untimed(row["history"]) == _untimed(full["history"])  # bit for bit, timing aside
+    assert row["test"] == full["test"] and row["confusion_matrix"] == full["confusion_matrix"]
+    best = _best_weights(tmp_path)
+    assert all(torch.equal(best[k], full_best[k]) for k in full_best)
+
+
+@pytest.fixture
+def stalled_validation(monkeypatch):
+    """Validation macro-F1 that never improves after the first epoch (the real figures otherwise)."""
+    real = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: real(*a, **k) | {"macro_f1": 20.0})
+
+
+EARLY = ["stages=[{name: warm, epochs: 3, lr: 0.01}, {name: main, lr: 0.002}]", "train.epochs=5",
+         "train.early_stop_patience=1", *TWO_STAGES[2:]]  # fmt: skip
+
+
+def test_early_stop_ends_the_stage_by_default(tmp_path, synthetic, stalled_validation):
+    row = _run(tmp_path, synthetic, EARLY)
+    # warm: epoch 1 is the best, epoch 2 stalls and stops the stage; main: starts, stalls, stops
+    assert [h["stage"] for h in row["history"]] == ["warm", "warm", "main"]
+    assert row["best_epoch"] == 1
+
+
+def test_early_stop_can_end_the_run(tmp_path, synthetic, stalled_validation):
+    row = _run(tmp_path, synthetic, [*EARLY, "train.early_stop_scope=run"])
+    assert [h["stage"] for h in row["history"]] == ["warm", "warm"]
+
+
+def test_a_kill_at_an_early_stop_resumes_into_the_next_stage(tmp_path, synthetic, stalled_validation, monkeypatch):
+    full = _run(tmp_path / "full", synthetic, EARLY)
+    with monkeypatch.context() as m:
+        _killed_after(m, 2)  # the epoch whose stall stopped the first stage
+        with pytest.raises(_Killed):
+            _run(tmp_path / "killed", synthetic, EARLY)
+    row = _run(tmp_path / "killed", synthetic, EARLY, resume=True)
+    assert _untimed(row["history"]) == _untimed(full["history"])
+    assert row["test"] == full["test"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_seed(tmp_path, synthetic):
+    one = [*TWO_STAGES, "train.epochs=2"]
+    _run(tmp_path / "s1", synthetic, [*one, "train.seed=1"])
+    _run(tmp_path / "s2", synthetic, [*one, "train.seed=2"])
+    # the seed is in the folder name, so only a copied checkpoint can meet a run of another seed
+    shutil.copy(next((tmp_path / "s1").rglob("last.pt")), next((tmp_path / "s2").rglob("last.pt")))
+    with pytest.raises(ConfigError, match="made with seed 1, this run has seed 2"):
+        _run(tmp_path / "s2", synthetic, [*one, "train.seed=2"], resume=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe_in_process(tmp_path, synthetic):
+    one = [*TWO_STAGES, "train.epochs=2"]
+    _run(tmp_path, synthetic, one)
+    with pytest.raises(ConfigError, match="recipe hash"):
+        _run(tmp_path, synthetic, [*one, "optim.weight_decay=0.01"], resume=True)

@@ -11,6 +11,7 @@ TRAIN_CROPS = ("none", "tencrop")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
 TTA = ("none", "hflip", "tencrop")
 VAL_SOURCES = ("train", "public", "private")
+EARLY_STOP_SCOPES = ("stage", "run")
 EVAL_SPLITS = ("public", "private", "test")
 
 
@@ -81,7 +82,7 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"
+    name: str = "cosine"  # cosine | constant | plateau (constant, cut on a stall); one object owns the LR
     warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch, at the start of each stage
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
     plateau_factor: float = 0.5  # plateau: multiply the LR by this when validation top-1 stalls...
@@ -94,6 +95,7 @@ class TrainCfg:
     batch_size: int = 64
     seed: int = 0
     early_stop_patience: int = 0  # epochs without a better validation macro-F1 before stopping; 0 = off
+    early_stop_scope: str = "stage"  # "stage": an early stop ends its stage, later stages still run; "run": all
     precision: str = "auto"  # auto: amp_bf16 on CUDA when supported, else fp32
     channels_last: bool | None = None  # None: on for CUDA, off on CPU
     grad_clip: float | None = None
@@ -137,6 +139,11 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (r.optim.name in OPTIMIZERS, "optim.name", f"one of {', '.join(OPTIMIZERS)}"),
         (r.schedule.name in SCHEDULES, "schedule.name", f"one of {', '.join(SCHEDULES)}"),
         (r.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}"),
+        (
+            r.train.early_stop_scope in EARLY_STOP_SCOPES,
+            "train.early_stop_scope",
+            f"one of {', '.join(EARLY_STOP_SCOPES)}",
+        ),
         (r.data.val_source in VAL_SOURCES, "data.val_source", f"one of {', '.join(VAL_SOURCES)}"),
         (r.eval.split in EVAL_SPLITS, "eval.split", f"one of {', '.join(EVAL_SPLITS)}"),
         (all(t in TTA for t in r.eval.tta) and len(r.eval.tta) > 0, "eval.tta", f"a list of {', '.join(TTA)}"),
