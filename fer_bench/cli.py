@@ -439,18 +439,22 @@ def _run_suite(args: argparse.Namespace) -> int:
     args.experiment = experiment
     tracker = make_tracker(args)
     proto_name = protocol["name"] if protocol else "standard"
+    from fer_bench.runner import run_protocol
+
+    hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
+    protocol_of = lambda cell: hashes[cell.id]  # noqa: E731
 
     def on_disk(cell, split) -> bool:
-        return st.result_file(out, cell, split, data, proto_name).is_file()
+        return st.finished_on_disk(st.result_file(out, cell, split, data, hashes[cell.id], proto_name), hashes[cell.id])
 
     if tracker.enabled:
         from fer_bench.tracking import finished_suite_rows
 
         done = finished_suite_rows(args.tracking_uri, experiment, suite.name)
-        finished = lambda cell, split: (cell.id, split) in done  # noqa: E731
+        finished = lambda cell, split: (cell.id, split, hashes[cell.id]) in done  # noqa: E731
     else:
         finished = on_disk
-    job = st.SuiteRun(suite, cells, data, opts, tracker, finished)
+    job = st.SuiteRun(suite, cells, data, opts, tracker, finished, protocol_of)
     tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
     with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags):
         st.run_suite(job)
@@ -464,8 +468,10 @@ def _run_suite(args: argparse.Namespace) -> int:
                                                        f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
         frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, experiment))
     else:
-        files = [st.result_file(out, c, s, data, proto_name) for c in all_cells for s in c.splits]
+        files = [st.result_file(out, c, s, data, hashes[c.id], proto_name) for c in all_cells for s in c.splits]
         frame = lb.frame_from_rows(lb.read_rows([f for f in files if f.is_file()]))
+    if not frame.empty:  # this suite's protocols only: a smoke run of a cell is not part of its table
+        frame = frame[frame["protocol_hash"].isin(set(hashes.values()))]
     out.mkdir(parents=True, exist_ok=True)
     written = st.render_leaderboard(job, frame, out)
     print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))

@@ -83,7 +83,8 @@ def train_one_epoch(
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
-        ``lr`` (the LR of the epoch's last optimizer step) and ``train_img_s``.
+        ``lr`` (the LR of the epoch's last optimizer step) and ``epoch_train_img_s`` (this epoch's end-to-end
+        training speed; a run's summary has its own key, so the two never share an MLflow metric).
     """
     model.train()
     for module in frozen:
@@ -111,7 +112,7 @@ def train_one_epoch(
         "train_loss": loss_sum / max(seen, 1),
         "train_top1": 100.0 * correct / max(seen, 1),
         "lr": lr,
-        "train_img_s": seen / elapsed if elapsed > 0 else 0.0,
+        "epoch_train_img_s": seen / elapsed if elapsed > 0 else 0.0,
     }
 
 

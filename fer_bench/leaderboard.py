@@ -1,7 +1,14 @@
 """Result rows → aggregated, ranked tables and plots. Works on dicts and pandas; never imports torch or mlflow.
 
-Rows come from result JSON files (``fer-bench run`` output) or from MLflow (``tracking.search_model_runs``);
-both are normalised to one frame, aggregated as mean ± std over seeds and ranked by macro-F1, then top-1.
+Rows come from result JSON files (``fer-bench run`` output) or from MLflow (``tracking.search_model_runs``); both
+are normalised to one frame with the same columns, so the two give the same table. A leaderboard line is one
+(model, protocol hash, split, device model): seeds are averaged (mean ± std) only within a line, rows of
+different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1).
+
+The headline figures are plain single-crop; test-time augmentation has columns of its own with its cost. Each
+throughput column says what it measured: the run's end-to-end training img/s, the run's model-only inference
+img/s (batch 64), and, when `fer-bench bench` measured the same model, size, device model and precision, its
+model-only figures with their batch size and memory format.
 """
 
 from __future__ import annotations
@@ -17,21 +24,35 @@ from tabulate import tabulate
 from fer_bench.metrics import HIGHER_IS_BETTER
 from fer_bench.published import PUBLISHED, published_frame
 
-KEYS = ["model", "recipe", "split", "device"]  # one leaderboard line per distinct combination
-METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_img_s", "train_img_s"]
+KEYS = ["model", "protocol_hash", "split", "device_name"]  # one leaderboard line per distinct combination
+# Descriptive columns: fixed by the protocol within a line (recipe names may differ for identical settings).
+DESCRIBE = ["recipe", "dataset", "img_size", "epochs", "weights", "precision"]
+METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s"]
+BENCH = ["bench_infer_img_s", "bench_train_img_s"]
+TTA_MODES = ("hflip", "tencrop")  # the plain figure ("none") is the headline; these are columns of their own
+SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
 HEADERS = {
-    "model": "model", "recipe": "recipe", "split": "split", "top1": "top-1 %", "macro_f1": "macro-F1",
-    "weighted_f1": "weighted-F1", "params_m": "params (M)", "gmacs": "GMACs", "infer_img_s": "infer img/s",
-    "train_img_s": "train img/s", "device": "device", "seeds": "seeds",
+    "model": "model", "recipe": "recipe", "dataset": "dataset", "split": "split", "img_size": "px",
+    "epochs": "epochs", "weights": "weights", "precision": "precision", "top1": "top-1 %", "macro_f1": "macro-F1",
+    "weighted_f1": "weighted-F1", "params_m": "params (M)", "gmacs": "GMACs",
+    "infer_model_img_s": "infer img/s (run, model-only, b64)", "train_e2e_img_s": "train img/s (run, end-to-end)",
+    "bench_infer_img_s": "bench infer img/s", "bench_train_img_s": "bench train img/s",
+    "bench_conditions": "bench conditions", "device_name": "device", "protocol_hash": "protocol", "seeds": "seeds",
+    "tta": "TTA",
 }  # fmt: skip
+for _t in TTA_MODES:
+    HEADERS |= {f"top1_{_t}": f"top-1 {_t} %", f"macro_f1_{_t}": f"macro-F1 {_t}", f"gmacs_{_t}": f"GMACs {_t}"}
 FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
+FROZEN_NOTE = "‡ training img/s includes epochs with frozen parameters (their backward pass is shorter)."
 
 
 def arrow(col: str) -> str:
     """↑ (higher is better) or ↓ for a column, from the one direction table in :mod:`fer_bench.metrics`."""
-    if col.startswith("f1_"):
+    if col.startswith("f1_") or col.endswith("_img_s"):
         return "↑"
     key = "params" if col == "params_m" else col
+    for t in TTA_MODES:
+        key = key.removesuffix(f"_{t}")
     return ("↑" if HIGHER_IS_BETTER[key] else "↓") if key in HIGHER_IS_BETTER else ""
 
 
@@ -44,65 +65,111 @@ def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _unknown_protocol(run_id: Any) -> str:
+    # a row from before protocol hashes never aggregates with anything: its protocol cannot be checked
+    return f"unknown:{run_id}"
+
+
 def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Normalise result rows (JSON) to one line per run."""
     records = []
     for r in rows:
-        rec = {k: r.get(k) for k in ("model", "recipe", "split", "device", "seed", "gmacs", "infer_img_s",
-                                      "train_img_s", "recipe_hash")}  # fmt: skip
+        rec = {k: r.get(k) for k in ("model", "recipe", "dataset", "split", "device_name", "seed", "img_size",
+                                      "epochs", "gmacs", "infer_model_img_s", "train_e2e_img_s",
+                                      "train_frozen_epochs", "recipe_hash", "run_id")}  # fmt: skip
+        rec["protocol_hash"] = r.get("protocol_hash") or _unknown_protocol(r.get("run_id"))
+        rec["weights"] = r.get("weights_source", "scratch")
+        rec["precision"] = r.get("precision_label") or r.get("precision")
         rec["params_m"] = r["params"] / 1e6
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
+        for t, m in r.get("test_tta", {}).items():
+            if t != "none":
+                rec |= {f"top1_{t}": m["top1"], f"macro_f1_{t}": m["macro_f1"]}
+                rec[f"gmacs_{t}"] = r.get("test_tta_gmacs", {}).get(t)
         records.append(rec)
-    return pd.DataFrame.from_records(records)
+    return _typed(pd.DataFrame.from_records(records))
 
 
 def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     """Normalise an ``mlflow.search_runs`` frame (child runs with result rows) to one line per run."""
     if runs.empty:
-        return pd.DataFrame(columns=[*KEYS, "seed", *METRICS])
-    out = pd.DataFrame({k: runs[f"tags.fer_bench.{k}"] for k in ("model", "recipe", "split", "device", "recipe_hash")})
-    out["seed"] = pd.to_numeric(runs["tags.fer_bench.seed"])
-    out["img_size"] = pd.to_numeric(runs["tags.fer_bench.img_size"])
+        return pd.DataFrame(columns=[*KEYS, *DESCRIBE, "seed", *METRICS])
+    tag = lambda k: runs.get(f"tags.fer_bench.{k}", pd.Series([None] * len(runs), index=runs.index))  # noqa: E731
+    out = pd.DataFrame({k: tag(k) for k in ("model", "recipe", "dataset", "split", "device_name", "recipe_hash",
+                                            "run_id")})  # fmt: skip
+    out["protocol_hash"] = [p if isinstance(p, str) and p else _unknown_protocol(r)
+                            for p, r in zip(tag("protocol_hash"), runs["run_id"], strict=True)]  # fmt: skip
+    out["weights"] = tag("weights_source").fillna("scratch")
+    out["precision"] = tag("precision_label").fillna(tag("precision"))
+    for k in ("seed", "img_size", "epochs"):
+        out[k] = pd.to_numeric(tag(k))
     for m in ("top1", "macro_f1", "weighted_f1"):
         out[m] = runs[f"metrics.test_{m}"]
     out["params_m"] = runs["metrics.params"] / 1e6
-    for m in ("gmacs", "infer_img_s", "train_img_s"):
+    for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs"):
         out[m] = runs.get(f"metrics.{m}")
     for col in runs.columns:
         if col.startswith("metrics.test_f1_"):
             out[col.removeprefix("metrics.test_")] = runs[col]
-    return out.reset_index(drop=True)
+        for t in TTA_MODES:
+            if col in (f"metrics.test_{t}_top1", f"metrics.test_{t}_macro_f1", f"metrics.tta_gmacs_{t}"):
+                key = col.removeprefix("metrics.").removeprefix("test_").removeprefix("tta_")
+                out[f"{key.removeprefix(t + '_')}_{t}" if not key.startswith("gmacs") else key] = runs[col]
+    return _typed(out.reset_index(drop=True))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same dtypes whichever source a frame came from (so MLflow and result files give equal tables)."""
+    for k in ("seed", "img_size", "epochs", "train_frozen_epochs"):
+        if k in frame:
+            frame[k] = pd.to_numeric(frame[k]).astype("Int64")
+    numeric = [c for c in frame.columns if c in METRICS or c.startswith(("f1_", "top1_", "macro_f1_", "gmacs_"))]
+    for c in numeric:
+        frame[c] = pd.to_numeric(frame[c]).astype("float64")
+    return frame
 
 
 def apply_bench(frame: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
-    """Replace each row's quick throughput figures by `fer-bench bench` medians for the same model, size and device.
+    """Add `fer-bench bench` figures as columns of their own (never in place of the run's own figures).
 
-    The newest bench run per (model, img_size, device kind) wins; rows without a matching bench keep their own.
+    A bench run matches a row on model, image size, the device's model name and precision; the newest wins. Its
+    batch size, precision and memory format go into ``bench_conditions``.
     """
     if bench.empty or "img_size" not in frame:
         return frame
     b = pd.DataFrame({
         "model": bench["tags.fer_bench.model"], "img_size": pd.to_numeric(bench["tags.fer_bench.img_size"]),
-        "device": bench["tags.fer_bench.device_name"].map(lambda d: "cpu" if "threads" in str(d) else "cuda"),
-        "bench_infer": bench["metrics.infer_img_s_median"], "bench_train": bench["metrics.train_img_s_median"],
+        "device_name": bench["tags.fer_bench.device_name"], "precision": bench["tags.fer_bench.precision"],
+        "bench_infer_img_s": bench["metrics.infer_img_s_median"],
+        "bench_train_img_s": bench["metrics.train_img_s_median"],
+        "bench_conditions": [f"b{bs}, {p}, {'NHWC' if str(cl) == 'True' else 'NCHW'}" for bs, p, cl in zip(
+            bench["tags.fer_bench.batch_size"], bench["tags.fer_bench.precision"],
+            bench["tags.fer_bench.channels_last"], strict=True)],
         "start": bench["start_time"],
-    }).sort_values("start").drop_duplicates(["model", "img_size", "device"], keep="last")  # fmt: skip
-    out = frame.merge(b.drop(columns="start"), on=["model", "img_size", "device"], how="left")
-    out["infer_img_s"] = out["bench_infer"].fillna(out["infer_img_s"])
-    out["train_img_s"] = out["bench_train"].fillna(out["train_img_s"])
-    return out.drop(columns=["bench_infer", "bench_train"])
+    }).sort_values("start").drop_duplicates(["model", "img_size", "device_name", "precision"], keep="last")  # fmt: skip
+    b["img_size"] = b["img_size"].astype("Int64")
+    return frame.merge(b.drop(columns="start"), on=["model", "img_size", "device_name", "precision"], how="left")
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (model, recipe, split, device), ranked by macro-F1 then top-1."""
-    values = [c for c in frame.columns if c in METRICS or c.startswith("f1_")]
+    """Mean and std over seeds per (model, protocol, split, device model); each split ranked on its own."""
+    values = [c for c in frame.columns if c in METRICS or c in BENCH or c.startswith(("f1_", "top1_", "macro_f1_",
+                                                                                       "gmacs_"))]  # fmt: skip
     grouped = frame.groupby(KEYS, dropna=False, sort=False)
     mean = grouped[values].mean()
     std = grouped[values].std(ddof=1).add_suffix("_std")
-    agg = pd.concat([mean, std, grouped["seed"].nunique().rename("seeds")], axis=1).reset_index()
-    return agg.sort_values(["macro_f1", "top1"], ascending=False, kind="stable", na_position="last").reset_index(
-        drop=True
-    )
+    first = {c: "first" for c in [*DESCRIBE, "bench_conditions"] if c in frame}
+    desc = grouped.agg(first) if first else None
+    if "recipe" in frame:  # identical settings under two recipe names: say both
+        desc["recipe"] = grouped["recipe"].agg(lambda s: " = ".join(dict.fromkeys(s.dropna().astype(str))))
+    parts = [mean, std, grouped["seed"].nunique().rename("seeds")]
+    if "train_frozen_epochs" in frame:
+        parts.append(grouped["train_frozen_epochs"].max().rename("train_frozen_epochs"))
+    agg = pd.concat([p for p in [desc, *parts] if p is not None], axis=1).reset_index()
+    agg["_split"] = agg["split"].map(SPLIT_ORDER).fillna(9)
+    agg = agg.sort_values(["_split", "split", "macro_f1", "top1"], ascending=[True, True, False, False],
+                          kind="stable", na_position="last")  # fmt: skip
+    return agg.drop(columns="_split").reset_index(drop=True)
 
 
 def published_rows(path: Path = PUBLISHED) -> pd.DataFrame:
@@ -114,30 +181,48 @@ def published_rows(path: Path = PUBLISHED) -> pd.DataFrame:
 
 def _cell(row: pd.Series, col: str) -> str:
     v = row.get(col)
-    if v is None or pd.isna(v):
+    if v is None or (not isinstance(v, list | tuple) and pd.isna(v)):
         return "–"
+    if col == "protocol_hash":
+        return str(v)[:8] if not str(v).startswith("unknown:") else "unknown"
     if not isinstance(v, float):
         return str(v)
-    digits = 3 if col in ("params_m", "gmacs") and abs(v) < 10 else 1 if "img_s" in col else 2
-    std = None if col in ("params_m", "gmacs") else row.get(f"{col}_std")  # fixed by the model: no spread to show
-    return f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
+    if col in ("img_size", "epochs", "seeds", "train_frozen_epochs") and v.is_integer():  # NaN-padded ints
+        return str(int(v))
+    digits = 3 if col.startswith("gmacs") or col == "params_m" and abs(v) < 10 else 1 if "img_s" in col else 2
+    std = None if col.startswith("gmacs") or col == "params_m" else row.get(f"{col}_std")  # fixed by the model
+    text = f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
+    frozen = row.get("train_frozen_epochs")
+    if col == "train_e2e_img_s" and frozen is not None and not pd.isna(frozen) and frozen > 0:
+        text += " ‡"
+    return text
 
 
 def _ranks(agg: pd.DataFrame) -> list[str]:
-    """1, 2, ... for measured rows; "pub" for the papers' published numbers (reference, not ranked)."""
-    ranks, n = [], 0
-    for device in agg["device"]:
-        n += device != "published"
-        ranks.append("pub" if device == "published" else str(n))
+    """1, 2, ... within each split (splits are never ranked together); "pub" for the papers' published numbers."""
+    ranks, n = [], {}
+    for device, split in zip(agg["device_name"], agg["split"], strict=True):
+        if device == "published":
+            ranks.append("pub")
+            continue
+        n[split] = n.get(split, 0) + 1
+        ranks.append(str(n[split]))
     return ranks
 
 
 def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
-    cols = [*KEYS[:3], *METRICS, "device", "seeds"]
+    """Identity and conditions, headline metrics, [per-class F1], TTA with its cost, size, speed, device."""
+    cols = ["model", "recipe", "dataset", "split", "img_size", "epochs", "weights", "tta", "top1", "macro_f1",
+            "weighted_f1"]  # fmt: skip
     if per_class:
-        cols[6:6] = sorted((c for c in agg.columns if c.startswith("f1_") and not c.endswith("_std")),
-                           key=_class_order)  # fmt: skip
-    return cols
+        cols += sorted((c for c in agg.columns if c.startswith("f1_") and not c.endswith("_std")), key=_class_order)
+    for t in TTA_MODES:
+        if f"top1_{t}" in agg and agg[f"top1_{t}"].notna().any():
+            cols += [f"top1_{t}", f"macro_f1_{t}", f"gmacs_{t}"]
+    cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s"]
+    if "bench_infer_img_s" in agg and agg["bench_infer_img_s"].notna().any():
+        cols += [*BENCH, "bench_conditions"]
+    return cols + ["precision", "device_name", "protocol_hash", "seeds"]
 
 
 def _class_order(col: str) -> int:
@@ -149,12 +234,16 @@ def _class_order(col: str) -> int:
 
 def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, published: bool = False) -> str:
     """The ranked table as Markdown, CSV, LaTeX or HTML; every numeric header carries ↑ or ↓."""
+    agg = agg.assign(tta="none")  # measured headlines are plain single-crop, always
     if published:
-        agg = pd.concat([agg, published_rows()], ignore_index=True)
-    cols = table_columns(agg, per_class)
+        pub = published_rows().rename(columns={"input_size": "img_size", "pretrained": "weights"})
+        pub["recipe"] = [r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
+                         for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)]
+        agg = pd.concat([agg, pub.assign(device_name="published")], ignore_index=True)
+    cols = table_columns(agg, per_class) + (["source"] if published else [])
     if fmt == "csv":
         raw = [c for c in agg.columns if c in cols or c.removesuffix("_std") in cols]
-        ordered = [c for c in cols if c in raw] + [c for c in raw if c.endswith("_std")]
+        ordered = [c for c in cols if c in raw] + [f"{c}_std" for c in cols if f"{c}_std" in raw]
         out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
         return out.round(4).to_csv(index=False)
     headers = ["#"] + [f"{HEADERS.get(c, c.replace('f1_', 'F1 '))} {arrow(c)}".strip() for c in cols]
@@ -162,6 +251,10 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
     if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
         text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
+        text = text.replace("‡", r"$\ddagger$")
+    if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
+        note = FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE
+        text += f"\n\n{'<p>' + note + '</p>' if fmt == 'html' else ('% ' if fmt == 'latex' else '') + note}"
     return text
 
 
@@ -170,8 +263,8 @@ def render_rows(rows: list[dict[str, Any]], fmt: str = "md") -> str:
     return render(aggregate(frame_from_rows(rows)), fmt)
 
 
-def pareto_plot(agg: pd.DataFrame, path: Path, *, x: str = "infer_img_s", y: str = "macro_f1") -> None:
-    """macro-F1 against throughput, marker area ∝ parameters; the Pareto front joined by a line."""
+def pareto_plot(agg: pd.DataFrame, path: Path, *, x: str = "infer_model_img_s", y: str = "macro_f1") -> None:
+    """macro-F1 against throughput, marker area ∝ parameters; the Pareto front joined by a line, per split."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,16 +272,17 @@ def pareto_plot(agg: pd.DataFrame, path: Path, *, x: str = "infer_img_s", y: str
 
     df = agg.dropna(subset=[x, y])
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=130)
-    ax.scatter(df[x], df[y], s=20 + 6 * df["params_m"].fillna(1), alpha=0.6, edgecolors="k")
+    for split, part in df.groupby("split", sort=False):
+        ax.scatter(part[x], part[y], s=20 + 6 * part["params_m"].fillna(1), alpha=0.6, edgecolors="k", label=split)
+        front = _pareto_front(part, x, y)
+        ax.plot(front[x], front[y], "--", color="grey", lw=1)
     for _, r in df.iterrows():
         ax.annotate(f"{r['model']}\n{r['recipe']}", (r[x], r[y]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    front = _pareto_front(df, x, y)
-    ax.plot(front[x], front[y], "--", color="grey", lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel(f"{HEADERS[x]} ↑ (log)")
     ax.set_ylabel(f"{HEADERS[y]} ↑")
-    ax.set_title("macro-F1 vs throughput (marker area ∝ parameters)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title("macro-F1 vs throughput (marker area ∝ parameters; dashed: Pareto front per split)", fontsize=9)
+    ax.legend(fontsize=8, title="split")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -29,6 +29,13 @@ from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
 from fer_bench.models import classifier_params, create_model, weights_info
 from fer_bench.plots import save_run_plots
+from fer_bench.protocol import (
+    data_fingerprint,
+    precision_label,
+    protocol_fields,
+    protocol_hash,
+    weights_identity,
+)
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.checks import frozen_without_weights
 from fer_bench.recipes.schema import Recipe, stage_plan
@@ -126,19 +133,48 @@ def run_model(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
 
+    phash, pfields = run_protocol(model_name, recipe, data, opts, precision, ctx.device.type, size)
+    write_json(run_dir / "protocol.json", pfields)
+
     start = time.perf_counter()
     history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
     row["weights"], row["tf32"] = weights_info(model), provenance.tf32(ctx.device)
+    row |= {"protocol_hash": phash, "data_fingerprint": pfields["data_fingerprint"],
+            "weights_source": pfields["weights"]["source"], "precision_label": pfields["precision"]}  # fmt: skip
     if not opts.evaluate_test:
         return row | {"run_id": rid}
     row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
     row |= _cost(model, spec, size, ctx)
+    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["run_id"] = rid
     write_json(run_dir / "result.json", row)
     save_run_plots(row, run_dir)
     return row
+
+
+def run_protocol(
+    model_name: str, recipe: Recipe, data: FerData, opts: RunOptions, precision: str | None = None,
+    device_type: str | None = None, size: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The protocol hash and fields of a run (fer_bench.protocol), computable before it trains (suites use it).
+
+    ``precision``, ``device_type`` and ``size`` are resolved here from the recipe and options when not given.
+    """
+    if precision is None or device_type is None:
+        precision, ctx = _context(recipe, opts)
+        device_type = ctx.device.type
+    if size is None:
+        from fer_bench.models import get_spec
+
+        size = recipe.input.img_size or get_spec(model_name).input_size
+    fields = protocol_fields(
+        recipe_to_dict(recipe), dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol,
+        img_size=size, weights=weights_identity(opts.weights, recipe.input.pretrained, model_name),
+        precision=precision_label(precision, device_type),
+    )  # fmt: skip
+    return protocol_hash(fields), fields
 
 
 def _context(recipe: Recipe, opts: RunOptions) -> tuple[str, engine.StepContext]:
@@ -394,16 +430,24 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> 
 def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
     line = (
         f"  epoch {h['epoch']}/{total} [{h['stage']}]  loss {h['train_loss']:.4f}  val top1 {h['val_top1']:.2f}  "
-        f"val macro-F1 {h['val_macro_f1']:.2f}  lr {h['lr']:.2e}  {h['train_img_s']:.0f} img/s"
+        f"val macro-F1 {h['val_macro_f1']:.2f}  lr {h['lr']:.2e}  {h['epoch_train_img_s']:.0f} img/s"
     )
     (tqdm.write if progress else print)(line, file=sys.stderr)
 
 
+# Forward passes per image of each test-time augmentation: its cost is this many times the plain GMACs.
+TTA_PASSES = {"none": 1, "hflip": 2, "tencrop": 10}
+
+
 def _test(model, recipe: Recipe, data, proto, norms: dict[str, Normalize], ctx):
+    """The plain single-crop figures (the headline, always), and each TTA of ``eval.tta`` beside them.
+
+    Returns (headline metrics, {tta: top1/macro_f1/weighted_f1}, confusion matrix of the headline).
+    """
     batches = engine.Batches(*_device_tensors(data, proto.test, ctx.device), batch_size=recipe.eval.batch_size)
     results: dict[str, dict[str, float]] = {}
     confusion = None
-    for tta in recipe.eval.tta:
+    for tta in dict.fromkeys(("none", *recipe.eval.tta)):  # "none" first and once: the headline never is a TTA
         norm = norms["tencrop" if tta == "tencrop" else "eval"]
         crop = norms["eval"].crop or norms["eval"].size
         logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=crop)
@@ -411,14 +455,16 @@ def _test(model, recipe: Recipe, data, proto, norms: dict[str, Normalize], ctx):
         if confusion is None:
             confusion = confusion_matrix(y, logits.argmax(1), len(data.classes)).tolist()
     summary = {t: {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")} for t, m in results.items()}
-    return results[recipe.eval.tta[0]], summary, confusion
+    return results["none"], summary, confusion
 
 
 def _cost(model, spec, size: int, ctx) -> dict[str, Any]:
     return cost.count_params(model) | {
         "gmacs": round(cost.gmacs(model, spec.in_chans, size, ctx.device), 4),
-        "infer_img_s": round(cost.infer_throughput(model, spec.in_chans, size, ctx.device,
-                                                   channels_last=ctx.channels_last, amp_dtype=ctx.amp_dtype), 1),
+        # model-only inference on random input at the run's precision and memory format (not `fer-bench bench`)
+        "infer_model_img_s": round(cost.infer_throughput(model, spec.in_chans, size, ctx.device, batch_size=64,
+                                                         channels_last=ctx.channels_last, amp_dtype=ctx.amp_dtype), 1),
+        "infer_batch_size": 64,
     }  # fmt: skip
 
 
@@ -435,9 +481,17 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         "precision": precision, "channels_last": ctx.channels_last, "device": ctx.device.type,
         "device_name": provenance.device_name(ctx.device), "git_sha": provenance.git_sha(),
         "versions": provenance.versions(), "classes": list(data.classes),
-        "train_img_s": round(statistics.median(h["train_img_s"] for h in history), 1),
+        # the run's end-to-end training speed (augmentation, forward, backward, step; no validation), median
+        # over epochs; epochs in a stage with frozen parameters are counted (a frozen backbone trains faster)
+        "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in history), 1),
+        "train_frozen_epochs": sum(1 for h in history if h["stage"] in _frozen_stages(recipe)),
         "history": history, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
+
+
+def _frozen_stages(recipe: Recipe) -> set[str]:
+    """Names of the stages that do not train every parameter."""
+    return {s.name for s, _ in stage_plan(recipe) if tuple(s.trainable) != ("all",)}
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -3,8 +3,9 @@
 A suite file (``benchmarks/fer2013-cpu.yaml``) is validated as strictly as a recipe. Each *cell* (one model
 entry × one seed) trains once and is evaluated on every split the suite lists; each (cell, split) is one result
 row and one MLflow child run tagged ``fer_bench.suite`` and ``fer_bench.cell``. Running a suite again skips the
-cells whose rows are all FINISHED in the tracking store (or, untracked, on disk), and resumes a cell killed
-mid-way from its last checkpoint. ``--shard K/N`` takes a deterministic share of the cells, so N machines
+cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
+(fer_bench.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed mid-way
+from its last checkpoint. A cell's files live in ``OUT/<cell id>/<protocol hash>/``. ``--shard K/N`` takes a deterministic share of the cells, so N machines
 logging to one MLflow server run one suite together; the leaderboard then reads every shard's rows.
 """
 
@@ -161,11 +162,29 @@ def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
     return [c for i, c in enumerate(all_cells) if i % n == k - 1]
 
 
-def result_file(out: Path, cell: Cell, split: str, data, protocol: str = "standard") -> Path:
-    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<cell id>/<run id>/result.json``."""
+def cell_dir(out: Path, cell: Cell, phash: str) -> Path:
+    """A cell's folder for one protocol: ``OUT/<cell id>/<protocol hash>`` (checkpoints, rows, plots)."""
+    return out / cell.id / phash
+
+
+def result_file(out: Path, cell: Cell, split: str, data, phash: str, protocol: str = "standard") -> Path:
+    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<cell id>/<protocol hash>/<run id>/result.json``."""
     from fer_bench.runner import run_id
 
-    return out / cell.id / run_id(cell.model, split_recipe(cell.recipe, split), data, protocol) / "result.json"
+    run = run_id(cell.model, split_recipe(cell.recipe, split), data, protocol)
+    return cell_dir(out, cell, phash) / run / "result.json"
+
+
+def finished_on_disk(path: Path, phash: str) -> bool:
+    """A result file that exists *and* names the expected protocol hash (never a smoke row in its place)."""
+    import json
+
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("protocol_hash") == phash
+    except (OSError, ValueError):
+        return False
 
 
 def split_recipe(recipe: Recipe, split: str) -> Recipe:
@@ -181,7 +200,8 @@ class SuiteRun:
     data: Any  # FerData
     opts: Any  # runner.RunOptions
     tracker: Any  # tracking.MlflowTracker or NullTracker
-    finished: Callable[[Cell, str], bool]
+    finished: Callable[[Cell, str], bool]  # is (cell, split) done under the cell's own protocol hash?
+    protocol_of: Callable[[Cell], str]  # the protocol hash a cell's rows will carry (computed before training)
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
 
 
@@ -197,8 +217,8 @@ def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
     for n, cell in enumerate(todo, 1):
         job.log(f"== [{n}/{len(todo)}] {cell.id} · splits {', '.join(cell.splits)}")
         trained: dict[str, Any] | None = None
-        # a cell cut short by a crash continues from its last.pt; each cell has its own folder (ids are unique)
-        resume = replace(job.opts, resume=True, out=job.opts.out / cell.id)
+        # a cell cut short by a crash continues from its last.pt; each cell × protocol has its own folder
+        resume = replace(job.opts, resume=True, out=cell_dir(job.opts.out, cell, job.protocol_of(cell)))
         for split in cell.splits:
             recipe = split_recipe(cell.recipe, split)
             if job.finished(cell, split):

@@ -114,7 +114,7 @@ class MlflowTracker:
         from fer_bench.plots import save_run_plots
 
         save_run_plots(row, run_dir)
-        for name in ("result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png", "learning_curve.png"):
+        for name in ("result.json", "recipe.yaml", "protocol.json", "per_class.csv", "confusion_matrix.png", "learning_curve.png"):
             if (run_dir / name).exists():
                 self.mlflow.log_artifact(str(run_dir / name))
         if self.log_checkpoint and (run_dir / "best.pt").exists():
@@ -126,8 +126,10 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
     out = {f"test_{k}": float(v) for k, v in row["test"].items()}
     for tta, m in row.get("test_tta", {}).items():
         out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
-    for key in ("params", "trainable_params", "gmacs", "infer_img_s", "train_img_s", "epochs_run", "best_epoch",
-                "wall_s", "n_train", "n_val", "n_test"):  # fmt: skip
+    out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items()}
+    # NOTE: one key, one meaning: per-epoch figures are logged at step=epoch under epoch_* / val_* keys, never these
+    for key in ("params", "trainable_params", "gmacs", "infer_model_img_s", "infer_batch_size", "train_e2e_img_s",
+                "train_frozen_epochs", "epochs_run", "best_epoch", "wall_s", "n_train", "n_val", "n_test"):  # fmt: skip
         if row.get(key) is not None:
             out[key] = float(row[key])
     return out
@@ -136,8 +138,9 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
 def result_tags(row: dict[str, Any]) -> dict[str, str]:
     tags = {KIND_TAG: "model"}
     for key in ("model", "family", "recipe", "recipe_version", "recipe_hash", "dataset", "data_source", "split",
-                "seed", "precision", "channels_last", "device", "device_name", "git_sha", "batch_size", "img_size",
-                "protocol", "suite", "cell", "trained_run_id"):  # fmt: skip
+                "seed", "precision", "precision_label", "channels_last", "device", "device_name", "git_sha",
+                "batch_size", "img_size", "epochs", "protocol", "protocol_hash", "data_fingerprint", "weights_source",
+                "run_id", "suite", "cell", "trained_run_id"):  # fmt: skip
         if key in row:
             tags[f"fer_bench.{key}"] = str(row[key])
     tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
@@ -214,8 +217,12 @@ def search_bench_runs(uri: str | None, experiment: str):
     return mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
 
 
-def finished_suite_rows(uri: str | None, experiment: str, suite: str) -> set[tuple[str, str]]:
-    """(cell, split) of every FINISHED result row of ``suite`` in ``experiment``: what a rerun may skip."""
+def finished_suite_rows(uri: str | None, experiment: str, suite: str) -> set[tuple[str, str, str]]:
+    """(cell, split, protocol hash) of every FINISHED result row of ``suite`` in ``experiment``.
+
+    A rerun may skip a (cell, split) only when a row of the *same protocol* is among these: a tracked smoke run
+    (``--epochs 1``, another dataset, ``--set``…) of the same cell has another protocol hash and never counts.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(resolve_uri(uri))
@@ -226,4 +233,7 @@ def finished_suite_rows(uri: str | None, experiment: str, suite: str) -> set[tup
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
     if runs.empty:
         return set()
-    return set(zip(runs["tags.fer_bench.cell"], runs["tags.fer_bench.split"], strict=True))
+    if "tags.fer_bench.protocol_hash" not in runs:  # rows from before protocol hashes: none can be reused
+        return set()
+    return set(zip(runs["tags.fer_bench.cell"], runs["tags.fer_bench.split"], runs["tags.fer_bench.protocol_hash"],
+                   strict=True))  # fmt: skip

@@ -24,9 +24,11 @@ def _runs() -> pd.DataFrame:
         ("vgg_khaireddin", "baseline", 1, 56.2, 47.3, 29.89, 0.51, 61.2, 19.1),
         ("efficientnet_b2", "naik-effnetb2", 0, 50.2, 39.9, 7.71, 0.05, 441.0, 74.0),
     ]:
-        row = {"model": model, "recipe": recipe, "split": "test", "device": "cpu", "seed": seed, "top1": top1,
-               "macro_f1": f1, "weighted_f1": f1 + 5, "params_m": params, "gmacs": gmacs, "infer_img_s": inf,
-               "train_img_s": tr}  # fmt: skip
+        row = {"model": model, "recipe": recipe, "dataset": "fer2013", "split": "test", "img_size": 48, "epochs": 3,
+               "weights": "scratch", "precision": "fp32", "protocol_hash": f"{recipe[:4]}00000000",
+               "device_name": "x86_64 (2 threads)", "seed": seed, "top1": top1, "macro_f1": f1,
+               "weighted_f1": f1 + 5, "params_m": params, "gmacs": gmacs, "infer_model_img_s": inf,
+               "train_e2e_img_s": tr, "train_frozen_epochs": 0}  # fmt: skip
         row |= {f"f1_{c}": f1 + i - 3 for i, c in enumerate(CLASSES)}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -57,10 +59,89 @@ def test_ranking_and_aggregation():
 def test_every_numeric_header_has_a_direction():
     text = lb.render(lb.aggregate(_runs()), "md")
     header = text.splitlines()[0]
-    for name in ("top-1 % ↑", "macro-F1 ↑", "params (M) ↓", "GMACs ↓", "infer img/s ↑", "train img/s ↑"):
+    for name in ("top-1 % ↑", "macro-F1 ↑", "params (M) ↓", "GMACs ↓", "infer img/s (run, model-only, b64) ↑",
+                 "train img/s (run, end-to-end) ↑"):
         assert name in header
 
 
 def test_pareto_plot(tmp_path):
     lb.pareto_plot(lb.aggregate(_runs()), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def _one(**kw) -> dict:
+    """A result row as `fer-bench run` writes it (only the fields the leaderboard reads)."""
+    row = {"model": "resnet18", "recipe": "baseline", "dataset": "fer2013", "split": "public", "img_size": 48,
+           "epochs": 3, "seed": 0, "device_name": "x86_64 (2 threads)", "precision": "fp32", "params": 11.2e6,
+           "gmacs": 0.1, "infer_model_img_s": 800.0, "train_e2e_img_s": 180.0, "train_frozen_epochs": 0,
+           "protocol_hash": "aaaa", "weights_source": "scratch", "run_id": "r",
+           "test": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 48.0},
+           "test_tta": {"none": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 48.0}}}  # fmt: skip
+    return row | kw
+
+
+def test_rows_of_different_protocols_or_devices_are_never_averaged():
+    rows = [_one(seed=0), _one(seed=1, test={"top1": 52.0, "macro_f1": 42.0, "weighted_f1": 50.0}),
+            _one(protocol_hash="bbbb", img_size=224, test={"top1": 70.0, "macro_f1": 60.0, "weighted_f1": 68.0}),
+            _one(dataset="synthetic", protocol_hash="cccc", test={"top1": 99.0, "macro_f1": 99.0, "weighted_f1": 99.0}),
+            _one(device_name="NVIDIA H200", protocol_hash="aaaa"),
+            _one(device_name="NVIDIA A100", protocol_hash="aaaa")]  # fmt: skip
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    assert len(agg) == 5  # (aaaa, cpu) with 2 seeds; bbbb; cccc; H200; A100
+    cpu = agg[(agg["protocol_hash"] == "aaaa") & (agg["device_name"] == "x86_64 (2 threads)")].iloc[0]
+    assert cpu["seeds"] == 2 and cpu["top1"] == pytest.approx(51.0)
+    assert sorted(agg["img_size"].tolist()) == [48, 48, 48, 48, 224]
+
+
+def test_each_split_is_ranked_on_its_own():
+    rows = [_one(split="public", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
+            _one(split="private", test={"top1": 70.0, "macro_f1": 55.0, "weighted_f1": 1.0}),
+            _one(split="public", model="vgg", test={"top1": 65.0, "macro_f1": 52.0, "weighted_f1": 1.0}),
+            _one(split="private", model="vgg", test={"top1": 50.0, "macro_f1": 45.0, "weighted_f1": 1.0})]
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    assert agg["split"].tolist() == ["public", "public", "private", "private"]  # never interleaved
+    assert lb._ranks(agg) == ["1", "2", "1", "2"]
+    assert agg["model"].tolist() == ["vgg", "resnet18", "resnet18", "vgg"]
+
+
+def test_rows_without_a_protocol_hash_never_aggregate():
+    old = [_one(run_id="a"), _one(run_id="b", seed=1)]
+    for r in old:
+        del r["protocol_hash"]
+    assert len(lb.aggregate(lb.frame_from_rows(old))) == 2
+
+
+def test_tta_is_a_column_of_its_own_with_its_cost_never_the_headline():
+    row = _one(test_tta={"none": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 48.0},
+                         "tencrop": {"top1": 55.0, "macro_f1": 45.0, "weighted_f1": 53.0}},
+               test_tta_gmacs={"none": 0.1, "tencrop": 1.0})  # fmt: skip
+    agg = lb.aggregate(lb.frame_from_rows([row]))
+    assert agg.iloc[0]["top1"] == 50.0 and agg.iloc[0]["top1_tencrop"] == 55.0 and agg.iloc[0]["gmacs_tencrop"] == 1.0
+    header = lb.render(agg, "md").splitlines()[0]
+    assert "top-1 tencrop % ↑" in header and "GMACs tencrop ↓" in header
+
+
+def test_a_frozen_run_says_so_beside_its_training_speed():
+    text = lb.render(lb.aggregate(lb.frame_from_rows([_one(train_frozen_epochs=2)])), "md")
+    assert "180.0 ‡" in text and lb.FROZEN_NOTE in text
+
+
+def _bench(device_name: str, precision: str = "fp32", infer: float = 5000.0) -> pd.DataFrame:
+    """A `fer-bench bench` child run as mlflow.search_runs returns it."""
+    return pd.DataFrame([{
+        "tags.fer_bench.model": "resnet18", "tags.fer_bench.img_size": "48", "tags.fer_bench.device_name": device_name,
+        "tags.fer_bench.precision": precision, "tags.fer_bench.batch_size": "256",
+        "tags.fer_bench.channels_last": "True", "metrics.infer_img_s_median": infer,
+        "metrics.train_img_s_median": 1500.0, "start_time": pd.Timestamp("2026-11-28"),
+    }])  # fmt: skip
+
+
+def test_bench_figures_are_columns_of_their_own_matched_on_the_device_model():
+    frame = lb.frame_from_rows([_one()])
+    same = lb.apply_bench(frame, _bench("x86_64 (2 threads)"))
+    assert same.iloc[0]["infer_model_img_s"] == 800.0 and same.iloc[0]["train_e2e_img_s"] == 180.0  # untouched
+    assert same.iloc[0]["bench_infer_img_s"] == 5000.0 and same.iloc[0]["bench_conditions"] == "b256, fp32, NHWC"
+    for other in (_bench("NVIDIA H200"), _bench("x86_64 (2 threads)", precision="amp_bf16")):
+        assert pd.isna(lb.apply_bench(frame, other).iloc[0]["bench_infer_img_s"])
+    header = lb.render(lb.aggregate(same), "md").splitlines()[0]
+    assert "bench infer img/s ↑" in header and "bench conditions" in header

@@ -51,8 +51,18 @@ def test_khaireddin_ten_crops_private_validation_public_test(tmp_path, synthetic
     assert row["split"] == "public" and row["n_test"] == len(synthetic.split_indices("public"))
     assert row["n_val"] == len(synthetic.split_indices("private"))
     assert set(row["test_tta"]) == {"tencrop", "none"}
-    assert row["test"]["top1"] == row["test_tta"]["tencrop"]["top1"]  # the paper's figure is the headline
     assert row["img_size"] == 40
+    assert row["test_tta_gmacs"]["tencrop"] == pytest.approx(10 * row["gmacs"], rel=1e-3)  # ten crops, ten passes
+
+
+@pytest.mark.parametrize("tta", [["tencrop", "none"], ["tencrop"], ["hflip"], ["none", "hflip"]])
+def test_the_headline_is_always_the_plain_single_crop_figure(tmp_path, synthetic, tta):
+    """Whatever eval.tta lists, and in whatever order, row["test"] is the plain figure; TTA sits beside it."""
+    row = _run(tmp_path, synthetic, "baseline", "train.epochs=1", f"eval.tta={tta}")
+    assert row["test"]["top1"] == row["test_tta"]["none"]["top1"]
+    assert row["test"]["macro_f1"] == row["test_tta"]["none"]["macro_f1"]
+    assert set(row["test_tta"]) == {"none", *tta}
+    assert list(row["test_tta"])[0] == "none"
 
 
 def test_a_trainable_glob_that_matches_nothing_is_an_error(tmp_path, synthetic, backbone):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,8 @@ def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tmp_path):
     # the table of the second shard sees the first shard's rows too: 2 seeds per (model, split)
     csv = (out / "leaderboard.csv").read_text().splitlines()
     assert len(csv) == 3 and all(line.split(",")[-1] for line in csv[1:])
-    assert {"public", "private"} <= {line.split(",")[3] for line in csv[1:]}
+    split = csv[0].split(",").index("split")
+    assert {"public", "private"} <= {line.split(",")[split] for line in csv[1:]}
     for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.html", "pareto.png"):
         assert (out / name).is_file(), name
     again = fer_bench(*common)
@@ -130,6 +132,28 @@ def test_untracked_suite_resumes_from_result_files(tmp_path):
     res = fer_bench(*common)
     assert res.returncode == 0 and "1 finished before, 0 to run" in res.stderr
     assert len(list((tmp_path / "out").rglob("result.json"))) == 2
+
+
+@pytest.mark.parametrize("smoke", [["--epochs", "2"], ["--set", "optim.lr=0.01"], ["--limit-train", "70"]])
+@pytest.mark.parametrize("track", [True, False])
+def test_a_smoke_run_never_stands_in_for_the_real_cell(tmp_path, smoke, track):
+    """A suite run with other settings (a tracked or on-disk smoke run) does not make the real suite skip its cell."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = ["--tracking-uri", uri] if track else ["--no-track"]
+    common = ("run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--no-progress", *tracking)
+    first = fer_bench(*common, *smoke)
+    assert first.returncode == 0, first.stderr
+    real = fer_bench(*common)
+    assert real.returncode == 0, real.stderr
+    assert "1 cell(s) in this share, 0 finished before, 1 to run" in real.stderr  # the smoke row did not count
+    again = fer_bench(*common)
+    assert "1 finished before, 0 to run" in again.stderr  # the real one does
+    rows = [json.loads(f.read_text()) for f in (tmp_path / "out").rglob("result.json")]
+    assert len({r["protocol_hash"] for r in rows}) == 2 and len(rows) == 4  # two protocols x two splits
+    table = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    assert len(table) == 3  # the real suite's table: its own protocol only, one line per split
 
 
 def test_suite_and_models_are_exclusive(tmp_path):

@@ -46,10 +46,17 @@ def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked)
         params, metrics, tags = child.data.params, child.data.metrics, child.data.tags
         assert params["optim.lr"] == "0.002" and params["train.epochs"] == "2" and "augment.crop_scale" in params
         for key in ("test_top1", "test_macro_f1", "test_weighted_f1", "test_f1_disgust", "params", "gmacs",
-                    "infer_img_s", "train_img_s"):  # fmt: skip
+                    "infer_model_img_s", "train_e2e_img_s"):  # fmt: skip
             assert key in metrics, key
-        for key in ("git_sha", "version.torch", "device", "precision", "split", "recipe", "recipe_hash"):
+        for key in ("git_sha", "version.torch", "device", "precision", "split", "recipe", "recipe_hash",
+                    "protocol_hash", "data_fingerprint", "device_name", "weights_source"):  # fmt: skip
             assert f"fer_bench.{key}" in tags, key
+        # one key, one meaning: the row's median img/s is what MLflow returns, not the last epoch's figure
+        row = json.loads(open(client.download_artifacts(child.info.run_id, "result.json")).read())
+        assert metrics["train_e2e_img_s"] == pytest.approx(row["train_e2e_img_s"])
+        per_epoch = client.get_metric_history(child.info.run_id, "epoch_train_img_s")
+        assert [m.step for m in per_epoch] == [1, 2]
+        assert not client.get_metric_history(child.info.run_id, "train_e2e_img_s")[0].step
         history = client.get_metric_history(child.info.run_id, "val_macro_f1")
         assert [m.step for m in history] == [1, 2]
         assert {
@@ -70,13 +77,51 @@ def test_leaderboard_is_built_from_mlflow(tracked, tmp_path):
                     str(tmp_path / "pareto.png"))  # fmt: skip
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
-    assert lines[0].startswith("rank,model,recipe,split,top1,macro_f1") and len(lines) == 3
+    assert lines[0].startswith("rank,model,recipe,dataset,split,img_size,epochs,weights,tta,top1,macro_f1")
+    assert len(lines) == 3
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     # The same numbers as the result rows on disk.
     rows = {json.loads(p.read_text())["model"]: json.loads(p.read_text()) for p in root.rglob("result.json")}
     for line in lines[1:]:
         cells = line.split(",")
-        assert float(cells[5]) == pytest.approx(rows[cells[1]]["test"]["macro_f1"], abs=5e-5)  # CSV: 4 decimals
+        assert float(cells[10]) == pytest.approx(rows[cells[1]]["test"]["macro_f1"], abs=5e-5)  # CSV: 4 decimals
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "latex", "html"])
+def test_the_leaderboard_from_mlflow_equals_the_one_from_result_files(tracked, fmt):
+    uri, root = tracked
+    from_mlflow = fer_bench("leaderboard", "--tracking-uri", uri, "--experiment", "t", "--format", fmt,
+                            "--per-class")  # fmt: skip
+    from_files = fer_bench("leaderboard", "--from-results", str(root / "out"), "--format", fmt, "--per-class")
+    assert from_mlflow.returncode == 0 and from_files.returncode == 0, from_mlflow.stderr + from_files.stderr
+    assert from_mlflow.stdout == from_files.stdout
+
+
+def test_one_store_keeps_every_protocol_on_its_own_line(tmp_path):
+    """A synthetic run and FER2013 runs of one model at two sizes: three lines per split, none averaged."""
+    from helpers import write_csv
+
+    csv = tmp_path / "fer2013.csv"
+    write_csv(csv, n_per=6)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["--models", "simple_cnn", "--epochs", "1", "--split", "public", "--no-progress", "--tracking-uri", uri,
+              "--experiment", "p", "--out", str(tmp_path / "out")]  # fmt: skip
+    for extra in (["--dataset", "synthetic", "--limit-train", "140"],
+                  ["--dataset", "fer2013", "--data-dir", str(csv), "--img-size", "48"],
+                  ["--dataset", "fer2013", "--data-dir", str(csv), "--img-size", "32"]):  # fmt: skip
+        res = fer_bench("run", *common, *extra)
+        assert res.returncode == 0, res.stderr
+    res = fer_bench("leaderboard", "--tracking-uri", uri, "--experiment", "p", "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(res.stdout))
+    assert len(table) == 3 and set(table["seeds"]) == {1}
+    assert sorted(zip(table["dataset"], table["img_size"], strict=True)) == [
+        ("fer2013", 32), ("fer2013", 48), ("synthetic", 48)]  # fmt: skip
+    assert table["protocol_hash"].nunique() == 3
 
 
 def test_a_killed_run_is_not_finished(tmp_path):

@@ -113,8 +113,14 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """Short sha256 of the resolved recipe: equal hashes mean equal settings."""
-    blob = json.dumps(recipe_to_dict(recipe), sort_keys=True, default=list)
+    """Short sha256 of the resolved recipe without its seed: two seeds of one recipe share it.
+
+    The seed is a row field of its own; a checkpoint checks both. (The protocol hash, fer_bench.protocol, also
+    leaves out the name, description and split, and adds the data, size, weights and precision.)
+    """
+    d = recipe_to_dict(recipe)
+    d["train"] = {k: v for k, v in d["train"].items() if k != "seed"}
+    blob = json.dumps(d, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

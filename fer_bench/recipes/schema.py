@@ -104,7 +104,8 @@ class TrainCfg:
 @dataclass(frozen=True)
 class EvalCfg:
     split: str = "test"  # public | private | test (= both): the split every result row names
-    tta: tuple[str, ...] = ("none", "hflip")  # each reported beside the plain figure; the first is the headline
+    # test-time augmentations reported beside the plain single-crop figure, which is always the headline
+    tta: tuple[str, ...] = ("none", "hflip")
     batch_size: int = 256
 
 

@@ -1,0 +1,137 @@
+"""A result's identity: the protocol hash that says which numbers may be averaged, compared and reused.
+
+Two rows share a protocol hash exactly when everything that changes their numbers, apart from the seed and the
+evaluation split, is the same: the resolved recipe (without seed, split, name, version and description), the
+dataset and a fingerprint of its content, the dedup protocol, the input size, the starting weights and their
+digest, and the numeric precision. The model is not part of it (models are compared *under* one protocol), nor is
+the device (its model name is a grouping key of its own: throughput belongs to a device, not to a protocol).
+
+Nothing here imports torch at module level; the data fingerprint needs numpy only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+VERSION = 1  # bump when the fields below change meaning: old and new hashes must never collide by accident
+# Recipe fields that name or describe a run but do not change its numbers (seed and split are grouping keys).
+RECIPE_EXCLUDED = ("name", "version", "description", "train.seed", "eval.split")
+
+_FINGERPRINTS: dict[int, tuple[Any, str]] = {}
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def data_fingerprint(data) -> str:
+    """sha256 (16 hex) of a dataset's content: every sample's decoded pixels, label and split id, in any order.
+
+    Order-independent (per-sample digests are sorted), so the Kaggle folder tree and a CSV rebuilt from the same
+    pixels agree; paths, mtimes and file formats never enter. Class names enter, so a relabelled copy differs.
+    Cached per in-memory dataset (hashing FER2013 takes about 0.1 s).
+    """
+    key = id(data.images)
+    hit = _FINGERPRINTS.get(key)
+    if hit is not None and hit[0] is data.images:
+        return hit[1]
+    images = np.ascontiguousarray(data.images)
+    per_sample = sorted(
+        hashlib.blake2b(
+            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little"),
+            digest_size=16,
+        ).digest()
+        for i in range(len(images))
+    )
+    h = hashlib.sha256(json.dumps([list(data.classes), list(images.shape[1:]), str(images.dtype)]).encode())
+    for d in per_sample:
+        h.update(d)
+    digest = h.hexdigest()[:16]
+    _FINGERPRINTS[key] = (data.images, digest)
+    return digest
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file (cached on path, size and mtime, so a suite does not re-read a large weights file)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_DIGESTS[key] = h.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> dict[str, str]:
+    """Where a run's starting weights come from, as the protocol sees them.
+
+    ``{"source": "scratch"}``, ``{"source": "file", "sha256": …}`` (the file's name does not matter, its bytes do)
+    or ``{"source": "timm-pretrained", "model": …}`` (timm resolves the tag; the cache file's digest is not known
+    before loading).
+    """
+    if weights:
+        return {"source": "file", "sha256": file_sha256(weights)}
+    if pretrained:
+        return {"source": "timm-pretrained", "model": model_name}
+    return {"source": "scratch"}
+
+
+def precision_label(precision: str, device_type: str) -> str:
+    """The resolved precision, with TF32 named when CUDA runs fp32 matmuls or convolutions in TF32."""
+    if precision != "fp32" or device_type != "cuda":
+        return precision
+    import torch
+
+    tf32 = [n for n, on in (("matmul", torch.backends.cuda.matmul.allow_tf32),
+                            ("cudnn", torch.backends.cudnn.allow_tf32)) if on]  # fmt: skip
+    return f"fp32+tf32({','.join(tf32)})" if tf32 else precision
+
+
+def recipe_fields(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """The resolved recipe as a dict without the fields in :data:`RECIPE_EXCLUDED`."""
+    out = json.loads(json.dumps(recipe_dict, default=list))  # a deep copy with tuples as lists
+    for dotted in RECIPE_EXCLUDED:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return out
+
+
+def protocol_fields(
+    recipe_dict: dict[str, Any],
+    *,
+    dataset: str,
+    fingerprint: str,
+    dedup: dict | None,
+    img_size: int,
+    weights: dict[str, str],
+    precision: str,
+) -> dict[str, Any]:
+    """Everything that makes up a protocol, as one JSON-able dict (written beside each result as protocol.json)."""
+    dedup_id = "standard"
+    if dedup is not None:
+        blob = json.dumps(sorted(dedup.get("drop_test_hashes", [])))
+        dedup_id = f"{dedup.get('name', 'dedup')}:{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    return {
+        "version": VERSION,
+        "recipe": recipe_fields(recipe_dict),
+        "dataset": dataset,
+        "data_fingerprint": fingerprint,
+        "dedup": dedup_id,
+        "img_size": int(img_size),
+        "epochs": int(recipe_dict["train"]["epochs"]),
+        "weights": weights,
+        "precision": precision,
+    }
+
+
+def protocol_hash(fields: dict[str, Any]) -> str:
+    """12 hex digits of sha256 over the canonical JSON of :func:`protocol_fields`."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,106 @@
+"""A result's identity: the protocol hash covers what changes a number and nothing that doesn't."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from helpers import write_tree
+
+from fer_bench.data import load_dataset
+from fer_bench.data.labels import SPLITS
+from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, weights_identity
+from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
+from fer_bench.runner import RunOptions, run_protocol
+
+USAGE = {0: "Training", 1: "PublicTest", 2: "PrivateTest"}
+
+
+def _csv_from(data, path) -> None:
+    """Rebuild a FER2013 CSV from decoded pixels, rows in reverse order (as a copy made elsewhere might be)."""
+    lines = ["emotion,pixels,Usage"]
+    for i in reversed(range(len(data))):
+        pix = " ".join(map(str, data.images[i].ravel()))
+        lines.append(f"{data.labels[i]},{pix},{USAGE[int(data.splits[i])]}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_folder_tree_and_a_csv_rebuilt_from_it_have_one_fingerprint(tmp_path):
+    write_tree(tmp_path / "tree", n_per=2)
+    tree = load_dataset("fer2013", tmp_path / "tree", tmp_path / "cache")
+    _csv_from(tree, tmp_path / "fer2013.csv")
+    csv = load_dataset("fer2013", tmp_path / "fer2013.csv", tmp_path / "cache")
+    assert csv.source != tree.source and not np.array_equal(csv.labels, tree.labels)  # other file, other order
+    assert data_fingerprint(csv) == data_fingerprint(tree)
+
+
+@pytest.mark.parametrize("change", ["pixel", "label", "split"])
+def test_any_change_of_content_changes_the_fingerprint(tmp_path, change):
+    write_tree(tmp_path / "tree", n_per=2)
+    data = load_dataset("fer2013", tmp_path / "tree", tmp_path / "cache")
+    images, labels, splits = data.images.copy(), data.labels.copy(), data.splits.copy()
+    if change == "pixel":
+        images[3, 10, 10] ^= 1
+    elif change == "label":
+        labels[3] = (labels[3] + 1) % 7
+    else:
+        splits[-1] = SPLITS.index("public") if splits[-1] != SPLITS.index("public") else SPLITS.index("private")
+    other = dataclasses.replace(data, images=images, labels=labels, splits=splits)
+    assert data_fingerprint(other) != data_fingerprint(data)
+
+
+def _hash(recipe, **kw) -> str:
+    args = {"dataset": "fer2013", "fingerprint": "f" * 16, "dedup": None, "img_size": 48,
+            "weights": {"source": "scratch"}, "precision": "fp32"} | kw  # fmt: skip
+    return protocol_hash(protocol_fields(recipe_to_dict(recipe), **args))
+
+
+def test_seed_split_name_and_description_are_not_part_of_the_protocol():
+    base = load_recipe("baseline")
+    for sets in (["train.seed=7"], ["eval.split=private"], ["name=other", "description=words", "version=9"]):
+        assert _hash(load_recipe("baseline", sets)) == _hash(base), sets
+
+
+@pytest.mark.parametrize("what", ["epochs", "lr", "size", "data", "dataset", "weights", "precision", "dedup"])
+def test_everything_that_changes_a_number_changes_the_protocol(what):
+    base = load_recipe("baseline")
+    changed = {
+        "epochs": lambda: _hash(load_recipe("baseline", ["train.epochs=30"])),
+        "lr": lambda: _hash(load_recipe("baseline", ["optim.lr=0.01"])),
+        "size": lambda: _hash(base, img_size=224),
+        "data": lambda: _hash(base, fingerprint="0" * 16),
+        "dataset": lambda: _hash(base, dataset="synthetic"),
+        "weights": lambda: _hash(base, weights={"source": "file", "sha256": "ab"}),
+        "precision": lambda: _hash(base, precision="amp_bf16"),
+        "dedup": lambda: _hash(base, dedup={"name": "dedup", "drop_test_hashes": ["x"]}),
+    }[what]()
+    assert changed != _hash(base)
+
+
+def test_recipe_hash_names_the_recipe_without_its_seed():
+    assert recipe_hash(load_recipe("baseline", ["train.seed=1"])) == recipe_hash(load_recipe("baseline"))
+    assert recipe_hash(load_recipe("baseline", ["train.epochs=2"])) != recipe_hash(load_recipe("baseline"))
+
+
+def test_weights_enter_by_their_bytes_not_their_name(tmp_path):
+    (tmp_path / "a.pt").write_bytes(b"weights")
+    (tmp_path / "b.pt").write_bytes(b"weights")
+    (tmp_path / "c.pt").write_bytes(b"other")
+    ident = [weights_identity(str(tmp_path / n), False, "resnet18") for n in ("a.pt", "b.pt", "c.pt")]
+    assert ident[0] == ident[1] != ident[2]
+    assert weights_identity(None, False, "resnet18") == {"source": "scratch"}
+    assert weights_identity(None, True, "resnet18")["source"] == "timm-pretrained"
+
+
+def test_a_run_and_its_suite_check_compute_one_protocol(tmp_path):
+    """run_protocol before training (what a suite compares) equals the hash the run writes on its row."""
+    from fer_bench.runner import run_model
+
+    data = load_dataset("synthetic")
+    recipe = load_recipe("baseline", ["train.epochs=1", "data.limit_train=70", "eval.batch_size=512"])
+    opts = RunOptions(out=tmp_path, device="cpu", progress=False)
+    expected, fields = run_protocol("simple_cnn", recipe, data, opts)
+    row = run_model("simple_cnn", recipe, data, opts)
+    assert row["protocol_hash"] == expected and row["data_fingerprint"] == fields["data_fingerprint"]
+    assert (tmp_path / row["run_id"] / "protocol.json").is_file()
