@@ -81,15 +81,21 @@ def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> 
     return {"source": "scratch"}
 
 
-def precision_label(precision: str, device_type: str) -> str:
-    """The resolved precision, with TF32 named when CUDA runs fp32 matmuls or convolutions in TF32."""
+def precision_label(precision: str, device_type: str, device_index: int | None = None) -> str:
+    """The resolved precision, with TF32 named when CUDA may run fp32 matmuls or convolutions in TF32.
+
+    Reads the flags through :func:`fer_bench.provenance.tf32` (one reader of that fact: it knows torch's two TF32
+    interfaces and the compute capability), so the row's ``tf32`` field and its protocol never disagree.
+    """
     if precision != "fp32" or device_type != "cuda":
         return precision
     import torch
 
-    tf32 = [n for n, on in (("matmul", torch.backends.cuda.matmul.allow_tf32),
-                            ("cudnn", torch.backends.cudnn.allow_tf32)) if on]  # fmt: skip
-    return f"fp32+tf32({','.join(tf32)})" if tf32 else precision
+    from fer_bench.provenance import tf32 as tf32_flags
+
+    flags = tf32_flags(torch.device("cuda", device_index) if device_index is not None else torch.device("cuda"))
+    on = [name for name, value in flags.items() if value]
+    return f"fp32+tf32({','.join(on)})" if on else precision
 
 
 def recipe_fields(recipe_dict: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,7 @@ def test_suite_and_models_are_exclusive(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the from-scratch EfficientNet cells train every layer: ~4-6 min on 2 cores
 def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
     """The GPU protocol is known to work before a GPU comes: every model line, tiny, on CPU, one seed (seeds change
     nothing but the seed); 4 epochs because Naik's 3-epoch head warm-up needs a fine-tuning epoch after it."""
