@@ -329,14 +329,15 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     """The best recipe against the base recipe on the test split, each with every seed in ``seeds``, on the
     search's training budget (the job's overrides: epochs, subset, size).
 
-    Runs go to ``OUT/final/<base|tuned>-s<seed>/``: a finished one is read back, an interrupted one resumes from
-    its last epoch. Writes ``OUT/final.md`` and ``OUT/final.csv`` (mean ± std over seeds, per-class F1).
+    The choice is fixed (the study's best trial, read once) before any run touches the test split. Runs go to
+    ``OUT/final/<base|tuned>-s<seed>-<key>/`` (``key``: :func:`final_key`): a finished one is read back only under
+    the same key, an interrupted one resumes from its last epoch. Writes ``OUT/final.md`` and ``OUT/final.csv``
+    (mean ± std over seeds, per-class F1).
     """
-    import json
+    import pandas as pd
 
     from fer_bench import leaderboard as lb
     from fer_bench.data import load_dataset
-    from fer_bench.runner import RunOptions, run_model
     from fer_bench.tracking import MlflowTracker, NullTracker
 
     name = study_name(job)
@@ -344,23 +345,17 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     recipes = {"base": trial_recipe(job, {}), "tuned": best_recipe(job, study)}
     data = load_dataset(job.dataset, job.data_dir, job.cache_dir)
     tracker = MlflowTracker(job.tracking_uri, job.experiment) if job.track else NullTracker()
-    rows = []
+    rows: dict[str, list[dict]] = {label: [] for label in recipes}
     with tracker.run(f"final-{name}", tags={KIND_TAG: "tune-final"}):
         for label, recipe in recipes.items():
             for seed in seeds:
-                out = job.out / "final" / f"{label}-s{seed}"
-                if done := sorted(out.rglob("result.json")):
-                    rows.append(json.loads(done[-1].read_text()))
-                    continue
-                print(f"== final: {recipe.name} seed {seed}", file=sys.stderr)
                 recipe_s = replace(recipe, train=replace(recipe.train, seed=seed))
-                tags = {KIND_TAG: "model", "fer_bench.tune_final": label, "fer_bench.study": name}
-                with tracker.run(f"{recipe.name}-s{seed}", nested=True, tags=tags):
-                    row = run_model(job.model, recipe_s, data, RunOptions(out=out, resume=True),
-                                    on_epoch=tracker.log_epoch)  # fmt: skip
-                    tracker.log_result(row, out / row["run_id"], recipe_to_dict(recipe_s))
-                rows.append(row)
-    agg = lb.aggregate(lb.frame_from_rows(rows))
+                out = job.out / "final" / f"{label}-s{seed}-{final_key(job, recipe_s, data)}"
+                rows[label].append(_final_row(job, label, recipe_s, data, out, tracker, name))
+    # NOTE: one line per label: when the best trial is the base's own values both share a protocol and the
+    # leaderboard's grouping would merge them into one line.
+    agg = pd.concat([lb.aggregate(lb.frame_from_rows(r)) for r in rows.values()], ignore_index=True)
+    agg = agg.sort_values(["macro_f1", "top1"], ascending=False, kind="stable", ignore_index=True)
     table = lb.render(agg, "md", per_class=True)
     (job.out / "final.csv").write_text(lb.render(agg, "csv", per_class=True))
     mean = agg.set_index("recipe")
@@ -371,6 +366,39 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
             f"{delta['macro_f1']:+.2f}, top-1 {delta['top1']:+.2f} points")  # fmt: skip
     (job.out / "final.md").write_text(f"{head}\n\n{table}\n")
     return f"{head}\n\n{table}"
+
+
+def final_key(job: TuneJob, recipe, data) -> str:
+    """A final run's identity as 12 hex digits: its protocol hash (the resolved recipe without its name, the data's
+    content, input size, weights, precision: fer_bench.protocol), evaluation split, model and seed.
+
+    A finished run is read back only from the folder of the same key, so a new best trial or other ``--set``
+    values train afresh instead of reusing a stale row (a result file's age says nothing of its settings).
+    """
+    import hashlib
+    import json
+
+    from fer_bench.runner import RunOptions, run_protocol
+
+    phash, _ = run_protocol(job.model, recipe, data, RunOptions(out=job.out))
+    ident = {"protocol": phash, "split": recipe.eval.split, "model": job.model, "seed": recipe.train.seed}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _final_row(job: TuneJob, label: str, recipe, data, out: Path, tracker, study: str) -> dict[str, Any]:
+    """One final run in ``out`` (named by its key): its finished row read back, or trained (resuming a killed one)."""
+    import json
+
+    from fer_bench.runner import RunOptions, run_model
+
+    if done := sorted(out.glob("*/result.json")):
+        return json.loads(done[-1].read_text())
+    print(f"== final: {recipe.name} seed {recipe.train.seed}", file=sys.stderr)
+    tags = {KIND_TAG: "model", "fer_bench.tune_final": label, "fer_bench.study": study}
+    with tracker.run(f"{recipe.name}-s{recipe.train.seed}", nested=True, tags=tags):
+        row = run_model(job.model, recipe, data, RunOptions(out=out, resume=True), on_epoch=tracker.log_epoch)
+        tracker.log_result(row, out / row["run_id"], recipe_to_dict(recipe))
+    return row
 
 
 def _fmt(v: Any) -> str:

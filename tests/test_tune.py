@@ -1,16 +1,25 @@
-"""`fer-bench tune` on the synthetic set: completes, resumes, prunes, and shares a journal between workers."""
+"""`fer-bench tune` on the synthetic set: completes, resumes, prunes, and shares a journal between workers; the
+search never reads the test split, and --final-seeds reads it only after the choice, reusing a run only under the
+same settings."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 optuna = pytest.importorskip("optuna")
 
+import fer_bench.data  # noqa: E402
+import fer_bench.runner  # noqa: E402
+import fer_bench.tune  # noqa: E402
 from fer_bench.recipes import load_recipe  # noqa: E402
 from fer_bench.tune import TuneJob, create_study, final_compare, tune  # noqa: E402
 
@@ -24,6 +33,45 @@ def _job(out: Path, trials: int, **kw) -> TuneJob:
 
 def _study(job: TuneJob):
     return create_study(job, f"loss-aug-{job.model}-{job.base_recipe}")
+
+
+class _TestRowsWatched(np.ndarray):
+    """``data.images`` that reports every batch gather (index array, list or slice) and whether it took a test-split
+    row. Batches reach the model only through such gathers; a per-image integer read (hashing the whole set for
+    its fingerprint) evaluates nothing and passes unreported."""
+
+    def __getitem__(self, key):
+        rows = key[0] if isinstance(key, tuple) else key
+        if isinstance(rows, slice | list | np.ndarray):
+            self.on_gather(bool(np.asarray(self.test_rows[rows]).any()))
+        return np.asarray(super().__getitem__(key))
+
+
+def _watch_test_rows(monkeypatch, on_test) -> dict[str, int]:
+    """Every dataset that tune and final_compare load has watched pixels; ``on_test()`` runs on each gather of test
+    rows. Returns the gather counts (``all``, ``test``): a non-zero ``all`` shows the watch saw the training."""
+    counts = {"all": 0, "test": 0}
+    load = fer_bench.data.load_dataset
+
+    def on_gather(touches_test: bool) -> None:
+        counts["all"] += 1
+        if touches_test:
+            counts["test"] += 1
+            on_test()
+
+    def watched(*args, **kw):
+        data = load(*args, **kw)
+        images = data.images.view(_TestRowsWatched)
+        images.test_rows = np.isin(np.arange(len(data)), data.split_indices("test"))
+        images.on_gather = on_gather
+        return replace(data, images=images)
+
+    monkeypatch.setattr(fer_bench.data, "load_dataset", watched)
+    return counts
+
+
+def _forbidden() -> None:
+    raise AssertionError("the test split was read during the search")
 
 
 def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
@@ -44,8 +92,6 @@ def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
 
 
 def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
-    import json
-
     import pandas as pd
 
     job = _job(tmp_path, 1, track=False)
@@ -55,7 +101,7 @@ def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
     for f in (tmp_path / "final").rglob("result.json"):
         row = json.loads(f.read_text())
         assert row["split"] == "test" and row["n_train"] == 140 and row["epochs_run"] == 2
-        rows[f.parts[-3]] = row
+        rows[f.parts[-3].rsplit("-", 1)[0]] = row  # <label>-s<seed>-<key>
     assert sorted(rows) == ["base-s0", "base-s1", "tuned-s0", "tuned-s1"]
     assert rows["tuned-s1"]["seed"] == 1 and rows["tuned-s1"]["recipe"] == "baseline-tuned"
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
@@ -65,9 +111,86 @@ def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
             runs = [rows[f"{label}-s{s}"]["test"][col] for s in (0, 1)]
             assert table.loc[recipe, col] == pytest.approx(sum(runs) / 2, abs=1e-3)
     assert "macro-F1" in text and (tmp_path / "final.md").read_text().startswith(text.splitlines()[0])
-    mtimes = {f: f.stat().st_mtime for f in (tmp_path / "final").rglob("result.json")}
-    final_compare(job, [0, 1])  # again: finished runs are read back, not retrained
-    assert {f: f.stat().st_mtime for f in (tmp_path / "final").rglob("result.json")} == mtimes
+
+
+def test_search_trials_pruning_and_choice_never_read_the_test_split(tmp_path, monkeypatch):
+    counts = _watch_test_rows(monkeypatch, _forbidden)
+    job = _job(tmp_path, 2, track=False)
+    tune(job)  # two trials, the best-trial choice and best-recipe.yaml
+    study = _study(job)
+    for _ in range(3):  # three strong finished trials, so the median pruner stops the next one
+        study.add_trial(optuna.trial.create_trial(
+            params=study.trials[0].params, distributions=study.trials[0].distributions, value=100.0,
+            intermediate_values={1: 100.0, 2: 100.0}))  # fmt: skip
+    tune(replace(job, trials=1))
+    states = [t.state.name for t in _study(job).trials]
+    assert states[:2] == ["COMPLETE", "COMPLETE"] and states[-1] == "PRUNED"
+    assert counts["all"] > 0 and counts["test"] == 0  # the watch saw every training and validation batch, no test one
+
+
+def test_final_seeds_read_the_test_split_only_after_the_choice(tmp_path, monkeypatch):
+    job = _job(tmp_path, 2, track=False)
+    events: list[str] = []
+    counts = _watch_test_rows(monkeypatch, lambda: events.append("test"))
+    tune(job)
+    assert counts["test"] == 0 and not events
+    choose = fer_bench.tune.best_recipe
+
+    def best_recipe(*args):
+        recipe = choose(*args)
+        events.append("choice")
+        return recipe
+
+    monkeypatch.setattr(fer_bench.tune, "best_recipe", best_recipe)
+    n_trials = len(_study(job).trials)
+    final_compare(job, [0])
+    assert events[0] == "choice" and events.count("choice") == 1 and "test" in events
+    assert len(_study(job).trials) == n_trials  # the final runs add nothing to the study the choice came from
+
+
+def _final_trainings(monkeypatch) -> list[tuple[str, int, int]]:
+    """(recipe, seed, epochs) of each final run that trains (not read back)."""
+    trained: list[tuple[str, int, int]] = []
+    run = fer_bench.runner.run_model
+
+    def counted(model, recipe, *args, **kw):
+        trained.append((recipe.name, recipe.train.seed, recipe.train.epochs))
+        return run(model, recipe, *args, **kw)
+
+    monkeypatch.setattr(fer_bench.runner, "run_model", counted)
+    return trained
+
+
+def test_final_reuses_a_finished_run_only_under_the_same_settings(tmp_path, monkeypatch):
+    import pandas as pd
+
+    job = _job(tmp_path, 1, track=False)
+    tune(job)
+    trained = _final_trainings(monkeypatch)
+    final_compare(job, [0])
+    assert sorted(trained) == [("baseline", 0, 2), ("baseline-tuned", 0, 2)]
+    trained.clear()
+    final_compare(job, [0])  # same study, same settings: both read back
+    assert trained == []
+    # A new best trial (another lr): the tuned run must train again; the base run is unchanged and is read back.
+    study = _study(job)
+    best = study.best_trial
+    study.add_trial(optuna.trial.create_trial(params={**best.params, "optim.lr": 0.0004},
+                                              distributions=best.distributions, value=best.value + 50))  # fmt: skip
+    final_compare(job, [0])
+    assert trained == [("baseline-tuned", 0, 2)]
+    lrs = {f.parts[-3]: yaml.safe_load(f.read_text())["optim"]["lr"]
+           for f in (tmp_path / "final").glob("tuned-s0-*/*/recipe.yaml")}  # fmt: skip
+    assert sorted(lrs.values()) == sorted([0.0004, best.params["optim.lr"]])  # the old run is kept, not used
+    new_dir = next(d for d, lr in lrs.items() if lr == 0.0004)
+    (new_row,) = [json.loads(f.read_text()) for f in (tmp_path / "final" / new_dir).glob("*/result.json")]
+    table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
+    assert table.loc["baseline-tuned", "macro_f1"] == pytest.approx(new_row["test"]["macro_f1"], abs=1e-3)
+    # Other settings (1 epoch instead of 2), newer than every stored result: nothing may be read back.
+    trained.clear()
+    one_epoch = replace(job, overrides=tuple(o if o != "train.epochs=2" else "train.epochs=1" for o in FAST))
+    final_compare(one_epoch, [0])
+    assert sorted(trained) == [("baseline", 0, 1), ("baseline-tuned", 0, 1)]
 
 
 def test_pruned_trials_are_tagged_in_mlflow(tmp_path):
