@@ -32,9 +32,46 @@ def git_sha() -> str:
 
 
 def device_name(device: torch.device) -> str:
+    """The device's model name, a leaderboard grouping key: a GPU's name, or the CPU's model and thread count.
+
+    NOTE: a CPU is named by its model ("Intel(R) Xeon(R) Gold 6248R CPU @ 3.00GHz"), not its architecture
+    ("x86_64"): two CPU models must never share a leaderboard line.
+    """
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name: Linux's /proc/cpuinfo, macOS's sysctl, else what ``platform`` knows (may be generic)."""
+    return _cpuinfo_model(_read_cpuinfo()) or _sysctl_cpu_brand() or platform.processor() or platform.machine()
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpuinfo_model(text: str) -> str | None:
+    """The first "model name" line's value (x86; ARM kernels may have none, or "Hardware"/"CPU part" instead)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name" and value.strip():
+            return " ".join(value.split())
+    return None
+
+
+def _sysctl_cpu_brand() -> str | None:
+    if platform.system() != "Darwin":
+        return None
+    try:
+        res = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None
 
 
 def tf32(device: torch.device) -> dict[str, bool]:
