@@ -18,7 +18,8 @@ def cpuinfo(monkeypatch):
     """Set what /proc/cpuinfo holds (the model name is cached per process: cleared around each use)."""
 
     def use(text: str) -> str:
-        monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: f"processor\t: 0\nvendor_id\t: x\n{text}\nflags\t: a\n")
+        lines = f"processor\t: 0\nvendor_id\t: x\n{text}\nflags\t: a\n"
+        monkeypatch.setattr(provenance, "_read_cpuinfo", lambda: lines)
         provenance.cpu_model.cache_clear()
         return provenance.device_name(torch.device("cpu"))
 

@@ -85,10 +85,28 @@ def test_exponent_notation_parses_to_the_schema_type(tmp_path):
     r = load_recipe(None, ["optim.weight_decay=1e-4", "optim.lr=1e-5"])
     assert (r.optim.weight_decay, r.optim.lr) == (1e-4, 1e-5)
     assert type(r.optim.weight_decay) is float and type(r.optim.lr) is float
-    text = 'optim: {lr: 1e-5, weight_decay: 5E-2}\naugment: {crop_scale: [5e-1, 1]}\ntrain: {epochs: "3"}\n'
+    text = "optim: {lr: 1e-5, weight_decay: 5E-2}\naugment: {crop_scale: [5e-1, 1]}\ntrain: {epochs: 3}\n"
     path = _write(tmp_path, text)
     r = load_recipe(path)
     assert (r.optim.lr, r.optim.weight_decay, r.augment.crop_scale, r.train.epochs) == (1e-5, 0.05, (0.5, 1.0), 3)
+    r = load_recipe(None, ["train.epochs=3", "optim.lr=.5E+2"])
+    assert (r.train.epochs, r.optim.lr) == (3, 50.0) and type(r.train.epochs) is int
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('train: {epochs: "3"}', "train.epochs = '3' has the wrong type; expected an integer"),
+        ('optim: {lr: "0.5"}', "optim.lr = '0.5' has the wrong type; expected a number"),
+        ('optim: {lr: "1.0e-5"}', "optim.lr = '1.0e-5' has the wrong type; expected a number"),  # YAML 1.1 float
+        ('optim: {lr: " 1e-5"}', "optim.lr = ' 1e-5' has the wrong type; expected a number"),
+    ],
+)
+def test_a_quoted_number_in_a_file_is_still_a_type_error(tmp_path, text, expected):
+    # only YAML 1.1's misreading (an exponent float without a dot, left as text) is corrected; a quoted number is text
+    with pytest.raises(ConfigError) as err:
+        load_recipe(_write(tmp_path, text + "\n"))
+    assert expected in str(err.value)
 
 
 def test_run_flags_in_exponent_notation_build_the_recipe():

@@ -174,18 +174,22 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
         return float(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
-    if tp in _NUMBER_TEXT and isinstance(value, str) and _NUMBER_TEXT[tp].fullmatch(value.strip()):
-        return tp(value.strip())
+    if tp is float and _yaml11_misread_float(value):
+        return float(value)
     raise _type_error(source, path, value, _describe(tp))
 
 
-# NOTE: PyYAML reads YAML 1.1, whose floats need a dot: `1e-5` (in a file, in --set, or from --lr via
-# RUN_OVERRIDES) arrives as the string "1e-5". A string that is a plain number of the type the schema wants is
-# that number; anything else ("abc", "nan", "1e3" for an int) stays a type error.
-_NUMBER_TEXT = {
-    int: re.compile(r"[-+]?\d+"),
-    float: re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"),
-}
+# NOTE: PyYAML reads YAML 1.1, whose floats need a dot and a signed exponent: `1e-5` (in a file, in --set, or from
+# --lr via RUN_OVERRIDES, which writes str(1e-05)) arrives as the string "1e-5", though YAML 1.2 reads it as a float.
+# Only such a string becomes a float, and only for a float field: a quoted "3" or "0.5" (a string that PyYAML itself
+# would read as a number) stays a type error, as does "1e3" for an integer.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\.\d+|\d+(\.\d*)?)[eE][-+]?\d+")  # YAML 1.2 core schema, exponent form
+
+
+def _yaml11_misread_float(value: Any) -> bool:
+    """True for a string that YAML 1.2 reads as a float written with an exponent and YAML 1.1 leaves as a string."""
+    return (isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value) is not None
+            and isinstance(yaml.safe_load(value), str))  # fmt: skip
 
 
 def _describe(tp: Any) -> str:
