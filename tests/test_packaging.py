@@ -27,9 +27,34 @@ def _sh(*cmd, cwd: Path, env: dict | None = None, timeout: float = 600) -> subpr
     return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _missing_tools() -> str | None:
+    """Why this environment cannot build and install a wheel offline at all, or None when it can.
+
+    Only absent tools skip the tests; with them present, a failing build is a broken build config and fails.
+    """
+    import importlib.metadata
+    import importlib.util
+    import tomllib
+
+    for module in ("pip", "setuptools", "venv"):
+        if importlib.util.find_spec(module) is None:
+            return f"no {module!r} in this environment: a wheel cannot be built and installed offline"
+    if importlib.util.find_spec("packaging") is None:  # only to compare versions; the build itself does not need it
+        return None
+    from packaging.requirements import Requirement
+
+    for req in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]):
+        have = importlib.metadata.version(req.name)
+        if have not in req.specifier:  # e.g. an older setuptools than the build needs: absent, not broken
+            return f"{req.name} {have} is installed; the build needs {req}"
+    return None
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """A wheel built offline (no build isolation: the running environment's setuptools) from a copy of the source."""
+    if reason := _missing_tools():
+        pytest.skip(reason)
     src = tmp_path_factory.mktemp("src")
     shutil.copytree(ROOT / "fer_bench", src / "fer_bench", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -38,8 +63,7 @@ def wheel(tmp_path_factory) -> Path:
     res = _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist, src,
               cwd=src)  # fmt: skip
     wheels = list(dist.glob("fer_bench-*.whl"))
-    if res.returncode != 0 or not wheels:
-        pytest.skip(f"cannot build a wheel offline here: {(res.stderr or res.stdout).strip()[-400:]}")
+    assert res.returncode == 0 and len(wheels) == 1, f"the wheel build failed: {(res.stderr + res.stdout)[-3000:]}"
     return wheels[0]
 
 
@@ -49,8 +73,7 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, dict]:
     site-packages through a .pth file, so nothing is downloaded."""
     env_dir = tmp_path_factory.mktemp("venv")
     res = _sh(sys.executable, "-m", "venv", "--without-pip", env_dir, cwd=env_dir)
-    if res.returncode != 0:
-        pytest.skip(f"cannot create a virtual environment: {res.stderr.strip()[-400:]}")
+    assert res.returncode == 0, f"cannot create a virtual environment: {res.stderr[-2000:]}"
     py = env_dir / "bin" / "python"
     site = Path(_sh(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=env_dir).stdout.strip())
     (site / "_deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
