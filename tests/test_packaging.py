@@ -114,10 +114,11 @@ def test_an_installed_wheel_lists_its_recipes_and_trains_outside_the_source_tree
     (row_file,) = out.rglob("result.json")
     row = json.loads(row_file.read_text())
     baseline = yaml.safe_load((RECIPES / "baseline.yaml").read_text())
-    # the recipe file's own version and learning rate, not the schema defaults that carried the same name
+    # the recipe file's own version, learning rate and crops, not the schema defaults that carried the same name
     assert (row["recipe"], row["recipe_version"]) == ("baseline", baseline["version"])
     recipe = yaml.safe_load((row_file.parent / "recipe.yaml").read_text())
     assert recipe["optim"]["lr"] == baseline["optim"]["lr"] and recipe["description"] == baseline["description"]
+    assert recipe["augment"]["crop_scale"] == baseline["augment"]["crop_scale"] != [0.8, 1.0]  # not the default's
 
     res = _sh(env_dir / "bin" / "fer-bench", "leaderboard", "--from-results", out, "--published", cwd=tmp_path, env=env)
     assert res.returncode == 0 and "published" in res.stdout, res.stderr[-2000:]
