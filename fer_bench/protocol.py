@@ -67,17 +67,20 @@ def file_sha256(path: str | Path) -> str:
     return _FILE_DIGESTS[key]
 
 
-def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> dict[str, str]:
+def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> dict[str, str | None]:
     """Where a run's starting weights come from, as the protocol sees them.
 
     ``{"source": "scratch"}``, ``{"source": "file", "sha256": …}`` (the file's name does not matter, its bytes do)
-    or ``{"source": "timm-pretrained", "model": …}`` (timm resolves the tag; the cache file's digest is not known
-    before loading).
+    or ``{"source": "timm-pretrained", "model": …, "tag": <arch.tag>, "sha256": …}``: timm's tag and the cached
+    file's digest, resolved without loading the model (``sha256`` None while the file is not cached yet), since
+    one model name stands for other weights under another timm version's default tag or another cache.
     """
     if weights:
         return {"source": "file", "sha256": file_sha256(weights)}
     if pretrained:
-        return {"source": "timm-pretrained", "model": model_name}
+        from fer_bench.models.weights import pretrained_identity  # torch: imported only where pretrained is asked
+
+        return {"source": "timm-pretrained", "model": model_name} | pretrained_identity(model_name)
     return {"source": "scratch"}
 
 

@@ -144,3 +144,36 @@ def test_a_missing_default_recipe_is_an_error_not_the_schema_defaults(tmp_path, 
         recipes.default_recipe(get_spec("resnet18"))
     code = cli.main(["run", "--models", "simple_cnn", "--epochs", "1", "--no-track", "--out", str(tmp_path / "o")])
     assert code == 2 and not (tmp_path / "o").exists()
+
+
+def _hub_cache_with(root, repo: str, content: bytes):
+    """A Hugging Face cache layout (refs/main → snapshot) under ``root`` holding ``model.safetensors``."""
+    snap = root / f"models--{repo.replace('/', '--')}" / "snapshots" / "r1"
+    snap.mkdir(parents=True)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("r1")
+    (snap / "model.safetensors").write_bytes(content)
+    return snap / "model.safetensors"
+
+
+def test_pretrained_weights_enter_the_protocol_by_tag_and_cached_digest(tmp_path, monkeypatch):
+    """Review of issue 13: two caches holding other bytes under one model name are two protocols, told apart
+    before anything is loaded (the model is never built here)."""
+    import huggingface_hub.constants
+
+    from fer_bench.protocol import weights_identity
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    idents = []
+    for name, content in (("a", b"weights one"), ("b", b"weights one"), ("c", b"weights two")):
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / name))
+        file = _hub_cache_with(tmp_path / name, "timm/mobilenetv3_small_050.lamb_in1k", content)
+        idents.append(weights_identity(None, True, "timm:mobilenetv3_small_050"))
+        assert idents[-1]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert idents[0]["tag"] == "mobilenetv3_small_050.lamb_in1k" and idents[0]["source"] == "timm-pretrained"
+    assert idents[0] == idents[1] != idents[2]  # the bytes count, not where the cache lives
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    assert weights_identity(None, True, "timm:mobilenetv3_small_050")["sha256"] is None  # not cached yet
+    tags = {weights_identity(None, True, m)["tag"] for m in ("timm:resnet18.a1_in1k", "timm:resnet18.tv_in1k")}
+    assert tags == {"resnet18.a1_in1k", "resnet18.tv_in1k"}  # one architecture, two pretrained weights

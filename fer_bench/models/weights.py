@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ class WeightsInfo:
         sha256: its digest, when the file is known.
         loaded: model tensors (state-dict entries) filled from the weights.
         total: the model's state-dict entries.
+        loaded_names: the state-dict names of those tensors (a frozen stage may freeze only these; not on the row).
     """
 
     source: str
@@ -37,13 +38,15 @@ class WeightsInfo:
     sha256: str | None = None
     loaded: int = 0
     total: int = 0
+    loaded_names: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def loaded_fraction(self) -> float:
         return round(self.loaded / self.total, 4) if self.total else 0.0
 
     def as_row(self) -> dict:
-        return dataclasses.asdict(self) | {"loaded_fraction": self.loaded_fraction}
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "loaded_names"}
+        return row | {"loaded_fraction": self.loaded_fraction}
 
 
 def pretrained_error(spec, exc: BaseException) -> str:
@@ -113,7 +116,7 @@ def load_weights(model: nn.Module, path: Path, *, allow_partial: bool = False) -
             "or --allow-partial-weights to start from a partial load (the row records the fraction loaded)."
         )
     model.load_state_dict(matched, strict=False)
-    return WeightsInfo("file", str(path.resolve()), sha256_file(path), len(matched), len(own))
+    return WeightsInfo("file", str(path.resolve()), sha256_file(path), len(matched), len(own), frozenset(matched))
 
 
 def pretrained_info(model: nn.Module, num_classes: int) -> WeightsInfo:
@@ -124,11 +127,51 @@ def pretrained_info(model: nn.Module, num_classes: int) -> WeightsInfo:
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     name = f"{cfg.get('architecture', type(model).__name__)}.{cfg['tag']}" if cfg.get("tag") else cfg.get(
         "architecture", type(model).__name__)  # fmt: skip
-    total = len(model.state_dict())
-    new_head = len(head_keys(model)) if cfg.get("num_classes") != num_classes else 0
+    own = model.state_dict()
+    new_head = head_keys(model) if cfg.get("num_classes") != num_classes else set()
     path = _hub_cache_file(cfg.get("hf_hub_id")) or (cfg.get("file") if cfg.get("file") else None)
     digest = sha256_file(Path(path)) if path and Path(path).is_file() else None
-    return WeightsInfo(f"timm:{name}", str(path) if path else None, digest, total - new_head, total)
+    loaded = frozenset(own) - new_head
+    return WeightsInfo(f"timm:{name}", str(path) if path else None, digest, len(loaded), len(own), loaded)
+
+
+def pretrained_identity(model_name: str) -> dict[str, str | None]:
+    """timm's pretrained ``arch.tag`` for ``model_name`` and the sha256 of its cached file, without building the model.
+
+    The protocol hash needs both before a run loads anything (a suite compares protocols before training): one
+    model name stands for different weights across timm versions (default tags change) and caches. ``sha256`` is
+    None when the file is not cached yet; ``tag`` is None for a model without timm pretrained weights.
+
+    Example:
+        >>> pretrained_identity("efficientnet_b2")["tag"]
+        'efficientnet_b2.ra_in1k'
+    """
+    import timm.models
+
+    from fer_bench.models import TIMM_PREFIX, get_spec
+
+    spec = get_spec(model_name)
+    arch = spec.timm_name or (spec.name.removeprefix(TIMM_PREFIX) if spec.name.startswith(TIMM_PREFIX) else None)
+    cfg = timm.models.get_pretrained_cfg(arch) if arch else None
+    if cfg is None:
+        return {"tag": None, "sha256": None}
+    path = _hub_cache_file(cfg.hf_hub_id) or cfg.file
+    return {
+        "tag": f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture,
+        "sha256": _cached_sha256(Path(path)) if path and Path(path).is_file() else None,
+    }
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256 of ``path``, cached on its path, size and mtime (a suite asks once per cell; the file is large)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def _hub_cache_file(hub_id: str | None) -> str | None:
