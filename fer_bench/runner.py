@@ -28,6 +28,7 @@ from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
 from fer_bench.models import classifier_params, create_model, weights_info
+from fer_bench.models.weights import SHOWN_MISSING
 from fer_bench.plots import save_run_plots
 from fer_bench.protocol import (
     data_fingerprint,
@@ -37,7 +38,7 @@ from fer_bench.protocol import (
     weights_identity,
 )
 from fer_bench.recipes import recipe_hash, recipe_to_dict
-from fer_bench.recipes.checks import frozen_without_weights
+from fer_bench.recipes.checks import frozen_without_weights, scratch_variant
 from fer_bench.recipes.schema import Recipe, stage_plan
 from fer_bench.training import (
     build_loss,
@@ -124,6 +125,8 @@ def run_model(
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
                                weights=opts.weights, drop_rate=recipe.model.drop_rate,
                                allow_partial=opts.allow_partial_weights)  # fmt: skip
+    if unloaded := frozen_unloaded(model, recipe):  # a partial file passes the check above; frozen must be loaded
+        raise ConfigError(_frozen_unloaded_message(recipe, unloaded))
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
@@ -246,6 +249,15 @@ def set_trainable(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[tor
     Raises:
         ConfigError: a glob that matches no parameter (a typo would silently freeze the model).
     """
+    keep = trainable_names(model, patterns)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))
+            and not any(p.requires_grad for p in m.parameters(recurse=False))]  # fmt: skip
+
+
+def trainable_names(model: torch.nn.Module, patterns: tuple[str, ...]) -> set[str]:
+    """Names of the parameters that ``patterns`` ("all", "head" or name globs) train; see :func:`set_trainable`."""
     names = [n for n, _ in model.named_parameters()]
     keep: set[str] = set()
     for pat in patterns:
@@ -255,10 +267,41 @@ def set_trainable(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[tor
             raise ConfigError(f"stage trainable pattern {pat!r} matches no parameter of the model "
                               f"(names look like {names[0]!r} … {names[-1]!r}).")  # fmt: skip
         keep |= match
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in keep)
-    return [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))
-            and not any(p.requires_grad for p in m.parameters(recurse=False))]  # fmt: skip
+    return keep
+
+
+def frozen_unloaded(model: torch.nn.Module, recipe: Recipe) -> list[str]:
+    """State-dict entries that a stage freezes although neither the starting weights nor an earlier stage set them.
+
+    Frozen are a stage's untrained parameters and the buffers of its frozen modules (they stay in eval mode, so
+    their batch-norm statistics never update; ``num_batches_tracked`` is read by no eval-mode figure). An entry a
+    previous stage trained is no longer random. Loaded names come from the model's WeightsInfo (none: scratch).
+    """
+    info = getattr(model, "fer_bench_weights", None)
+    settled = set(info.loaded_names if info else ())  # loaded, or trained by an earlier stage
+    unloaded: dict[str, None] = {}  # ordered set: the message lists the first names in model order
+    for stage, _ in stage_plan(recipe):
+        keep = trainable_names(model, stage.trainable)
+        frozen = [n for n, _ in model.named_parameters() if n not in keep]
+        for mname, module in model.named_modules():
+            own = [f"{mname}.{n}" if mname else n for n, _ in module.named_parameters(recurse=False)]
+            if own and not any(n in keep for n in own):
+                frozen += [f"{mname}.{b}" if mname else b for b, _ in module.named_buffers(recurse=False)
+                           if b != "num_batches_tracked"]  # fmt: skip
+        unloaded |= dict.fromkeys(n for n in frozen if n not in settled)
+        settled |= set(model.state_dict()) - set(frozen)
+    return list(unloaded)
+
+
+def _frozen_unloaded_message(recipe: Recipe, unloaded: list[str]) -> str:
+    variant = scratch_variant(recipe)
+    alt = f", or use its from-scratch variant (--recipe {variant})" if variant else ""
+    shown = ", ".join(unloaded[:SHOWN_MISSING]) + (" …" if len(unloaded) > SHOWN_MISSING else "")
+    return (
+        f"recipe {recipe.name!r} keeps {len(unloaded)} frozen tensors that the starting weights did not fill "
+        f"(first: {shown}); frozen, they would stay random. Pass --weights FILE holding them (weights of this "
+        f"architecture) or --pretrained{alt}. --allow-partial-weights does not cover frozen layers."
+    )
 
 
 @dataclass

@@ -128,3 +128,42 @@ def test_validate_says_which_recipes_need_weights(capsys):
     assert code == 0, out
     assert "insideout-effnetv2s.yaml: needs --pretrained or --weights" in out
     assert "--recipe insideout-effnetv2s-scratch" in out and "baseline.yaml: needs" not in out
+
+
+def _save(tmp_path, name: str, keep) -> str:
+    """A simple_cnn state-dict file holding only the entries for which ``keep(name)`` is true."""
+    model, _ = create_model("simple_cnn")
+    path = tmp_path / name
+    torch.save({k: v for k, v in model.state_dict().items() if keep(k)}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("recipe", FROZEN)
+def test_a_partial_file_that_leaves_frozen_tensors_random_is_refused_even_when_partial_is_allowed(
+    tmp_path, synthetic, recipe
+):
+    """Review of issue 13: --allow-partial-weights with a one-tensor file passed the frozen-random refusal."""
+    epochs = []
+    one = _save(tmp_path, "one.pt", lambda k: k == "features.0.weight")
+    opts = RunOptions(out=tmp_path / "out", device="cpu", progress=False, weights=one, allow_partial_weights=True)
+    with pytest.raises(ConfigError) as exc:
+        recipe_ = load_recipe(recipe, [*QUICK, "train.epochs=4"])
+        run_model("simple_cnn", recipe_, synthetic, opts, on_epoch=epochs.append)
+    msg = str(exc.value)
+    # 4 conv weights + 4 BN (weight, bias, running mean, running var) frozen under the head stage; one was loaded
+    assert "19 frozen" in msg and "features.1.weight" in msg and "features.0.weight," not in msg, msg
+    assert "--weights" in msg and "--pretrained" in msg and f"--recipe {recipe}-scratch" in msg
+    assert epochs == [] and not (tmp_path / "out").exists()  # refused before anything trained or was written
+
+
+def test_frozen_batch_norm_statistics_count_but_the_trainable_head_need_not_load(tmp_path, synthetic):
+    """A frozen module stays in eval mode: its running statistics must load too; the head trains, so it may be new."""
+    recipe = load_recipe("insideout-effnetv2s", [*QUICK, "train.epochs=1"])
+    no_stats = _save(tmp_path, "no_stats.pt", lambda k: "running" not in k)
+    opts = RunOptions(out=tmp_path / "a", device="cpu", progress=False, weights=no_stats, allow_partial_weights=True)
+    with pytest.raises(ConfigError, match="8 frozen"):
+        run_model("simple_cnn", recipe, synthetic, opts)
+    backbone = _save(tmp_path, "backbone.pt", lambda k: not k.startswith("head."))
+    opts = RunOptions(out=tmp_path / "b", device="cpu", progress=False, weights=backbone, allow_partial_weights=True)
+    row = run_model("simple_cnn", recipe, synthetic, opts)
+    assert row["weights"]["loaded"] == 24 and row["trainable_params"] == 256 * 7 + 7
