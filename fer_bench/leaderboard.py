@@ -148,13 +148,21 @@ def apply_bench(frame: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
         "start": bench["start_time"],
     }).sort_values("start").drop_duplicates(["model", "img_size", "device_name", "precision"], keep="last")  # fmt: skip
     b["img_size"] = b["img_size"].astype("Int64")
-    return frame.merge(b.drop(columns="start"), on=["model", "img_size", "device_name", "precision"], how="left")
+    # a run's precision label names TF32 ("fp32+tf32(cudnn)"); bench records the asked-for precision beside it
+    out = frame.assign(_precision=frame["precision"].astype(str).str.replace(r"\+tf32\(.*\)$", "", regex=True))
+    b = b.rename(columns={"precision": "_precision"}).drop(columns="start")
+    return out.merge(b, on=["model", "img_size", "device_name", "_precision"], how="left").drop(columns="_precision")
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (model, protocol, split, device model); each split ranked on its own."""
+    """Mean and std over seeds per (model, protocol, split, device model), ranked per (dataset, split).
+
+    Repeated runs of one seed in a line are averaged first: they are not independent seeds, so they never widen
+    ``seeds`` or shrink the std.
+    """
     values = [c for c in frame.columns if c in METRICS or c in BENCH or c.startswith(("f1_", "top1_", "macro_f1_",
                                                                                        "gmacs_"))]  # fmt: skip
+    frame = _one_row_per_seed(frame, values)
     grouped = frame.groupby(KEYS, dropna=False, sort=False)
     mean = grouped[values].mean()
     std = grouped[values].std(ddof=1).add_suffix("_std")
@@ -167,9 +175,20 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         parts.append(grouped["train_frozen_epochs"].max().rename("train_frozen_epochs"))
     agg = pd.concat([p for p in [desc, *parts] if p is not None], axis=1).reset_index()
     agg["_split"] = agg["split"].map(SPLIT_ORDER).fillna(9)
-    agg = agg.sort_values(["_split", "split", "macro_f1", "top1"], ascending=[True, True, False, False],
-                          kind="stable", na_position="last")  # fmt: skip
+    by = [c for c in ("dataset", "_split", "split") if c in agg]
+    agg = agg.sort_values([*by, "macro_f1", "top1"], ascending=[True] * len(by) + [False, False], kind="stable",
+                          na_position="last")  # fmt: skip
     return agg.drop(columns="_split").reset_index(drop=True)
+
+
+def _one_row_per_seed(frame: pd.DataFrame, values: list[str]) -> pd.DataFrame:
+    """Average the runs that share a line and a seed (a cell re-run into the same store) into one row."""
+    keys = [*KEYS, "seed"]
+    if not frame.duplicated(keys).any():
+        return frame
+    grouped = frame.groupby(keys, dropna=False, sort=False)
+    rest = [c for c in frame.columns if c not in keys and c not in values]
+    return pd.concat([grouped[values].mean(), grouped[rest].first()], axis=1).reset_index()[frame.columns]
 
 
 def published_rows(path: Path = PUBLISHED) -> pd.DataFrame:
@@ -199,14 +218,16 @@ def _cell(row: pd.Series, col: str) -> str:
 
 
 def _ranks(agg: pd.DataFrame) -> list[str]:
-    """1, 2, ... within each split (splits are never ranked together); "pub" for the papers' published numbers."""
+    """1, 2, ... within each (dataset, split): splits and datasets are never ranked together; "pub" for the papers'
+    published numbers (references, not ranked)."""
     ranks, n = [], {}
-    for device, split in zip(agg["device_name"], agg["split"], strict=True):
+    datasets = agg["dataset"] if "dataset" in agg else [None] * len(agg)
+    for device, dataset, split in zip(agg["device_name"], datasets, agg["split"], strict=True):
         if device == "published":
             ranks.append("pub")
             continue
-        n[split] = n.get(split, 0) + 1
-        ranks.append(str(n[split]))
+        n[(dataset, split)] = n.get((dataset, split), 0) + 1
+        ranks.append(str(n[(dataset, split)]))
     return ranks
 
 

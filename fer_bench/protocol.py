@@ -18,12 +18,34 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1  # bump when the fields below change meaning: old and new hashes must never collide by accident
-# Recipe fields that name or describe a run but do not change its numbers (seed and split are grouping keys).
-RECIPE_EXCLUDED = ("name", "version", "description", "train.seed", "eval.split")
+# Bump when what a hash stands for changes, so old and new hashes never collide. 1: hold-outs and subsets drawn in
+# load order, recipe fields as written (rows regenerated in issue 13); 2: samples in content order, recipe fields
+# resolved (precision, channels_last, input size), evaluation batch size and TTA list left out.
+VERSION = 2
+# Recipe fields that do not change a row's headline numbers: names and descriptions, the seed and the split (grouping
+# keys of their own), the evaluation batch size, and the TTA list (TTA figures are columns beside the headline).
+RECIPE_EXCLUDED = ("name", "version", "description", "train.seed", "eval.split", "eval.batch_size", "eval.tta")
 
-_FINGERPRINTS: dict[int, tuple[Any, str]] = {}
+_DIGESTS: dict[int, tuple[Any, list[bytes]]] = {}
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _sample_digests(data) -> list[bytes]:
+    """One 16-byte digest per sample over its decoded pixels, label and split id (cached per in-memory dataset)."""
+    key = id(data.images)
+    hit = _DIGESTS.get(key)
+    if hit is not None and hit[0] is data.images:
+        return hit[1]
+    images = np.ascontiguousarray(data.images)
+    digests = [
+        hashlib.blake2b(
+            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little"),
+            digest_size=16,
+        ).digest()
+        for i in range(len(images))
+    ]
+    _DIGESTS[key] = (data.images, digests)
+    return digests
 
 
 def data_fingerprint(data) -> str:
@@ -31,26 +53,26 @@ def data_fingerprint(data) -> str:
 
     Order-independent (per-sample digests are sorted), so the Kaggle folder tree and a CSV rebuilt from the same
     pixels agree; paths, mtimes and file formats never enter. Class names enter, so a relabelled copy differs.
-    Cached per in-memory dataset (hashing FER2013 takes about 0.1 s).
+    Runs see samples in :func:`content_rank` order, so equal fingerprints also mean equal hold-outs and batches.
     """
-    key = id(data.images)
-    hit = _FINGERPRINTS.get(key)
-    if hit is not None and hit[0] is data.images:
-        return hit[1]
-    images = np.ascontiguousarray(data.images)
-    per_sample = sorted(
-        hashlib.blake2b(
-            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little"),
-            digest_size=16,
-        ).digest()
-        for i in range(len(images))
-    )
+    images = data.images
     h = hashlib.sha256(json.dumps([list(data.classes), list(images.shape[1:]), str(images.dtype)]).encode())
-    for d in per_sample:
+    for d in sorted(_sample_digests(data)):
         h.update(d)
-    digest = h.hexdigest()[:16]
-    _FINGERPRINTS[key] = (data.images, digest)
-    return digest
+    return h.hexdigest()[:16]
+
+
+def content_rank(data) -> np.ndarray:
+    """Each sample's position when samples are ordered by content (their digests); ties keep load order.
+
+    The protocol orders every index set by this before splitting, subsetting or batching, so the same content
+    gives the same hold-out, the same training subset and the same batches whatever order the files loaded in.
+    """
+    digests = _sample_digests(data)
+    order = sorted(range(len(digests)), key=digests.__getitem__)
+    rank = np.empty(len(digests), dtype=np.int64)
+    rank[order] = np.arange(len(digests))
+    return rank
 
 
 def file_sha256(path: str | Path) -> str:
@@ -82,6 +104,15 @@ def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> 
 
         return {"source": "timm-pretrained", "model": model_name} | pretrained_identity(model_name)
     return {"source": "scratch"}
+
+
+def weights_label(identity: dict[str, Any]) -> str:
+    """A short name for a run's starting weights, for tables: ``scratch``, ``file:<sha256[:12]>``, ``timm:<tag>``."""
+    if identity["source"] == "file":
+        return f"file:{identity['sha256'][:12]}"
+    if identity["source"] == "timm-pretrained":
+        return f"timm:{identity.get('tag') or identity.get('model')}"
+    return identity["source"]
 
 
 def precision_label(precision: str, device_type: str, device_index: int | None = None) -> str:

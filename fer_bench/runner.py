@@ -31,11 +31,13 @@ from fer_bench.models import classifier_params, create_model, weights_info
 from fer_bench.models.weights import SHOWN_MISSING
 from fer_bench.plots import save_run_plots
 from fer_bench.protocol import (
+    content_rank,
     data_fingerprint,
     precision_label,
     protocol_fields,
     protocol_hash,
     weights_identity,
+    weights_label,
 )
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.checks import frozen_without_weights, scratch_variant
@@ -79,19 +81,23 @@ def make_protocol(data: FerData, recipe: Recipe, drop: dict | None = None) -> Pr
     ``drop`` (a protocol from ``fer-bench data check --write-protocol``) removes held-out images by content hash.
     """
     cfg = recipe.data
-    train = data.split_indices("train")
+    # NOTE: every index set is put in content order (fer_bench.protocol.content_rank) before it is split, subset or
+    # batched, so a CSV and a folder tree of the same faces give the same hold-out and batches (one protocol hash).
+    rank = content_rank(data)
+    canon = lambda idx: idx[np.argsort(rank[idx], kind="stable")]  # noqa: E731
+    train = canon(data.split_indices("train"))
     if cfg.val_source == "train":
-        train, val = stratified_split(data.labels, train, cfg.val_fraction, cfg.split_seed)
+        train, val = (canon(i) for i in stratified_split(data.labels, train, cfg.val_fraction, cfg.split_seed))
     else:
-        val = data.split_indices(cfg.val_source)
-    test = data.split_indices(recipe.eval.split)
+        val = canon(data.split_indices(cfg.val_source))
+    test = canon(data.split_indices(recipe.eval.split))
     if np.intersect1d(val, test).size:
         raise ConfigError(
             f"recipe {recipe.name!r}: validation (data.val_source={cfg.val_source}) overlaps the test split "
             f"(eval.split={recipe.eval.split}). Pick another --split or data.val_source."
         )
     if cfg.limit_train is not None:
-        train = stratified_subset(data.labels, train, cfg.limit_train, cfg.split_seed)
+        train = canon(stratified_subset(data.labels, train, cfg.limit_train, cfg.split_seed))
     if drop is not None:
         from fer_bench.data.audit import content_hashes
 
@@ -144,7 +150,7 @@ def run_model(
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
     row["weights"], row["tf32"] = weights_info(model), provenance.tf32(ctx.device)
     row |= {"protocol_hash": phash, "data_fingerprint": pfields["data_fingerprint"],
-            "weights_source": pfields["weights"]["source"], "precision_label": pfields["precision"]}  # fmt: skip
+            "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
     if not opts.evaluate_test:
         return row | {"run_id": rid}
     row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
@@ -165,17 +171,19 @@ def run_protocol(
 
     ``precision``, ``device_type`` and ``size`` are resolved here from the recipe and options when not given.
     """
-    if precision is None or device_type is None:
-        precision, ctx = _context(recipe, opts)
-        device_type = ctx.device.type
+    precision_, ctx = _context(recipe, opts)
+    precision, device_type = precision or precision_, device_type or ctx.device.type
     if size is None:
         from fer_bench.models import get_spec
 
         size = recipe.input.img_size or get_spec(model_name).input_size
+    label = precision_label(precision, device_type)
+    resolved = recipe_to_dict(recipe)  # what ran, not how it was asked for ("auto", null): equal runs, equal hashes
+    resolved["train"] |= {"precision": label, "channels_last": ctx.channels_last}
+    resolved["input"] |= {"img_size": size}
     fields = protocol_fields(
-        recipe_to_dict(recipe), dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol,
-        img_size=size, weights=weights_identity(opts.weights, recipe.input.pretrained, model_name),
-        precision=precision_label(precision, device_type),
+        resolved, dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol, img_size=size,
+        weights=weights_identity(opts.weights, recipe.input.pretrained, model_name), precision=label,
     )  # fmt: skip
     return protocol_hash(fields), fields
 

@@ -145,3 +145,27 @@ def test_bench_figures_are_columns_of_their_own_matched_on_the_device_model():
         assert pd.isna(lb.apply_bench(frame, other).iloc[0]["bench_infer_img_s"])
     header = lb.render(lb.aggregate(same), "md").splitlines()[0]
     assert "bench infer img/s ↑" in header and "bench conditions" in header
+
+
+def test_repeated_runs_of_one_seed_are_not_counted_as_seeds():
+    rows = [_one(seed=0, test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0}),
+            _one(seed=0, test={"top1": 54.0, "macro_f1": 44.0, "weighted_f1": 1.0}),  # the same cell re-run
+            _one(seed=1, test={"top1": 58.0, "macro_f1": 48.0, "weighted_f1": 1.0})]
+    line = lb.aggregate(lb.frame_from_rows(rows)).iloc[0]
+    assert line["seeds"] == 2
+    assert line["top1"] == pytest.approx(55.0)  # mean of the seeds' means (52, 58), not of three rows
+    assert line["top1_std"] == pytest.approx(pd.Series([52.0, 58.0]).std())
+
+
+def test_datasets_are_never_ranked_together():
+    rows = [_one(dataset="synthetic", protocol_hash="s", test={"top1": 99.0, "macro_f1": 99.0, "weighted_f1": 1.0}),
+            _one(model="vgg", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
+            _one(test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0})]
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    assert list(zip(agg["dataset"], lb._ranks(agg), strict=True)) == [("fer2013", "1"), ("fer2013", "2"),
+                                                                        ("synthetic", "1")]  # fmt: skip
+
+
+def test_bench_matches_an_fp32_run_that_ran_in_tf32():
+    frame = lb.frame_from_rows([_one(precision_label="fp32+tf32(cudnn)", device_name="NVIDIA H200")])
+    assert lb.apply_bench(frame, _bench("NVIDIA H200")).iloc[0]["bench_infer_img_s"] == 5000.0

@@ -104,3 +104,31 @@ def test_a_run_and_its_suite_check_compute_one_protocol(tmp_path):
     row = run_model("simple_cnn", recipe, data, opts)
     assert row["protocol_hash"] == expected and row["data_fingerprint"] == fields["data_fingerprint"]
     assert (tmp_path / row["run_id"] / "protocol.json").is_file()
+
+
+def test_the_load_order_changes_no_number(tmp_path):
+    """A CSV and a folder tree of the same faces: one protocol, and the same hold-out, subset, batches and figures."""
+    from fer_bench.runner import run_model
+
+    write_tree(tmp_path / "tree", n_per=6)
+    tree = load_dataset("fer2013", tmp_path / "tree", tmp_path / "cache")
+    _csv_from(tree, tmp_path / "fer2013.csv")
+    csv = load_dataset("fer2013", tmp_path / "fer2013.csv", tmp_path / "cache")
+    recipe = load_recipe("baseline", ["train.epochs=1", "data.limit_train=60", "data.val_fraction=0.2",
+                                      "eval.split=public", "train.batch_size=16"])  # fmt: skip
+    rows = [run_model("simple_cnn", recipe, d, RunOptions(out=tmp_path / f"out{i}", device="cpu", progress=False))
+            for i, d in enumerate((tree, csv))]  # fmt: skip
+    assert rows[0]["protocol_hash"] == rows[1]["protocol_hash"]
+    strip = lambda h: {k: v for k, v in h.items() if not k.endswith("_s")}  # noqa: E731  (timings differ)
+    assert [strip(h) for h in rows[0]["history"]] == [strip(h) for h in rows[1]["history"]]
+    assert rows[0]["test"] == rows[1]["test"]
+
+
+@pytest.mark.parametrize("sets", [["train.precision=fp32"], ["train.channels_last=false"], ["input.img_size=null"],
+                                  ["eval.batch_size=64"], ["eval.tta=[tencrop]"]])  # fmt: skip
+def test_settings_that_resolve_to_the_same_run_share_a_protocol(sets):
+    """On a CPU, precision auto is fp32 and channels_last null is false; simple_cnn's native size is 48."""
+    data = load_dataset("synthetic")
+    opts = RunOptions(out=None, device="cpu", progress=False)
+    base = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)[0]
+    assert run_protocol("simple_cnn", load_recipe("baseline", sets), data, opts)[0] == base
