@@ -258,8 +258,10 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     agg = agg.assign(tta="none")  # measured headlines are plain single-crop, always
     if published:
         pub = published_rows().rename(columns={"input_size": "img_size", "pretrained": "weights"})
-        pub["recipe"] = [r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
-                         for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)]
+        pub["recipe"] = [
+            r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
+            for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)
+        ]
         agg = pd.concat([agg, pub.assign(device_name="published")], ignore_index=True)
     cols = table_columns(agg, per_class) + (["source"] if published else [])
     if fmt == "csv":

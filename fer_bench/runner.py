@@ -164,8 +164,13 @@ def run_model(
 
 
 def run_protocol(
-    model_name: str, recipe: Recipe, data: FerData, opts: RunOptions, precision: str | None = None,
-    device_type: str | None = None, size: int | None = None,
+    model_name: str,
+    recipe: Recipe,
+    data: FerData,
+    opts: RunOptions,
+    precision: str | None = None,
+    device_type: str | None = None,
+    size: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The protocol hash and fields of a run (fer_bench.protocol), computable before it trains (suites use it).
 

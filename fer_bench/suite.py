@@ -5,8 +5,9 @@ entry × one seed) trains once and is evaluated on every split the suite lists; 
 row and one MLflow child run tagged ``fer_bench.suite`` and ``fer_bench.cell``. Running a suite again skips the
 cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
 (fer_bench.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed mid-way
-from its last checkpoint. A cell's files live in ``OUT/<cell id>/<protocol hash>/``. ``--shard K/N`` takes a deterministic share of the cells, so N machines
-logging to one MLflow server run one suite together; the leaderboard then reads every shard's rows.
+from its last checkpoint. A cell's files live in ``OUT/<cell id>/<protocol hash>/``. ``--shard K/N`` takes a
+deterministic share of the cells, so N machines logging to one MLflow server run one suite together; the
+leaderboard then reads every shard's rows.
 """
 
 from __future__ import annotations

@@ -114,7 +114,15 @@ class MlflowTracker:
         from fer_bench.plots import save_run_plots
 
         save_run_plots(row, run_dir)
-        for name in ("result.json", "recipe.yaml", "protocol.json", "per_class.csv", "confusion_matrix.png", "learning_curve.png"):
+        files = (
+            "result.json",
+            "recipe.yaml",
+            "protocol.json",
+            "per_class.csv",
+            "confusion_matrix.png",
+            "learning_curve.png",
+        )
+        for name in files:
             if (run_dir / name).exists():
                 self.mlflow.log_artifact(str(run_dir / name))
         if self.log_checkpoint and (run_dir / "best.pt").exists():

@@ -26,8 +26,9 @@ def test_run_on_synthetic_writes_a_row_with_provenance_and_a_table(tmp_path):
     assert len(rows) == 1
     row = json.loads(rows[0].read_text())
     for key in ("model", "recipe", "recipe_hash", "dataset", "split", "seed", "epochs", "img_size", "batch_size",
-                "git_sha", "versions", "device", "precision", "params", "gmacs", "infer_img_s", "train_img_s",
-                "confusion_matrix", "history"):  # fmt: skip
+                "git_sha", "versions", "device", "precision", "params", "gmacs", "infer_model_img_s",
+                "train_e2e_img_s", "protocol_hash", "data_fingerprint", "weights", "confusion_matrix",
+                "history"):  # fmt: skip
         assert key in row, key
     assert row["seed"] == 3 and row["epochs_run"] == 2 and row["n_train"] == 400 and row["split"] == "test"
     assert row["versions"]["torch"] and row["versions"]["timm"]

@@ -106,9 +106,10 @@ def test_each_freezing_recipe_has_a_scratch_variant_that_trains_everything(recip
 
 
 def test_every_freezing_recipe_names_a_variant_and_the_committed_suites_have_no_frozen_random_cell():
+    from test_suite import SUITES
+
     from fer_bench.recipes.checks import frozen_without_weights
     from fer_bench.suite import cells
-    from test_suite import SUITES
 
     for name in list_recipes():
         reason = frozen_without_weights(load_recipe(name), has_weights=False)

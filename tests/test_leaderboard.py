@@ -59,8 +59,14 @@ def test_ranking_and_aggregation():
 def test_every_numeric_header_has_a_direction():
     text = lb.render(lb.aggregate(_runs()), "md")
     header = text.splitlines()[0]
-    for name in ("top-1 % ↑", "macro-F1 ↑", "params (M) ↓", "GMACs ↓", "infer img/s (run, model-only, b64) ↑",
-                 "train img/s (run, end-to-end) ↑"):
+    for name in (
+        "top-1 % ↑",
+        "macro-F1 ↑",
+        "params (M) ↓",
+        "GMACs ↓",
+        "infer img/s (run, model-only, b64) ↑",
+        "train img/s (run, end-to-end) ↑",
+    ):
         assert name in header
 
 
@@ -94,10 +100,12 @@ def test_rows_of_different_protocols_or_devices_are_never_averaged():
 
 
 def test_each_split_is_ranked_on_its_own():
-    rows = [_one(split="public", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
-            _one(split="private", test={"top1": 70.0, "macro_f1": 55.0, "weighted_f1": 1.0}),
-            _one(split="public", model="vgg", test={"top1": 65.0, "macro_f1": 52.0, "weighted_f1": 1.0}),
-            _one(split="private", model="vgg", test={"top1": 50.0, "macro_f1": 45.0, "weighted_f1": 1.0})]
+    rows = [
+        _one(split="public", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
+        _one(split="private", test={"top1": 70.0, "macro_f1": 55.0, "weighted_f1": 1.0}),
+        _one(split="public", model="vgg", test={"top1": 65.0, "macro_f1": 52.0, "weighted_f1": 1.0}),
+        _one(split="private", model="vgg", test={"top1": 50.0, "macro_f1": 45.0, "weighted_f1": 1.0}),
+    ]
     agg = lb.aggregate(lb.frame_from_rows(rows))
     assert agg["split"].tolist() == ["public", "public", "private", "private"]  # never interleaved
     assert lb._ranks(agg) == ["1", "2", "1", "2"]
@@ -148,9 +156,11 @@ def test_bench_figures_are_columns_of_their_own_matched_on_the_device_model():
 
 
 def test_repeated_runs_of_one_seed_are_not_counted_as_seeds():
-    rows = [_one(seed=0, test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0}),
-            _one(seed=0, test={"top1": 54.0, "macro_f1": 44.0, "weighted_f1": 1.0}),  # the same cell re-run
-            _one(seed=1, test={"top1": 58.0, "macro_f1": 48.0, "weighted_f1": 1.0})]
+    rows = [
+        _one(seed=0, test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0}),
+        _one(seed=0, test={"top1": 54.0, "macro_f1": 44.0, "weighted_f1": 1.0}),  # the same cell re-run
+        _one(seed=1, test={"top1": 58.0, "macro_f1": 48.0, "weighted_f1": 1.0}),
+    ]
     line = lb.aggregate(lb.frame_from_rows(rows)).iloc[0]
     assert line["seeds"] == 2
     assert line["top1"] == pytest.approx(55.0)  # mean of the seeds' means (52, 58), not of three rows
@@ -158,9 +168,11 @@ def test_repeated_runs_of_one_seed_are_not_counted_as_seeds():
 
 
 def test_datasets_are_never_ranked_together():
-    rows = [_one(dataset="synthetic", protocol_hash="s", test={"top1": 99.0, "macro_f1": 99.0, "weighted_f1": 1.0}),
-            _one(model="vgg", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
-            _one(test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0})]
+    rows = [
+        _one(dataset="synthetic", protocol_hash="s", test={"top1": 99.0, "macro_f1": 99.0, "weighted_f1": 1.0}),
+        _one(model="vgg", test={"top1": 60.0, "macro_f1": 50.0, "weighted_f1": 1.0}),
+        _one(test={"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0}),
+    ]
     agg = lb.aggregate(lb.frame_from_rows(rows))
     assert list(zip(agg["dataset"], lb._ranks(agg), strict=True)) == [("fer2013", "1"), ("fer2013", "2"),
                                                                         ("synthetic", "1")]  # fmt: skip

@@ -6,13 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import write_tree
 
 from fer_bench.data import load_dataset
 from fer_bench.data.labels import SPLITS
 from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, weights_identity
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.runner import RunOptions, run_protocol
+from helpers import write_tree
 
 USAGE = {0: "Training", 1: "PublicTest", 2: "PrivateTest"}
 

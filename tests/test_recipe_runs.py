@@ -69,5 +69,11 @@ def test_a_trainable_glob_that_matches_nothing_is_an_error(tmp_path, synthetic, 
     from fer_bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="matches no parameter"):
-        _run(tmp_path, synthetic, "baseline", "train.epochs=1", "stages=[{name: x, trainable: ['blokcs.*']}]",
-             weights=backbone)
+        _run(
+            tmp_path,
+            synthetic,
+            "baseline",
+            "train.epochs=1",
+            "stages=[{name: x, trainable: ['blokcs.*']}]",
+            weights=backbone,
+        )

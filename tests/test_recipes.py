@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fer_bench.errors import ConfigError
-from fer_bench.recipes import RECIPE_DIR, load_recipe, recipe_hash
+from fer_bench.recipes import load_recipe, recipe_hash
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
