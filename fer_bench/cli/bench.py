@@ -1,0 +1,97 @@
+"""`fer-bench bench`: throughput, latency, memory and cost of models, or of the data path (--data)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fer_bench.cli.common import add_tracking, csv_list, int_list
+from fer_bench.errors import FerBenchError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency, memory and cost (or the data path with --data)")
+    p.add_argument("--models", type=csv_list, default=["resnet18"], help="comma-separated models")
+    p.add_argument("--img-size", type=int_list, default=[48],
+                   help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--precision", choices=("fp32", "amp_bf16", "amp_fp16"), default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
+    p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
+                        "synthetic); 'none' skips them")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
+    add_tracking(p)
+    p.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    if args.data:
+        from fer_bench.bench_data import run_data_bench
+
+        result = run_data_bench(args.data_dir, args.out)
+        path = args.out / "data-bench-cpu.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "conditions"}, indent=2))
+        print(f"written: {path}", file=sys.stderr)
+        return 0
+    return _bench_models(args)
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+    from tabulate import tabulate
+
+    from fer_bench.bench import BenchConfig, csv_name, run_isolated
+    from fer_bench.models import get_spec
+
+    for m in args.models:
+        get_spec(m)  # unknown names fail before any measuring
+    rows, cfg = [], None
+    for model in args.models:
+        for size in args.img_size:
+            dataset = args.dataset or ("fer2013" if args.data_dir else "synthetic")
+            cfg = BenchConfig(model, size, args.batch_size, args.precision, args.channels_last, args.compile,
+                              args.device, repeats=args.repeats, steps=args.steps,
+                              dataset=None if dataset == "none" else dataset,
+                              data_dir=str(args.data_dir) if args.data_dir else None)  # fmt: skip
+            print(f"bench {model} @ {size}px, batch {args.batch_size}, {args.precision}", file=sys.stderr)
+            rows.append(run_isolated(cfg))
+    df = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ok = df[df.get("error").isna()] if "error" in df else df
+    if ok.empty:
+        raise FerBenchError(f"every measurement failed; first error: {rows[0].get('error')}")
+    common = [c for c in ("model", "img_size", "batch_size", "batch_size_requested", "precision", "channels_last",
+                          "compile", "device_name", "torch", "cuda", "cudnn", "threads", "params", "gmacs")
+              if c in df]  # fmt: skip
+    infer = common + [c for c in df if c.startswith(("infer_", "latency_"))] + ["git_sha", "timestamp"]
+    train = (
+        common + [c for c in df if c.startswith(("train_", "e2e_", "peak_mem"))] + ["dataset", "git_sha", "timestamp"]
+    )
+    for mode, cols in (("infer", infer), ("train", train)):
+        path = args.out / csv_name(mode, cfg, ok.iloc[0].to_dict())
+        ok[[c for c in cols if c in ok]].to_csv(path, index=False, float_format="%.4g")
+        print(f"written: {path}", file=sys.stderr)
+    show = ["model", "img_size", "batch_size", "infer_img_s_median", "infer_img_s_iqr", "latency_ms_median",
+            "train_img_s_median", "train_img_s_iqr", "e2e_train_img_s_median", "e2e_over_model_only", "peak_mem_mb",
+            "params", "gmacs"]  # fmt: skip
+    print(tabulate(ok[[c for c in show if c in ok]].values.tolist(), headers=show, floatfmt=".1f"))
+    if not args.no_track:
+        from fer_bench.tracking import log_bench_rows
+
+        log_bench_rows(args.tracking_uri, args.experiment, ok.to_dict("records"))
+    failed = df[df["error"].notna()] if "error" in df else df.iloc[0:0]
+    for _, r in failed.iterrows():
+        print(f"failed: {r['model']} @ {r['img_size']}: {r['error']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,50 @@
+"""`fer-bench leaderboard`: rank the tracked runs (or result.json files) as a table and a plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fer_bench.errors import FerBenchError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="rank the tracked runs: mean ± std over seeds, as a table and a plot")
+    p.add_argument("--experiment", default="fer-bench", help="MLflow experiment (default: fer-bench)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--filter", default="", help="extra MLflow filter, e.g. \"tags.`fer_bench.split` = 'public'\"")
+    p.add_argument("--from-results", nargs="+", type=Path, metavar="DIR",
+                   help="read result.json files instead of MLflow")  # fmt: skip
+    p.add_argument("--format", choices=("md", "csv", "latex", "html"), default="md")
+    p.add_argument("--per-class", action="store_true", help="add per-class F1 columns")
+    p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
+    p.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from fer_bench import leaderboard as lb
+
+    if args.from_results:
+        frame = lb.frame_from_rows(lb.read_rows(args.from_results))
+    else:
+        from fer_bench.tracking import search_bench_runs, search_model_runs
+
+        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
+        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, args.experiment))
+    if frame.empty:
+        raise FerBenchError(
+            f"no finished model runs in experiment {args.experiment!r}"
+            f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first."
+        )
+    agg = lb.aggregate(frame)
+    table = lb.render(agg, args.format, per_class=args.per_class, published=args.published)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table if table.endswith("\n") else table + "\n")
+    else:
+        print(table)
+    if args.plot:
+        lb.pareto_plot(agg, args.plot)
+    return 0

@@ -1,0 +1,37 @@
+"""`fer-bench ls`: list registered models, recipes or datasets (no torch import: a test checks it)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("ls", help="list registered models, recipes or datasets")
+    p.add_argument("what", choices=("models", "recipes", "datasets"))
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    p.set_defaults(handler=cmd_ls)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    if args.what == "models":
+        from fer_bench.models import MODELS
+
+        rows = [(s.name, s.source, s.family, s.input_size, s.in_chans, f"{s.params / 1e6:.2f}", s.default_recipe,
+                 s.paper) for s in map(MODELS.get, MODELS.names(args.pattern))]  # fmt: skip
+        headers = ["model", "source", "family", "input", "chans", "params (M, 7 classes)", "recipe", "paper"]
+        print(tabulate(rows, headers=headers))
+        print("\nAny timm architecture also works as timm:<name>, e.g. --models timm:convnext_atto.")
+    elif args.what == "recipes":
+        from fer_bench.recipes import RECIPE_DIR, list_recipes, load_recipe
+
+        rows = [(n, (r := load_recipe(n)).version, r.description) for n in list_recipes()]
+        print(tabulate(rows, headers=["recipe", "version", "description"]))
+        print(f"\n(from {RECIPE_DIR})")
+    else:
+        from fer_bench.data import DATASETS
+
+        print(tabulate([(n, DATASETS.get(n).description) for n in DATASETS.names(args.pattern)],
+                       headers=["dataset", "description"]))  # fmt: skip
+    return 0

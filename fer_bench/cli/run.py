@@ -1,0 +1,188 @@
+"""`fer-bench run`: train and evaluate models (--models) or a suite file (--suite), then print the table."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from fer_bench.cli.common import RUN_OVERRIDES, add_data_args, add_tracking, csv_list, int_list, make_tracker
+from fer_bench.errors import FerBenchError
+from fer_bench.tracking import KIND_TAG
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
+    p.add_argument("--models", type=csv_list, help="comma-separated registry names or timm:<name>")
+    p.add_argument("--suite", type=Path, metavar="FILE",
+                   help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
+                        "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
+    p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
+    p.add_argument("--seeds", type=int_list, metavar="S,…",
+                   help="with --suite: these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
+    p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
+    add_data_args(p, default=None)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--split", choices=("public", "private", "test"), help="final evaluation split (test = both)")
+    p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
+    p.add_argument("--precision", choices=("auto", "fp32", "amp_bf16", "amp_fp16"))
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
+    )
+    p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from")
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="with --weights: accept a file that fills only part of the backbone (the row records the "
+                        "fraction loaded); without it every backbone tensor must load")  # fmt: skip
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
+    p.add_argument("--protocol", type=Path, metavar="FILE",
+                   help="a leakage-free protocol from `fer-bench data check --write-protocol`")  # fmt: skip
+    p.add_argument(
+        "--resume", action="store_true", help="continue each model from its last checkpoint under --out (same options)"
+    )
+    add_tracking(p)
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if bool(args.models) == bool(args.suite):
+        raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
+    if args.suite:
+        return _run_suite(args)
+    if args.shard or args.seeds:
+        raise FerBenchError("--shard and --seeds apply to a suite: use them with --suite FILE (else --seed N).")
+    args.dataset = args.dataset or "synthetic"
+    from fer_bench.data import load_dataset
+    from fer_bench.leaderboard import render_rows
+    from fer_bench.models import get_spec
+    from fer_bench.provenance import git_sha
+    from fer_bench.recipes import recipe_to_dict
+    from fer_bench.runner import RunOptions, run_model
+
+    specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
+    git_sha()  # NOTE: read once, up front: the row must name the code that started the run
+    recipes = [_recipe_for(args, spec) for spec in specs]
+    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    protocol = None
+    if args.protocol:
+        from fer_bench.data.audit import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress,
+                      resume=args.resume, protocol=protocol,
+                      allow_partial_weights=args.allow_partial_weights)  # fmt: skip
+    tracker = make_tracker(args)
+    rows = []
+    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
+        for spec, recipe in zip(specs, recipes, strict=True):
+            print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
+            # tagged as a model run from its start, so that a killed or running one is found as such too
+            with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
+                row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
+                tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
+            rows.append(row)
+    table = render_rows(rows)
+    (args.out / "leaderboard.md").write_text(table + "\n")
+    print(table)
+    print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
+    return 0
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from fer_bench import suite as st
+    from fer_bench.data import load_dataset
+    from fer_bench.provenance import git_sha
+    from fer_bench.runner import RunOptions
+
+    suite = st.load_suite(args.suite)
+    if args.seeds:
+        suite = dataclasses.replace(suite, seeds=tuple(args.seeds))
+    if args.recipe or args.pretrained or args.weights:
+        raise FerBenchError("--recipe/--pretrained/--weights do not apply to a suite: each line of the suite names its "
+                            "recipe; add overrides with --set KEY=VALUE.")  # fmt: skip
+    k, n = st.parse_shard(args.shard)
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items()
+            if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
+    if args.seed is not None or args.split is not None:
+        raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
+    all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
+    cells = st.shard(all_cells, k, n)
+    git_sha()
+    data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    protocol = None
+    if args.protocol:
+        from fer_bench.data.audit import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    out = args.out if args.out != Path("runs") else Path("runs") / suite.name
+    opts = RunOptions(out=out, device=args.device, progress=not args.no_progress, protocol=protocol)
+    experiment = args.experiment if args.experiment != "fer-bench" else suite.experiment or suite.name
+    args.experiment = experiment
+    tracker = make_tracker(args)
+    proto_name = protocol["name"] if protocol else "standard"
+    from fer_bench.runner import run_protocol
+
+    hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
+    protocol_of = lambda cell: hashes[cell.id]  # noqa: E731
+
+    def on_disk(cell, split) -> bool:
+        return st.finished_on_disk(st.result_file(out, cell, split, data, hashes[cell.id], proto_name), hashes[cell.id])
+
+    if tracker.enabled:
+        from fer_bench.tracking import finished_suite_rows
+
+        done = finished_suite_rows(args.tracking_uri, experiment, suite.name)
+        finished = lambda cell, split: (cell.id, split, hashes[cell.id]) in done  # noqa: E731
+    else:
+        finished = on_disk
+    job = st.SuiteRun(suite, cells, data, opts, tracker, finished, protocol_of)
+    tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
+    with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags):
+        st.run_suite(job)
+    # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
+    from fer_bench import leaderboard as lb
+
+    if tracker.enabled:
+        from fer_bench.tracking import search_bench_runs, search_model_runs
+
+        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, experiment,
+                                                       f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
+        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, experiment))
+    else:
+        files = [st.result_file(out, c, s, data, hashes[c.id], proto_name) for c in all_cells for s in c.splits]
+        frame = lb.frame_from_rows(lb.read_rows([f for f in files if f.is_file()]))
+    if not frame.empty:  # this suite's protocols only: a smoke run of a cell is not part of its table
+        frame = frame[frame["protocol_hash"].isin(set(hashes.values()))]
+    out.mkdir(parents=True, exist_ok=True)
+    written = st.render_leaderboard(job, frame, out)
+    print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))
+    print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _recipe_for(args: argparse.Namespace, spec):
+    from fer_bench.recipes import default_recipe, load_recipe
+
+    name = args.recipe or default_recipe(spec)
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
+    if args.pretrained:
+        sets.append("input.pretrained=true")
+    recipe = load_recipe(name, list(args.sets) + sets)
+    from fer_bench.errors import ConfigError
+    from fer_bench.recipes.checks import frozen_without_weights
+
+    if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or args.weights is not None):
+        raise ConfigError(f"--models {spec.name}: {reason}")  # before the dataset loads
+    return recipe
