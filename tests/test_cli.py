@@ -58,6 +58,7 @@ def test_small_cnn_beats_chance_clearly_on_synthetic(tmp_path):
         (["run", "--models", "resnet18", "--dataset", "ferr2013"], ["unknown dataset 'ferr2013'", "fer2013"]),
         (["run", "--models", "resnet18", "--recipe", "baselin"], ["unknown recipe", "baseline"]),
         (["run", "--models", "resnet18", "--set", "optim.lrr=1"], ["unknown key 'optim.lrr'", "optim.lr"]),
+        (["leaderboard", "--from-results", "/no/such/dir"], ["/no/such/dir", "does not exist", "--out folder"]),
     ],
 )  # fmt: skip
 def test_user_mistakes_get_one_clear_message_and_exit_2(tmp_path, args, expected):

@@ -27,6 +27,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fer_bench import leaderboard as lb
 
     if args.from_results:
+        missing = [str(p) for p in args.from_results if not p.exists()]
+        if missing:
+            raise FerBenchError(f"--from-results: {', '.join(missing)} does not exist. Give the --out folder of a "
+                                "`fer-bench run` (or result.json files).")  # fmt: skip
         frame = lb.frame_from_rows(lb.read_rows(args.from_results))
     else:
         from fer_bench.tracking import search_bench_runs, search_model_runs
