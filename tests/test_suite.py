@@ -134,8 +134,11 @@ def test_untracked_suite_resumes_from_result_files(tmp_path):
     assert len(list((tmp_path / "out").rglob("result.json"))) == 2
 
 
-@pytest.mark.parametrize("smoke", [["--epochs", "2"], ["--set", "optim.lr=0.01"], ["--limit-train", "70"]])
-@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize(
+    ("smoke", "track"),
+    [(["--epochs", "2"], True), (["--set", "optim.lr=0.01"], True), (["--limit-train", "70"], False),
+     (["--epochs", "2"], False)],
+)  # fmt: skip
 def test_a_smoke_run_never_stands_in_for_the_real_cell(tmp_path, smoke, track):
     """A suite run with other settings (a tracked or on-disk smoke run) does not make the real suite skip its cell."""
     suite = tmp_path / "tiny.yaml"
@@ -172,7 +175,8 @@ def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
     res = fer_bench("run", "--suite", str(ROOT / "benchmarks" / "fer2013-gpu.yaml"), "--dataset", "synthetic",
                     "--seeds", "0",
                     "--epochs", "4", "--limit-train", "14", "--img-size", "32", "--set", "eval.batch_size=512",
-                    "--set", "data.val_fraction=0.02", "--device", "cpu", "--no-track", "--no-progress",
+                    "--set", "data.val_fraction=0.02", "--set", "eval.tta=[none]", "--device", "cpu", "--no-track",
+                    "--no-progress",
                     "--out", str(tmp_path))  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(tmp_path.rglob("result.json"))
