@@ -8,7 +8,6 @@ The result row records it, so a number from a random start and one from ImageNet
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +79,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def sha256_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """sha256 of a weights file: the protocol's one cached hasher, so a run never reads a large file twice."""
+    from fer_bench.protocol import file_sha256
+
+    return file_sha256(path)
 
 
 def head_keys(model: nn.Module) -> set[str]:
@@ -158,20 +159,8 @@ def pretrained_identity(model_name: str) -> dict[str, str | None]:
     path = _hub_cache_file(cfg.hf_hub_id) or cfg.file
     return {
         "tag": f"{cfg.architecture}.{cfg.tag}" if cfg.tag else cfg.architecture,
-        "sha256": _cached_sha256(Path(path)) if path and Path(path).is_file() else None,
+        "sha256": sha256_file(Path(path)) if path and Path(path).is_file() else None,
     }
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha256(path: Path) -> str:
-    """sha256 of ``path``, cached on its path, size and mtime (a suite asks once per cell; the file is large)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
 
 
 def _hub_cache_file(hub_id: str | None) -> str | None:
