@@ -8,6 +8,7 @@ ops and random erasing are per-sample tensor arithmetic. Random parameters come 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -59,11 +60,28 @@ class BatchAugment:
         if params.train_crops == "tencrop" and norm.crop is None:
             raise ValueError("train_crops=tencrop needs a Normalize with a crop size")
 
+    def ops(self) -> list[tuple[str, tuple]]:
+        """The operations this transform applies, in order, with their magnitudes (ops switched off left out):
+        what a pipeline that claims to do the same work must list too (``bench_data.torchvision_ops``)."""
+        p = self.p
+        ops = [("to_float", ()), ("random_resized_crop", (self.norm.size, tuple(p.crop_scale), tuple(p.crop_ratio)))]
+        ops += [("hflip", (p.hflip,))] if p.hflip else []
+        ops += [("rotate", (float(p.rotate), p.rotate_p))] if p.rotate and p.rotate_p else []
+        ops += [("translate", (float(p.translate), p.translate_p))] if p.translate and p.translate_p else []
+        ops += [("brightness", (float(p.brightness),))] if p.brightness else []
+        ops += [("contrast", (float(p.contrast),))] if p.contrast else []
+        ops += [("ten_crop", (self.norm.crop,))] if p.train_crops == "tencrop" else []
+        ops += [("center_crop", (self.norm.crop,))] if self.norm.crop and p.train_crops != "tencrop" else []
+        ops += [("erase", (p.erase_p, tuple(p.erase_scale), (0.3, 3.3), 0.0))] if p.erase_p else []
+        means = tuple(round(float(v), 4) for v in self.norm.mean.flatten())
+        stds = tuple(round(float(v), 4) for v in self.norm.std.flatten())
+        return ops + [("to_channels", (self.norm.channels,)), ("normalize", (means, stds))]
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
         img = self.norm.to_float(x)
         theta = affine_params(b, self.p, gen, x.device)
-        grid = F.affine_grid(theta, [b, 1, self.norm.size, self.norm.size], align_corners=False)
+        grid = affine_grid(theta, self.norm.size)
         img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         img = photometric(img, self.p, gen)
         if self.p.train_crops == "tencrop":
@@ -71,7 +89,7 @@ class BatchAugment:
         elif self.norm.crop is not None:
             off = (self.norm.size - self.norm.crop) // 2
             img = img[..., off : off + self.norm.crop, off : off + self.norm.crop]
-        img = random_erase(img, self.p, gen)
+        img = random_erase(img, self.p, gen, inplace=True)  # img is this call's own tensor
         return self.norm.finish(img), y
 
 
@@ -100,6 +118,21 @@ def affine_params(b: int, p: AugmentParams, gen: torch.Generator, device) -> tor
     return affine_matrix(w * flip, h, cx, cy, angle)
 
 
+def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.affine_grid(theta, [B, 1, size, size], align_corners=False)`` as one batched matmul of a cached base
+    grid: on CPU ``affine_grid`` spends most of its time building a (B, H, W, 3) base grid for every batch."""
+    base = _base_grid(size, theta.device, theta.dtype)
+    return torch.matmul(base, theta.transpose(1, 2)).view(theta.shape[0], size, size, 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _base_grid(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, size², 3) rows of (x, y, 1) at pixel centres in [-1, 1], row-major (y outer), as ``affine_grid`` has."""
+    lin = (torch.arange(size, dtype=torch.float64) * 2 + 1) / size - 1
+    ones = torch.ones(size * size, dtype=torch.float64)
+    return torch.stack([lin.repeat(size), lin.repeat_interleave(size), ones], 1).to(device, dtype)[None]
+
+
 def affine_matrix(
     sx: torch.Tensor, sy: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor
 ) -> torch.Tensor:
@@ -124,8 +157,9 @@ def photometric(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> to
     return torch.addcmul(shift, img, scale).clamp_(0.0, 1.0)
 
 
-def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> torch.Tensor:
-    """With probability ``erase_p`` per sample, set one random rectangle to 0 (torchvision's default value)."""
+def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator, inplace: bool = False) -> torch.Tensor:
+    """With probability ``erase_p`` per sample, set one random rectangle to 0 (torchvision's default value).
+    ``inplace``: write into ``img`` (BatchAugment's own intermediate) instead of a copy."""
     if p.erase_p == 0:
         return img
     b, _, hgt, wid = img.shape
@@ -134,14 +168,22 @@ def random_erase(img: torch.Tensor, p: AugmentParams, gen: torch.Generator) -> t
     ratio = _uniform(b, math.log(0.3), math.log(3.3), gen, dev).exp()
     eh, ew = (area / ratio).sqrt().clamp(max=1.0), (area * ratio).sqrt().clamp(max=1.0)
     y0, x0 = _uniform(b, 0, 1, gen, dev) * (1 - eh), _uniform(b, 0, 1, gen, dev) * (1 - ew)
-    on = (torch.rand(b, generator=gen, device=dev) < p.erase_p).to(img.dtype)
+    on = torch.rand(b, generator=gen, device=dev) < p.erase_p
+    # Only the erased samples are touched (every random draw above is made for all, so the stream does not depend
+    # on which samples are erased); on CPU this is most of this op's cost at erase_p 0.25.
+    sel = on.nonzero().squeeze(1)
+    if sel.numel() == 0:
+        return img
+    y0, x0, eh, ew = y0[sel], x0[sel], eh[sel], ew[sel]
     ys = (torch.arange(hgt, device=dev) + 0.5) / hgt
     xs = (torch.arange(wid, device=dev) + 0.5) / wid
-    in_y = ((ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])).to(img.dtype) * on[:, None]
+    in_y = ((ys[None] >= y0[:, None]) & (ys[None] < (y0 + eh)[:, None])).to(img.dtype)
     in_x = ((xs[None] >= x0[:, None]) & (xs[None] < (x0 + ew)[:, None])).to(img.dtype)
     # The rectangle is the outer product of its row and column ranges: keep = 1 − rows ⊗ cols.
     keep = torch.baddbmm(torch.ones(1, 1, 1, device=dev, dtype=img.dtype), in_y[:, :, None], in_x[:, None, :], alpha=-1)
-    return img * keep[:, None]
+    img = img if inplace else img.clone()
+    img[sel] = img[sel] * keep[:, None]
+    return img
 
 
 def ten_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
