@@ -33,7 +33,8 @@ class BenchConfig:
     channels_last: bool = False
     compile: str | None = None  # a torch.compile mode ("default", "max-autotune"...) or None
     device: str = "auto"
-    warmup: int = 3
+    warmup: int = 3  # untimed steps before each timed loop, at least ...
+    warmup_s: float = 1.0  # ... and at least this many seconds of them (a fresh process reads low without)
     steps: int = 10  # timed steps per repeat
     repeats: int = 5
     latency_steps: int = 20
@@ -65,13 +66,24 @@ def _setup(cfg: BenchConfig):
     return model, spec, device, amp_dtype, fmt, info
 
 
-def _timed_steps(fn, device, warmup: int, steps: int, repeats: int) -> list[float]:
-    """Per-step seconds over ``repeats`` × ``steps`` (after ``warmup``), with a device sync after every step."""
+def _warm_up(fns, device, steps: int, seconds: float) -> None:
+    """Run each of ``fns`` in turn for at least ``steps`` rounds and at least ``seconds``."""
     from fer_bench.cost import sync
 
-    for _ in range(warmup):
-        fn()
-    sync(device)
+    start, done = time.perf_counter(), 0
+    while done < steps or time.perf_counter() - start < seconds:
+        for fn in fns:
+            fn()
+        sync(device)
+        done += 1
+
+
+def _timed_steps(fn, device, warmup: int, steps: int, repeats: int, warmup_s: float = 0.0) -> list[float]:
+    """Per-step seconds over ``repeats`` × ``steps`` (after ``warmup`` steps and ``warmup_s`` seconds), with a
+    device sync after every step."""
+    from fer_bench.cost import sync
+
+    _warm_up([fn], device, warmup, warmup_s)
     times = []
     for _ in range(repeats * steps):
         start = time.perf_counter()
@@ -81,15 +93,12 @@ def _timed_steps(fn, device, warmup: int, steps: int, repeats: int) -> list[floa
     return times
 
 
-def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int) -> list[list[float]]:
+def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int, warmup_s: float = 0.0) -> list[list[float]]:
     """Per-step seconds of each of ``fns``, one step of each in turn, so that drift in machine speed (another
     process, clock changes) hits them alike and their ratio stays honest."""
     from fer_bench.cost import sync
 
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    sync(device)
+    _warm_up(fns, device, warmup, warmup_s)
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats * steps):
         for fn, out in zip(fns, times, strict=True):
@@ -100,8 +109,12 @@ def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int) -> li
     return times
 
 
-def measure(cfg: BenchConfig) -> dict[str, Any]:
-    """All figures for one configuration (call in a fresh process for clean peak-memory numbers)."""
+PARTS = ("infer", "latency", "train", "memory")
+
+
+def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """All figures for one configuration, or those of ``parts`` (call in a fresh process for clean peak-memory
+    numbers)."""
     import torch
 
     model, spec, device, amp_dtype, fmt, info = _setup(cfg)
@@ -125,22 +138,36 @@ def measure(cfg: BenchConfig) -> dict[str, Any]:
 
     row = {**asdict(cfg), **info}
     model.eval()
-    t = _timed_steps(infer, device, cfg.warmup, cfg.steps, cfg.repeats)
-    row |= _stats("infer_step_ms", [s * 1e3 for s in t]) | _stats("infer_img_s", [cfg.batch_size / s for s in t])
-    lat = _timed_steps(lambda: infer(x1), device, cfg.warmup, cfg.latency_steps, 1)
-    row |= {"latency_ms_median": float(np.median(lat) * 1e3), "latency_ms_p90": float(np.percentile(lat, 90) * 1e3)}
+    if "infer" in parts:
+        t = _timed_steps(infer, device, cfg.warmup, cfg.steps, cfg.repeats, cfg.warmup_s)
+        row |= _stats("infer_step_ms", [s * 1e3 for s in t]) | _stats("infer_img_s", [cfg.batch_size / s for s in t])
+    if "latency" in parts:
+        lat = _timed_steps(lambda: infer(x1), device, cfg.warmup, cfg.latency_steps, 1, cfg.warmup_s)
+        row |= {"latency_ms_median": float(np.median(lat) * 1e3),
+                "latency_ms_p90": float(np.percentile(lat, 90) * 1e3)}  # fmt: skip
     model.train()
+    if "train" in parts:
+        row |= _measure_train(cfg, train, spec, device, fmt)
+    if "memory" in parts:
+        row |= _peak_memory(train, device)
+    return row | _conditions(device)
+
+
+def _measure_train(cfg: BenchConfig, train, spec, device, fmt) -> dict[str, Any]:
+    row: dict[str, Any] = {}
     train_steps = max(2, cfg.steps // 2)
     if cfg.dataset:  # model-only and end-to-end steps interleaved: their ratio is the data path's cost
         feed = _real_batches(cfg, spec, device, fmt)
-        t, t_e2e = _timed_interleaved([train, lambda: train(*feed())], device, cfg.warmup, train_steps, cfg.repeats)
+        t, t_e2e = _timed_interleaved([train, lambda: train(*feed())], device, cfg.warmup, train_steps, cfg.repeats,
+                                      cfg.warmup_s)  # fmt: skip
         row |= _stats("e2e_train_img_s", [cfg.batch_size / s for s in t_e2e])
+        # step by step: model-only time / end-to-end time of the step that ran right after it
+        row |= _stats("e2e_over_model_only", [m / e for m, e in zip(t, t_e2e, strict=True)])
     else:
-        t = _timed_steps(train, device, cfg.warmup, train_steps, cfg.repeats)
+        t = _timed_steps(train, device, cfg.warmup, train_steps, cfg.repeats, cfg.warmup_s)
     row |= _stats("train_step_ms", [s * 1e3 for s in t]) | _stats("train_img_s", [cfg.batch_size / s for s in t])
     if cfg.dataset:
-        row["e2e_over_model_only"] = row["e2e_train_img_s_median"] / row["train_img_s_median"]
-    row |= _peak_memory(train, device) | _conditions(device)
+        row["e2e_over_model_only"] = row["e2e_over_model_only_median"]
     return row
 
 

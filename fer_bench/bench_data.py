@@ -23,56 +23,193 @@ from fer_bench.data.labels import SPLITS
 from fer_bench.engine import Batches
 from fer_bench.models import IMAGENET_MEAN, IMAGENET_STD
 from fer_bench.recipes.schema import AugmentCfg
+from fer_bench.timing import MachineLoad, paired
 
-AUG = AugmentCfg()  # the baseline recipe's augmentation, mirrored op for op by the torchvision pipeline
+AUG = AugmentCfg()  # the schema's default (full) augmentation; the torchvision pipeline is built from the same values
+PREFETCH = 2  # DataLoader's prefetch_factor (its default), batches queued per worker
 
 
-def torchvision_transform(size: int = 48):
+def torchvision_transform(aug: AugmentCfg = AUG, size: int = 48):
+    """PIL transforms doing the work of ``BatchAugment(aug, ...)`` (checked by ``torchvision_ops``), on grey (mode
+    "L") images as ``load_grey`` opens them: every PIL op on one channel, three only at the end, as ours does
+    (per image about 1.4× faster than the usual ``Grayscale(num_output_channels=3)`` first)."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Grayscale(num_output_channels=3),
-        T.RandomResizedCrop(size, scale=AUG.crop_scale, ratio=AUG.crop_ratio),
-        T.RandomHorizontalFlip(AUG.hflip),
-        T.RandomAffine(degrees=AUG.rotate, translate=(AUG.translate, AUG.translate)),
-        T.ColorJitter(brightness=AUG.brightness, contrast=AUG.contrast),
-        T.ToTensor(),
-        T.RandomErasing(p=AUG.erase_p, scale=AUG.erase_scale),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])  # fmt: skip
+    ops = [T.RandomResizedCrop(size, scale=aug.crop_scale, ratio=aug.crop_ratio)]
+    ops += [T.RandomHorizontalFlip(aug.hflip)] if aug.hflip else []
+    if aug.rotate and aug.translate and aug.rotate_p == aug.translate_p == 1:  # one warp for both, as users write it
+        ops += [T.RandomAffine(degrees=aug.rotate, translate=(aug.translate, aug.translate))]
+    else:
+        for degrees, translate, p in ((aug.rotate, None, aug.rotate_p), (0, aug.translate, aug.translate_p)):
+            if (degrees or translate) and p:
+                t = T.RandomAffine(degrees=degrees, translate=(translate, translate) if translate else None)
+                ops += [t if p == 1 else T.RandomApply([t], p=p)]
+    if aug.brightness or aug.contrast:
+        ops += [T.ColorJitter(brightness=aug.brightness, contrast=aug.contrast)]
+    ops += [T.ToTensor()]
+    ops += [T.RandomErasing(p=aug.erase_p, scale=aug.erase_scale)] if aug.erase_p else []
+    return T.Compose(ops + [GreyTo3(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def torchvision_batches_per_s(train_dir: Path, batch_size: int, workers: int, n_batches: int) -> float:
-    from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
+class GreyTo3:
+    """(1, H, W) → (3, H, W), a view (the torchvision pipeline's last step before normalising)."""
 
-    ds = ImageFolder(str(train_dir), transform=torchvision_transform())
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)  # fmt: skip
-    it = iter(loader)
-    for _ in range(2):  # warm-up: worker start-up and first file reads
-        next(it)
-    start = time.perf_counter()
-    for _ in range(n_batches):
-        next(it)
-    return n_batches / (time.perf_counter() - start)
+    channels = 3
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(self.channels, -1, -1)
+
+    def __repr__(self) -> str:
+        return f"GreyTo3(channels={self.channels})"
 
 
-def ours_batches_per_s(data: FerData, batch_size: int, n_batches: int, device: torch.device) -> float:
-    idx = data.split_indices("train")
-    images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
-    batches = Batches(images, torch.from_numpy(data.labels[idx]).to(device), batch_size=batch_size, shuffle=True)
-    augment = BatchAugment(AUG, Normalize(48, 3, IMAGENET_MEAN, IMAGENET_STD))
-    gen = torch.Generator(device).manual_seed(0)
-    it = batches.epoch(0)
-    for _ in range(2):
-        augment(*next(it), gen)
-    start = time.perf_counter()
-    for _ in range(n_batches):
-        x, y = augment(*next(it), gen)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n_batches / (time.perf_counter() - start)
+def load_grey(path: str):
+    """``ImageFolder``'s loader, opening every face as one grey channel."""
+    from PIL import Image
+
+    with open(path, "rb") as f:
+        return Image.open(f).convert("L")
+
+
+def torchvision_ops(transform) -> list[tuple[str, tuple]]:
+    """The operations of a torchvision ``Compose``, read off its transforms, in ``BatchAugment.ops()``'s terms."""
+    from torchvision import transforms as T
+
+    ops: list[tuple[str, tuple]] = []
+    for t in transform.transforms:
+        p = 1.0
+        if isinstance(t, T.RandomApply):
+            (t,), p = t.transforms, float(t.p)
+        if isinstance(t, T.Grayscale):
+            ops.append(("to_channels", (t.num_output_channels,)))
+        elif isinstance(t, GreyTo3):
+            ops.append(("to_channels", (t.channels,)))
+        elif isinstance(t, T.RandomResizedCrop):
+            ops.append(("random_resized_crop", (t.size[0], tuple(t.scale), tuple(t.ratio))))
+        elif isinstance(t, T.RandomHorizontalFlip):
+            ops.append(("hflip", (t.p,)))
+        elif isinstance(t, T.RandomAffine):
+            ops += [("rotate", (float(t.degrees[1]), p))] if t.degrees[1] else []
+            ops += [("translate", (float(t.translate[0]), p))] if t.translate else []
+        elif isinstance(t, T.ColorJitter):
+            ops += [(name, (round(float(getattr(t, name)[1] - 1), 6),)) for name in ("brightness", "contrast")
+                    if getattr(t, name)]  # fmt: skip
+        elif isinstance(t, T.ToTensor):
+            ops.append(("to_float", ()))
+        elif isinstance(t, T.RandomErasing):
+            ratio = tuple(round(float(r), 4) for r in t.ratio)
+            ops.append(("erase", (t.p, tuple(t.scale), ratio, float(t.value))))
+        elif isinstance(t, T.Normalize):
+            ops.append(("normalize", tuple(tuple(round(float(v), 4) for v in vs) for vs in (t.mean, t.std))))
+        else:
+            raise ValueError(f"torchvision_ops: no mapping for {type(t).__name__}")
+    return ops
+
+
+def ours_augment(aug: AugmentCfg = AUG, size: int = 48) -> BatchAugment:
+    return BatchAugment(aug, Normalize(size, 3, IMAGENET_MEAN, IMAGENET_STD))
+
+
+class OursStream:
+    """Augmented training batches from the in-memory uint8 store on ``device``, epoch after epoch."""
+
+    def __init__(self, data: FerData, batch_size: int, device: torch.device, aug: AugmentCfg = AUG) -> None:
+        idx = data.split_indices("train")
+        images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
+        self.batches = Batches(images, torch.from_numpy(data.labels[idx]).to(device), batch_size=batch_size,
+                               shuffle=True)  # fmt: skip
+        self.augment, self.device = ours_augment(aug), device
+        self.gen = torch.Generator(device).manual_seed(0)
+        self.epoch, self.it = 0, self.batches.epoch(0)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return self.augment(*next(self.it), self.gen)
+        except StopIteration:
+            self.epoch += 1
+            self.it = self.batches.epoch(self.epoch)
+            return self.next()
+
+    def window(self, n: int) -> float:
+        """Batches/s over ``n`` batches."""
+        start = time.perf_counter()
+        for _ in range(n):
+            self.next()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return n / (time.perf_counter() - start)
+
+
+class TorchvisionStream:
+    """``ImageFolder`` + PIL transforms + ``DataLoader`` with persistent workers, kept alive between windows."""
+
+    def __init__(self, train_dir: Path, batch_size: int, workers: int, aug: AugmentCfg = AUG) -> None:
+        from torch.utils.data import DataLoader
+        from torchvision.datasets import ImageFolder
+
+        self.workers = workers
+        ds = ImageFolder(str(train_dir), transform=torchvision_transform(aug), loader=load_grey)
+        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                                 persistent_workers=workers > 0,
+                                 prefetch_factor=PREFETCH if workers else None)  # fmt: skip
+        self.it = iter(self.loader)
+        self.rate = None
+
+    def next(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)  # persistent workers: no start-up cost
+            return next(self.it)
+
+    def window(self, n: int) -> float:
+        """Batches/s over ``n`` batches in the steady state: the batches the workers queued while idle are taken
+        untimed first, and after the window we wait for them to refill their queue, so that they neither
+        lend this window work done earlier nor take CPU from whatever is timed next."""
+        for _ in range(self.workers * PREFETCH):
+            self.next()
+        start = time.perf_counter()
+        for _ in range(n):
+            self.next()
+        self.rate = n / (time.perf_counter() - start)
+        if self.workers:
+            time.sleep(min(3.0, 1.2 * self.workers * PREFETCH / self.rate))
+        return self.rate
+
+    def close(self) -> None:
+        self.it = None  # shuts the worker processes down
+        self.loader = None
+
+
+def warm_file_cache(root: Path) -> int:
+    """Read every file under ``root`` once, so that no timed window pays for a first disk read."""
+    return sum(len(f.read_bytes()) for f in root.rglob("*") if f.is_file())
+
+
+def data_path_vs_torchvision(data: FerData, train_dir: Path, *, batch_size: int = 256, pairs: int = 7,
+                             ours_batches: int = 60, tv_batches: int = 15, workers: tuple[int, ...] | None = None,
+                             progress=None) -> dict[str, Any]:  # fmt: skip
+    """Batches/s of ours and of torchvision (its best worker count, chosen first), measured alternately."""
+    warm_file_cache(train_dir)
+    workers = workers or tuple(sorted({0, 1, os.cpu_count() or 1}))
+    ours = OursStream(data, batch_size, torch.device("cpu"))
+    streams = {w: TorchvisionStream(train_dir, batch_size, w) for w in workers}
+    choice: dict[int, list[float]] = {w: [] for w in workers}
+    for _ in range(3):  # worker count: round robin, the first round a warm-up
+        for w, s in streams.items():
+            choice[w].append(s.window(tv_batches))
+    best = max(workers, key=lambda w: statistics.median(choice[w][1:]))
+    for w in workers:
+        if w != best:
+            streams.pop(w).close()
+    ours.window(ours_batches)
+    result = paired(lambda: ours.window(ours_batches), lambda: streams[best].window(tv_batches), pairs=pairs,
+                    names=("ours_batches_per_s", "torchvision_batches_per_s"), progress=progress)  # fmt: skip
+    streams[best].close()
+    return result | {"torchvision_best_workers": best, "ours_batches_per_window": ours_batches,
+                     "torchvision_batches_per_window": tv_batches,
+                     "torchvision_batches_per_s_by_workers": {str(w): [round(v, 3) for v in choice[w][1:]]
+                                                              for w in workers}}  # fmt: skip
 
 
 def write_fer2013_csv(data: FerData, path: Path) -> None:
@@ -85,35 +222,43 @@ def write_fer2013_csv(data: FerData, path: Path) -> None:
             f.write(f"{label},{' '.join(text[img.ravel()])},{usage[int(split)]}\n")
 
 
-def csv_load_times(csv_path: Path, repeats: int = 3) -> dict[str, float]:
-    cold, cached = [], []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as cache:
-            start = time.perf_counter()
-            load_dataset("fer2013", csv_path, cache)
-            cold.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            load_dataset("fer2013", csv_path, cache)
-            cached.append(time.perf_counter() - start)
-    return {"csv_cold_s": round(min(cold), 3), "csv_cached_s": round(min(cached), 3),
-            "csv_cold_s_median": round(statistics.median(cold), 3),
-            "csv_cached_s_median": round(statistics.median(cached), 3)}  # fmt: skip
+def csv_load_times(csv_path: Path, pairs: int = 5, progress=None) -> dict[str, Any]:
+    """Seconds to load ``csv_path``: cold (empty cache folder: parse and write the cache) and cached (the same
+    folder again), alternately."""
+    state: dict[str, Any] = {}
+
+    def cold() -> float:
+        if "tmp" in state:
+            state["tmp"].cleanup()
+        state["tmp"] = tempfile.TemporaryDirectory()
+        start = time.perf_counter()
+        load_dataset("fer2013", csv_path, state["tmp"].name)
+        return time.perf_counter() - start
+
+    def cached() -> float:
+        start = time.perf_counter()
+        load_dataset("fer2013", csv_path, state["tmp"].name)
+        return time.perf_counter() - start
+
+    try:
+        return paired(cold, cached, pairs=pairs, names=("csv_cold_s", "csv_cached_s"), progress=progress)
+    finally:
+        state["tmp"].cleanup()
 
 
-def e2e_over_model_only(data: FerData, model_name: str, batch_size: int, steps: int, rounds: int = 3) -> dict:
-    """Training img/s of resnet18 (48 px) fed by the real data path, over the same model fed a fixed batch."""
+def e2e_over_model_only(data: FerData, model_name: str = "resnet18", batch_size: int = 64, steps: int = 6,
+                        pairs: int = 7, progress=None) -> dict[str, Any]:  # fmt: skip
+    """Training img/s of ``model_name`` at 48 px fed by the real data path (uint8 store + the default augmentation)
+    over the same steps fed one fixed batch, in alternate windows of ``steps`` steps."""
     from fer_bench.models import create_model
 
     torch.manual_seed(0)
     model, spec = create_model(model_name)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    idx = data.split_indices("train")
-    batches = Batches(torch.from_numpy(np.ascontiguousarray(data.images[idx])), torch.from_numpy(data.labels[idx]),
-                      batch_size=batch_size, shuffle=True)  # fmt: skip
-    augment = BatchAugment(AUG, Normalize(48, spec.in_chans, spec.mean, spec.std))
-    gen = torch.Generator().manual_seed(0)
-    fixed = augment(*next(batches.epoch(0)), gen)
+    stream = OursStream(data, batch_size, torch.device("cpu"))
+    stream.augment = BatchAugment(AUG, Normalize(48, spec.in_chans, spec.mean, spec.std))
+    fixed = stream.next()
 
     def step(x, y):
         loss = loss_fn(model(x), y)
@@ -121,22 +266,16 @@ def e2e_over_model_only(data: FerData, model_name: str, batch_size: int, steps: 
         loss.backward()
         opt.step()
 
-    def timed(feed) -> float:
+    def window(feed) -> float:
         start = time.perf_counter()
         for _ in range(steps):
             step(*feed())
         return steps * batch_size / (time.perf_counter() - start)
 
     model.train()
-    step(*fixed)  # warm-up
-    model_only, e2e = [], []
-    for r in range(rounds):  # interleaved, so drift in machine speed hits both alike
-        model_only.append(timed(lambda: fixed))
-        it = batches.epoch(r + 1)
-        e2e.append(timed(lambda it=it: augment(*next(it), gen)))
-    mo, ee = statistics.median(model_only), statistics.median(e2e)
-    return {"model_only_train_img_s": round(mo, 1), "e2e_train_img_s": round(ee, 1),
-            "e2e_over_model_only": round(ee / mo, 4)}  # fmt: skip
+    step(*fixed)
+    return paired(lambda: window(stream.next), lambda: window(lambda: fixed), pairs=pairs,
+                  names=("e2e_train_img_s", "model_only_train_img_s"), progress=progress)  # fmt: skip
 
 
 def save_augment_grid(data: FerData, path: Path, n: int = 8, rows: int = 6) -> None:
@@ -152,38 +291,47 @@ def save_augment_grid(data: FerData, path: Path, n: int = 8, rows: int = 6) -> N
     Image.fromarray(img).resize((img.shape[1] * 3, img.shape[0] * 3), Image.NEAREST).save(path)
 
 
-def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 256, n_batches: int = 30,
-                   e2e_steps: int = 8) -> dict[str, Any]:  # fmt: skip
-    """All figures of the fast-data issue, written to ``out_dir/data-bench-<device>.json``."""
+def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 256, pairs: int = 7,
+                   ours_batches: int = 60, tv_batches: int = 15, csv_pairs: int = 5, e2e_steps: int = 6,
+                   e2e_model: str = "resnet18", progress=None) -> dict[str, Any]:  # fmt: skip
+    """Every figure of the data-path benchmark, each side of each ratio measured alternately."""
     from fer_bench import provenance
 
+    say = progress or (lambda msg: None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, MachineLoad() as load:
         tmp_path = Path(tmp)
         data = load_dataset("fer2013", data_dir, tmp_path / "cache") if data_dir else load_dataset("synthetic")
         train_dir = data_dir / "train" if data_dir and (data_dir / "train").is_dir() else _write_tree(data, tmp_path)
-        cpu = torch.device("cpu")
-        ours = ours_batches_per_s(data, batch_size, n_batches, cpu)
-        tv = {w: torchvision_batches_per_s(train_dir, batch_size, w, max(4, n_batches // 5))
-              for w in sorted({0, 1, os.cpu_count() or 1})}  # fmt: skip
-        best_w = max(tv, key=tv.get)
+        say(f"data path vs torchvision: batch {batch_size}, {pairs} pairs")
+        speed = data_path_vs_torchvision(data, train_dir, batch_size=batch_size, pairs=pairs,
+                                         ours_batches=ours_batches, tv_batches=tv_batches, progress=say)  # fmt: skip
+        say(f"CSV load, cold and cached: {csv_pairs} pairs")
         write_fer2013_csv(data, tmp_path / "fer2013.csv")
-        csv = csv_load_times(tmp_path / "fer2013.csv")
-        e2e = e2e_over_model_only(data, "resnet18", 64, e2e_steps)
+        csv = csv_load_times(tmp_path / "fer2013.csv", pairs=csv_pairs, progress=say)
+        say(f"end-to-end vs model-only training ({e2e_model}, batch 64): {pairs} pairs")
+        e2e = e2e_over_model_only(data, e2e_model, 64, e2e_steps, pairs=pairs, progress=say)
         save_augment_grid(data, out_dir / "augment-grid.png")
+    tv_ops = torchvision_ops(torchvision_transform())
     result = {
-        "speedup_vs_torchvision": round(ours / tv[best_w], 2),
-        "e2e_over_model_only": e2e["e2e_over_model_only"],
-        "ours_batches_per_s": round(ours, 2),
-        "torchvision_batches_per_s": round(tv[best_w], 2),
-        "torchvision_best_workers": best_w,
-        "torchvision_batches_per_s_by_workers": {str(w): round(v, 2) for w, v in tv.items()},
-        **csv, **e2e,
-        "conditions": {"batch_size": batch_size, "img_size": 48, "augmentation": "flip, random resized crop, "
-                       "rotation, translation, brightness, contrast, random erasing, grey->3ch, normalise",
-                       "e2e_model": "resnet18", "e2e_batch_size": 64, "dataset": data.source,
-                       "n_csv_rows": int(len(data)), "device": provenance.device_name(cpu),
-                       "cpu_count": os.cpu_count(), "git_sha": provenance.git_sha(), **provenance.versions()},
+        "speedup_vs_torchvision": speed["ratio"]["median"],
+        "speedup_vs_torchvision_iqr": speed["ratio"]["iqr"],
+        "csv_cold_s": csv["csv_cold_s"]["median"],
+        "csv_cached_s": csv["csv_cached_s"]["median"],
+        "e2e_over_model_only": e2e["ratio"]["median"],
+        "e2e_over_model_only_iqr": e2e["ratio"]["iqr"],
+        "data_path_vs_torchvision": speed,
+        "csv_load": csv,
+        "e2e_vs_model_only": e2e,
+        "ops": [list(op) for op in ours_augment().ops()],
+        "torchvision_ops": [list(op) for op in tv_ops],
+        "conditions": {"batch_size": batch_size, "img_size": 48, "augmentation": "the schema default (AugmentCfg())",
+                       "method": "each ratio from alternate windows A B A B ... after one warm-up pair; medians and "
+                                 "IQRs of each side and of the pair-by-pair ratio",
+                       "e2e_model": e2e_model, "e2e_batch_size": 64, "e2e_steps_per_window": e2e_steps,
+                       "dataset": data.source, "n_csv_rows": int(len(data)),
+                       "device": provenance.device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
+                       "git_sha": provenance.git_sha(), **provenance.versions(), **load.conditions},
     }  # fmt: skip
     return result
 

@@ -24,6 +24,13 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
+    p.add_argument("--warmup-s", type=float, default=1.0, help="untimed warm-up before each timed loop, seconds")
+    p.add_argument("--pairs", type=int, default=7, help="--data: interleaved pairs per ratio (>= 5)")
+    p.add_argument("--data-batch-size", type=int, default=256, help="--data: batch size of the two data paths")
+    p.add_argument("--window", type=int_list, default=[60, 15], metavar="OURS,TV",
+                   help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
+    p.add_argument("--e2e-model", default="resnet18", help="--data: the model of the end-to-end ratio")
+    p.add_argument("--e2e-steps", type=int, default=6, help="--data: training steps per end-to-end window")
     p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
     p.add_argument("--dataset", default=None,
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
@@ -39,10 +46,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data:
         from fer_bench.bench_data import run_data_bench
 
-        result = run_data_bench(args.data_dir, args.out)
+        if args.pairs < 5:
+            raise FerBenchError(f"--pairs {args.pairs}: at least 5 pairs are needed for a median and an IQR")
+        say = lambda msg: print(f"bench --data: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+        from fer_bench.models import get_spec
+
+        get_spec(args.e2e_model)  # an unknown name fails before any measuring
+        if len(args.window) != 2 or min(args.window) < 1:
+            raise FerBenchError(f"--window {args.window}: give two positive batch counts, e.g. --window 60,15")
+        result = run_data_bench(args.data_dir, args.out, batch_size=args.data_batch_size, pairs=args.pairs,
+                                ours_batches=args.window[0], tv_batches=args.window[1], e2e_steps=args.e2e_steps,
+                                e2e_model=args.e2e_model, progress=say)  # fmt: skip
         path = args.out / "data-bench-cpu.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps({k: v for k, v in result.items() if k != "conditions"}, indent=2))
+        print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict | list)}, indent=2))
         print(f"written: {path}", file=sys.stderr)
         return 0
     return _bench_models(args)
@@ -62,7 +79,7 @@ def _bench_models(args: argparse.Namespace) -> int:
         for size in args.img_size:
             dataset = args.dataset or ("fer2013" if args.data_dir else "synthetic")
             cfg = BenchConfig(model, size, args.batch_size, args.precision, args.channels_last, args.compile,
-                              args.device, repeats=args.repeats, steps=args.steps,
+                              args.device, warmup_s=args.warmup_s, repeats=args.repeats, steps=args.steps,
                               dataset=None if dataset == "none" else dataset,
                               data_dir=str(args.data_dir) if args.data_dir else None)  # fmt: skip
             print(f"bench {model} @ {size}px, batch {args.batch_size}, {args.precision}", file=sys.stderr)

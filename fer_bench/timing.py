@@ -1,0 +1,135 @@
+"""Paired, interleaved measurement: the two sides of a ratio are measured in turn, A B A B …, so that drift in
+the machine's speed (another process, clock and cache changes) hits both alike. Every side reports its median
+and IQR, and the ratio is taken pair by pair (A_i / B_i); its median is the headline.
+
+Used by the data-path benchmark (`fer-bench bench --data`) and by the cross-check of `fer-bench bench` against
+``torch.utils.benchmark.Timer`` (benchmarks/check_bench_vs_timer.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MIN_PAIRS = 5  # fewer pairs give no meaningful IQR
+
+
+def summary(values: list[float], digits: int = 6) -> dict[str, Any]:
+    """Median, quartiles, IQR, min and max of ``values`` (kept too, so that anyone can recompute them), to
+    ``digits`` significant digits."""
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    r = lambda v: float(f"{float(v):.{digits}g}")  # noqa: E731
+    return {"median": r(med), "iqr": r(q3 - q1), "q1": r(q1), "q3": r(q3), "min": r(min(values)),
+            "max": r(max(values)), "n": len(values), "values": [r(v) for v in values]}  # fmt: skip
+
+
+def paired(
+    a: Callable[[], float],
+    b: Callable[[], float],
+    *,
+    pairs: int = 7,
+    warmup: int = 1,
+    names: tuple[str, str] = ("a", "b"),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure ``a`` and ``b`` alternately (``warmup`` untimed pairs first, then ``pairs`` kept ones).
+
+    Each call returns one measurement (a rate or a time). The result holds each side's summary and the
+    summary of the pair-by-pair ratio ``a_i / b_i``; ``order`` lists the calls as they ran.
+    """
+    if pairs < MIN_PAIRS:
+        raise ValueError(f"paired(): {pairs} pairs; at least {MIN_PAIRS} are needed for a median and an IQR")
+    for _ in range(warmup):
+        a()
+        b()
+    av, bv, order = [], [], []
+    for i in range(pairs):
+        av.append(float(a()))
+        order.append(names[0])
+        bv.append(float(b()))
+        order.append(names[1])
+        if progress:
+            progress(f"pair {i + 1}/{pairs}: {names[0]} {av[-1]:.4g}, {names[1]} {bv[-1]:.4g}")
+    ratios = [x / y for x, y in zip(av, bv, strict=True)]
+    return {"pairs": pairs, "warmup_pairs": warmup, "order": order, names[0]: summary(av), names[1]: summary(bv),
+            "ratio": summary(ratios), "ratio_of": f"{names[0]} / {names[1]}, pair by pair"}  # fmt: skip
+
+
+def check_paired(result: dict[str, Any], names: tuple[str, str]) -> None:
+    """Raise if ``result`` (from :func:`paired`) is not internally consistent: alternating order, as many values on
+    each side as pairs, and every ratio equal to the quotient of its pair."""
+    a, b = result[names[0]]["values"], result[names[1]]["values"]
+    n = result["pairs"]
+    if not (len(a) == len(b) == n >= MIN_PAIRS):
+        raise AssertionError(f"{len(a)} and {len(b)} values for {n} pairs")
+    if result["order"] != [names[0], names[1]] * n:
+        raise AssertionError(f"not interleaved: {result['order']}")
+    ratios = result["ratio"]["values"]
+    want = [x / y for x, y in zip(a, b, strict=True)]
+    if not np.allclose(ratios, want, rtol=1e-3):
+        raise AssertionError(f"ratios {ratios} are not the pair-by-pair quotients {want}")
+    if abs(result["ratio"]["median"] - float(np.median(ratios))) > 1e-3 * abs(result["ratio"]["median"]):
+        raise AssertionError("the headline ratio is not the median of the pair-by-pair ratios")
+
+
+class MachineLoad:
+    """What else ran while we measured: the load average at both ends and the CPU seconds that other processes
+    (not this one or its children, e.g. DataLoader workers) used in between, read from /proc (Linux)."""
+
+    def __enter__(self) -> MachineLoad:
+        self.start, self.t0, self.load0 = _cpu_by_pid(), time.monotonic(), _loadavg()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end, wall = _cpu_by_pid(), time.monotonic() - self.t0
+        mine = {os.getpid()} | _children(os.getpid())
+        others = {pid: (end[pid][1] - self.start.get(pid, (None, 0.0))[1], end[pid][0]) for pid in end
+                  if pid not in mine}  # fmt: skip
+        busy = sorted(((cpu, name) for cpu, name in others.values() if cpu > 0.05 * wall), reverse=True)
+        self.conditions = {
+            "loadavg_1min_start": self.load0, "loadavg_1min_end": _loadavg(), "wall_s": round(wall, 1),
+            "cpu_count": os.cpu_count(),
+            "other_processes_cpu_s": round(sum(c for c, _ in others.values()), 1),
+            "other_processes_over_5pct": [f"{name}: {cpu:.1f} s" for cpu, name in busy[:5]],
+        }  # fmt: skip
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """pid → (command name, user + system CPU seconds so far), for every process we can read."""
+    return {pid: (name, cpu) for pid, (name, _, cpu) in _proc_stats().items()}
+
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid``."""
+    parent = {p: ppid for p, (_, ppid, _) in _proc_stats().items()}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def _proc_stats() -> dict[int, tuple[str, int, float]]:
+    """pid → (command name, parent pid, user + system CPU seconds), read from /proc/PID/stat."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        out[int(d.name)] = (name, int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+    return out

@@ -1,0 +1,170 @@
+"""Paired, interleaved measurement (fer_bench.timing) and the two benchmarks built on it: the data path against
+torchvision (`fer-bench bench --data`) and `fer-bench bench` against an independent torch.utils.benchmark.Timer
+statement (benchmarks/check_bench_vs_timer.py), each run with tiny settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_bench.bench_data import ours_augment, torchvision_ops, torchvision_transform
+from fer_bench.recipes.schema import AugmentCfg
+from fer_bench.timing import MachineLoad, check_paired, paired
+from test_cli import fer_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paired_alternates_and_takes_the_ratio_pair_by_pair():
+    calls = []
+    a_vals, b_vals = iter([9.0, 1, 2, 3, 4, 100]), iter([9.0, 1, 1, 1, 1, 1])
+
+    def a():
+        calls.append("a")
+        return next(a_vals)
+
+    def b():
+        calls.append("b")
+        return next(b_vals)
+
+    r = paired(a, b, pairs=5, warmup=1)
+    assert calls == ["a", "b"] * 6  # one warm-up pair, then five, alternating
+    assert r["a"]["values"] == [1, 2, 3, 4, 100] and r["b"]["values"] == [1, 1, 1, 1, 1]
+    assert r["ratio"]["values"] == [1, 2, 3, 4, 100] and r["ratio"]["median"] == 3
+    assert r["ratio"]["iqr"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 75) - 2)
+    check_paired(r, ("a", "b"))
+    with pytest.raises(ValueError, match="at least 5"):
+        paired(a, b, pairs=4)
+
+
+def test_check_paired_rejects_a_ratio_of_medians_and_unpaired_values():
+    r = paired(iter([1.0, 2, 4, 6, 8, 10]).__next__, iter([1.0, 1, 1, 1, 10, 10]).__next__, pairs=5)
+    assert r["ratio"]["median"] == 2  # pair by pair: 2, 4, 6, 0.8, 1
+    bad = json.loads(json.dumps(r))
+    bad["ratio"]["values"] = sorted(bad["ratio"]["values"])  # not pair by pair any more
+    with pytest.raises(AssertionError, match="pair-by-pair"):
+        check_paired(bad, ("a", "b"))
+    bad = json.loads(json.dumps(r))
+    bad["ratio"]["median"] = r["a"]["median"] / r["b"]["median"]  # the ratio of the medians: 6/1
+    with pytest.raises(AssertionError, match="median"):
+        check_paired(bad, ("a", "b"))
+    bad = json.loads(json.dumps(r))
+    bad["order"] = ["a"] * 5 + ["b"] * 5
+    with pytest.raises(AssertionError, match="interleaved"):
+        check_paired(bad, ("a", "b"))
+
+
+def test_machine_load_sees_another_busy_process():
+    import os
+    import signal
+    import time
+
+    # a busy loop that is not our descendant (the shell that starts it exits at once), as another user's job is
+    spin = f"{sys.executable} -c 'import time\nt = time.time()\nwhile time.time() - t < 20: pass' >/dev/null 2>&1 &"
+    pid = int(subprocess.run(["sh", "-c", spin + " echo $!"], capture_output=True, text=True).stdout)
+    try:
+        with MachineLoad() as load:
+            time.sleep(2.5)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert load.conditions["other_processes_cpu_s"] >= 1.0, load.conditions
+    assert any(p.startswith("python") for p in load.conditions["other_processes_over_5pct"]), load.conditions
+    with MachineLoad() as quiet:
+        time.sleep(0.5)
+    assert quiet.conditions["other_processes_cpu_s"] < 0.3, quiet.conditions  # the spinner is gone
+
+
+@pytest.mark.parametrize("aug", [
+    AugmentCfg(),  # the default (full) augmentation that the benchmark uses
+    AugmentCfg(rotate_p=0.5, translate_p=0.3, erase_p=0, brightness=0),
+    AugmentCfg(hflip=0, rotate=0, contrast=0.4, crop_scale=(1.0, 1.0)),
+])  # fmt: skip
+def test_the_torchvision_pipeline_does_the_same_operations_as_ours(aug):
+    from PIL import Image
+
+    ours = sorted(map(repr, ours_augment(aug).ops()))
+    tv = torchvision_transform(aug)
+    assert ours == sorted(map(repr, torchvision_ops(tv)))
+    out = tv(Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8), mode="L"))
+    x, _ = ours_augment(aug)(torch.randint(0, 256, (2, 48, 48), dtype=torch.uint8), torch.zeros(2), torch.Generator())
+    assert tuple(out.shape) == tuple(x.shape[1:]) == (3, 48, 48)
+
+
+def test_an_op_that_ours_lacks_is_caught():
+    from torchvision import transforms as T
+
+    tv = torchvision_transform()
+    tv.transforms.insert(1, T.RandomVerticalFlip(0.5))
+    with pytest.raises(ValueError, match="RandomVerticalFlip"):
+        torchvision_ops(tv)
+    cheaper = dataclasses.replace(AugmentCfg(), erase_p=0)  # a torchvision side that skips erasing
+    assert sorted(map(repr, ours_augment().ops())) != sorted(map(repr, torchvision_ops(torchvision_transform(cheaper))))
+
+
+def test_data_bench_every_ratio_comes_from_paired_windows(tmp_path):
+    out = tmp_path / "fast-data"
+    res = fer_bench("bench", "--data", "--out", str(out), "--pairs", "5", "--data-batch-size", "32", "--window", "3,2",
+                    "--e2e-model", "simple_cnn", "--e2e-steps", "2")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    r = json.loads((out / "data-bench-cpu.json").read_text())
+    for key, names, headline in (
+        ("data_path_vs_torchvision", ("ours_batches_per_s", "torchvision_batches_per_s"), "speedup_vs_torchvision"),
+        ("csv_load", ("csv_cold_s", "csv_cached_s"), None),
+        ("e2e_vs_model_only", ("e2e_train_img_s", "model_only_train_img_s"), "e2e_over_model_only"),
+    ):
+        check_paired(r[key], names)
+        assert r[key]["pairs"] == 5
+        if headline:
+            assert (
+                r[headline]
+                == r[key]["ratio"]["median"]
+                == pytest.approx(
+                    statistics.median(
+                        [x / y for x, y in zip(r[key][names[0]]["values"], r[key][names[1]]["values"], strict=True)]
+                    ),
+                    rel=1e-3,
+                )
+            )
+            assert r[f"{headline}_iqr"] == r[key]["ratio"]["iqr"]
+    assert r["csv_cold_s"] == r["csv_load"]["csv_cold_s"]["median"]
+    assert r["csv_cached_s"] == r["csv_load"]["csv_cached_s"]["median"]
+    assert r["data_path_vs_torchvision"]["torchvision_best_workers"] in (0, 1, 2)
+    assert sorted(map(repr, r["ops"])) == sorted(map(repr, r["torchvision_ops"]))
+    cond = r["conditions"]
+    assert {"loadavg_1min_start", "loadavg_1min_end", "other_processes_cpu_s", "threads", "torch"} <= cond.keys()
+    assert (out / "augment-grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pairs", "3"], "at least 5 pairs"),
+    (["--window", "3"], "two positive batch counts"),
+    (["--e2e-model", "no_such_net"], "no_such_net"),
+])  # fmt: skip
+def test_data_bench_bad_settings_exit_2(tmp_path, args, message):
+    res = fer_bench("bench", "--data", "--out", str(tmp_path / "o"), *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not (tmp_path / "o" / "data-bench-cpu.json").exists()
+
+
+def test_bench_vs_timer_check_pairs_every_ratio(tmp_path):
+    out = tmp_path / "check.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "check_bench_vs_timer.py"), "--model", "simple_cnn",
+           "--img-size", "16", "--batch-size", "8", "--pairs", "5", "--steps", "2", "--min-run-time", "0.05",
+           "--warmup-s", "0", "--out", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode in (0, 1), res.stderr  # 1: outside ±5 %, which tiny noisy windows may be
+    r = json.loads(out.read_text())
+    for part in ("infer", "train"):
+        check_paired(r[part], ("fer_bench_img_s", "timer_img_s"))
+        assert r[f"{part}_ratio_median"] == r[part]["ratio"]["median"]
+        assert r[f"{part}_within_5_percent"] == (abs(r[part]["ratio"]["median"] - 1) <= 0.05)
+    assert res.returncode == (0 if r["infer_within_5_percent"] and r["train_within_5_percent"] else 1)
+    assert {"device_name", "torch", "threads", "loadavg_1min_start"} <= r["conditions"].keys()
