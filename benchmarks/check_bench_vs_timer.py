@@ -49,10 +49,12 @@ def main() -> int:
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--img-size", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--pairs", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=10, help="bench: timed steps per repeat (5 repeats)")
+    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=3, help="bench: timed steps per repeat (5 repeats)")
     ap.add_argument("--warmup-s", type=float, default=1.0, help="bench: untimed warm-up seconds per timed loop")
-    ap.add_argument("--min-run-time", type=float, default=2.0, help="Timer.blocked_autorange(min_run_time=...)")
+    ap.add_argument("--min-run-time", type=float, default=0.5,
+                    help="Timer.blocked_autorange(min_run_time=...) at least; each Timer window lasts as long as "
+                         "the bench window before it")  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     cfg = BenchConfig(
@@ -64,8 +66,17 @@ def main() -> int:
     with MachineLoad() as load:
         for part in ("infer", "train"):
             timer = timers[part]
-            ours = lambda part=part: measure(cfg, parts=(part,))[img_s[part]]  # noqa: E731
-            independent = lambda t=timer: args.batch_size / t.blocked_autorange(min_run_time=args.min_run_time).median  # noqa: E731
+            window = {"s": args.min_run_time}
+
+            def ours(part=part, window=window) -> float:
+                row = measure(cfg, parts=(part,))
+                n_steps = cfg.repeats * (cfg.steps if part == "infer" else max(2, cfg.steps // 2))
+                window["s"] = max(args.min_run_time, n_steps * args.batch_size / row[img_s[part]])
+                return row[img_s[part]]
+
+            def independent(t=timer, window=window) -> float:  # as long as bench's timed region just was
+                return args.batch_size / t.blocked_autorange(min_run_time=window["s"]).median
+
             say = lambda msg, part=part: print(f"{part}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
             result[part] = paired(ours, independent, pairs=args.pairs, names=("fer_bench_img_s", "timer_img_s"),
                                   progress=say)  # fmt: skip

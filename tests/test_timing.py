@@ -112,7 +112,7 @@ def test_an_op_that_ours_lacks_is_caught():
 def test_data_bench_every_ratio_comes_from_paired_windows(tmp_path):
     out = tmp_path / "fast-data"
     res = fer_bench("bench", "--data", "--out", str(out), "--pairs", "5", "--data-batch-size", "32", "--window", "3,2",
-                    "--e2e-model", "simple_cnn", "--e2e-steps", "2")  # fmt: skip
+                    "--e2e-model", "simple_cnn", "--e2e-steps", "2", "--e2e-pairs", "5")  # fmt: skip
     assert res.returncode == 0, res.stderr
     r = json.loads((out / "data-bench-cpu.json").read_text())
     for key, names, headline in (

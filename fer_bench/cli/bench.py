@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--window", type=int_list, default=[60, 15], metavar="OURS,TV",
                    help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
     p.add_argument("--e2e-model", default="resnet18", help="--data: the model of the end-to-end ratio")
-    p.add_argument("--e2e-steps", type=int, default=6, help="--data: training steps per end-to-end window")
+    p.add_argument("--e2e-steps", type=int, default=1, help="--data: training steps per end-to-end window")
+    p.add_argument("--e2e-pairs", type=int, default=31, help="--data: end-to-end/model-only pairs (>= 5)")
     p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
     p.add_argument("--dataset", default=None,
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
@@ -46,8 +47,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.data:
         from fer_bench.bench_data import run_data_bench
 
-        if args.pairs < 5:
-            raise FerBenchError(f"--pairs {args.pairs}: at least 5 pairs are needed for a median and an IQR")
+        for flag, n in (("--pairs", args.pairs), ("--e2e-pairs", args.e2e_pairs)):
+            if n < 5:
+                raise FerBenchError(f"{flag} {n}: at least 5 pairs are needed for a median and an IQR")
         say = lambda msg: print(f"bench --data: {msg}", file=sys.stderr, flush=True)  # noqa: E731
         from fer_bench.models import get_spec
 
@@ -56,6 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise FerBenchError(f"--window {args.window}: give two positive batch counts, e.g. --window 60,15")
         result = run_data_bench(args.data_dir, args.out, batch_size=args.data_batch_size, pairs=args.pairs,
                                 ours_batches=args.window[0], tv_batches=args.window[1], e2e_steps=args.e2e_steps,
+                                e2e_pairs=args.e2e_pairs,
                                 e2e_model=args.e2e_model, progress=say)  # fmt: skip
         path = args.out / "data-bench-cpu.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
@@ -90,7 +93,8 @@ def _bench_models(args: argparse.Namespace) -> int:
     if ok.empty:
         raise FerBenchError(f"every measurement failed; first error: {rows[0].get('error')}")
     common = [c for c in ("model", "img_size", "batch_size", "batch_size_requested", "precision", "channels_last",
-                          "compile", "device_name", "torch", "cuda", "cudnn", "threads", "params", "gmacs")
+                          "compile", "device_name", "torch", "cuda", "cudnn", "threads", "warmup", "warmup_s", "steps",
+                          "repeats", "params", "gmacs")
               if c in df]  # fmt: skip
     infer = common + [c for c in df if c.startswith(("infer_", "latency_"))] + ["git_sha", "timestamp"]
     train = (
