@@ -2,10 +2,14 @@
 
     python benchmarks/check_bench_vs_timer.py --model resnet18 --img-size 48 --out results/bench/check-vs-timer-1.json
 
-One fresh process. Inference, then training: ``fer_bench.bench.measure`` (the code `fer-bench bench` runs, with its
-own model, warm-up and timed loop) and a Timer statement written here without any fer-bench timing code (its own
-model from the registry, its own input, ``blocked_autorange``) measured alternately, A B A B …, after one warm-up
-pair. The ratio is taken pair by pair; its median is the figure. Exit code 1 when a median ratio is outside ±5 %.
+One fresh process. The bench side is what `fer-bench bench` times: the step closures of ``fer_bench.bench.build_steps``
+(its model, input, inference_mode/autocast, optimizer) timed by ``fer_bench.bench.timed_steps`` (a device sync and a
+``perf_counter`` pair around every step; the figure is the median step). The independent side is a Timer statement
+written here with none of fer-bench's timing code: its own model from the registry, its own input and optimizer,
+``Timer.timeit``. Both are warmed up as bench warms up, then measured alternately, A B A B …, in short windows of
+``--window`` steps, so that the machine's drift (±20-35 % between windows a few seconds apart on this shared 2-core
+machine: results/bench/window-drift.json) hits both sides alike. The ratio is taken pair by pair; its median is the
+figure. Exit code 1 when a median ratio is outside ±5 %.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.utils.benchmark as tb
 
-from fer_bench.bench import BenchConfig, measure
+from fer_bench.bench import BenchConfig, build_steps, timed_steps, warm_up
+from fer_bench.bench import _conditions as bench_conditions
 from fer_bench.models import create_model
 from fer_bench.timing import MachineLoad, paired
 
@@ -44,45 +50,46 @@ def timer_statements(model_name: str, img_size: int, batch_size: int) -> dict[st
     }
 
 
+def int_pair(text: str) -> tuple[int, int]:
+    a, b = (int(v) for v in text.split(","))
+    if min(a, b) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: two positive integers, e.g. 41,31")
+    return a, b
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--img-size", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--pairs", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=3, help="bench: timed steps per repeat (5 repeats)")
-    ap.add_argument("--warmup-s", type=float, default=1.0, help="bench: untimed warm-up seconds per timed loop")
-    ap.add_argument("--min-run-time", type=float, default=0.5,
-                    help="Timer.blocked_autorange(min_run_time=...) at least; each Timer window lasts as long as "
-                         "the bench window before it")  # fmt: skip
+    ap.add_argument("--pairs", type=int_pair, default=(41, 31), metavar="INFER,TRAIN", help="pairs per part")
+    ap.add_argument("--window", type=int_pair, default=(2, 1), metavar="INFER,TRAIN", help="steps per window")
+    ap.add_argument("--warmup-s", type=float, default=1.0, help="untimed warm-up seconds before each part")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    cfg = BenchConfig(
-        args.model, args.img_size, args.batch_size, device="cpu", warmup_s=args.warmup_s, steps=args.steps, dataset=None
-    )
+    cfg = BenchConfig(args.model, args.img_size, args.batch_size, device="cpu", warmup_s=args.warmup_s, dataset=None)
     timers = timer_statements(args.model, args.img_size, args.batch_size)
-    img_s = {"infer": "infer_img_s_median", "train": "train_img_s_median"}
-    result = {"bench_config": asdict(cfg), "tolerance": TOLERANCE, "timer_min_run_time_s": args.min_run_time}
+    result = {
+        "bench_config": asdict(cfg),
+        "tolerance": TOLERANCE,
+        "method": "step windows, A B A B, pair-by-pair ratio",
+    }
     with MachineLoad() as load:
-        for part in ("infer", "train"):
-            timer = timers[part]
-            window = {"s": args.min_run_time}
-
-            def ours(part=part, window=window) -> float:
-                row = measure(cfg, parts=(part,))
-                n_steps = cfg.repeats * (cfg.steps if part == "infer" else max(2, cfg.steps // 2))
-                window["s"] = max(args.min_run_time, n_steps * args.batch_size / row[img_s[part]])
-                return row[img_s[part]]
-
-            def independent(t=timer, window=window) -> float:  # as long as bench's timed region just was
-                return args.batch_size / t.blocked_autorange(min_run_time=window["s"]).median
-
+        steps = build_steps(cfg)
+        for part, k, n_pairs in (("infer", args.window[0], args.pairs[0]), ("train", args.window[1], args.pairs[1])):
+            fn, timer = (steps.infer, timers["infer"]) if part == "infer" else (steps.train, timers["train"])
+            (steps.model.eval if part == "infer" else steps.model.train)()
+            warm_up([fn], steps.device, cfg.warmup, cfg.warmup_s)  # bench's own warm-up ...
+            timer.blocked_autorange(min_run_time=cfg.warmup_s)  # ... and the Timer's, as long
+            ours = lambda fn=fn, k=k: args.batch_size / float(np.median(timed_steps(fn, steps.device, 0, k, 1)))  # noqa: E731
+            independent = lambda t=timer, k=k: args.batch_size / t.timeit(k).mean  # noqa: E731
             say = lambda msg, part=part: print(f"{part}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-            result[part] = paired(ours, independent, pairs=args.pairs, names=("fer_bench_img_s", "timer_img_s"),
+            result[part] = paired(ours, independent, pairs=n_pairs, names=("fer_bench_img_s", "timer_img_s"),
                                   progress=say)  # fmt: skip
+            result[part] |= {"steps_per_window": k}
             result[f"{part}_ratio_median"] = result[part]["ratio"]["median"]
             result[f"{part}_within_5_percent"] = abs(result[part]["ratio"]["median"] - 1) <= TOLERANCE
-    conditions = measure(replace(cfg, warmup=0, warmup_s=0, steps=1, repeats=1), parts=())
+    conditions = bench_conditions(steps.device)
     result["conditions"] = {k: conditions[k] for k in ("device_name", "torch", "threads", "git_sha", "timestamp")}
     result["conditions"] |= load.conditions
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))

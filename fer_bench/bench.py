@@ -16,6 +16,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -66,7 +67,7 @@ def _setup(cfg: BenchConfig):
     return model, spec, device, amp_dtype, fmt, info
 
 
-def _warm_up(fns, device, steps: int, seconds: float) -> None:
+def warm_up(fns, device, steps: int, seconds: float) -> None:
     """Run each of ``fns`` in turn for at least ``steps`` rounds and at least ``seconds``."""
     from fer_bench.cost import sync
 
@@ -78,12 +79,12 @@ def _warm_up(fns, device, steps: int, seconds: float) -> None:
         done += 1
 
 
-def _timed_steps(fn, device, warmup: int, steps: int, repeats: int, warmup_s: float = 0.0) -> list[float]:
+def timed_steps(fn, device, warmup: int, steps: int, repeats: int, warmup_s: float = 0.0) -> list[float]:
     """Per-step seconds over ``repeats`` × ``steps`` (after ``warmup`` steps and ``warmup_s`` seconds), with a
     device sync after every step."""
     from fer_bench.cost import sync
 
-    _warm_up([fn], device, warmup, warmup_s)
+    warm_up([fn], device, warmup, warmup_s)
     times = []
     for _ in range(repeats * steps):
         start = time.perf_counter()
@@ -98,7 +99,7 @@ def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int, warmu
     process, clock changes) hits them alike and their ratio stays honest."""
     from fer_bench.cost import sync
 
-    _warm_up(fns, device, warmup, warmup_s)
+    warm_up(fns, device, warmup, warmup_s)
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats * steps):
         for fn, out in zip(fns, times, strict=True):
@@ -112,9 +113,21 @@ def _timed_interleaved(fns, device, warmup: int, steps: int, repeats: int, warmu
 PARTS = ("infer", "latency", "train", "memory")
 
 
-def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
-    """All figures for one configuration, or those of ``parts`` (call in a fresh process for clean peak-memory
-    numbers)."""
+@dataclass
+class Steps:
+    """The steps that `measure` times, built once per configuration: also what an independent check times."""
+
+    model: Any
+    spec: Any
+    device: Any
+    fmt: Any
+    info: dict[str, Any]
+    infer: Callable[..., None]  # forward of the batch under inference_mode (and autocast)
+    infer1: Callable[[], None]  # the same at batch 1 (latency)
+    train: Callable[..., None]  # forward, cross-entropy, backward, SGD step
+
+
+def build_steps(cfg: BenchConfig) -> Steps:
     import torch
 
     model, spec, device, amp_dtype, fmt, info = _setup(cfg)
@@ -136,20 +149,28 @@ def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
         loss.backward()
         opt.step()
 
-    row = {**asdict(cfg), **info}
-    model.eval()
+    return Steps(model, spec, device, fmt, info, infer, lambda: infer(x1), train)
+
+
+def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """All figures for one configuration, or those of ``parts`` (call in a fresh process for clean peak-memory
+    numbers)."""
+    s = build_steps(cfg)
+    device = s.device
+    row = {**asdict(cfg), **s.info}
+    s.model.eval()
     if "infer" in parts:
-        t = _timed_steps(infer, device, cfg.warmup, cfg.steps, cfg.repeats, cfg.warmup_s)
-        row |= _stats("infer_step_ms", [s * 1e3 for s in t]) | _stats("infer_img_s", [cfg.batch_size / s for s in t])
+        t = timed_steps(s.infer, device, cfg.warmup, cfg.steps, cfg.repeats, cfg.warmup_s)
+        row |= _stats("infer_step_ms", [v * 1e3 for v in t]) | _stats("infer_img_s", [cfg.batch_size / v for v in t])
     if "latency" in parts:
-        lat = _timed_steps(lambda: infer(x1), device, cfg.warmup, cfg.latency_steps, 1, cfg.warmup_s)
+        lat = timed_steps(s.infer1, device, cfg.warmup, cfg.latency_steps, 1, cfg.warmup_s)
         row |= {"latency_ms_median": float(np.median(lat) * 1e3),
                 "latency_ms_p90": float(np.percentile(lat, 90) * 1e3)}  # fmt: skip
-    model.train()
+    s.model.train()
     if "train" in parts:
-        row |= _measure_train(cfg, train, spec, device, fmt)
+        row |= _measure_train(cfg, s.train, s.spec, device, s.fmt)
     if "memory" in parts:
-        row |= _peak_memory(train, device)
+        row |= _peak_memory(s.train, device)
     return row | _conditions(device)
 
 
@@ -164,7 +185,7 @@ def _measure_train(cfg: BenchConfig, train, spec, device, fmt) -> dict[str, Any]
         # step by step: model-only time / end-to-end time of the step that ran right after it
         row |= _stats("e2e_over_model_only", [m / e for m, e in zip(t, t_e2e, strict=True)])
     else:
-        t = _timed_steps(train, device, cfg.warmup, train_steps, cfg.repeats, cfg.warmup_s)
+        t = timed_steps(train, device, cfg.warmup, train_steps, cfg.repeats, cfg.warmup_s)
     row |= _stats("train_step_ms", [s * 1e3 for s in t]) | _stats("train_img_s", [cfg.batch_size / s for s in t])
     if cfg.dataset:
         row["e2e_over_model_only"] = row["e2e_over_model_only_median"]

@@ -23,7 +23,7 @@ from fer_bench.data.labels import SPLITS
 from fer_bench.engine import Batches
 from fer_bench.models import IMAGENET_MEAN, IMAGENET_STD
 from fer_bench.recipes.schema import AugmentCfg
-from fer_bench.timing import MachineLoad, paired
+from fer_bench.timing import MachineLoad, paired, proc_cpu_s
 
 AUG = AugmentCfg()  # the schema's default (full) augmentation; the torchvision pipeline is built from the same values
 PREFETCH = 2  # DataLoader's prefetch_factor (its default), batches queued per worker
@@ -172,9 +172,21 @@ class TorchvisionStream:
         for _ in range(n):
             self.next()
         self.rate = n / (time.perf_counter() - start)
-        if self.workers:
-            time.sleep(min(3.0, 1.2 * self.workers * PREFETCH / self.rate))
+        self.wait_idle()
         return self.rate
+
+    def wait_idle(self, poll: float = 0.05, timeout: float = 10.0) -> None:
+        """Block until the worker processes stop using CPU (their queue is full): polled from /proc, since a
+        fixed sleep is sometimes too short and the workers then steal the cores that the next window times."""
+        pids = [w.pid for w in getattr(self.it, "_workers", [])]
+        if not pids:
+            return
+        deadline, last, quiet = time.monotonic() + timeout, None, 0
+        while time.monotonic() < deadline and quiet < 3:
+            time.sleep(poll)
+            now = sum(proc_cpu_s(pid) for pid in pids)
+            quiet = quiet + 1 if last is not None and now - last < 0.2 * poll else 0
+            last = now
 
     def close(self) -> None:
         self.it = None  # shuts the worker processes down
@@ -247,7 +259,7 @@ def csv_load_times(csv_path: Path, pairs: int = 5, progress=None) -> dict[str, A
 
 
 def e2e_over_model_only(data: FerData, model_name: str = "resnet18", batch_size: int = 64, steps: int = 1,
-                        pairs: int = 31, progress=None) -> dict[str, Any]:  # fmt: skip
+                        pairs: int = 61, progress=None) -> dict[str, Any]:  # fmt: skip
     """Training img/s of ``model_name`` at 48 px fed by the real data path (uint8 store + the default augmentation)
     over the same steps fed one fixed batch, in alternate windows of ``steps`` steps. Short windows and many pairs:
     on a shared 2-core machine the speed drifts by ±10-20 % between windows a few seconds apart, and the step-by-step
@@ -295,7 +307,7 @@ def save_augment_grid(data: FerData, path: Path, n: int = 8, rows: int = 6) -> N
 
 def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 256, pairs: int = 7,
                    ours_batches: int = 60, tv_batches: int = 15, csv_pairs: int = 5, e2e_steps: int = 1,
-                   e2e_pairs: int = 31, e2e_model: str = "resnet18", progress=None) -> dict[str, Any]:  # fmt: skip
+                   e2e_pairs: int = 61, e2e_model: str = "resnet18", progress=None) -> dict[str, Any]:  # fmt: skip
     """Every figure of the data-path benchmark, each side of each ratio measured alternately."""
     from fer_bench import provenance
 

@@ -123,13 +123,23 @@ def _children(pid: int) -> set[int]:
 
 def _proc_stats() -> dict[int, tuple[str, int, float]]:
     """pid → (command name, parent pid, user + system CPU seconds), read from /proc/PID/stat."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     out = {}
     for d in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        out[int(d.name)] = (name, int(rest[1]), (int(rest[11]) + int(rest[12])) / tick)
+        if (stat := _read_stat(int(d.name))) is not None:
+            out[int(d.name)] = stat
     return out
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds that ``pid`` has used so far (0 when it is gone)."""
+    stat = _read_stat(pid)
+    return stat[2] if stat else 0.0
+
+
+def _read_stat(pid: int) -> tuple[str, int, float] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+    return name, int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")

@@ -157,13 +157,14 @@ def test_data_bench_bad_settings_exit_2(tmp_path, args, message):
 def test_bench_vs_timer_check_pairs_every_ratio(tmp_path):
     out = tmp_path / "check.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "check_bench_vs_timer.py"), "--model", "simple_cnn",
-           "--img-size", "16", "--batch-size", "8", "--pairs", "5", "--steps", "2", "--min-run-time", "0.05",
-           "--warmup-s", "0", "--out", str(out)]  # fmt: skip
+           "--img-size", "16", "--batch-size", "8", "--pairs", "5,6", "--window", "2,1", "--warmup-s", "0",
+           "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode in (0, 1), res.stderr  # 1: outside ±5 %, which tiny noisy windows may be
     r = json.loads(out.read_text())
     for part in ("infer", "train"):
         check_paired(r[part], ("fer_bench_img_s", "timer_img_s"))
+        assert r[part]["pairs"] == (5 if part == "infer" else 6)
         assert r[f"{part}_ratio_median"] == r[part]["ratio"]["median"]
         assert r[f"{part}_within_5_percent"] == (abs(r[part]["ratio"]["median"] - 1) <= 0.05)
     assert res.returncode == (0 if r["infer_within_5_percent"] and r["train_within_5_percent"] else 1)

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                    help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
     p.add_argument("--e2e-model", default="resnet18", help="--data: the model of the end-to-end ratio")
     p.add_argument("--e2e-steps", type=int, default=1, help="--data: training steps per end-to-end window")
-    p.add_argument("--e2e-pairs", type=int, default=31, help="--data: end-to-end/model-only pairs (>= 5)")
+    p.add_argument("--e2e-pairs", type=int, default=61, help="--data: end-to-end/model-only pairs (>= 5)")
     p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
     p.add_argument("--dataset", default=None,
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
