@@ -27,7 +27,8 @@ from fer_bench.published import PUBLISHED, published_frame
 KEYS = ["model", "protocol_hash", "split", "device_name"]  # one leaderboard line per distinct combination
 # Descriptive columns: fixed by the protocol within a line (recipe names may differ for identical settings).
 DESCRIBE = ["recipe", "dataset", "img_size", "epochs", "weights", "precision"]
-METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s"]
+METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
+           "train_min", "val_near_best_min"]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
 TTA_MODES = ("hflip", "tencrop")  # the plain figure ("none") is the headline; these are columns of their own
 SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
@@ -36,6 +37,7 @@ HEADERS = {
     "epochs": "epochs", "weights": "weights", "precision": "precision", "top1": "top-1 %", "macro_f1": "macro-F1",
     "weighted_f1": "weighted-F1", "params_m": "params (M)", "gmacs": "GMACs",
     "infer_model_img_s": "infer img/s (run, model-only, b64)", "train_e2e_img_s": "train img/s (run, end-to-end)",
+    "train_min": "train min (on its device)", "val_near_best_min": "min to val within 0.5 pt of best",
     "bench_infer_img_s": "bench infer img/s", "bench_train_img_s": "bench train img/s",
     "bench_conditions": "bench conditions", "device_name": "device", "protocol_hash": "protocol", "seeds": "seeds",
     "tta": "TTA",
@@ -81,6 +83,8 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["weights"] = r.get("weights_source", "scratch")
         rec["precision"] = r.get("precision_label") or r.get("precision")
         rec["params_m"] = r["params"] / 1e6
+        rec["train_min"] = r["train_wall_s"] / 60 if r.get("train_wall_s") is not None else None
+        rec["val_near_best_min"] = r.get("val_near_best_min")
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
         for t, m in r.get("test_tta", {}).items():
             if t != "none":
@@ -106,8 +110,9 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     for m in ("top1", "macro_f1", "weighted_f1"):
         out[m] = runs[f"metrics.test_{m}"]
     out["params_m"] = runs["metrics.params"] / 1e6
-    for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs"):
+    for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs", "val_near_best_min"):
         out[m] = runs.get(f"metrics.{m}")
+    out["train_min"] = runs["metrics.train_wall_s"] / 60 if "metrics.train_wall_s" in runs else None
     for col in runs.columns:
         if col.startswith("metrics.test_f1_"):
             out[col.removeprefix("metrics.test_")] = runs[col]
@@ -240,7 +245,7 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
     for t in TTA_MODES:
         if f"top1_{t}" in agg and agg[f"top1_{t}"].notna().any():
             cols += [f"top1_{t}", f"macro_f1_{t}", f"gmacs_{t}"]
-    cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s"]
+    cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s", "train_min", "val_near_best_min"]
     if "bench_infer_img_s" in agg and agg["bench_infer_img_s"].notna().any():
         cols += [*BENCH, "bench_conditions"]
     return cols + ["precision", "device_name", "protocol_hash", "seeds"]

@@ -75,6 +75,23 @@ def content_rank(data) -> np.ndarray:
     return rank
 
 
+def sample_ids(data) -> np.ndarray:
+    """A 16-hex-digit id per sample that names its content, never its file, row or load order.
+
+    blake2b over the sample's content digest (pixels, label, split) and its occurrence number among samples of
+    identical content. NOTE: a pixel hash alone collides: FER2013 holds identical faces, some under different
+    labels, and some identical (face, label) pairs more than once; the occurrence number keeps every id unique,
+    and since such samples are indistinguishable, which of them gets which number changes nothing.
+    """
+    digests = _sample_digests(data)
+    seen: dict[bytes, int] = {}
+    ids = np.empty(len(digests), dtype="<U16")
+    for i, d in enumerate(digests):
+        k = seen[d] = seen.get(d, -1) + 1
+        ids[i] = hashlib.blake2b(d + k.to_bytes(4, "little"), digest_size=8).hexdigest()
+    return ids
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file (cached on path, size and mtime, so a suite does not re-read a large weights file)."""
     p = Path(path)

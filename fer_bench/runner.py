@@ -22,7 +22,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from fer_bench import checkpoint, cost, engine, provenance
+from fer_bench import checkpoint, cost, engine, predictions, provenance
 from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
@@ -36,6 +36,7 @@ from fer_bench.protocol import (
     precision_label,
     protocol_fields,
     protocol_hash,
+    sample_ids,
     weights_identity,
     weights_label,
 )
@@ -153,7 +154,8 @@ def run_model(
             "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
     if not opts.evaluate_test:
         return row | {"run_id": rid}
-    row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
+    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto, norms, ctx)
+    row["predictions"] = _save_predictions(run_dir, data, proto, *plain)
     row |= _cost(model, spec, size, ctx)
     row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
     row["wall_s"] = round(time.perf_counter() - start, 1)
@@ -222,7 +224,8 @@ def evaluate_on_split(
     row = dict(trained) | {"split": recipe.eval.split, "recipe_hash": recipe_hash(recipe), "n_test": len(proto.test),
                            "run_id": rid, "trained_run_id": trained["run_id"],
                            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    row["test"], row["test_tta"], row["confusion_matrix"] = _test(model, recipe, data, proto, norms, ctx)
+    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto, norms, ctx)
+    row["predictions"] = _save_predictions(run_dir, data, proto, *plain)
     write_json(run_dir / "result.json", row)
     save_run_plots(row, run_dir)
     return row
@@ -399,7 +402,7 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
             _log_epoch(history[-1], t.epochs, opts.progress)
             if on_epoch is not None:
                 on_epoch(history[-1])
-            improved = tracker.update(entry["val_macro_f1"], pos.epoch + 1)
+            improved = tracker.update(entry[SELECT_BY], pos.epoch + 1)
             early = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
             pos = pos.after_epoch(early or pos.stage_epoch + 1 == n_epochs, early and t.early_stop_scope == "run")
             state = _state(recipe, pos, model, optimizer, scheduler, loop, history, tracker)
@@ -469,9 +472,15 @@ def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Positio
 
 
 def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> dict:
-    """Train epoch ``epoch`` (1-based), validate, feed the schedule validation top-1; the epoch's history entry."""
+    """Train epoch ``epoch`` (1-based), validate, feed the schedule validation top-1; the epoch's history entry.
+
+    ``epoch_wall_s`` is the epoch's wall time, training and validation (checkpoint writes aside): a run's time to
+    accuracy adds these up, so a resumed run counts the epochs of every segment (:func:`time_to_accuracy`).
+    """
+    start = time.perf_counter()
+    # NOTE: no bar when stderr is not a terminal: in a log file every redraw is a line (megabytes per demo)
     bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
-               disable=not loop.progress, file=sys.stderr)  # fmt: skip
+               disable=not (loop.progress and sys.stderr.isatty()), file=sys.stderr)  # fmt: skip
     stats = engine.train_one_epoch(
         model, loop.train.epoch(epoch - 1), criterion=loop.criterion, optimizer=optimizer, transform=loop.augment,
         gen=loop.gen, ctx=loop.ctx, scheduler=scheduler, scaler=loop.scaler, grad_clip=loop.grad_clip, frozen=frozen,
@@ -480,7 +489,8 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> 
     bar.close()
     val = engine.evaluate(model, loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx, classes=loop.classes)
     scheduler.end_epoch(val["top1"])
-    return stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
+    entry = stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
+    return entry | {"epoch_wall_s": time.perf_counter() - start}
 
 
 def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
@@ -498,20 +508,30 @@ TTA_PASSES = {"none": 1, "hflip": 2, "tencrop": 10}
 def _test(model, recipe: Recipe, data, proto, norms: dict[str, Normalize], ctx):
     """The plain single-crop figures (the headline, always), and each TTA of ``eval.tta`` beside them.
 
-    Returns (headline metrics, {tta: top1/macro_f1/weighted_f1}, confusion matrix of the headline).
+    Returns (headline metrics, {tta: top1/macro_f1/weighted_f1}, confusion matrix of the headline, (headline
+    probabilities, labels)). The headline is scored on the float32 probabilities its predictions file keeps, so
+    the file gives back exactly the row's figures (an argmax over logits may break a float32 tie otherwise).
     """
     batches = engine.Batches(*_device_tensors(data, proto.test, ctx.device), batch_size=recipe.eval.batch_size)
     results: dict[str, dict[str, float]] = {}
-    confusion = None
+    plain = None
     for tta in dict.fromkeys(("none", *recipe.eval.tta)):  # "none" first and once: the headline never is a TTA
         norm = norms["tencrop" if tta == "tencrop" else "eval"]
         crop = norms["eval"].crop or norms["eval"].size
         logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=crop)
+        if plain is None:  # the headline ("none")
+            plain = (predictions.softmax(logits), y)
+            logits = plain[0]
         results[tta] = classification_metrics(logits, y, data.classes)
-        if confusion is None:
-            confusion = confusion_matrix(y, logits.argmax(1), len(data.classes)).tolist()
+    confusion = confusion_matrix(plain[1], plain[0].argmax(1), len(data.classes)).tolist()
     summary = {t: {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")} for t, m in results.items()}
-    return results["none"], summary, confusion
+    return results["none"], summary, confusion, plain
+
+
+def _save_predictions(run_dir: Path, data: FerData, proto: Protocol, probs, labels) -> dict[str, str]:
+    """Write the headline's per-sample predictions beside the row (fer_bench.predictions); the row's reference."""
+    path = run_dir / predictions.FILE
+    return {"file": path.name, "sha256": predictions.write(path, probs, labels, sample_ids(data)[proto.test])}
 
 
 def _cost(model, spec, size: int, ctx) -> dict[str, Any]:
@@ -525,7 +545,7 @@ def _cost(model, spec, size: int, ctx) -> dict[str, Any]:
 
 
 def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, precision, ctx, size) -> dict[str, Any]:
-    best = max(history, key=lambda h: h["val_macro_f1"])
+    best = max(history, key=lambda h: h[SELECT_BY])
     return {
         "model": name, "family": spec.family, "source": spec.source,
         "recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe_hash(recipe),
@@ -541,8 +561,37 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         # over epochs; epochs in a stage with frozen parameters are counted (a frozen backbone trains faster)
         "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in history), 1),
         "train_frozen_epochs": sum(1 for h in history if h["stage"] in _frozen_stages(recipe)),
+        **time_to_accuracy(history),
         "history": history, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
+
+
+# The validation figure that selects the checkpoint (best.pt), the row's best epoch and early stopping.
+SELECT_BY = "val_macro_f1"
+NEAR_BEST_PT = 0.5  # "near best": within this many points of the run's best (issue 15's convergence tolerance)
+
+
+def time_to_accuracy(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training wall time, and when the checkpoint's validation figure first came within 0.5 pt of its best.
+
+    ``train_wall_s`` adds up the epochs' wall times (a resumed run's history holds every segment's epochs, so its
+    clock never restarts); ``val_near_best_epoch`` is the first epoch whose :data:`SELECT_BY` is within
+    :data:`NEAR_BEST_PT` of the run's best and ``val_near_best_min`` the training minutes up to its end.
+
+    Example:
+        >>> h = [{"epoch": e, "val_macro_f1": f, "epoch_wall_s": 60.0} for e, f in [(1, 30), (2, 39.6), (3, 40)]]
+        >>> time_to_accuracy(h)
+        {'train_wall_s': 180.0, 'val_near_best_epoch': 2, 'val_near_best_min': 2.0}
+    """
+    if not history or any("epoch_wall_s" not in h for h in history):  # a checkpoint from before epoch timing
+        return {"train_wall_s": None, "val_near_best_epoch": None, "val_near_best_min": None}
+    best = max(h[SELECT_BY] for h in history)
+    near = next(i for i, h in enumerate(history) if h[SELECT_BY] >= best - NEAR_BEST_PT)
+    return {
+        "train_wall_s": round(sum(h["epoch_wall_s"] for h in history), 1),
+        "val_near_best_epoch": history[near]["epoch"],
+        "val_near_best_min": round(sum(h["epoch_wall_s"] for h in history[: near + 1]) / 60, 3),
+    }
 
 
 def _frozen_stages(recipe: Recipe) -> set[str]:

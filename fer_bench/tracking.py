@@ -121,6 +121,7 @@ class MlflowTracker:
             "per_class.csv",
             "confusion_matrix.png",
             "learning_curve.png",
+            "predictions.npz",
         )
         for name in files:
             if (run_dir / name).exists():
@@ -137,7 +138,8 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
     out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items()}
     # NOTE: one key, one meaning: per-epoch figures are logged at step=epoch under epoch_* / val_* keys, never these
     for key in ("params", "trainable_params", "gmacs", "infer_model_img_s", "infer_batch_size", "train_e2e_img_s",
-                "train_frozen_epochs", "epochs_run", "best_epoch", "wall_s", "n_train", "n_val", "n_test"):  # fmt: skip
+                "train_frozen_epochs", "epochs_run", "best_epoch", "wall_s", "train_wall_s", "val_near_best_epoch",
+                "val_near_best_min", "n_train", "n_val", "n_test"):  # fmt: skip
         if row.get(key) is not None:
             out[key] = float(row[key])
     return out
@@ -152,6 +154,8 @@ def result_tags(row: dict[str, Any]) -> dict[str, str]:
         if key in row:
             tags[f"fer_bench.{key}"] = str(row[key])
     tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
+    if "predictions" in row:  # the per-sample file (an artifact): its digest says which file the row scored
+        tags["fer_bench.predictions_sha256"] = row["predictions"]["sha256"]
     return tags
 
 

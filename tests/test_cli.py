@@ -59,6 +59,8 @@ def test_small_cnn_beats_chance_clearly_on_synthetic(tmp_path):
         (["run", "--models", "resnet18", "--recipe", "baselin"], ["unknown recipe", "baseline"]),
         (["run", "--models", "resnet18", "--set", "optim.lrr=1"], ["unknown key 'optim.lrr'", "optim.lr"]),
         (["leaderboard", "--from-results", "/no/such/dir"], ["/no/such/dir", "does not exist", "--out folder"]),
+        (["run", "--models", "simple_cnn", "--seed", "1", "--seeds", "0,1"], ["--seed 1 and --seeds 0,1", "give one"]),
+        (["run", "--models", "simple_cnn", "--seeds", "0,0"], ["repeats a seed"]),
     ],
 )  # fmt: skip
 def test_user_mistakes_get_one_clear_message_and_exit_2(tmp_path, args, expected):
@@ -68,6 +70,27 @@ def test_user_mistakes_get_one_clear_message_and_exit_2(tmp_path, args, expected
     for part in expected:
         assert part in res.stderr
     assert not list(tmp_path.rglob("result.json"))
+
+
+def test_seeds_train_each_model_once_per_seed_and_a_pipe_gets_one_line_per_epoch(tmp_path):
+    """--seeds with --models: a row, run folder and MLflow child per seed. stderr is a pipe here (as a log file is):
+    no progress-bar redraws, exactly one line per epoch."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    res = fer_bench("run", "--models", "simple_cnn", "--seeds", "0,1", "--epochs", "2", "--limit-train", "200",
+                    "--set", "eval.tta=[none]", "--out", str(tmp_path / "out"), "--tracking-uri", uri,
+                    "--experiment", "seeds")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").rglob("result.json"))]
+    assert sorted(r["seed"] for r in rows) == [0, 1] and len({r["run_id"] for r in rows}) == 2
+    assert rows[0]["protocol_hash"] == rows[1]["protocol_hash"]  # two seeds of one protocol: one leaderboard line
+    mlflow.set_tracking_uri(uri)
+    children = mlflow.search_runs(experiment_names=["seeds"], filter_string="tags.`fer_bench.kind` = 'model'")
+    assert sorted(children["tags.fer_bench.seed"]) == ["0", "1"]
+    assert "\r" not in res.stderr and "img/s]" not in res.stderr  # no tqdm bar, not even a final one
+    epoch_lines = [line for line in res.stderr.splitlines() if line.lstrip().startswith("epoch ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2", "1/2", "2/2"]
 
 
 def test_ls_and_validate():

@@ -29,6 +29,7 @@ def _runs() -> pd.DataFrame:
                "device_name": "x86_64 (2 threads)", "seed": seed, "top1": top1, "macro_f1": f1,
                "weighted_f1": f1 + 5, "params_m": params, "gmacs": gmacs, "infer_model_img_s": inf,
                "train_e2e_img_s": tr, "train_frozen_epochs": 0}  # fmt: skip
+        row |= {"train_min": 3000 / tr, "val_near_best_min": 2000 / tr + seed}  # minutes follow img/s (made up)
         row |= {f"f1_{c}": f1 + i - 3 for i, c in enumerate(CLASSES)}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -66,6 +67,8 @@ def test_every_numeric_header_has_a_direction():
         "GMACs ↓",
         "infer img/s (run, model-only, b64) ↑",
         "train img/s (run, end-to-end) ↑",
+        "train min (on its device) ↓",
+        "min to val within 0.5 pt of best ↓",
     ):
         assert name in header
 
@@ -84,6 +87,23 @@ def _one(**kw) -> dict:
            "test": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 48.0},
            "test_tta": {"none": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 48.0}}}  # fmt: skip
     return row | kw
+
+
+def test_training_minutes_and_minutes_to_near_best_come_from_the_row():
+    rows = [_one(train_wall_s=600.0, val_near_best_min=4.0), _one(seed=1, train_wall_s=900.0, val_near_best_min=6.0)]
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    assert agg.iloc[0]["train_min"] == pytest.approx(12.5) and agg.iloc[0]["val_near_best_min"] == pytest.approx(5.0)
+    cells = _md_cells(lb.render(agg, "md"))
+    assert cells["train min (on its device) ↓"] == "12.50 ± 3.54" and cells["device"] == "x86_64 (2 threads)"
+    assert cells["min to val within 0.5 pt of best ↓"] == "5.00 ± 1.41"
+    old = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows([_one()])), "md"))  # a row from before the fields
+    assert old["train min (on its device) ↓"] == old["min to val within 0.5 pt of best ↓"] == "–"
+
+
+def _md_cells(table: str) -> dict[str, str]:
+    """Header → cell of the first line of a Markdown table."""
+    header, _, first = ([c.strip() for c in line.split("|")] for line in table.splitlines()[:3])
+    return dict(zip(header, first, strict=True))
 
 
 def test_rows_of_different_protocols_or_devices_are_never_averaged():

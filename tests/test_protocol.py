@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from fer_bench import predictions
 from fer_bench.data import load_dataset
 from fer_bench.data.labels import SPLITS
-from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, weights_identity
+from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, sample_ids, weights_identity
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.runner import RunOptions, run_protocol
 from helpers import write_tree
@@ -122,6 +123,36 @@ def test_the_load_order_changes_no_number(tmp_path):
     strip = lambda h: {k: v for k, v in h.items() if not k.endswith("_s")}  # noqa: E731  (timings differ)
     assert [strip(h) for h in rows[0]["history"]] == [strip(h) for h in rows[1]["history"]]
     assert rows[0]["test"] == rows[1]["test"]
+    # per-sample predictions: the same ids (content, not file or row), labels and probabilities, to the byte
+    files = [tmp_path / f"out{i}" / r["run_id"] / r["predictions"]["file"] for i, r in enumerate(rows)]
+    tree_pred, csv_pred = (predictions.read(f) for f in files)
+    assert len(set(tree_pred["ids"])) == len(tree_pred["ids"]) == rows[0]["n_test"]
+    assert tree_pred["ids"].tolist() == csv_pred["ids"].tolist()
+    assert all(np.array_equal(tree_pred[k], csv_pred[k]) for k in ("labels", "probs"))
+    assert rows[0]["predictions"]["sha256"] == rows[1]["predictions"]["sha256"]
+    # the file gives the row's own figures back, exactly
+    for row, f in zip(rows, files, strict=True):
+        again = predictions.score(f, tree.classes)
+        assert (again["top1"], again["macro_f1"]) == (row["test"]["top1"], row["test"]["macro_f1"])
+
+
+def test_sample_ids_are_unique_among_identical_faces_and_follow_content_not_load_order(tmp_path):
+    """FER2013 holds identical faces, some under different labels: a pixel hash alone would collide."""
+    write_tree(tmp_path / "tree", n_per=2)
+    data = load_dataset("fer2013", tmp_path / "tree", tmp_path / "cache")
+    n, copies = len(data), [0, 0, 0]  # two copies of face 0 under its label, one under another label
+    images = np.concatenate([data.images, data.images[copies]])
+    labels = np.concatenate([data.labels, [data.labels[0], data.labels[0], (data.labels[0] + 1) % 7]])
+    dup = dataclasses.replace(data, images=images, labels=labels, splits=np.concatenate([data.splits,
+                                                                                         data.splits[copies]]))
+    ids = sample_ids(dup)
+    assert len(set(ids)) == len(ids) == n + 3
+    order = np.random.default_rng(0).permutation(len(ids))  # another load order, as another file format gives
+    moved = dataclasses.replace(dup, images=dup.images[order], labels=dup.labels[order], splits=dup.splits[order])
+    back = sample_ids(moved)[np.argsort(order)]  # the moved ids, in the original sample order
+    assert back[1:n].tolist() == ids[1:n].tolist() and back[n + 2] == ids[n + 2]
+    # the three identical (face, label) samples are indistinguishable: which gets which of their ids is free
+    assert set(back[[0, n, n + 1]]) == set(ids[[0, n, n + 1]])
 
 
 @pytest.mark.parametrize("sets", [["train.precision=fp32"], ["train.channels_last=false"], ["input.img_size=null"],

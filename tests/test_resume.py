@@ -17,7 +17,7 @@ from fer_bench import checkpoint, engine
 from fer_bench.data import load_dataset
 from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_model
+from fer_bench.runner import RunOptions, run_model, time_to_accuracy
 
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "600", "--seed", "1", "--no-progress",
         "--no-track", "--set", "eval.tta=[none]", "--set", "eval.batch_size=512"]  # fmt: skip
@@ -129,6 +129,18 @@ def test_a_kill_after_any_epoch_resumes_to_the_same_numbers(tmp_path, synthetic,
     assert row["test"] == full["test"] and row["confusion_matrix"] == full["confusion_matrix"]
     best = _best_weights(tmp_path)
     assert all(torch.equal(best[k], full_best[k]) for k in full_best)
+    # the clock does not restart: the epochs trained before the kill (all 3 when kill_after=3) count too
+    assert row["train_wall_s"] == pytest.approx(sum(h["epoch_wall_s"] for h in row["history"]), abs=0.051)
+    assert row["train_wall_s"] > 0 and all(h["epoch_wall_s"] > 0 for h in row["history"])
+
+
+def test_time_to_accuracy_is_when_the_checkpoint_figure_first_came_within_half_a_point_of_its_best():
+    history = [{"epoch": e, "val_macro_f1": f, "val_top1": t, "epoch_wall_s": s}
+               for e, f, t, s in [(1, 20.0, 60.0, 30.0), (2, 39.4, 61.0, 60.0), (3, 39.6, 70.0, 90.0),
+                                  (4, 40.0, 65.0, 30.0), (5, 38.0, 71.0, 30.0)]]  # fmt: skip
+    got = time_to_accuracy(history)
+    # macro-F1 (what selects best.pt), not top-1: best 40.0, first within 0.5 pt at epoch 3 (39.4 is 0.6 short)
+    assert got == {"train_wall_s": 240.0, "val_near_best_epoch": 3, "val_near_best_min": 3.0}
 
 
 @pytest.fixture

@@ -56,6 +56,10 @@ def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked)
         # one key, one meaning: the row's median img/s is what MLflow returns, not the last epoch's figure
         row = json.loads(open(client.download_artifacts(child.info.run_id, "result.json")).read())
         assert metrics["train_e2e_img_s"] == pytest.approx(row["train_e2e_img_s"])
+        for key in ("train_wall_s", "val_near_best_epoch", "val_near_best_min"):  # time to accuracy, as on the row
+            assert metrics[key] == pytest.approx(row[key]), key
+        assert 1 <= row["val_near_best_epoch"] <= 2 and 0 < row["val_near_best_min"] * 60 <= row["train_wall_s"] + 0.1
+        assert tags["fer_bench.predictions_sha256"] == row["predictions"]["sha256"]
         per_epoch = client.get_metric_history(child.info.run_id, "epoch_train_img_s")
         assert [m.step for m in per_epoch] == [1, 2]
         assert not client.get_metric_history(child.info.run_id, "train_e2e_img_s")[0].step
@@ -70,7 +74,7 @@ def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked)
         } == {"train_loss", "lr"}
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= {"result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png",
-                             "learning_curve.png"}  # fmt: skip
+                             "learning_curve.png", "predictions.npz"}  # fmt: skip
 
 
 def test_leaderboard_is_built_from_mlflow(tracked, tmp_path):

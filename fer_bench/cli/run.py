@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
     p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
     p.add_argument("--seeds", type=int_list, metavar="S,…",
-                   help="with --suite: these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
+                   help="train each model once per seed (a row, run folder and MLflow child each); with --suite: "
+                        "these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
     add_data_args(p, default=None)
     p.add_argument("--epochs", type=int)
@@ -57,8 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
     if args.suite:
         return _run_suite(args)
-    if args.shard or args.seeds:
-        raise FerBenchError("--shard and --seeds apply to a suite: use them with --suite FILE (else --seed N).")
+    if args.shard:
+        raise FerBenchError("--shard applies to a suite: use it with --suite FILE.")
+    seeds = _seeds(args)
     args.dataset = args.dataset or "synthetic"
     from fer_bench.data import load_dataset
     from fer_bench.leaderboard import render_rows
@@ -69,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
-    recipes = [_recipe_for(args, spec) for spec in specs]
+    runs = [(spec, _recipe_for(args, spec, seed)) for spec in specs for seed in seeds]
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -84,8 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracker = make_tracker(args)
     rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
-        for spec, recipe in zip(specs, recipes, strict=True):
-            print(f"== {spec.name} · recipe {recipe.name} · {data.name} ({data.source})", file=sys.stderr)
+        for spec, recipe in runs:
+            print(f"== {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · {data.name} ({data.source})",
+                  file=sys.stderr)  # fmt: skip
             # tagged as a model run from its start, so that a killed or running one is found as such too
             with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
@@ -172,11 +175,25 @@ def _run_suite(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_for(args: argparse.Namespace, spec):
+def _seeds(args: argparse.Namespace) -> list[int | None]:
+    """The seeds of a --models run: --seeds S,… (each model once per seed), else the one of --seed or the recipe."""
+    if not args.seeds:
+        return [None]
+    if args.seed is not None:
+        raise FerBenchError(f"--seed {args.seed} and --seeds {','.join(map(str, args.seeds))} together: give one "
+                            "(--seeds trains each model once per seed).")  # fmt: skip
+    if len(set(args.seeds)) != len(args.seeds):
+        raise FerBenchError(f"--seeds {','.join(map(str, args.seeds))} repeats a seed; list each seed once.")
+    return list(args.seeds)
+
+
+def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
     from fer_bench.recipes import default_recipe, load_recipe
 
     name = args.recipe or default_recipe(spec)
     sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
+    if seed is not None:  # one of --seeds
+        sets.append(f"train.seed={seed}")
     if args.pretrained:
         sets.append("input.pretrained=true")
     recipe = load_recipe(name, list(args.sets) + sets)
