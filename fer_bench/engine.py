@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,6 +46,16 @@ class Batches:
             yield self.images[idx], self.labels[idx]
 
 
+# Steps between progress reports: each reads the running loss back from the device (a host synchronisation).
+REPORT_EVERY = 20
+
+
+class WeightAverage(Protocol):
+    """What the engine needs of a weight average (timm's ModelEmaV3 fits): an update after each optimizer step."""
+
+    def update(self, model: nn.Module) -> None: ...
+
+
 @dataclass
 class StepContext:
     """How forward passes run: device, autocast dtype (None = fp32) and memory format."""
@@ -75,11 +86,16 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
     frozen: Iterable[nn.Module] = (),
+    ema: WeightAverage | None = None,
     on_batch: Callable[[int, float], None] | None = None,
+    report_every: int = REPORT_EVERY,
 ) -> dict[str, float]:
     """Train for one pass over ``batches``; the scheduler (if any) steps once per batch.
 
     ``frozen`` modules (a frozen backbone) stay in eval mode, so their batch-norm statistics do not drift.
+    ``ema`` (a weight average) is updated after every optimizer step. Loss and accuracy add up on the device, so a
+    step never waits for the GPU; ``on_batch(images seen, mean loss)`` is called every ``report_every`` steps and
+    after the last, the only times the sums are read back.
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
@@ -89,9 +105,13 @@ def train_one_epoch(
     model.train()
     for module in frozen:
         module.eval()
-    loss_sum, correct, seen, lr = 0.0, 0, 0, optimizer.param_groups[0]["lr"]
+    # NOTE: .item() or int() on a device tensor waits for the GPU; once per step it keeps the GPU idle between steps
+    # (issue 15). float64, as the Python floats the sums were before, so the figures are the same.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
+    seen, step, lr = 0, 0, optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
-    for x, y in batches:
+    for step, (x, y) in enumerate(batches, 1):
         x, y = transform(x, y, gen)
         x = ctx.prepare(x)
         with ctx.autocast():
@@ -100,17 +120,22 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]  # read before the scheduler sets the next step's LR
         _backward_step(loss, optimizer, model, scaler, grad_clip)
+        if ema is not None:
+            ema.update(model)
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if on_batch is not None:
-            on_batch(seen, loss_sum / seen)
+        if on_batch is not None and step % report_every == 0:
+            on_batch(seen, loss_sum.item() / seen)
+    total_loss, total_correct = loss_sum.item(), int(correct)  # the epoch's one wait for the device
+    if on_batch is not None and step % report_every:
+        on_batch(seen, total_loss / seen)
     elapsed = time.perf_counter() - start
     return {
-        "train_loss": loss_sum / max(seen, 1),
-        "train_top1": 100.0 * correct / max(seen, 1),
+        "train_loss": total_loss / max(seen, 1),
+        "train_top1": 100.0 * total_correct / max(seen, 1),
         "lr": lr,
         "epoch_train_img_s": seen / elapsed if elapsed > 0 else 0.0,
     }

@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from fer_bench.recipes.schema import without_unset_additions
+
 # Bump when what a hash stands for changes, so old and new hashes never collide. 1: hold-outs and subsets drawn in
 # load order, recipe fields as written (rows regenerated in issue 13); 2: samples in content order, recipe fields
 # resolved (precision, channels_last, input size), evaluation batch size and TTA list left out.
 VERSION = 2
 # Recipe fields that do not change a row's headline numbers: names and descriptions, the seed and the split (grouping
-# keys of their own), the evaluation batch size, and the TTA list (TTA figures are columns beside the headline).
-RECIPE_EXCLUDED = ("name", "version", "description", "train.seed", "eval.split", "eval.batch_size", "eval.tta")
+# keys of their own), the evaluation batch size, the TTA list (TTA figures are columns beside the headline), and
+# train.compile (like the device, it changes how fast the same computation runs; compiled and eager rows average).
+RECIPE_EXCLUDED = ("name", "version", "description", "train.seed", "eval.split", "eval.batch_size", "eval.tta",
+                   "train.compile")  # fmt: skip
 
 _DIGESTS: dict[int, tuple[Any, list[bytes]]] = {}
 _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -150,8 +154,9 @@ def precision_label(precision: str, device_type: str, device_index: int | None =
 
 
 def recipe_fields(recipe_dict: dict[str, Any]) -> dict[str, Any]:
-    """The resolved recipe as a dict without the fields in :data:`RECIPE_EXCLUDED`."""
-    out = json.loads(json.dumps(recipe_dict, default=list))  # a deep copy with tuples as lists
+    """The resolved recipe as a dict without the fields in :data:`RECIPE_EXCLUDED`, nor the options added after
+    protocol v2 while they hold their defaults (``fer_bench.recipes.schema.HASHED_WHEN_SET``: old hashes stay)."""
+    out = without_unset_additions(json.loads(json.dumps(recipe_dict, default=list)))  # a deep copy, tuples as lists
     for dotted in RECIPE_EXCLUDED:
         *parents, leaf = dotted.split(".")
         node = out

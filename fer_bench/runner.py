@@ -42,11 +42,13 @@ from fer_bench.protocol import (
 )
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.checks import frozen_without_weights, scratch_variant
-from fer_bench.recipes.schema import Recipe, stage_plan
+from fer_bench.recipes.schema import Recipe, lr_factor, stage_lr, stage_plan
 from fer_bench.training import (
+    build_ema,
     build_loss,
     build_optimizer,
     build_scheduler,
+    compiled,
     resolve_device,
     resolve_precision,
 )
@@ -188,11 +190,21 @@ def run_protocol(
     resolved = recipe_to_dict(recipe)  # what ran, not how it was asked for ("auto", null): equal runs, equal hashes
     resolved["train"] |= {"precision": label, "channels_last": ctx.channels_last}
     resolved["input"] |= {"img_size": size}
+    _resolve_lrs(resolved, recipe)
     fields = protocol_fields(
         resolved, dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol, img_size=size,
         weights=weights_identity(opts.weights, recipe.input.pretrained, model_name), precision=label,
     )  # fmt: skip
     return protocol_hash(fields), fields
+
+
+def _resolve_lrs(resolved: dict[str, Any], recipe: Recipe) -> None:
+    """Put the LRs that train (``optim.lr_scaling`` applied) in place of the scaling rule: two recipes that train at
+    the same LR and batch size are one protocol, whether the LR was written out or scaled from another batch."""
+    factor = lr_factor(recipe)
+    resolved["optim"] |= {"lr": recipe.optim.lr * factor, "lr_scaling": "none", "reference_batch_size": None}
+    for stage in resolved["stages"]:
+        stage["lr"] = stage["lr"] * factor if stage["lr"] is not None else None
 
 
 def _context(recipe: Recipe, opts: RunOptions) -> tuple[str, engine.StepContext]:
@@ -377,6 +389,11 @@ class _Loop:
     classes: tuple[str, ...]
     grad_clip: float | None
     progress: bool
+    ema: torch.nn.Module | None = None  # the weight average (train.ema_decay): validated, selected, tested
+
+    def selected(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The weights that validation scores and best.pt keeps: the average's when there is one."""
+        return self.ema.module if self.ema is not None else model
 
 
 def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_dir: Path, name: str, on_epoch):
@@ -387,6 +404,8 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
     """
     t = recipe.train
     loop = _make_loop(recipe, data, proto, norms, ctx, opts)
+    loop.ema = build_ema(model, t.ema_decay)  # before a resume restores it
+    net = compiled(model, t.compile)  # trains and validates; checkpoints take ``model``'s own state dict
     tracker = _BestTracker(run_dir / "best.pt")
     pos, history, saved = _Position(), [], None
     if opts.resume and (saved := checkpoint.load(run_dir / "last.pt", recipe_hash(recipe), t.seed)) is not None:
@@ -397,7 +416,7 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
         si, (stage, n_epochs) = pos.stage, plan[pos.stage]
         frozen, optimizer, scheduler = _open_stage(model, recipe, stage, n_epochs, loop, pos, saved, tracker)
         while pos.stage == si and not pos.stopped:
-            entry = _one_epoch(model, loop, optimizer, scheduler, frozen, pos.epoch + 1)
+            entry = _one_epoch(net, loop, optimizer, scheduler, frozen, pos.epoch + 1)
             history.append({"epoch": pos.epoch + 1, "stage": stage.name, **entry})
             _log_epoch(history[-1], t.epochs, opts.progress)
             if on_epoch is not None:
@@ -408,7 +427,7 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
             state = _state(recipe, pos, model, optimizer, scheduler, loop, history, tracker)
             checkpoint.save(run_dir / "last.pt", state)
             if improved:
-                tracker.save(model)
+                tracker.save(loop.selected(model))
             if early:
                 then = "the run ends" if pos.stopped else "the next stage starts"
                 print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
@@ -434,7 +453,7 @@ def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Lo
 def _open_stage(model, recipe: Recipe, stage, n_epochs: int, loop: _Loop, pos: _Position, saved, tracker):
     """Frozen modules, optimizer and LR schedule of ``stage``; fresh at its first epoch, else from ``saved``."""
     frozen = set_trainable(model, stage.trainable)
-    optimizer = build_optimizer(replace(recipe.optim, lr=stage.lr or recipe.optim.lr), model)
+    optimizer = build_optimizer(replace(recipe.optim, lr=stage_lr(recipe, stage)), model)
     scheduler = build_scheduler(recipe.schedule, optimizer, len(loop.train), n_epochs)
     if pos.stage_epoch:  # resumed inside this stage: its optimizer and schedule carry on from last.pt
         optimizer.load_state_dict(saved["optimizer"])
@@ -454,20 +473,24 @@ def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _L
         "optimizer": optimizer.state_dict() if inside else None,
         "scheduler": scheduler.state_dict() if inside else None,
         "scaler": loop.scaler.state_dict() if loop.scaler else None,
+        "ema": loop.ema.module.state_dict() if loop.ema is not None else None,
         "rng": checkpoint.rng_state(loop.gen), "history": history,
         "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
     }  # fmt: skip
 
 
 def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Position:
-    """Put the run back where ``last.pt`` left it: weights, scaler, RNGs and best-so-far; return the position."""
+    """Put the run back where ``last.pt`` left it: weights, their average, scaler, RNGs and best-so-far; return the
+    position."""
     model.load_state_dict(state["model"])
+    if loop.ema is not None:  # the recipe hash covers ema_decay: a checkpoint of this recipe holds the average
+        loop.ema.module.load_state_dict(state["ema"])
     if loop.scaler is not None and state["scaler"] is not None:
         loop.scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng"], loop.gen)
     tracker.best, tracker.epoch, tracker.stale = state["best"], state["best_epoch"], state["stale"]
     if tracker.epoch == state["epoch"]:  # killed between last.pt and best.pt: best.pt may be a stale epoch
-        tracker.save(model)
+        tracker.save(loop.selected(model))
     return _Position(**state["position"])
 
 
@@ -481,13 +504,15 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> 
     # NOTE: no bar when stderr is not a terminal: in a log file every redraw is a line (megabytes per demo)
     bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
                disable=not (loop.progress and sys.stderr.isatty()), file=sys.stderr)  # fmt: skip
+    report = lambda seen, loss: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}"))  # noqa: E731
     stats = engine.train_one_epoch(
         model, loop.train.epoch(epoch - 1), criterion=loop.criterion, optimizer=optimizer, transform=loop.augment,
         gen=loop.gen, ctx=loop.ctx, scheduler=scheduler, scaler=loop.scaler, grad_clip=loop.grad_clip, frozen=frozen,
-        on_batch=lambda seen, loss: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}")),
+        ema=loop.ema, on_batch=None if bar.disable else report,  # no bar: the loss is read back once, at the end
     )  # fmt: skip
     bar.close()
-    val = engine.evaluate(model, loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx, classes=loop.classes)
+    val = engine.evaluate(loop.selected(model), loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx,
+                          classes=loop.classes)  # fmt: skip
     scheduler.end_epoch(val["top1"])
     entry = stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
     return entry | {"epoch_wall_s": time.perf_counter() - start}
@@ -555,6 +580,7 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         "seed": recipe.train.seed, "epochs": recipe.train.epochs, "epochs_run": len(history),
         "best_epoch": best["epoch"], "img_size": size, "batch_size": recipe.train.batch_size,
         "precision": precision, "channels_last": ctx.channels_last, "device": ctx.device.type,
+        "compile": recipe.train.compile, "ema_decay": recipe.train.ema_decay, **_lr_fields(recipe),
         "device_name": provenance.device_name(ctx.device), "git_sha": provenance.git_sha(),
         "versions": provenance.versions(), "classes": list(data.classes),
         # the run's end-to-end training speed (augmentation, forward, backward, step; no validation), median
@@ -592,6 +618,13 @@ def time_to_accuracy(history: list[dict[str, Any]]) -> dict[str, Any]:
         "val_near_best_epoch": history[near]["epoch"],
         "val_near_best_min": round(sum(h["epoch_wall_s"] for h in history[: near + 1]) / 60, 3),
     }
+
+
+def _lr_fields(recipe: Recipe) -> dict[str, Any]:
+    """The batch-size rule the LR followed and the LR each stage trained at (before warm-up and schedule)."""
+    o = recipe.optim
+    rule = {"rule": o.lr_scaling, "reference_batch_size": o.reference_batch_size, "factor": lr_factor(recipe)}
+    return {"lr_scaling": rule, "lr_used": {s.name: stage_lr(recipe, s) for s, _ in stage_plan(recipe)}}
 
 
 def _frozen_stages(recipe: Recipe) -> set[str]:

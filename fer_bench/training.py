@@ -131,6 +131,32 @@ def build_scheduler(
     return StageSchedule(cfg, optimizer, steps_per_epoch, epochs)
 
 
+def compiled(model: nn.Module, mode: str | None) -> nn.Module:
+    """``model`` under ``torch.compile`` in ``mode`` (``train.compile``), or ``model`` itself for None (eager).
+
+    The compiled wrapper shares ``model``'s parameters; checkpoints take ``model.state_dict()``, never the wrapper's
+    (its keys carry an ``_orig_mod.`` prefix that resume and ``--weights`` would not find). NOTE: shapes are static
+    (``dynamic=False``): the few batch shapes of a run (training, its last partial batch, validation) each compile
+    once with constant sizes, and ``reduce-overhead`` captures one CUDA graph per shape.
+    """
+    if mode is None:
+        return model
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
+def build_ema(model: nn.Module, decay: float | None) -> nn.Module | None:
+    """An exponential moving average of ``model``'s weights and buffers (timm's ModelEmaV3), or None when off.
+
+    Its ``module`` is an eval-mode copy of ``model`` updated by ``update(model)``: ema ← decay·ema + (1−decay)·model,
+    batch-norm statistics included, integer buffers copied. Updates run on the device without a host sync.
+    """
+    if decay is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=decay)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from fer_bench.errors import ConfigError
-from fer_bench.recipes.schema import Recipe, check_values
+from fer_bench.recipes.schema import Recipe, check_values, without_unset_additions
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"  # ships inside the package
 
@@ -118,7 +118,7 @@ def recipe_hash(recipe: Recipe) -> str:
     The seed is a row field of its own; a checkpoint checks both. (The protocol hash, fer_bench.protocol, also
     leaves out the name, description and split, and adds the data, size, weights and precision.)
     """
-    d = recipe_to_dict(recipe)
+    d = without_unset_additions(recipe_to_dict(recipe))  # options added later hash only when set
     d["train"] = {k: v for k, v in d["train"].items() if k != "seed"}
     blob = json.dumps(d, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 LOSSES = ("ce", "focal")
@@ -13,6 +15,11 @@ TTA = ("none", "hflip", "tencrop")
 VAL_SOURCES = ("train", "public", "private")
 EARLY_STOP_SCOPES = ("stage", "run")
 EVAL_SPLITS = ("public", "private", "test")
+# torch.compile modes (passed to it as they are); "reduce-overhead" adds CUDA graphs where shapes are static
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# How the LR follows train.batch_size away from optim.reference_batch_size: the factor for batch / reference.
+# "linear": Goyal et al. 2017 (SGD, large batches); "sqrt": Krizhevsky 2014, Hoffer et al. 2017 (often used for Adam).
+LR_SCALING = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,10 @@ class OptimCfg:
     weight_decay: float = 0.05
     momentum: float = 0.9  # SGD only
     nesterov: bool = False  # SGD only
+    # Batch size as a knob: the LR used is lr × LR_SCALING[lr_scaling](train.batch_size / reference_batch_size)
+    # (stage LRs too); the row records the rule and the LR used. "none": lr as written, whatever the batch.
+    lr_scaling: str = "none"
+    reference_batch_size: int | None = None  # the batch the recipe's lr was chosen for; needed by linear and sqrt
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,12 @@ class TrainCfg:
     precision: str = "auto"  # auto: amp_bf16 on CUDA when supported, else fp32
     channels_last: bool | None = None  # None: on for CUDA, off on CPU
     grad_clip: float | None = None
+    # torch.compile mode for training and validation (one of COMPILE_MODES); None = eager. Checkpoints keep the
+    # uncompiled module's keys. Not in the protocol hash: like the device, it changes speed, not what is computed.
+    compile: str | None = None
+    # Decay of an exponential moving average of the weights, updated after every optimizer step; validation,
+    # checkpoint selection and the test use the averaged weights. None = off; e.g. 0.999 (~1000-step horizon).
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,42 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
     return [(s, s.epochs if s.epochs is not None else r.train.epochs - fixed) for s in stages]
 
 
+# Fields added after protocol v2 (issue 15). At their defaults they are left out of the recipe hash and the protocol
+# hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
+# it had before they existed; set, they enter both.
+HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay")
+
+
+def without_unset_additions(recipe_dict: dict) -> dict:
+    """``recipe_dict`` (a resolved recipe as a dict, changed in place) without the :data:`HASHED_WHEN_SET` fields
+    that hold their defaults."""
+    defaults = dataclasses.asdict(Recipe())
+    for dotted in HASHED_WHEN_SET:
+        section, leaf = dotted.split(".")
+        node = recipe_dict.get(section, {})
+        if leaf in node and node[leaf] == defaults[section][leaf]:
+            del node[leaf]
+    return recipe_dict
+
+
+def lr_factor(r: Recipe) -> float:
+    """What the recipe's LRs are multiplied by at ``train.batch_size`` under ``optim.lr_scaling``.
+
+    Example:
+        >>> r = Recipe(optim=OptimCfg(lr_scaling="linear", reference_batch_size=64), train=TrainCfg(batch_size=256))
+        >>> lr_factor(r)
+        4.0
+    """
+    if r.optim.lr_scaling == "none" or r.optim.reference_batch_size is None:
+        return 1.0
+    return float(LR_SCALING[r.optim.lr_scaling](r.train.batch_size / r.optim.reference_batch_size))
+
+
+def stage_lr(r: Recipe, stage: StageCfg) -> float:
+    """The LR ``stage`` trains at: its own (or ``optim.lr``) scaled to the batch size by :func:`lr_factor`."""
+    return (stage.lr or r.optim.lr) * lr_factor(r)
+
+
 def check_values(r: Recipe) -> list[tuple[str, str]]:
     """Range and choice checks that types cannot express: ``[(dotted path, what is allowed)]``."""
     rules: list[tuple[bool, str, str]] = [
@@ -150,6 +203,23 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (all(t in TTA for t in r.eval.tta) and len(r.eval.tta) > 0, "eval.tta", f"a list of {', '.join(TTA)}"),
         (r.optim.lr > 0, "optim.lr", "a number > 0"),
         (r.optim.weight_decay >= 0, "optim.weight_decay", "a number >= 0"),
+        (r.optim.lr_scaling in LR_SCALING, "optim.lr_scaling", f"one of {', '.join(LR_SCALING)}"),
+        (
+            r.optim.reference_batch_size is None or r.optim.reference_batch_size >= 1,
+            "optim.reference_batch_size",
+            "null or an integer >= 1",
+        ),
+        (
+            r.optim.lr_scaling == "none" or r.optim.reference_batch_size is not None,
+            "optim.reference_batch_size",
+            f"the batch size optim.lr was chosen for (optim.lr_scaling={r.optim.lr_scaling} scales from it)",
+        ),
+        (
+            r.train.compile is None or r.train.compile in COMPILE_MODES,
+            "train.compile",
+            f"null (eager) or one of {', '.join(COMPILE_MODES)}",
+        ),
+        (r.train.ema_decay is None or 0 < r.train.ema_decay < 1, "train.ema_decay", "null (off) or in (0, 1)"),
         (0 <= r.loss.label_smoothing < 1, "loss.label_smoothing", "a number in [0, 1)"),
         (r.loss.class_weight_power >= 0, "loss.class_weight_power", "a number >= 0"),
         (r.loss.class_weight_clip is None or r.loss.class_weight_clip > 0, "loss.class_weight_clip", "> 0 or null"),
