@@ -85,6 +85,26 @@ def test_epoch_sums_stay_on_the_device_and_equal_a_per_step_reference(host_reads
     assert len(ema.seen) == 45 and torch.equal(ema.seen[-1], next(model.parameters()).detach())
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_epoch_on_cuda_synchronises_only_to_read_its_sums():
+    dev = torch.device("cuda")
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 7)).to(dev)
+    images = torch.randint(0, 256, (360, 1, 12, 12), dtype=torch.uint8, device=dev)
+    batches = engine.Batches(images, torch.randint(0, 7, (360,), device=dev), batch_size=8)  # arange order: on device
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.cuda.set_sync_debug_mode("warn")  # warns at every synchronising call
+    try:
+        with pytest.warns(UserWarning) as caught:
+            engine.train_one_epoch(model, batches.epoch(0), criterion=nn.CrossEntropyLoss(), optimizer=optimizer,
+                                   transform=lambda x, y, g: (x / 255.0, y), gen=torch.Generator(dev),
+                                   ctx=engine.StepContext(dev))  # fmt: skip
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert 1 <= len(syncs) <= 2, [str(w.message) for w in syncs]  # the epoch's loss and correct count; 45 steps
+
+
 # --- recipe options: validation and hashes ---------------------------------------------------------------------------
 
 BAD_OPTIONS = {
