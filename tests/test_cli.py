@@ -79,8 +79,8 @@ def test_seeds_train_each_model_once_per_seed_and_a_pipe_gets_one_line_per_epoch
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     res = fer_bench("run", "--models", "simple_cnn", "--seeds", "0,1", "--epochs", "2", "--limit-train", "200",
-                    "--set", "eval.tta=[none]", "--out", str(tmp_path / "out"), "--tracking-uri", uri,
-                    "--experiment", "seeds")  # fmt: skip
+                    "--split", "public", "--set", "eval.tta=[none]", "--set", "eval.batch_size=512", "--out",
+                    str(tmp_path / "out"), "--tracking-uri", uri, "--experiment", "seeds")  # fmt: skip
     assert res.returncode == 0, res.stderr
     rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").rglob("result.json"))]
     assert sorted(r["seed"] for r in rows) == [0, 1] and len({r["run_id"] for r in rows}) == 2
