@@ -206,15 +206,21 @@ class SuiteRun:
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
 
 
+def pending(job: SuiteRun) -> list[Cell]:
+    """The cells of ``job`` with a split not yet finished under their protocol (logged with the counts)."""
+    todo = [c for c in job.cells if not all(job.finished(c, s) for s in c.splits)]
+    job.log(f"suite {job.suite.name}: {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} finished "
+            f"before, {len(todo)} to run")  # fmt: skip
+    return todo
+
+
 def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
     """Train and evaluate every unfinished cell; the rows written in this call."""
     from fer_bench.recipes import recipe_to_dict
     from fer_bench.runner import evaluate_on_split, run_model
 
     rows: list[dict[str, Any]] = []
-    todo = [c for c in job.cells if not all(job.finished(c, s) for s in c.splits)]
-    job.log(f"suite {job.suite.name}: {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} finished "
-            f"before, {len(todo)} to run")  # fmt: skip
+    todo = pending(job)
     for n, cell in enumerate(todo, 1):
         job.log(f"== [{n}/{len(todo)}] {cell.id} · splits {', '.join(cell.splits)}")
         trained: dict[str, Any] | None = None

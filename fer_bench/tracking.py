@@ -54,6 +54,8 @@ class MlflowTracker:
     """Logs to MLflow. The experiment is created once, up front, before any parallel work."""
 
     enabled = True
+    # A run of another process that this one's top-level nested runs go under (a --jobs cell: the suite's run).
+    parent_run_id: str | None = None
 
     def __init__(
         self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, log_checkpoint: bool = False
@@ -71,7 +73,9 @@ class MlflowTracker:
     @contextlib.contextmanager
     def run(self, name: str, *, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[str]:
         """A run that ends FINISHED only when its block completes; FAILED on an error, KILLED on interrupt."""
-        active = self.mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=tags)
+        parent = self.parent_run_id if nested and self.mlflow.active_run() is None else None
+        active = self.mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=tags,
+                                       parent_run_id=parent)  # fmt: skip
         self._stages: dict[str, int] = {}
         with _sigterm_as_interrupt():
             try:

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --jobs` starts each cell with the same options
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -19,6 +19,14 @@ def add_parser(sub) -> None:
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
     p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
+    p.add_argument("--jobs", metavar="N",
+                   help="with --suite: run N cells at once, each in its own process; a failed cell fails alone "
+                        "(default 1: one after another, in this process)")  # fmt: skip
+    p.add_argument("--gpus", metavar="I,…",
+                   help="with --suite: the GPUs the jobs take in turn (CUDA_VISIBLE_DEVICES ids; default: every "
+                        "visible one; more jobs than GPUs share them)")  # fmt: skip
+    p.add_argument("--worker-cell", help=argparse.SUPPRESS)  # --jobs: one cell, in a process of its own
+    p.add_argument("--parent-run", help=argparse.SUPPRESS)  # --jobs: the suite's MLflow run the cell's rows go under
     p.add_argument("--seeds", type=int_list, metavar="S,…",
                    help="train each model once per seed (a row, run folder and MLflow child each); with --suite: "
                         "these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
@@ -58,6 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
     if args.suite:
         return _run_suite(args)
+    if args.jobs or args.gpus:
+        raise FerBenchError("--jobs and --gpus apply to a suite: use them with --suite FILE.")
     if args.shard:
         raise FerBenchError("--shard applies to a suite: use it with --suite FILE.")
     seeds = _seeds(args)
@@ -104,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench import suite as st
     from fer_bench.data import load_dataset
+    from fer_bench.jobs import CellsFailed, job_gpus, parse_jobs, run_parallel
     from fer_bench.provenance import git_sha
     from fer_bench.runner import RunOptions
 
@@ -114,12 +125,17 @@ def _run_suite(args: argparse.Namespace) -> int:
         raise FerBenchError("--recipe/--pretrained/--weights do not apply to a suite: each line of the suite names its "
                             "recipe; add overrides with --set KEY=VALUE.")  # fmt: skip
     k, n = st.parse_shard(args.shard)
+    n_jobs = parse_jobs(args.jobs)
+    parallel = not args.worker_cell and (n_jobs > 1 or args.gpus is not None)
+    gpus = job_gpus(args.gpus, args.device) if parallel else []  # checked before any data loads
     sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items()
             if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
     if args.seed is not None or args.split is not None:
         raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
     all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
     cells = st.shard(all_cells, k, n)
+    if args.worker_cell:  # one cell of a --jobs run, in its own process
+        all_cells = cells = [c for c in cells if c.id == args.worker_cell]
     git_sha()
     data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
     for note in data.notes:
@@ -152,8 +168,19 @@ def _run_suite(args: argparse.Namespace) -> int:
         finished = on_disk
     job = st.SuiteRun(suite, cells, data, opts, tracker, finished, protocol_of)
     tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
-    with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags):
+    if args.worker_cell:  # its rows only, nested under the suite's run; the parent process writes the table
+        tracker.parent_run_id = args.parent_run
         st.run_suite(job)
+        return 0
+    failed = None
+    try:
+        with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags) as parent_run:
+            if parallel:
+                run_parallel(job, args.argv, n_jobs, gpus, parent_run)
+            else:
+                st.run_suite(job)
+    except CellsFailed as exc:  # the suite's run ends FAILED; the finished cells' rows still make the table
+        failed = exc
     # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
     from fer_bench import leaderboard as lb
 
@@ -172,6 +199,8 @@ def _run_suite(args: argparse.Namespace) -> int:
     written = st.render_leaderboard(job, frame, out)
     print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))
     print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if failed is not None:
+        raise failed
     return 0
 
 
