@@ -195,9 +195,10 @@ def _run_one(cell: str, cmd: list[str], slot: Slot, state: _PoolState) -> Failur
     with state.lock:
         if state.stopping:
             return None
-        # NOTE: stderr into stdout: one pipe keeps the cell's own line order, and its last line is the error
+        # NOTE: stderr into stdout, unbuffered: one pipe keeps the cell's own line order, its last line is the error
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                text=True, errors="replace", env=os.environ | slot.env())  # fmt: skip
+                                text=True, errors="replace",
+                                env=os.environ | slot.env() | {"PYTHONUNBUFFERED": "1"})  # fmt: skip
         state.procs.add(proc)
     state.log(f"[{cell}] started ({slot.describe()})")
     last = ""

@@ -63,15 +63,17 @@ def test_each_job_runs_with_its_slots_gpu_and_threads():
         assert f"{cell} started (job {int(gpu) + 1}: GPU {gpu}, 2 torch thread(s))" in lines
 
 
-def test_a_failing_job_fails_alone_and_says_why():
-    scripts = {"a": "print('one'); print('two')", "b": "print('x'); raise RuntimeError('boom')", "c": "print('ok')"}
+def test_a_failing_job_fails_alone_and_says_why(monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the jobs must not depend on the caller's setting
+    scripts = {"a": "import sys; print('one'); print('two', file=sys.stderr)", "c": "print('ok')",
+               "b": "print('x'); raise RuntimeError('boom')"}  # fmt: skip
     lines: list[str] = []
     failures = run_cells(list(scripts), lambda cell: [sys.executable, "-c", scripts[cell]], plan_slots(2, 3, [], 2),
                          lines.append)  # fmt: skip
     assert failures == [Failure("b", 1, "RuntimeError: boom")]
     assert "[b] FAILED: RuntimeError: boom" in lines
     assert {"[a] one", "[a] two", "[a] done", "[c] ok", "[c] done", "[b] x"} <= set(lines)
-    assert lines.index("[a] one") < lines.index("[a] two")  # a cell's own lines keep their order
+    assert lines.index("[a] one") < lines.index("[a] two")  # a cell's stdout and stderr lines keep their order
 
 
 @pytest.mark.parametrize(
