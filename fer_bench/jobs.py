@@ -214,7 +214,7 @@ def _run_one(cell: str, cmd: list[str], slot: Slot, state: _PoolState) -> Failur
     if rc == 0:
         state.log(f"[{cell}] done")
         return None
-    reason = last or "no output"
+    reason = last.removeprefix("fer-bench: error: ") or "no output"  # the CLI's one-line error, or a traceback's
     if rc < 0:  # killed by a signal (e.g. the kernel's OOM killer): the last line is not an error message
         reason = f"killed by signal {-rc}; last line: {reason}"
     return Failure(cell, rc, reason)

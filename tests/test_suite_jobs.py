@@ -116,8 +116,8 @@ def test_jobs_2_runs_each_cell_once_as_jobs_1_does_and_a_failed_cell_fails_alone
     err = capsys.readouterr().err
     (bad,) = {line[1 : line.index("]")] for line in err.splitlines() if line.startswith("[")} - {GOOD}
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"fer-bench: error: 1 of 2 cell(s) failed: {bad} (fer-bench: error: cannot load pretrained")
-    assert f"[{bad}] FAILED: fer-bench: error: cannot load pretrained weights for 'simple_cnn'" in err
+    assert last.startswith(f"fer-bench: error: 1 of 2 cell(s) failed: {bad} (cannot load pretrained weights")
+    assert f"[{bad}] FAILED: cannot load pretrained weights for 'simple_cnn'" in err
     assert re.search(rf"^\[{GOOD}\] +epoch 1/1 ", err, re.M) and f"[{GOOD}] done" in err  # one line per epoch
     assert "%|" not in err  # no progress bars
 
