@@ -47,28 +47,41 @@ def paired(
     for _ in range(warmup):
         a()
         b()
-    av, bv, order = [], [], []
+    av, bv, order, spans = [], [], [], []
+    t0 = time.perf_counter()
     for i in range(pairs):
-        av.append(float(a()))
-        order.append(names[0])
-        bv.append(float(b()))
-        order.append(names[1])
+        for fn, out, name in ((a, av, names[0]), (b, bv, names[1])):
+            start = time.perf_counter() - t0
+            out.append(float(fn()))
+            order.append(name)
+            spans.append((round(start, 4), round(time.perf_counter() - t0, 4)))
         if progress:
             progress(f"pair {i + 1}/{pairs}: {names[0]} {av[-1]:.4g}, {names[1]} {bv[-1]:.4g}")
     ratios = [x / y for x, y in zip(av, bv, strict=True)]
-    return {"pairs": pairs, "warmup_pairs": warmup, "order": order, names[0]: summary(av), names[1]: summary(bv),
-            "ratio": summary(ratios), "ratio_of": f"{names[0]} / {names[1]}, pair by pair"}  # fmt: skip
+    return {
+        "pairs": pairs, "warmup_pairs": warmup, "order": order, "spans_s": spans,
+        names[0]: summary(av), names[1]: summary(bv),
+        "ratio": summary(ratios), "ratio_of": f"{names[0]} / {names[1]}, pair by pair",
+    }  # fmt: skip
 
 
 def check_paired(result: dict[str, Any], names: tuple[str, str]) -> None:
-    """Raise if ``result`` (from :func:`paired`) is not internally consistent: alternating order, as many values on
-    each side as pairs, and every ratio equal to the quotient of its pair."""
+    """Raise if ``result`` (from :func:`paired`) is not internally consistent: calls alternating in name and in time
+    (each one starts after the one before it ended), as many values on each side as pairs, and every ratio the
+    quotient of its pair."""
     a, b = result[names[0]]["values"], result[names[1]]["values"]
     n = result["pairs"]
     if not (len(a) == len(b) == n >= MIN_PAIRS):
         raise AssertionError(f"{len(a)} and {len(b)} values for {n} pairs")
     if result["order"] != [names[0], names[1]] * n:
         raise AssertionError(f"not interleaved: {result['order']}")
+    spans = result["spans_s"]  # (start, end) of every call, in the order they ran: they must follow one another
+    if (
+        len(spans) != 2 * n
+        or any(s0 > e0 for s0, e0 in spans)
+        or any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1))
+    ):
+        raise AssertionError(f"the measurements do not alternate in time: {spans}")
     ratios = result["ratio"]["values"]
     want = [x / y for x, y in zip(a, b, strict=True)]
     if not np.allclose(ratios, want, rtol=1e-3):
@@ -82,7 +95,7 @@ class MachineLoad:
     (not this one or its children, e.g. DataLoader workers) used in between, read from /proc (Linux)."""
 
     def __enter__(self) -> MachineLoad:
-        self.start, self.t0, self.load0 = _cpu_by_pid(), time.monotonic(), _loadavg()
+        self.start, self.t0, self.load0, self.steal0 = _cpu_by_pid(), time.monotonic(), _loadavg(), _steal_s()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,7 +109,18 @@ class MachineLoad:
             "cpu_count": os.cpu_count(),
             "other_processes_cpu_s": round(sum(c for c, _ in others.values()), 1),
             "other_processes_over_5pct": [f"{name}: {cpu:.1f} s" for cpu, name in busy[:5]],
+            # CPU time the hypervisor gave to other guests while ours wanted it (all vCPUs together)
+            "cpu_steal_s": round(_steal_s() - self.steal0, 2),
         }  # fmt: skip
+
+
+def _steal_s() -> float:
+    """Seconds of CPU steal so far, all CPUs together (/proc/stat; 0 where unavailable)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _loadavg() -> float | None:
@@ -134,6 +158,15 @@ def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds that ``pid`` has used so far (0 when it is gone)."""
     stat = _read_stat(pid)
     return stat[2] if stat else 0.0
+
+
+def proc_runnable(pid: int) -> bool:
+    """Whether ``pid`` is running or waiting for a core (state R in /proc/PID/stat)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2 :].split()[0] == "R"
 
 
 def _read_stat(pid: int) -> tuple[str, int, float] | None:

@@ -135,3 +135,35 @@ def test_eval_normalize_centre_crops():
     x = torch.arange(48 * 48, dtype=torch.float32).view(1, 48, 48).clamp(max=255).to(torch.uint8)
     out = Normalize(48, 1, (0.0,), (1.0,), crop=40)(x)
     torch.testing.assert_close(out[0, 0], x[0, 4:44, 4:44].float() / 255)
+
+
+@pytest.mark.parametrize("size", [1, 7, 44, 48])
+def test_the_affine_grid_equals_torchs(size):
+    from fer_bench.data.augment import affine_grid
+
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(size))
+    want = torch.nn.functional.affine_grid(theta, [5, 1, size, size], align_corners=False)
+    assert torch.allclose(affine_grid(theta, size), want, atol=2e-6)
+
+
+def test_random_erase_touches_only_the_chosen_samples_and_never_the_callers_tensor():
+    x = torch.rand(64, 1, 20, 20)
+    before = x.clone()
+    p = dataclasses.replace(OFF, erase_p=0.5, erase_scale=(0.1, 0.1))
+    out = random_erase(x, p, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)  # not in place unless asked
+    changed = (out != x).flatten(1).any(1)
+    assert 10 < int(changed.sum()) < 54  # about half the samples, each one rectangle of zeros
+    assert torch.equal(out[~changed], x[~changed])
+    assert ((out[changed] == 0) | (out[changed] == x[changed])).all()
+    again = random_erase(x.clone(), p, torch.Generator().manual_seed(0), inplace=True)
+    assert torch.equal(again, out)  # in place gives the same numbers
+
+
+def test_normalize_never_writes_into_a_float_input():
+    from fer_bench.data.augment import Normalize
+
+    x = torch.rand(2, 48, 48) * 255
+    before = x.clone()
+    Normalize(48, 3, (0.5,), (0.5,))(x)
+    assert torch.equal(x, before)

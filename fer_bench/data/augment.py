@@ -31,7 +31,8 @@ class Normalize:
         self.std = torch.tensor(std[:channels] if len(std) >= channels else std * channels).view(1, -1, 1, 1)
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(1).to(torch.float32).mul_(1.0 / 255.0)
+        # out of place: for a float32 input ``.to`` returns the caller's own tensor, which ``mul_`` would overwrite
+        return x.unsqueeze(1).to(torch.float32).mul(1.0 / 255.0)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Grey [0,1] (B,1,S,S) → standardised (B,C,S,S) in one broadcast pass: x · (1/std) − mean/std."""
@@ -61,15 +62,17 @@ class BatchAugment:
             raise ValueError("train_crops=tencrop needs a Normalize with a crop size")
 
     def ops(self) -> list[tuple[str, tuple]]:
-        """The operations this transform applies, in order, with their magnitudes (ops switched off left out):
-        what a pipeline that claims to do the same work must list too (``bench_data.torchvision_ops``)."""
+        """The operations this transform applies, in order, with their settings (ops switched off left out): what
+        a pipeline that claims to do the same work must list too (``bench_data.torchvision_ops``). Every geometric
+        op is one bilinear sample of the uint8 source (``__call__``)."""
         p = self.p
-        ops = [("to_float", ()), ("random_resized_crop", (self.norm.size, tuple(p.crop_scale), tuple(p.crop_ratio)))]
+        crop = ("random_resized_crop", (self.norm.size, tuple(p.crop_scale), tuple(p.crop_ratio), "bilinear"))
+        ops = [("to_float", ()), crop]
         ops += [("hflip", (p.hflip,))] if p.hflip else []
-        ops += [("rotate", (float(p.rotate), p.rotate_p))] if p.rotate and p.rotate_p else []
-        ops += [("translate", (float(p.translate), p.translate_p))] if p.translate and p.translate_p else []
-        ops += [("brightness", (float(p.brightness),))] if p.brightness else []
-        ops += [("contrast", (float(p.contrast),))] if p.contrast else []
+        ops += [("rotate", (float(p.rotate), p.rotate_p, "bilinear"))] if p.rotate and p.rotate_p else []
+        ops += [("translate", (float(p.translate), p.translate_p, "bilinear"))] if p.translate and p.translate_p else []
+        for name, v in (("brightness", p.brightness), ("contrast", p.contrast)):
+            ops += [(name, (round(1 - float(v), 6), round(1 + float(v), 6)))] if v else []
         ops += [("ten_crop", (self.norm.crop,))] if p.train_crops == "tencrop" else []
         ops += [("center_crop", (self.norm.crop,))] if self.norm.crop and p.train_crops != "tencrop" else []
         ops += [("erase", (p.erase_p, tuple(p.erase_scale), (0.3, 3.3), 0.0))] if p.erase_p else []
