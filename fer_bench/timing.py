@@ -99,8 +99,9 @@ class MachineLoad:
         return self
 
     def __exit__(self, *exc) -> None:
-        end, wall = _cpu_by_pid(), time.monotonic() - self.t0
-        mine = {os.getpid()} | _children(os.getpid())
+        stats, wall = _proc_stats(), time.monotonic() - self.t0  # one scan of /proc for both uses
+        end = {pid: (name, cpu) for pid, (name, _, _, cpu) in stats.items()}
+        mine = {os.getpid()} | _descendants(os.getpid(), {pid: st[2] for pid, st in stats.items()})
         others = {pid: (end[pid][1] - self.start.get(pid, (None, 0.0))[1], end[pid][0]) for pid in end
                   if pid not in mine}  # fmt: skip
         busy = sorted(((cpu, name) for cpu, name in others.values() if cpu > 0.05 * wall), reverse=True)
@@ -132,12 +133,11 @@ def _loadavg() -> float | None:
 
 def _cpu_by_pid() -> dict[int, tuple[str, float]]:
     """pid → (command name, user + system CPU seconds so far), for every process we can read."""
-    return {pid: (name, cpu) for pid, (name, _, cpu) in _proc_stats().items()}
+    return {pid: (name, cpu) for pid, (name, _, _, cpu) in _proc_stats().items()}
 
 
-def _children(pid: int) -> set[int]:
-    """Every descendant of ``pid``."""
-    parent = {p: ppid for p, (_, ppid, _) in _proc_stats().items()}
+def _descendants(pid: int, parent: dict[int, int]) -> set[int]:
+    """Every descendant of ``pid``, given each process's parent."""
     found, frontier = set(), {pid}
     while frontier:
         frontier = {p for p, pp in parent.items() if pp in frontier} - found
@@ -145,8 +145,8 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _proc_stats() -> dict[int, tuple[str, int, float]]:
-    """pid → (command name, parent pid, user + system CPU seconds), read from /proc/PID/stat."""
+def _proc_stats() -> dict[int, tuple[str, str, int, float]]:
+    """pid → (command name, state, parent pid, user + system CPU seconds), read from /proc/PID/stat."""
     out = {}
     for d in Path("/proc").glob("[0-9]*"):
         if (stat := _read_stat(int(d.name))) is not None:
@@ -157,22 +157,19 @@ def _proc_stats() -> dict[int, tuple[str, int, float]]:
 def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds that ``pid`` has used so far (0 when it is gone)."""
     stat = _read_stat(pid)
-    return stat[2] if stat else 0.0
+    return stat[3] if stat else 0.0
 
 
 def proc_runnable(pid: int) -> bool:
     """Whether ``pid`` is running or waiting for a core (state R in /proc/PID/stat)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2 :].split()[0] == "R"
+    stat = _read_stat(pid)
+    return stat is not None and stat[1] == "R"
 
 
-def _read_stat(pid: int) -> tuple[str, int, float] | None:
+def _read_stat(pid: int) -> tuple[str, str, int, float] | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-    return name, int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return name, rest[0], int(rest[1]), (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
