@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from fer_bench.cli import bench, data, leaderboard, ls, run, tune, validate
+from fer_bench.cli import bench, compare, data, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, make_tracker
 from fer_bench.cli.run import _recipe_for
 from fer_bench.errors import FerBenchError
@@ -24,6 +24,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     ls.add_parser,
     validate.add_parser,
     leaderboard.add_parser,
+    compare.add_parser,
     bench.add_parser,
     data.add_parser,
     tune.add_parser,

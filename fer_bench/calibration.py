@@ -1,0 +1,116 @@
+"""Calibration of class probabilities: ECE, NLL, Brier, temperature scaling and reliability diagrams (no torch).
+
+The inputs are a predictions file's float32 probabilities (:mod:`fer_bench.predictions`). Temperature scaling
+works on their logarithms: ``softmax(log p / T) = softmax(z / T)`` for any logits ``z`` of ``p`` (the per-row
+log-normaliser cancels), so a file of probabilities loses nothing. T is fitted on the validation hold-out's
+predictions by minimising their NLL, then applied to the test predictions (Guo et al., 2017).
+
+Example:
+    >>> p = np.array([[0.9, 0.1], [0.6, 0.4]])
+    >>> round(ece(p, np.array([0, 1])), 1)  # bins (0.867, 0.933]: conf 0.9, acc 1; (0.533, 0.6]: conf 0.6, acc 0
+    35.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+N_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017)
+LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))  # temperatures outside these mean a broken model, not calibration
+_TINY = float(np.finfo(np.float32).tiny)  # float32 probabilities that underflowed to 0 stay finite in log space
+
+
+def _bins(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin index of each confidence: bin i holds (i / n, (i + 1) / n]."""
+    return np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
+    """Per bin: sample count, mean confidence and accuracy (NaN for empty bins)."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
+    conf, correct = probs.max(1), (probs.argmax(1) == labels).astype(np.float64)
+    b = _bins(conf, n_bins)
+    count = np.bincount(b, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"count": count, "conf": np.bincount(b, conf, n_bins) / count,
+                "acc": np.bincount(b, correct, n_bins) / count}  # fmt: skip
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Expected calibration error in percent: Σ_bins (n_bin / N) · |accuracy − mean confidence|."""
+    r = reliability(probs, labels, n_bins)
+    full = r["count"] > 0
+    return float(np.sum(r["count"][full] / r["count"].sum() * np.abs(r["acc"][full] - r["conf"][full])) * 100)
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class, in nats."""
+    p = np.asarray(probs, np.float64)[np.arange(len(labels)), np.asarray(labels, np.int64)]
+    return float(-np.mean(np.log(np.maximum(p, _TINY))))
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score: Σ_classes (p − one-hot)², averaged over samples (0 best, 2 worst)."""
+    p = np.asarray(probs, np.float64)
+    onehot = np.eye(p.shape[1])[np.asarray(labels, np.int64)]
+    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)``: the probabilities at temperature T (T > 1 softens, T < 1 sharpens)."""
+    z = np.log(np.maximum(np.asarray(probs, np.float64), _TINY)) / temperature
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising the NLL of ``scale(probs, T)``: a bounded 1-D search over log T."""
+    res = minimize_scalar(lambda log_t: nll(scale(probs, np.exp(log_t)), labels), bounds=LOG_T_BOUNDS,
+                          method="bounded", options={"xatol": 1e-5})  # fmt: skip
+    return float(np.exp(res.x))
+
+
+def summary(probs: np.ndarray, labels: np.ndarray, valid: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """``ece`` (%), ``nll``, ``brier``; with validation ``(probs, labels)`` also ``temperature`` and the three
+    figures of the test probabilities scaled by it (``ece_ts``, ``nll_ts``, ``brier_ts``)."""
+    out = {"ece": ece(probs, labels), "nll": nll(probs, labels), "brier": brier(probs, labels)}
+    if valid is not None:
+        t = fit_temperature(*valid)
+        scaled = scale(probs, t)
+        out |= {"temperature": t, "ece_ts": ece(scaled, labels), "nll_ts": nll(scaled, labels),
+                "brier_ts": brier(scaled, labels)}  # fmt: skip
+    return out
+
+
+def reliability_diagram(probs: np.ndarray, labels: np.ndarray, path: Path, *, title: str = "",
+                        temperature: float | None = None) -> None:  # fmt: skip
+    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration and each bin's share of
+    samples; with ``temperature``, the scaled probabilities' bars beside the raw ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.8, 5.6), dpi=120, height_ratios=[3, 1], sharex=True)
+    width = 1 / N_BINS
+    centres = (np.arange(N_BINS) + 0.5) * width
+    sets = [("raw", probs, "tab:blue")]
+    if temperature is not None:
+        sets.append((f"T = {temperature:.2f}", scale(probs, temperature), "tab:orange"))
+    shift = width / (2 * len(sets))
+    for i, (name, p, colour) in enumerate(sets):
+        r = reliability(p, labels)
+        x = centres + (i - (len(sets) - 1) / 2) * 2 * shift
+        label = f"{name}: ECE {ece(p, labels):.2f} %"
+        ax.bar(x, np.nan_to_num(r["acc"]), width=2 * shift, color=colour, alpha=0.75, edgecolor="k", label=label)
+        hist.bar(x, r["count"] / r["count"].sum(), width=2 * shift, color=colour, alpha=0.75)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title or "reliability (15 equal-width bins)")
+    ax.legend(fontsize=7, loc="upper left")
+    hist.set(xlabel="confidence (max class probability)", ylabel="share")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,35 @@
+"""`fer-bench compare A B`: two rows on the same test images, paired sample by sample."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fer_bench.errors import ConfigError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare two rows on the same test images: intervals, McNemar, paired "
+                                       "bootstrap, calibration")  # fmt: skip
+    p.add_argument("a", type=Path, metavar="A", help="a run folder (result.json + predictions.npz) or predictions file")
+    p.add_argument("b", type=Path, metavar="B", help="the other row, on the same sample ids")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000, at least 1000)")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed (default 0)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON here")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fer_bench import comparison, stats
+
+    n_boot = stats.N_BOOT if args.resamples is None else args.resamples
+    if n_boot < 1000:
+        raise ConfigError(f"--resamples {n_boot}: a 95 % percentile interval needs at least 1000; give 1000 or more.")
+    result = comparison.compare(comparison.load_side(args.a), comparison.load_side(args.b), n_boot=n_boot,
+                                seed=args.seed)  # fmt: skip
+    print(comparison.render(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
