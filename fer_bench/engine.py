@@ -125,7 +125,7 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach().double() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        correct += (logits.argmax(1) == (y if y.ndim == 1 else y.argmax(1))).sum()  # y: labels or distributions
         seen += len(y)
         if on_batch is not None and step % report_every == 0:
             on_batch(seen, loss_sum.item() / seen)

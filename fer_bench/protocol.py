@@ -41,9 +41,13 @@ def _sample_digests(data) -> list[bytes]:
     if hit is not None and hit[0] is data.images:
         return hit[1]
     images = np.ascontiguousarray(data.images)
+    # Label distributions (FER+ crossentropy mode) are part of a sample's content; data without them hashes as before.
+    soft = getattr(data, "soft", None)
+    extra = (lambda i: b"") if soft is None else (lambda i: np.ascontiguousarray(soft[i], dtype=np.float32).tobytes())
     digests = [
         hashlib.blake2b(
-            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little"),
+            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little")
+            + extra(i),
             digest_size=16,
         ).digest()
         for i in range(len(images))

@@ -48,6 +48,7 @@ from fer_bench.training import (
     build_loss,
     build_optimizer,
     build_scheduler,
+    check_targets,
     compiled,
     resolve_device,
     resolve_precision,
@@ -129,6 +130,7 @@ def run_model(
     """
     if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or opts.weights is not None):
         raise ConfigError(reason)  # before any loading: a frozen random backbone is no result
+    check_targets(recipe.loss, data)  # label distributions need a loss that takes them, before anything is written
     precision, ctx = _context(recipe, opts)
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
@@ -266,9 +268,12 @@ def run_id(model_name: str, recipe: Recipe, data: FerData, protocol: str = "stan
     return f"{safe}-{recipe.name}-{data.name}-{recipe.eval.split}{proto}-s{recipe.train.seed}"
 
 
-def _device_tensors(data: FerData, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _device_tensors(
+    data: FerData, idx: np.ndarray, device: torch.device, distributions: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of ``idx`` on ``device``; ``distributions``: the training targets (FER+ vote distributions)."""
     images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(device)
-    return images, torch.from_numpy(data.labels[idx]).to(device)
+    return images, torch.from_numpy(data.train_targets(idx) if distributions else data.labels[idx]).to(device)
 
 
 def set_trainable(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[torch.nn.Module]:
@@ -439,8 +444,8 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
 def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Loop:
     t = recipe.train
     return _Loop(
-        train=engine.Batches(*_device_tensors(data, proto.train, ctx.device), batch_size=t.batch_size, shuffle=True,
-                             seed=t.seed),
+        train=engine.Batches(*_device_tensors(data, proto.train, ctx.device, check_targets(recipe.loss, data)),
+                             batch_size=t.batch_size, shuffle=True, seed=t.seed),
         val=engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size),
         criterion=build_loss(recipe.loss, data.class_counts(proto.train), ctx.device),
         augment=BatchAugment(recipe.augment, norms["train"]),

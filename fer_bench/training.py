@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_bench.errors import ConfigError
 from fer_bench.recipes.schema import LossCfg, OptimCfg, ScheduleCfg
 
 
@@ -42,6 +43,51 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+class SoftTargetCrossEntropy(nn.Module):
+    """Cross-entropy against a label distribution q (B, K): per sample −Σ_k q'_k log p_k, q' = q smoothed by ε.
+
+    Hard labels (B,) are taken as one-hot. With class weights w each sample weighs s = Σ_k w_k q_k (its label's
+    weight when q is one-hot) and the loss is Σ s·CE / Σ s, so on one-hot targets it equals
+    ``nn.CrossEntropyLoss(weight=w, label_smoothing=ε)`` for ε = 0, and torch's probability-target loss without
+    weights for any ε.
+
+    Example:
+        >>> loss = SoftTargetCrossEntropy()
+        >>> round(float(loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.5]]))), 4)  # −log ½
+        0.6931
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = logits.shape[1]
+        q = nn.functional.one_hot(target, k).to(logits.dtype) if target.ndim == 1 else target.to(logits.dtype)
+        smoothed = q * (1 - self.label_smoothing) + self.label_smoothing / k
+        ce = -(smoothed * logits.log_softmax(1)).sum(1)
+        if self.weight is None:
+            return ce.mean()
+        s = q @ self.weight.to(logits.dtype)
+        return (ce * s).sum() / s.sum()
+
+
+# Losses that train on label distributions (FerData.soft); the rest take class indices.
+TAKES_DISTRIBUTIONS = frozenset({"soft_ce"})
+
+
+def check_targets(cfg: LossCfg, data) -> bool:
+    """Whether training feeds the loss label distributions: data with them (``FerData.soft``) needs a loss that
+    takes them, else ConfigError (training its majority labels instead would silently change the protocol)."""
+    if data.soft is not None and cfg.name not in TAKES_DISTRIBUTIONS:
+        raise ConfigError(
+            f"--dataset {data.name} trains on label distributions, which loss.name={cfg.name} cannot take. "
+            f"Add --set loss.name={sorted(TAKES_DISTRIBUTIONS)[0]}, or use the dataset's majority labels."
+        )
+    return data.soft is not None
+
+
 def build_loss(cfg: LossCfg, train_counts: np.ndarray, device: torch.device) -> nn.Module:
     weight = None
     if cfg.class_weight_power > 0 or cfg.class_weight_clip is not None:
@@ -49,6 +95,8 @@ def build_loss(cfg: LossCfg, train_counts: np.ndarray, device: torch.device) -> 
         weight = torch.tensor(w, dtype=torch.float32, device=device)
     if cfg.name == "focal":
         return FocalLoss(cfg.focal_gamma, weight, cfg.label_smoothing).to(device)
+    if cfg.name == "soft_ce":
+        return SoftTargetCrossEntropy(weight, cfg.label_smoothing).to(device)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from fer_bench.data import FerData
 from fer_bench.data.audit import audit, load_protocol, write_protocol
-from fer_bench.data.labels import PRIVATE, PUBLIC, TRAIN
+from fer_bench.data.labels import FER2013_CLASSES, PRIVATE, PUBLIC, TRAIN
 from fer_bench.recipes import load_recipe
 from fer_bench.runner import make_protocol
 
@@ -20,7 +20,7 @@ def _data() -> FerData:
     images[5] = 0  # blank
     labels = np.array([0, 1, 2, 2, 3, 4, 5, 0, 6, 1, 2, 3])
     splits = np.array([TRAIN] * 7 + [PUBLIC, PRIVATE, PUBLIC, PRIVATE, PRIVATE], dtype=np.int8)
-    return FerData("toy", images, labels, splits, source="toy")
+    return FerData("toy", images, labels, splits, classes=FER2013_CLASSES, source="toy")
 
 
 def test_audit_finds_duplicates_leakage_conflicts_and_blanks():

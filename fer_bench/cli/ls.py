@@ -32,6 +32,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     else:
         from fer_bench.data import DATASETS
 
-        print(tabulate([(n, DATASETS.get(n).description) for n in DATASETS.names(args.pattern)],
-                       headers=["dataset", "description"]))  # fmt: skip
+        rows = [_dataset_row(DATASETS.get(n)) for n in DATASETS.names(args.pattern)]
+        print(tabulate(rows, headers=["dataset", "classes (label order)", "size", "chans", "labels", "splits (images)",
+                                      "options", "description"]))  # fmt: skip
     return 0
+
+
+def _dataset_row(spec) -> tuple:
+    """One ``ls datasets`` line: what the spec says, or "from the data" where only reading the data tells."""
+    known = lambda v, fmt=str: "from the data" if v is None else fmt(v)  # noqa: E731
+    splits = ", ".join(f"{ours}={theirs}: {spec.split_sizes.get(ours, 'from the data')}"
+                       for ours, theirs in spec.splits.items())  # fmt: skip
+    options = ", ".join(f"{k}={o.default or '…'}" for k, o in spec.options.items())
+    return (spec.name, known(spec.classes, " ".join), known(spec.size, lambda s: f"{s}×{s}"), known(spec.channels),
+            spec.labels, splits, options, spec.description)  # fmt: skip

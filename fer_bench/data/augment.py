@@ -19,9 +19,15 @@ if TYPE_CHECKING:
     from fer_bench.recipes.schema import AugmentCfg as AugmentParams
 
 
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # RGB → grey weights (ITU-R 601, as PIL)
+
+
 class Normalize:
-    """uint8 (B,H,W) → float (B,C,S,S): resize to ``size``, centre-crop to ``crop`` (if set), scale to [0, 1],
-    repeat grey to C channels, standardise."""
+    """uint8 (B,H,W) grey or (B,H,W,3) RGB → float (B,C,S,S): resize to ``size``, centre-crop to ``crop`` (if set),
+    scale to [0, 1], convert to the model's C channels (grey repeated, or RGB to luma), standardise.
+
+    The store keeps each dataset's native size and channels; this is the one place they meet the model's.
+    """
 
     def __init__(
         self, size: int, channels: int, mean: tuple[float, ...], std: tuple[float, ...], crop: int | None = None
@@ -31,11 +37,18 @@ class Normalize:
         self.std = torch.tensor(std[:channels] if len(std) >= channels else std * channels).view(1, -1, 1, 1)
 
     def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B,H,W) or channels-last (B,H,W,C) → float [0,1] (B,C,H,W) (C = 1 for grey)."""
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         # out of place: for a float32 input ``.to`` returns the caller's own tensor, which ``mul_`` would overwrite
-        return x.unsqueeze(1).to(torch.float32).mul(1.0 / 255.0)
+        return x.to(torch.float32).mul(1.0 / 255.0)
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Grey [0,1] (B,1,S,S) → standardised (B,C,S,S) in one broadcast pass: x · (1/std) − mean/std."""
+        """[0,1] (B,1|3,S,S) → standardised (B,C,S,S) in one broadcast pass: x · (1/std) − mean/std.
+
+        Grey input broadcasts to C channels; RGB input for a one-channel model becomes luma first (ITU-R 601
+        weights, PIL's ``convert("L")``)."""
+        if x.shape[1] == 3 and self.channels == 1:
+            x = (x * LUMA.to(x.device, x.dtype)).sum(1, keepdim=True)
         inv = (1.0 / self.std).to(x.device)
         return torch.addcmul(-self.mean.to(x.device) * inv, x, inv)
 
@@ -88,7 +101,8 @@ class BatchAugment:
         img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         img = photometric(img, self.p, gen)
         if self.p.train_crops == "tencrop":
-            img, y = ten_crop(img, self.norm.crop).flatten(0, 1), y.repeat(10)  # crop-major, as ten_crop stacks
+            img = ten_crop(img, self.norm.crop).flatten(0, 1)
+            y = y.repeat(10, *(1,) * (y.ndim - 1))  # crop-major, as ten_crop stacks; y: labels or distributions
         elif self.norm.crop is not None:
             off = (self.norm.size - self.norm.crop) // 2
             img = img[..., off : off + self.norm.crop, off : off + self.norm.crop]

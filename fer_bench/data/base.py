@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fer_bench.data.labels import FER2013_CLASSES, PRIVATE, PUBLIC, SPLITS, TEST, TRAIN
+from fer_bench.data.labels import PRIVATE, PUBLIC, SPLITS, TEST, TRAIN
 from fer_bench.errors import DataError
 
 # --split choices -> the split ids they select. "test" is every held-out image (PublicTest + PrivateTest).
@@ -22,27 +22,40 @@ class FerData:
     """Decoded faces held in memory.
 
     Attributes:
-        name: dataset registry name.
-        images: uint8 array (N, H, W), grey.
-        labels: int64 array (N,), indices into ``classes``.
+        name: dataset name in rows and run folders (registry name, plus any non-default option).
+        images: uint8 array at the dataset's native size and channels: (N, H, W) grey or (N, H, W, 3) RGB.
+            The per-batch transform (:mod:`fer_bench.data.augment`) resizes and converts for the model.
+        labels: int64 array (N,), indices into ``classes`` (FER+: the majority label).
         splits: int8 array (N,), ids from :data:`fer_bench.data.labels.SPLITS`.
-        classes: class names in label order.
+        classes: class names in the dataset's own label order.
         source: where the data came from (a path, or the generator and its seed).
-        notes: one-line remarks from loading (converted images, skipped files...).
+        notes: one-line remarks from loading (converted images, skipped files, rows left out...).
         paths: per-sample relative file paths when read from a folder tree, else empty.
+        soft: float32 (N, len(classes)) label distributions to train on (FER+ crossentropy mode), else None;
+            validation and test are always scored on ``labels``.
     """
 
     name: str
     images: np.ndarray
     labels: np.ndarray
     splits: np.ndarray
-    classes: tuple[str, ...] = FER2013_CLASSES
+    classes: tuple[str, ...]
     source: str = ""
     notes: tuple[str, ...] = ()
     paths: tuple[str, ...] = field(default=(), repr=False)
+    soft: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the store: 1 for (N, H, W), else the last axis."""
+        return 1 if self.images.ndim == 3 else int(self.images.shape[-1])
+
+    def train_targets(self, idx: np.ndarray) -> np.ndarray:
+        """What the loss sees for training samples ``idx``: label distributions when the data has them, else labels."""
+        return self.labels[idx] if self.soft is None else self.soft[idx]
 
     def split_indices(self, split: str) -> np.ndarray:
         """Indices of the evaluation split ``public``, ``private``, ``test`` or ``train``."""

@@ -1,16 +1,20 @@
-"""Readers for image-folder exports: FER2013's Kaggle layout (`train/<class>/`, `test/<class>/`) and the like."""
+"""Image folders: FER2013's Kaggle layout (`train/<class>/`, `test/<class>/`), decoding, and the `folder` dataset."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fer_bench.data import cache
+from fer_bench.data.base import FerData
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN, canonical_class
+from fer_bench.data.spec import DatasetSpec, Option, register
 from fer_bench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
@@ -74,17 +78,20 @@ def _file_split(name: str, folder_split: int) -> int:
     return next((s for prefix, s in PREFIX_SPLITS.items() if name.startswith(prefix)), folder_split)
 
 
-def decode_images(root: Path, rel_paths: list[str], size: int = 48, workers: int = 4) -> tuple[np.ndarray, Counter]:
-    """Decode every image to ``size``×``size`` grey uint8; count the conversions that were needed.
+def decode_images(
+    root: Path, rel_paths: list[str], size: int = 48, channels: int = 1, workers: int = 4
+) -> tuple[np.ndarray, Counter]:
+    """Decode every image to ``size``×``size`` uint8, grey (N, S, S) or RGB (N, S, S, 3); count the conversions.
 
     Raises:
         DataError: an image cannot be decoded (names the file).
     """
-    out = np.empty((len(rel_paths), size, size), dtype=np.uint8)
+    shape = (len(rel_paths), size, size) + ((channels,) if channels > 1 else ())
+    out = np.empty(shape, dtype=np.uint8)
     conversions: Counter = Counter()
 
     def load(i: int) -> None:
-        out[i], note = _read_grey(root / rel_paths[i], size)
+        out[i], note = _read(root / rel_paths[i], size, channels)
         if note:
             conversions[note] += 1
 
@@ -94,26 +101,113 @@ def decode_images(root: Path, rel_paths: list[str], size: int = 48, workers: int
     return out, conversions
 
 
-def _read_grey(path: Path, size: int) -> tuple[np.ndarray, str]:
+def image_format(path: Path) -> tuple[int, int]:
+    """(side, channels) of one image from its header: its width, and 1 for grey modes, 3 for the rest."""
     try:
         with Image.open(path) as img:
-            img.load()
-            return _to_grey(img, size)
+            return img.size[0], 1 if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "LA") else 3
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc}). Replace or delete the file.") from None
 
 
-def _to_grey(img: Image.Image, size: int) -> tuple[np.ndarray, str]:
+def _read(path: Path, size: int, channels: int) -> tuple[np.ndarray, str]:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _convert(img, size, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc}). Replace or delete the file.") from None
+
+
+def _convert(img: Image.Image, size: int, channels: int) -> tuple[np.ndarray, str]:
     notes = []
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
         scale = 65535.0 if arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8))
         notes.append("16-bit→8-bit")
-    if img.mode != "L":
-        notes.append(f"{img.mode}→grey")
-        img = img.convert("RGBA").convert("RGB").convert("L") if img.mode in ("P", "LA", "RGBA") else img.convert("L")
+    want = "L" if channels == 1 else "RGB"
+    if img.mode != want:
+        notes.append(f"{img.mode}→{'grey' if want == 'L' else want}")
+        img = img.convert("RGBA").convert("RGB").convert(want) if img.mode in ("P", "LA", "RGBA") else img.convert(want)
     if img.size != (size, size):
         notes.append(f"{img.size[0]}×{img.size[1]}→{size}×{size}")
         img = img.resize((size, size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8), ", ".join(notes)
+
+
+# ---- `folder`: any labelled image folder, root/<split>/<class>/<image> ----
+
+FOLDER_SPLITS = {"train": TRAIN, "training": TRAIN, "val": PUBLIC, "valid": PUBLIC, "validation": PUBLIC,
+                 "test": PRIVATE}  # fmt: skip
+
+
+def read_image_folder(root: Path, cache_dir: Path, options: Mapping[str, str]) -> FerData:
+    """``root/<split>/<class>/…`` (split train, val or test): classes from ``options['classes']`` (``a+b+c``, in
+    that order) or the train folder's class folders (sorted); size and channels from the option or the first image.
+
+    Raises:
+        DataError: no train/ or no held-out folder, a class folder that is not a class, an empty class folder.
+    """
+    split_dirs = {FOLDER_SPLITS[d.name.lower()]: d for d in sorted(root.iterdir())
+                  if d.is_dir() and d.name.lower() in FOLDER_SPLITS}  # fmt: skip
+    if TRAIN not in split_dirs or len(split_dirs) < 2:
+        raise DataError(f"{root}: expected train/ and test/ (val/ optional), one folder per class inside each.")
+    classes = _folder_classes(split_dirs[TRAIN], options.get("classes", ""))
+    entries: list[tuple[str, int, int]] = []
+    for split, split_dir in sorted(split_dirs.items()):
+        for class_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+            name = _class_name(class_dir.name)
+            if name not in classes:
+                raise DataError(
+                    f"{class_dir}: unknown class {class_dir.name!r} (classes: {', '.join(classes)}). "
+                    "Rename or remove the folder, or list it in --dataset folder:classes=a+b+…."
+                )
+            files, _ = _image_files(class_dir)
+            entries += [(f"{split_dir.name}/{class_dir.name}/{f}", classes.index(name), split) for f in files]
+    if not entries:
+        raise DataError(f"{root}: no images under {', '.join(d.name for d in split_dirs.values())}.")
+    rel = [e[0] for e in entries]
+    side, chans = image_format(root / rel[0])
+    size = int(options.get("size") or side)
+    channels = int(options.get("channels") or chans)
+    labels = np.array([e[1] for e in entries], dtype=np.int64)
+    splits = np.array([e[2] for e in entries], dtype=np.int8)
+    key = cache.source_key(f"image-folder-{size}-{channels}", root, rel)
+    if hit := cache.load(cache_dir, key):
+        images, notes = np.asarray(hit[0]["images"]), tuple(hit[1]["notes"])
+    else:
+        images, conversions = decode_images(root, rel, size=size, channels=channels)
+        kind = f"{size}×{size} {'grey' if channels == 1 else 'RGB'}"
+        notes = tuple(f"{n} image(s) converted ({what}) to {kind}" for what, n in sorted(conversions.items()))
+        cache.save(cache_dir, key, {"images": images, "labels": labels, "splits": splits}, {"notes": notes})
+    return FerData("folder", images, labels, splits, classes=classes, source=str(root), notes=notes, paths=tuple(rel))
+
+
+def _class_name(folder: str) -> str:
+    return canonical_class(folder) or folder.strip().lower()
+
+
+def _folder_classes(train_dir: Path, option: str) -> tuple[str, ...]:
+    if option:
+        return tuple(_class_name(c) for c in option.split("+") if c.strip())
+    classes = tuple(sorted({_class_name(d.name) for d in train_dir.iterdir() if d.is_dir()}))
+    if not classes:
+        raise DataError(f"{train_dir}: no class folders inside. Add one folder per class.")
+    return classes
+
+
+register(DatasetSpec(
+    name="folder",
+    reader=read_image_folder,
+    description="any labelled image folder: root/{train,val,test}/<class>/*; val → public, test → private",
+    classes=None, channels=None, size=None,
+    splits={"train": "train/", "public": "val/ (optional)", "private": "test/"},
+    citation="(yours)",
+    get="Pass the folder holding train/ and test/ (val/ optional), one folder per class inside each.",
+    options={
+        "classes": Option("", None, "class names in label order, joined by '+' (default: train/'s folders, sorted)"),
+        "size": Option("", None, "image side in the store (default: the first image's)"),
+        "channels": Option("", ("", "1", "3"), "1 grey or 3 RGB (default: the first image's)"),
+    },
+))  # fmt: skip

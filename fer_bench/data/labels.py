@@ -1,4 +1,4 @@
-"""The canonical FER label order and the aliases that folder exports use for each class.
+"""FER2013's label order, the canonical class names and the aliases that exports use for each class.
 
 Labels are always mapped by class *name*: alphabetical folder order (angry, disgust, fear, happy,
 neutral, sad, surprise) is not the FER2013 CSV order, and indexing folders would silently swap
@@ -10,7 +10,8 @@ from __future__ import annotations
 # FER2013 CSV order: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral.
 FER2013_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
-# Spellings seen in exports of FER2013, FER+ and RAF-DB, mapped to the canonical name.
+# Spellings seen in exports of FER2013, FER+ and RAF-DB, mapped to the canonical name. Every dataset names its
+# classes canonically (in its own order), so a model trained on one is matched to another by name.
 CLASS_ALIASES: dict[str, str] = {
     "angry": "angry", "anger": "angry",
     "disgust": "disgust", "disgusted": "disgust",
@@ -19,6 +20,7 @@ CLASS_ALIASES: dict[str, str] = {
     "sad": "sad", "sadness": "sad",
     "surprise": "surprise", "surprised": "surprise",
     "neutral": "neutral",
+    "contempt": "contempt",
 }  # fmt: skip
 
 # Evaluation subsets of a FER dataset; every sample carries one of these ids.

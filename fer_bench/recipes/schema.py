@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-LOSSES = ("ce", "focal")
+LOSSES = ("ce", "focal", "soft_ce")  # soft_ce: cross-entropy against label distributions (FER+ crossentropy mode)
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant", "plateau")
 TRAIN_CROPS = ("none", "tencrop")
