@@ -258,6 +258,30 @@ def test_soft_labels_with_a_hard_loss_are_refused(tmp_path):
     assert check_targets(LossCfg(name="ce"), load_dataset("ferplus", tmp_path)) is False
 
 
+def test_run_with_soft_labels_and_a_hard_loss_exits_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "fp").mkdir()
+    write_ferplus(tmp_path / "fp")
+    argv = ["run", "--dataset", "ferplus:labels=crossentropy", "--data-dir", str(tmp_path / "fp"), "--models",
+            "simple_cnn", "--epochs", "1", "--out", str(tmp_path / "out"), "--no-track", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    errors = [line for line in err.splitlines() if "error" in line]  # after the data's notes and the run's header
+    assert len(errors) == 1 and "--set loss.name=soft_ce" in errors[0] and "Traceback" not in err
+    assert not list((tmp_path / "out").rglob("*.*"))
+
+
+def test_label_distributions_enter_the_data_fingerprint(tmp_path):
+    from dataclasses import replace
+
+    from fer_bench.protocol import data_fingerprint
+
+    write_ferplus(tmp_path)
+    soft = load_dataset("ferplus:labels=crossentropy", tmp_path)
+    other = soft.soft.copy()
+    other[0] = np.roll(other[0], 1)
+    assert data_fingerprint(soft) != data_fingerprint(replace(soft, soft=other, images=soft.images.copy()))
+
+
 def test_an_epoch_trains_on_distributions_through_the_runner_s_tensors(tmp_path):
     """The runner feeds soft_ce the vote distributions (not the majority labels); accuracy uses their argmax."""
     from fer_bench import engine

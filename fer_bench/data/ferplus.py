@@ -212,7 +212,7 @@ def _join_rows(faces: FerData, rows: VoteRows) -> tuple[np.ndarray, tuple[str, .
     row_of[lost] = -1
     notes = (f"{int((row_of < 0).sum()) - len(lost)} row(s) without an image name left out",
              f"{len(lost)} row(s) whose image name a later row with another face reuses left out")  # fmt: skip
-    return row_of, notes
+    return row_of, tuple(n for n in notes if not n.startswith("0 "))
 
 
 def _join_tree(faces: FerData, rows: VoteRows, join_file: Path) -> tuple[np.ndarray, tuple[str, ...]]:
