@@ -1,16 +1,18 @@
 """Rows' per-sample predictions → intervals, calibration and a paired comparison (``fer-bench compare``).
 
-A side is a run folder (its ``result.json`` names the predictions file and its sha256, which is checked) or a
-predictions file itself. Two sides are paired by sample id (:func:`fer_bench.protocol.sample_ids`), never by
+A side is a run folder (its ``result.json`` names the predictions file and its sha256, which is checked), a
+predictions file, or the runs of one leaderboard line (several seeds: a folder that holds their run folders, or
+paths joined by commas). Predictions are paired by sample id (:func:`fer_bench.protocol.sample_ids`), never by
 position, so rows whose data came from a CSV and from the folder tree pair up; sides that cover different ids are
-an error, as are a file whose digest is not the one its row scored.
+an error, as are a file whose digest is not the one its row scored. Two lines of several seeds are paired seed by
+seed: McNemar's table pools the pairs, the bootstrap averages the pairs' differences on the same resampled ids.
 
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = predictions.write(d / "a.npz", np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 1]), np.array(list("wxyz")))
     >>> _ = predictions.write(d / "b.npz", np.eye(3)[[0, 1, 2, 1]], np.array([0, 1, 2, 1]), np.array(list("wxyz")))
-    >>> r = compare(load_side(d / "a.npz"), load_side(d / "b.npz"), n_boot=100)
+    >>> r = compare(load_line(str(d / "a.npz")), load_line(str(d / "b.npz")), n_boot=100)
     >>> r["paired"]["mcnemar"]["b_only"], r["paired"]["mcnemar"]["method"]
     (1, 'exact binomial')
 """
@@ -41,6 +43,8 @@ class Side:
     labels: np.ndarray
     ids: np.ndarray
     valid: tuple[np.ndarray, np.ndarray] | None = None
+    seed: int | None = None
+    line: tuple = ()  # (model, protocol hash, split) of a run folder: the runs of one side must share it
 
     @property
     def pred(self) -> np.ndarray:
@@ -81,8 +85,10 @@ def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Sid
         return None
     path = run_dir / ref["file"]
     arrays = read_verified(path, ref.get("sha256"), str(run_dir / "result.json"))
-    name = name or f"{row.get('model')} · {row.get('recipe')} · {row.get('split')} · seed {row.get('seed')}"
-    return Side(name, path, arrays["probs"], arrays["labels"], arrays["ids"], _valid(row, run_dir))
+    name = name or f"{row.get('model')} · {row.get('recipe')} · {row.get('split')}"
+    line = (row.get("model"), row.get("protocol_hash"), row.get("split"))
+    return Side(name, path, arrays["probs"], arrays["labels"], arrays["ids"], _valid(row, run_dir), row.get("seed"),
+                line)  # fmt: skip
 
 
 def load_side(path: Path) -> Side:
@@ -116,34 +122,76 @@ def align(a: Side, b: Side) -> Side:
         bad = int(np.sum(b.labels[order] != a.labels))
         raise DataError(f"{a.path} and {b.path}: {bad} samples with the same id carry other labels. The files come "
                         "from different label sets; compare rows of one dataset.")  # fmt: skip
-    return Side(b.name, b.path, b.probs[order], b.labels[order], b.ids[order], b.valid)
+    return Side(b.name, b.path, b.probs[order], b.labels[order], b.ids[order], b.valid, b.seed, b.line)
 
 
-def summary(side: Side, *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED, level: float = stats.LEVEL) -> dict:
-    """Top-1 and macro-F1 with their bootstrap intervals, and calibration (temperature-scaled when validation
-    predictions are there)."""
-    k = side.probs.shape[1]
-    point = stats.scores(side.labels[None], side.pred[None], k)
-    ci = stats.bootstrap_interval(side.labels, side.pred, k, n_boot=n_boot, seed=seed, level=level)
-    out = {"name": side.name, "path": str(side.path), "n": len(side.labels)}
-    for m in ("top1", "macro_f1"):
-        out |= {m: float(point[m][0]), f"{m}_ci": list(ci[m])}
-    return out | calibration.summary(side.probs, side.labels, side.valid)
+def load_line(arg: str) -> list[Side]:
+    """A ``compare`` argument: comma-separated run folders, predictions files or folders of run folders, all the
+    runs (seeds) of one leaderboard line; sorted by seed."""
+    sides = []
+    for part in filter(None, (p.strip() for p in str(arg).split(","))):
+        path = Path(part)
+        runs = [] if (path / "result.json").is_file() else sorted(path.rglob("result.json")) if path.is_dir() else []
+        sides += [load_side(r.parent) for r in runs] if runs else [load_side(path)]
+    lines = {s.line for s in sides if s.line}
+    if len(lines) > 1:
+        raise DataError(f"{arg}: holds rows of {len(lines)} leaderboard lines ({', '.join(map(str, lines))}); give "
+                        "the runs of one model, protocol and split (their folders, joined by commas).")  # fmt: skip
+    seeds = [s.seed for s in sides]
+    if len(sides) > 1 and len(set(seeds)) < len(seeds):
+        raise DataError(f"{arg}: seeds {seeds} repeat; give each seed's run once.")
+    return sorted(sides, key=lambda s: (s.seed is None, s.seed or 0))
 
 
-def compare(a: Side, b: Side, *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED,
+def pair_by_seed(a: list[Side], b: list[Side]) -> list[tuple[Side, Side]]:
+    """Seed s of A with seed s of B, the same seeds on both sides (one row each: those two); every run aligned to
+    A's first run's sample order."""
+    if len(a) == len(b) == 1:
+        pairs = [(a[0], b[0])]
+    else:
+        seeds_a, seeds_b = [s.seed for s in a], [s.seed for s in b]
+        if sorted(seeds_a, key=str) != sorted(seeds_b, key=str):
+            raise DataError(f"A has seeds {seeds_a} and B {seeds_b}: lines pair seed by seed, none unpaired (one "
+                            "seed never stands for a line). Give both lines' runs of the same seeds.")  # fmt: skip
+        by_seed = {s.seed: s for s in b}
+        pairs = [(s, by_seed[s.seed]) for s in a]
+    ref = pairs[0][0]
+    return [(align(ref, x), align(ref, y)) for x, y in pairs]
+
+
+def summary(sides: list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED,
             level: float = stats.LEVEL) -> dict:  # fmt: skip
-    """Both rows' summaries and their paired comparison (McNemar on top-1, paired bootstrap of A − B)."""
-    b = align(a, b)
-    k = a.probs.shape[1]
+    """Top-1 and macro-F1 (the seeds' mean) with their bootstrap intervals, and calibration (mean over seeds;
+    temperature-scaled when validation predictions are there)."""
+    labels, k = sides[0].labels, sides[0].probs.shape[1]
+    preds = np.stack([s.pred for s in sides])
+    point = {m: float(np.mean(v)) for m, v in stats.scores(np.broadcast_to(labels, preds.shape), preds, k).items()}
+    ci = stats.bootstrap_interval(labels, preds, k, n_boot=n_boot, seed=seed, level=level)
+    out = {"name": sides[0].name, "paths": [str(s.path) for s in sides], "seeds": [s.seed for s in sides],
+           "n": len(labels)}  # fmt: skip
+    for m in ("top1", "macro_f1"):
+        out |= {m: point[m], f"{m}_ci": list(ci[m])}
+    cal = [calibration.summary(s.probs, s.labels, s.valid) for s in sides]
+    return out | {key: float(np.mean([c[key] for c in cal])) for key in cal[0] if all(key in c for c in cal)}
+
+
+def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED,
+            level: float = stats.LEVEL) -> dict:  # fmt: skip
+    """Both sides' summaries and their paired comparison (McNemar on top-1, paired bootstrap of A − B), seed by
+    seed when the sides are lines of several seeds."""
+    pairs = pair_by_seed(*([x] if isinstance(x, Side) else x for x in (a, b)))
+    sa, sb = [p[0] for p in pairs], [p[1] for p in pairs]
+    labels, k = sa[0].labels, sa[0].probs.shape[1]
+    pa, pb = np.stack([s.pred for s in sa]), np.stack([s.pred for s in sb])
     paired = {
-        "n": len(a.labels),
-        "mcnemar": stats.mcnemar(a.pred == a.labels, b.pred == b.labels),
-        "bootstrap": stats.paired_bootstrap(a.labels, a.pred, b.pred, k, n_boot=n_boot, seed=seed, level=level),
+        "n": len(labels),
+        "seed_pairs": [[x.seed, y.seed] for x, y in pairs],
+        "mcnemar": stats.mcnemar(pa == labels, pb == labels),
+        "bootstrap": stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level),
     }
     opts = {"n_boot": n_boot, "seed": seed, "level": level}
     settings = opts | {"interval": "percentile bootstrap over test samples"}
-    return {"a": summary(a, **opts), "b": summary(b, **opts), "paired": paired, "settings": settings}
+    return {"a": summary(sa, **opts), "b": summary(sb, **opts), "paired": paired, "settings": settings}
 
 
 def _side_line(tag: str, s: dict) -> str:
@@ -153,14 +201,22 @@ def _side_line(tag: str, s: dict) -> str:
             f"NLL {s['nll']:.3f}  Brier {s['brier']:.3f}{ts}")  # fmt: skip
 
 
+def _seeds_line(pairs: list[list]) -> str:
+    if len(pairs) == 1:
+        return f"one run each (seeds {pairs[0][0]} and {pairs[0][1]})"
+    return (f"{len(pairs)} seed pairs ({', '.join(f'{x}–{y}' for x, y in pairs)}): the figures are the seeds' mean, "
+            "McNemar's table pools the pairs, the bootstrap averages the pairs' differences")  # fmt: skip
+
+
 def render(result: dict) -> str:
     """The comparison as text: each side, McNemar's table and test, the paired intervals of A − B."""
     a, b, p, st = result["a"], result["b"], result["paired"], result["settings"]
     mc, pct = p["mcnemar"], f"{st['level'] * 100:g} %"
     stat = f"χ² = {mc['statistic']:.3f}, " if mc["statistic"] is not None else ""
-    lines = [f"A: {a['name']} ({a['path']})", f"B: {b['name']} ({b['path']})", _side_line("A", a), _side_line("B", b),
+    lines = [f"A: {a['name']} ({', '.join(a['paths'])})", f"B: {b['name']} ({', '.join(b['paths'])})",
+             _side_line("A", a), _side_line("B", b),
              f"paired on {p['n']} common sample ids; {pct} intervals: {st['interval']}, {st['n_boot']} resamples "
-             f"(seed {st['seed']}), the same resampled ids for A and B",
+             f"(seed {st['seed']}), the same resampled ids for A and B", _seeds_line(p["seed_pairs"]),
              f"McNemar (top-1): both right {mc['both']}, only A right {mc['a_only']}, only B right {mc['b_only']}, "
              f"both wrong {mc['neither']}; {mc['method']}: {stat}p = {mc['p']:.4g}"]  # fmt: skip
     for m, label in (("top1", "top-1"), ("macro_f1", "macro-F1")):

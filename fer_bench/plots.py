@@ -20,6 +20,23 @@ def save_run_plots(row: dict[str, Any], run_dir: Path) -> None:
     save_per_class_table(row, run_dir / "per_class.csv")
     save_confusion_matrix(row, run_dir / "confusion_matrix.png")
     save_learning_curve(row, run_dir / "learning_curve.png")
+    if (run_dir / "predictions.npz").is_file():
+        save_reliability(run_dir, f"{row.get('model')} · {row.get('split')} · seed {row.get('seed')}: reliability")
+
+
+def save_reliability(run_dir: Path, title: str = "") -> None:
+    """``reliability.png``: the reliability diagram of the row's headline probabilities (``predictions.npz``), and
+    after temperature scaling when the validation hold-out's predictions are beside them (issue 18)."""
+    from fer_bench import calibration, comparison, predictions
+
+    test = predictions.read(run_dir / predictions.FILE)
+    valid = run_dir / comparison.VALID_FILE
+    t = None
+    if valid.is_file():
+        v = predictions.read(valid)
+        t = calibration.fit_temperature(v["probs"], v["labels"])
+    calibration.reliability_diagram(test["probs"], test["labels"], run_dir / "reliability.png", title=title,
+                                    temperature=t)  # fmt: skip
 
 
 def save_per_class_table(row: dict[str, Any], path: Path) -> None:

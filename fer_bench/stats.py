@@ -8,6 +8,8 @@ same order); a line's figure is the mean over its seeds, as in the leaderboard.
   resample takes the same ids for every seed and averages their figures.
 - :func:`paired_bootstrap`: the same resampled ids for both sides, so the interval of the difference carries the
   pairing; several seeds are paired by seed (seed s of A with seed s of B) and the pairs' differences averaged.
+- :func:`paired_permutation`: p-values of "A and B are exchangeable" (each sample's two predictions swapped at
+  random), valid however few samples differ; the leaderboard's significance marks use it on macro-F1.
 - :func:`mcnemar`: McNemar's test on paired correctness, exact binomial when the discordant pairs are fewer than 25,
   else chi-square with continuity correction; several seed pairs are pooled into one table.
 - :func:`wilson`, :func:`seed_summary` (mean ± std and the t interval over seeds), :func:`holm`.
@@ -107,6 +109,40 @@ def paired_bootstrap(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
         p = min(1.0, 2 * (tail + 1) / (n_boot + 1))
         out[m] = {"diff": float(point_a[m][0] - point_b[m][0]), "lo": lo, "hi": hi, "p": p}
     return out
+
+
+def paired_permutation(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, *, n_perm: int = N_BOOT,
+                       seed: int = SEED) -> dict[str, float]:  # fmt: skip
+    """Two-sided p-values of "A and B are exchangeable" for top-1 and macro-F1: a paired permutation test.
+
+    Each round swaps A's and B's predictions of a random half of the samples (the same samples for every seed pair)
+    and recomputes the difference; p = (1 + rounds with |difference| ≥ the observed one) / (1 + rounds). Unlike a
+    bootstrap p it stays valid when few samples differ: for top-1 it is McNemar's exact test, sampled.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    a, b = _as_runs(pred_a), _as_runs(pred_b)
+    n, everything = len(labels), np.arange(len(labels))[None]
+    observed = _diff(labels, a, b, everything, None, k)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CELLS // max(n, 1))
+    extreme = dict.fromkeys(observed, 0)
+    for start in range(0, n_perm, chunk):
+        swap = rng.random((min(chunk, n_perm - start), n)) < 0.5
+        for m, d in _diff(labels, a, b, np.broadcast_to(everything, swap.shape), swap, k).items():
+            extreme[m] += int(np.sum(np.abs(d) >= np.abs(observed[m][0]) - 1e-9))
+    return {m: (1 + extreme[m]) / (1 + n_perm) for m in observed}
+
+
+def _diff(labels, a, b, idx, swap, k) -> dict[str, np.ndarray]:
+    """Per row of ``idx``: mean over seed pairs of A − B, with A's and B's predictions exchanged where ``swap``."""
+    diffs = []
+    for ra, rb in zip(a, b, strict=True):
+        pa, pb = ra[idx], rb[idx]
+        if swap is not None:
+            pa, pb = np.where(swap, pb, pa), np.where(swap, pa, pb)
+        sa, sb = scores(labels[idx], pa, k), scores(labels[idx], pb, k)
+        diffs.append({m: sa[m] - sb[m] for m in sa})
+    return {m: np.mean([d[m] for d in diffs], axis=0) for m in ("top1", "macro_f1")}
 
 
 def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:

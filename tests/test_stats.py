@@ -13,10 +13,10 @@ from fer_bench import calibration as cal
 from fer_bench import stats
 
 
-def _preds(n: int, k: int, acc: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and predictions that are right on exactly round(acc·n) samples, wrong classes otherwise."""
+def _preds(n: int, k: int, acc: float, seed: int, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (``y`` when given) and predictions right on exactly round(acc·n) samples, wrong classes otherwise."""
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, k, n)
+    y = rng.integers(0, k, n) if y is None else y
     pred = y.copy()
     wrong = rng.permutation(n)[: n - round(acc * n)]
     pred[wrong] = (y[wrong] + rng.integers(1, k, len(wrong))) % k
@@ -216,3 +216,54 @@ def test_compare_refuses_other_samples_and_a_changed_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sha256" in err and str(b / predictions.FILE) in err
     assert main(["compare", str(a), str(tmp_path / "nothing")]) == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("a_only", "b_only"), [(4, 0), (9, 3), (20, 31)])
+def test_the_permutation_test_of_top1_is_mcnemars_exact_test(a_only, b_only):
+    y = np.zeros(300, np.int64)
+    pa, pb = y.copy(), y.copy()
+    pa[a_only : a_only + b_only] = 1  # B right, A wrong
+    pb[:a_only] = 2  # A right, B wrong
+    p = stats.paired_permutation(y, pa, pb, 7, n_perm=4000)
+    exact = sst.binomtest(a_only, a_only + b_only, 0.5).pvalue
+    assert p["top1"] == pytest.approx(exact, abs=0.025)  # sampled: 4000 rounds, SE < 0.008
+    assert 0 < p["macro_f1"] <= 1
+
+
+def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
+    from fer_bench import predictions
+    from fer_bench.plots import save_reliability
+
+    _, _, y, pa, _ = _two_rows(tmp_path)
+    run = tmp_path / "a"
+    probs = np.eye(7, dtype=np.float32)[pa] * 0.6 + 0.4 / 7
+    predictions.write(run / "predictions-valid.npz", probs, y, np.arange(600).astype(str))
+    save_reliability(run, "a")
+    assert (run / "reliability.png").stat().st_size > 10_000
+
+
+def test_compare_pairs_lines_of_several_seeds_by_seed(tmp_path, capsys):
+    from fer_bench.cli import main
+
+    y, _ = _preds(400, 7, 0.7, seed=10)
+    ids = np.array([f"id{i:04d}" for i in range(400)])
+    line = {"protocol_hash": "p"}
+    runs = {}
+    for side, accs in (("a", (0.70, 0.72)), ("b", (0.64, 0.60))):
+        (tmp_path / side).mkdir()
+        for s, acc in enumerate(accs):
+            runs[(side, s)] = pred = _preds(400, 7, acc, seed=20 + s + 10 * (side == "b"), y=y)[1]
+            _run_folder(tmp_path / side, f"s{s}", np.eye(7, dtype=np.float32)[pred], y, ids, model=side, seed=s, **line)
+    out = tmp_path / "c.json"
+    assert main(["compare", str(tmp_path / "a"), f"{tmp_path / 'b' / 's1'},{tmp_path / 'b' / 's0'}", "--json",
+                 str(out)]) == 0  # fmt: skip
+    assert "2 seed pairs (0–0, 1–1)" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    pa, pb = np.stack([runs[("a", 0)], runs[("a", 1)]]), np.stack([runs[("b", 0)], runs[("b", 1)]])
+    assert res["paired"]["mcnemar"] == stats.mcnemar(pa == y, pb == y)  # pooled over the two pairs
+    assert res["paired"]["bootstrap"] == stats.paired_bootstrap(y, pa, pb, 7)
+    assert res["a"]["top1"] == pytest.approx(np.mean(pa == y) * 100) and res["a"]["seeds"] == [0, 1]
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "s1")]) == 2  # A's seeds 0, 1 vs B's 1 only
+    assert "none unpaired" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path), str(tmp_path / "b")]) == 2  # two lines in one side
+    assert "holds rows of 2 leaderboard lines" in capsys.readouterr().err

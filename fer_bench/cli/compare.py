@@ -12,8 +12,9 @@ from fer_bench.errors import ConfigError
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="compare two rows on the same test images: intervals, McNemar, paired "
                                        "bootstrap, calibration")  # fmt: skip
-    p.add_argument("a", type=Path, metavar="A", help="a run folder (result.json + predictions.npz) or predictions file")
-    p.add_argument("b", type=Path, metavar="B", help="the other row, on the same sample ids")
+    p.add_argument("a", metavar="A", help="a run folder (result.json + predictions.npz) or a predictions file; for a "
+                   "line of several seeds, a folder of its run folders or paths joined by commas")  # fmt: skip
+    p.add_argument("b", metavar="B", help="the other row or line, on the same sample ids (seeds paired by seed)")
     p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000, at least 1000)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed (default 0)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON here")
@@ -26,7 +27,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     n_boot = stats.N_BOOT if args.resamples is None else args.resamples
     if n_boot < 1000:
         raise ConfigError(f"--resamples {n_boot}: a 95 % percentile interval needs at least 1000; give 1000 or more.")
-    result = comparison.compare(comparison.load_side(args.a), comparison.load_side(args.b), n_boot=n_boot,
+    result = comparison.compare(comparison.load_line(args.a), comparison.load_line(args.b), n_boot=n_boot,
                                 seed=args.seed)  # fmt: skip
     print(comparison.render(result))
     if args.json:
