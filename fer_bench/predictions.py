@@ -26,6 +26,7 @@ import numpy as np
 from fer_bench.metrics import classification_metrics
 
 FILE = "predictions.npz"
+VALID_FILE = "predictions-valid.npz"  # the same for the validation hold-out (best checkpoint): calibration fits on it
 FIELDS = ("probs", "labels", "ids")
 
 

@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -158,8 +159,11 @@ def run_model(
             "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
     if not opts.evaluate_test:
         return row | {"run_id": rid}
-    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto, norms, ctx)
-    row["predictions"] = _save_predictions(run_dir, data, proto, *plain)
+    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto.test, norms, ctx)
+    row["predictions"] = _save_predictions(run_dir, data, proto.test, *plain)
+    # the hold-out's predictions of the same weights: what temperature scaling is fitted on (fer_bench.calibration)
+    valid = predict_plain(model, recipe, data, proto.val, norms, ctx)
+    row["predictions_valid"] = _save_predictions(run_dir, data, proto.val, *valid, name=predictions.VALID_FILE)
     row |= _cost(model, spec, size, ctx)
     row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
     row["wall_s"] = round(time.perf_counter() - start, 1)
@@ -238,8 +242,10 @@ def evaluate_on_split(
     row = dict(trained) | {"split": recipe.eval.split, "recipe_hash": recipe_hash(recipe), "n_test": len(proto.test),
                            "run_id": rid, "trained_run_id": trained["run_id"],
                            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto, norms, ctx)
-    row["predictions"] = _save_predictions(run_dir, data, proto, *plain)
+    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto.test, norms, ctx)
+    row["predictions"] = _save_predictions(run_dir, data, proto.test, *plain)
+    if "predictions_valid" in trained:  # the same weights on the same hold-out: the trained run's file, copied
+        shutil.copyfile(opts.out / trained["run_id"] / predictions.VALID_FILE, run_dir / predictions.VALID_FILE)
     write_json(run_dir / "result.json", row)
     save_run_plots(row, run_dir)
     return row
@@ -535,33 +541,38 @@ def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
 TTA_PASSES = {"none": 1, "hflip": 2, "tencrop": 10}
 
 
-def _test(model, recipe: Recipe, data, proto, norms: dict[str, Normalize], ctx):
+def _test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, Normalize], ctx):
     """The plain single-crop figures (the headline, always), and each TTA of ``eval.tta`` beside them.
 
     Returns (headline metrics, {tta: top1/macro_f1/weighted_f1}, confusion matrix of the headline, (headline
     probabilities, labels)). The headline is scored on the float32 probabilities its predictions file keeps, so
     the file gives back exactly the row's figures (an argmax over logits may break a float32 tie otherwise).
     """
-    batches = engine.Batches(*_device_tensors(data, proto.test, ctx.device), batch_size=recipe.eval.batch_size)
-    results: dict[str, dict[str, float]] = {}
-    plain = None
-    for tta in dict.fromkeys(("none", *recipe.eval.tta)):  # "none" first and once: the headline never is a TTA
+    plain = predict_plain(model, recipe, data, idx, norms, ctx)  # the headline: "none" first, never a TTA
+    results = {"none": classification_metrics(*plain, data.classes)}
+    batches = engine.Batches(*_device_tensors(data, idx, ctx.device), batch_size=recipe.eval.batch_size)
+    crop = norms["eval"].crop or norms["eval"].size
+    for tta in dict.fromkeys(t for t in recipe.eval.tta if t != "none"):
         norm = norms["tencrop" if tta == "tencrop" else "eval"]
-        crop = norms["eval"].crop or norms["eval"].size
         logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=crop)
-        if plain is None:  # the headline ("none")
-            plain = (predictions.softmax(logits), y)
-            logits = plain[0]
         results[tta] = classification_metrics(logits, y, data.classes)
     confusion = confusion_matrix(plain[1], plain[0].argmax(1), len(data.classes)).tolist()
     summary = {t: {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")} for t, m in results.items()}
     return results["none"], summary, confusion, plain
 
 
-def _save_predictions(run_dir: Path, data: FerData, proto: Protocol, probs, labels) -> dict[str, str]:
-    """Write the headline's per-sample predictions beside the row (fer_bench.predictions); the row's reference."""
-    path = run_dir / predictions.FILE
-    return {"file": path.name, "sha256": predictions.write(path, probs, labels, sample_ids(data)[proto.test])}
+def predict_plain(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, Normalize], ctx):
+    """(probabilities, labels) of the plain single-crop pass over ``idx``, as :func:`_test`'s headline computes them."""
+    batches = engine.Batches(*_device_tensors(data, idx, ctx.device), batch_size=recipe.eval.batch_size)
+    crop = norms["eval"].crop or norms["eval"].size
+    logits, y = engine.predict(model, batches.epoch(), transform=norms["eval"], ctx=ctx, crop=crop)
+    return predictions.softmax(logits), y
+
+
+def _save_predictions(run_dir: Path, data: FerData, idx: np.ndarray, probs, labels, name: str = predictions.FILE):
+    """Write per-sample predictions of ``idx`` beside the row (fer_bench.predictions); the row's reference to them."""
+    path = run_dir / name
+    return {"file": path.name, "sha256": predictions.write(path, probs, labels, sample_ids(data)[idx])}
 
 
 def _cost(model, spec, size: int, ctx) -> dict[str, Any]:

@@ -63,6 +63,9 @@ class SuiteSpec:
     models: tuple[SuiteModel, ...] = ()
     leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
     expected_wall: str = ""  # documentation: the wall time this suite takes where it was designed to run
+    # the corruption suite (fer_bench.corruptions) on every row a cell writes: names, or [all]; empty = none
+    corruptions: tuple[str, ...] = ()
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,23 @@ def load_suite(path: Path) -> SuiteSpec:
     if bad:
         raise ConfigError(f"{path}: leaderboard.formats has {bad}; expected some of {', '.join(LEADERBOARD_FORMATS)}.")
     cells(suite, source=str(path))  # every cell's recipe must resolve, or the file is rejected now, not hours later
+    corruption_plan(suite, str(path))
     return suite
+
+
+def corruption_plan(suite: SuiteSpec, source: str = "suite"):
+    """The suite's corruption plan (fer_bench.evaluation.CorruptionPlan), or None when it lists no corruptions."""
+    if not suite.corruptions:
+        return None
+    from fer_bench.corruptions import parse_corruptions, parse_severities
+    from fer_bench.evaluation import CorruptionPlan
+
+    try:
+        names = parse_corruptions(",".join(suite.corruptions))
+        severities = parse_severities(",".join(map(str, suite.corruption_severities)))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: corruptions: {exc}") from None
+    return CorruptionPlan(names, severities)
 
 
 def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite") -> list[Cell]:
@@ -241,6 +260,10 @@ def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
                     for entry in row["history"]:
                         job.tracker.log_epoch(entry)
                 row["suite"], row["cell"] = job.suite.name, cell.id
+                if plan := corruption_plan(job.suite):  # the same weights under the corruption suite, beside the row
+                    from fer_bench.evaluation import add_corruptions
+
+                    add_corruptions(row, resume.out / trained["run_id"] / "best.pt", recipe, job.data, resume, plan)
                 job.tracker.log_result(row, resume.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
     return rows

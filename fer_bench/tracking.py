@@ -126,6 +126,10 @@ class MlflowTracker:
             "confusion_matrix.png",
             "learning_curve.png",
             "predictions.npz",
+            "predictions-valid.npz",
+            "corruptions.csv",
+            "corruptions.json",
+            "corruptions.png",
         )
         for name in files:
             if (run_dir / name).exists():
@@ -140,6 +144,9 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
     for tta, m in row.get("test_tta", {}).items():
         out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
     out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items()}
+    if c := row.get("corruptions"):  # the corruption suite (fer_bench.evaluation.corruption_eval)
+        out |= {"corruption_mca": float(c["mca"])} | ({"corruption_mca_ratio": float(c["mca_ratio"])}
+                                                       if c["mca_ratio"] is not None else {})  # fmt: skip
     # NOTE: one key, one meaning: per-epoch figures are logged at step=epoch under epoch_* / val_* keys, never these
     for key in ("params", "trainable_params", "gmacs", "infer_model_img_s", "infer_batch_size", "train_e2e_img_s",
                 "train_frozen_epochs", "epochs_run", "best_epoch", "wall_s", "train_wall_s", "val_near_best_epoch",
@@ -150,7 +157,8 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
 
 
 def result_tags(row: dict[str, Any]) -> dict[str, str]:
-    tags = {KIND_TAG: "model"}
+    # an eval row (`fer-bench eval`: a checkpoint scored again) never enters a leaderboard beside its run's row
+    tags = {KIND_TAG: "eval" if "eval" in row else "model"}
     for key in ("model", "family", "recipe", "recipe_version", "recipe_hash", "dataset", "data_source", "split",
                 "seed", "precision", "precision_label", "channels_last", "device", "device_name", "git_sha",
                 "batch_size", "img_size", "epochs", "protocol", "protocol_hash", "data_fingerprint", "weights_source",
@@ -160,6 +168,9 @@ def result_tags(row: dict[str, Any]) -> dict[str, str]:
     tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
     if "predictions" in row:  # the per-sample file (an artifact): its digest says which file the row scored
         tags["fer_bench.predictions_sha256"] = row["predictions"]["sha256"]
+    if "predictions_valid" in row:
+        tags["fer_bench.predictions_valid_sha256"] = row["predictions_valid"]["sha256"]
+    tags |= {f"fer_bench.eval.{k}": str(v) for k, v in row.get("eval", {}).items() if v is not None}
     return tags
 
 

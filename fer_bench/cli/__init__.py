@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from fer_bench.cli import bench, compare, data, leaderboard, ls, run, tune, validate
+from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, make_tracker
 from fer_bench.cli.run import _recipe_for
 from fer_bench.errors import FerBenchError
@@ -21,6 +21,7 @@ __all__ = ["RUN_OVERRIDES", "_recipe_for", "build_parser", "main", "make_tracker
 # The subcommands in the order `fer-bench --help` lists them.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     run.add_parser,
+    eval.add_parser,
     ls.add_parser,
     validate.add_parser,
     leaderboard.add_parser,

@@ -1,0 +1,116 @@
+"""`fer-bench eval`: score a checkpoint (a run folder or a weights file) on any dataset and split, clean or under
+the corruption suite, with the same metrics, files and MLflow logging as `fer-bench run`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fer_bench.cli.common import add_data_args, add_tracking
+from fer_bench.errors import FerBenchError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a checkpoint (--run DIR or --weights FILE --model NAME) on a dataset split")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, metavar="DIR", help="a run folder (result.json, recipe.yaml, best.pt)")
+    src.add_argument("--weights", type=Path, metavar="FILE", help="a .pth/.pt/.safetensors state dict (with --model)")
+    p.add_argument("--model", help="with --weights: the registry name (or timm:<name>) the weights are for")
+    p.add_argument("--recipe", help="with --weights: the recipe whose evaluation settings apply (default: the model's)")
+    add_data_args(p, default=None)
+    p.add_argument("--split", choices=("public", "private", "test", "valid"),
+                   help="what to score (default: the run's split, else test); valid = the run's Training hold-out, "
+                        "rebuilt from its recipe's data.val_fraction and data.split_seed")  # fmt: skip
+    p.add_argument("--img-size", type=int, help="with --weights: input side in pixels (default: the recipe's)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set eval.tta=[none] --set eval.batch_size=512")  # fmt: skip
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--protocol", type=Path, metavar="FILE", help="a leakage-free protocol (as the run had)")
+    p.add_argument("--corruptions", metavar="all|NAME,…",
+                   help="also score under these corruptions (fer_bench.corruptions): gaussian_noise, gaussian_blur, "
+                        "motion_blur, jpeg, pixelate, brightness, contrast, occlusion_patches, occlusion_eyes, "
+                        "occlusion_mouth")  # fmt: skip
+    p.add_argument("--severities", default="1,2,3,4,5", metavar="S,…", help="corruption severities (default: 1–5)")
+    p.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruptions' random draws")
+    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
+    add_tracking(p)
+    p.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fer_bench import evaluation as ev
+    from fer_bench.runner import RunOptions
+
+    plan = _plan(args)  # option mistakes first, before anything loads
+    ck = _checkpoint(args)
+    data = _data(args, ck)
+    protocol = None
+    if args.protocol:
+        from fer_bench.data.audit import load_protocol
+
+        protocol = load_protocol(args.protocol)
+    opts = RunOptions(out=args.out, device=args.device, progress=False, protocol=protocol)
+    split = args.split or (ck.run["split"] if ck.run else "test")
+    prepared = ev.prepare(ck, data, split, opts)  # every check of the checkpoint: nothing is written before it
+    from fer_bench.cli.common import make_tracker
+    from fer_bench.recipes import recipe_to_dict
+    from fer_bench.tracking import KIND_TAG
+
+    tracker = make_tracker(args)
+    with tracker.run(ev.eval_id(prepared), tags={KIND_TAG: "eval"}):
+        row = ev.evaluate(prepared, opts, plan)
+        tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(ck.recipe))
+    _print(row)
+    return 0
+
+
+def _plan(args: argparse.Namespace):
+    if args.weights is not None and not args.model:
+        raise FerBenchError("--weights needs --model NAME (the architecture the weights are for).")
+    if args.run is not None and (args.model or args.recipe or args.img_size):
+        raise FerBenchError("--run DIR takes the model, recipe and input size from the run; drop --model/--recipe/"
+                            "--img-size (or score best.pt with --weights FILE --model NAME).")  # fmt: skip
+    if not args.corruptions:
+        return None
+    from fer_bench.corruptions import parse_corruptions, parse_severities
+    from fer_bench.evaluation import CorruptionPlan
+
+    return CorruptionPlan(parse_corruptions(args.corruptions), parse_severities(args.severities), args.corruption_seed)
+
+
+def _checkpoint(args: argparse.Namespace):
+    from fer_bench import evaluation as ev
+
+    if args.run is not None:
+        if not args.run.is_dir():
+            raise FerBenchError(f"--run {args.run}: no such folder. Give a run folder that `fer-bench run` wrote.")
+        return ev.from_run(args.run, list(args.sets))
+    return ev.from_weights(args.weights, args.model, args.recipe, list(args.sets), args.img_size)
+
+
+def _data(args: argparse.Namespace, ck):
+    """The dataset to score on: --dataset/--data-dir, else the run's own (its source path, when it still exists)."""
+    from fer_bench.data import load_dataset
+
+    name = args.dataset or (ck.run["dataset"] if ck.run else "synthetic")
+    data_dir = args.data_dir
+    if data_dir is None and ck.run and name == ck.run["dataset"] and Path(str(ck.run.get("data_source"))).exists():
+        data_dir = ck.run["data_source"]
+    data = load_dataset(name, data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return data
+
+
+def _print(row: dict) -> None:
+    t = row["test"]
+    line = f"{row['model']} · {row['dataset']} {row['split']} (n={row['n_test']}): top-1 {t['top1']:.2f}  " \
+           f"macro-F1 {t['macro_f1']:.2f}"  # fmt: skip
+    for tta, m in row["test_tta"].items():
+        if tta != "none":
+            line += f"  ·  {tta}: top-1 {m['top1']:.2f}"
+    print(line)
+    if c := row.get("corruptions"):
+        print(f"corruptions: mCA {c['mca']:.2f} ({c['mca_ratio']:.3f} of clean) · {', '.join(c['files'])}")
+    print(f"row: {row['run_id']}/result.json", file=sys.stderr)

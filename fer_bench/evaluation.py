@@ -1,0 +1,326 @@
+"""Scoring a checkpoint without training: `fer-bench eval`, on any dataset and split, clean or corrupted.
+
+A checkpoint is a run folder's ``best.pt`` (``--run DIR``: its model, resolved recipe and input size come from the
+folder) or a state-dict file (``--weights FILE --model NAME``). It is scored by the runner's own evaluation code
+(:func:`fer_bench.runner._test`: the plain headline, each TTA, the confusion matrix, the predictions file), so on the
+run's split, device and evaluation batch size it gives back the run's figures exactly. Every check (files, the
+model's tensors, the classes) runs in :func:`prepare`, before anything is written or tracked.
+
+The row is marked as an eval row: ``eval`` holds the checkpoint's path and sha256, the run it came from, the dataset,
+its fingerprint and the split scored (``valid`` = the run's own Training hold-out, rebuilt from its recipe's
+``data.val_fraction`` and ``data.split_seed``); MLflow gets it as a child tagged ``fer_bench.kind = eval``, so it
+never enters a leaderboard beside the run it reproduces.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from fer_bench import corruptions, engine, predictions, provenance
+from fer_bench.errors import ConfigError
+from fer_bench.metrics import classification_metrics
+from fer_bench.models import create_model
+from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, head_keys, read_state_dict
+from fer_bench.protocol import data_fingerprint, file_sha256, precision_label, protocol_hash
+from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
+from fer_bench.recipes.schema import Recipe
+from fer_bench.runner import (
+    TTA_PASSES,
+    RunOptions,
+    _context,
+    _cost,
+    _device_tensors,
+    _save_predictions,
+    _test,
+    make_norms,
+    make_protocol,
+    write_json,
+)
+
+VALID = "valid"  # the split name of a run's own validation hold-out
+EVAL_SPLITS = ("public", "private", "test", VALID)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What is scored: a model name, its recipe and input size, the weights file and, for a run folder, its row."""
+
+    model: str
+    recipe: Recipe
+    path: Path
+    img_size: int | None = None  # None: the recipe's, else the model's native size
+    run: dict[str, Any] | None = None
+    run_dir: Path | None = None
+
+
+def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
+    """The checkpoint of a finished run folder (``result.json``, ``recipe.yaml``, ``best.pt``).
+
+    Raises:
+        ConfigError: the folder is missing, holds no finished row or no ``best.pt``.
+    """
+    if not (run_dir / "result.json").is_file():
+        raise ConfigError(f"--run {run_dir}: no result.json there, so not the folder of a finished run. Give a folder "
+                          "that `fer-bench run` wrote (OUT/<model>-<recipe>-<dataset>-<split>-s<seed>/).")  # fmt: skip
+    if not (run_dir / "best.pt").is_file():
+        raise ConfigError(f"--run {run_dir}: no best.pt (the checkpoint a run keeps). Copy it back into the folder, "
+                          "or score another weights file with --weights FILE --model NAME.")  # fmt: skip
+    row = json.loads((run_dir / "result.json").read_text())
+    recipe = load_recipe(str(run_dir / "recipe.yaml"), sets) if (run_dir / "recipe.yaml").is_file() else None
+    if recipe is None:
+        raise ConfigError(f"--run {run_dir}: no recipe.yaml (the run's resolved recipe), so its input pipeline is "
+                          "unknown. Score best.pt with --weights FILE --model NAME --recipe R.")  # fmt: skip
+    return Checkpoint(row["model"], recipe, run_dir / "best.pt", row["img_size"], row, run_dir)
+
+
+def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | None, img_size: int | None):
+    """A state-dict file of ``model``, scored with ``recipe``'s evaluation settings (default: the model's recipe)."""
+    from fer_bench.models import get_spec
+    from fer_bench.recipes import default_recipe
+
+    if not path.is_file():
+        raise ConfigError(f"--weights {path}: no such file. Pass a .pth/.pt/.safetensors state dict, or a run "
+                          "folder with --run DIR.")  # fmt: skip
+    spec = get_spec(model)
+    return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size)
+
+
+@dataclass
+class Prepared:
+    """A checkpoint loaded and checked against the data: all :func:`evaluate` needs, nothing written yet."""
+
+    ck: Checkpoint
+    data: Any  # FerData
+    split: str
+    idx: np.ndarray
+    model: torch.nn.Module
+    spec: Any  # ModelSpec
+    size: int
+    sha256: str
+    precision: str
+    ctx: engine.StepContext
+
+
+def prepare(ck: Checkpoint, data, split: str, opts: RunOptions) -> Prepared:
+    """Load ``ck`` strictly (every tensor, the head included) for ``data`` and pick the samples of ``split``.
+
+    Raises:
+        ConfigError: the checkpoint is for another model or another number (or set) of classes, or the split
+            cannot be built.
+    """
+    if ck.run is not None and tuple(ck.run.get("classes", data.classes)) != tuple(data.classes):
+        raise ConfigError(f"--run {ck.run_dir}: the run was trained on the classes {list(ck.run['classes'])}, "
+                          f"{data.name} has {list(data.classes)}. Score it on a dataset with its classes.")  # fmt: skip
+    state = read_state_dict(ck.path)
+    model, spec = create_model(ck.model, num_classes=len(data.classes), drop_rate=ck.recipe.model.drop_rate)
+    _check_state(model, state, ck, data)
+    model.load_state_dict(state)
+    sha = file_sha256(ck.path)
+    model.fer_bench_weights = WeightsInfo("file", str(ck.path.resolve()), sha, len(state), len(state))
+    precision, ctx = _context(ck.recipe, opts)
+    model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
+    size = ck.img_size or ck.recipe.input.img_size or spec.input_size
+    idx = split_indices(data, ck.recipe, split, opts.protocol)
+    return Prepared(ck, data, split, idx, model, spec, size, sha, precision, ctx)
+
+
+def split_indices(data, recipe: Recipe, split: str, drop: dict | None = None) -> np.ndarray:
+    """The samples of ``split`` in the runner's order; ``valid`` is the hold-out the recipe's run validated on."""
+    if split == VALID:
+        return make_protocol(data, recipe, drop).val
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"--split {split!r}: expected one of {', '.join(EVAL_SPLITS)}.")
+    return make_protocol(data, replace(recipe, eval=replace(recipe.eval, split=split)), drop).test
+
+
+def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Checkpoint, data) -> None:
+    own = model.state_dict()
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape] + [k for k in state if k not in own]
+    if not bad:
+        return
+    head = head_keys(model)
+    if set(bad) <= head:  # only the classifier differs: a head for another class count
+        n = next(state[k].shape[0] for k in sorted(head) if k in state and state[k].ndim >= 1)
+        raise ConfigError(f"{ck.path}: a checkpoint with a {n}-class head; {data.name} has {len(data.classes)} "
+                          f"classes ({', '.join(data.classes)}). Score it on a dataset with {n} classes.")  # fmt: skip
+    shown = ", ".join(bad[:SHOWN_MISSING]) + (" …" if len(bad) > SHOWN_MISSING else "")
+    raise ConfigError(f"{ck.path}: not a checkpoint of {ck.model!r}: {len(bad)} tensor(s) missing, extra or of "
+                      f"another shape (first: {shown}). Pass the --model it was trained as (a run's result.json names "
+                      "it), or use --run DIR.")  # fmt: skip
+
+
+def eval_id(p: Prepared) -> str:
+    """``eval-<model>-<dataset>-<split>-<checkpoint sha256[:10]>``: one folder per (checkpoint, data, split)."""
+    safe = p.ck.model.replace(":", "_").replace("/", "_")
+    return f"eval-{safe}-{p.data.name}-{p.split}-{p.sha256[:10]}"
+
+
+def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) -> dict[str, Any]:
+    """Score a prepared checkpoint; write the row, predictions, plots (and the corruption table) to ``opts.out``."""
+    recipe, data = p.ck.recipe, p.data
+    norms = make_norms(recipe, p.spec, p.size)
+    run_dir = opts.out / eval_id(p)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    row = _base_row(p, run_dir)
+    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(p.model, recipe, data, p.idx, norms, p.ctx)
+    row["predictions"] = _save_predictions(run_dir, data, p.idx, *plain)
+    if p.split == VALID and p.ck.run_dir is not None:
+        _give_run_its_valid_predictions(p, plain)
+    row |= _cost(p.model, p.spec, p.size, p.ctx)
+    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
+    if plan is not None:
+        row["corruptions"] = corruption_eval(p, norms["eval"], plan, run_dir, clean_top1=row["test"]["top1"])
+    write_json(run_dir / "result.json", row)
+    from fer_bench.plots import save_run_plots
+
+    save_run_plots(row, run_dir)
+    return row
+
+
+def _base_row(p: Prepared, run_dir: Path) -> dict[str, Any]:
+    """The run's row (for a run folder) or the checkpoint's own description, with this evaluation's fields."""
+    recipe, data, ctx = p.ck.recipe, p.data, p.ctx
+    fingerprint = data_fingerprint(data)
+    label = precision_label(p.precision, ctx.device.type)
+    mark = {"checkpoint": str(p.ck.path.resolve()), "checkpoint_sha256": p.sha256,
+            "from_run": p.ck.run.get("run_id") if p.ck.run else None, "dataset": data.name,
+            "data_source": data.source, "data_fingerprint": fingerprint, "split": p.split,
+            "batch_size": recipe.eval.batch_size}  # fmt: skip
+    if p.ck.run is not None:  # the trained row: how the weights came about (history, training time, protocol)
+        row = {k: v for k, v in p.ck.run.items() if k not in ("predictions", "predictions_valid", "corruptions")}
+        row["trained_run_id"] = p.ck.run.get("run_id")
+    else:  # a bare weights file: its own identity stands in for a training protocol
+        fields = {"kind": "eval", "checkpoint_sha256": p.sha256, "model": p.ck.model, "dataset": data.name,
+                  "data_fingerprint": fingerprint, "img_size": p.size, "precision": label}  # fmt: skip
+        write_json(run_dir / "protocol.json", fields)
+        row = {"model": p.ck.model, "family": p.spec.family, "source": p.spec.source, "recipe": recipe.name,
+               "recipe_version": recipe.version, "recipe_hash": recipe_hash(recipe), "protocol": "standard",
+               "protocol_hash": protocol_hash(fields), "weights_source": f"file:{p.sha256[:12]}", "history": [],
+               "seed": None, "epochs": None, "train_wall_s": None, "classes": list(data.classes)}  # fmt: skip
+    return row | {
+        "dataset": data.name, "data_source": data.source, "split": p.split, "n_test": len(p.idx),
+        "img_size": p.size, "precision": p.precision, "precision_label": label, "channels_last": ctx.channels_last,
+        "device": ctx.device.type, "device_name": provenance.device_name(ctx.device), "git_sha": provenance.git_sha(),
+        "versions": provenance.versions(), "tf32": provenance.tf32(ctx.device), "eval": mark,
+        "weights": p.ck.run["weights"] if p.ck.run else p.model.fer_bench_weights.as_row(),
+        "run_id": run_dir.name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+
+
+def _give_run_its_valid_predictions(p: Prepared, plain) -> None:
+    """An older run (before runs wrote it) gets ``predictions-valid.npz`` and its reference in its row; a run that
+    has one keeps it untouched."""
+    row = p.ck.run
+    if "predictions_valid" in row or (p.ck.run_dir / predictions.VALID_FILE).exists():
+        return
+    ref = _save_predictions(p.ck.run_dir, p.data, p.idx, *plain, name=predictions.VALID_FILE)
+    write_json(p.ck.run_dir / "result.json", row | {"predictions_valid": ref})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The corruption suite on a checkpoint
+
+
+@dataclass(frozen=True)
+class CorruptionPlan:
+    """Which corruptions at which severities, and the seed their random draws start from."""
+
+    names: tuple[str, ...]
+    severities: tuple[int, ...] = corruptions.SEVERITIES
+    seed: int = 0
+
+
+class _Corrupted:
+    """The evaluation transform after a corruption; the n-th batch of a pass is batch index n of its seed."""
+
+    def __init__(self, norm, name: str, severity: int, seed: int) -> None:
+        self.norm, self.name, self.severity, self.seed, self.batch = norm, name, severity, seed, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = corruptions.corrupt(x, self.name, self.severity, seed=self.seed, batch=self.batch)
+        self.batch += 1
+        return self.norm(out)
+
+
+CORRUPTION_FILES = ("corruptions.csv", "corruptions.json", "corruptions.png")
+
+
+def corruption_eval(p: Prepared, norm, plan: CorruptionPlan, out: Path, clean_top1: float) -> dict[str, Any]:
+    """Top-1 and macro-F1 (plain single crop) per corruption and severity; mean corruption accuracy (mCA, the mean
+    top-1 over every (corruption, severity) scored) and its ratio to the clean top-1. Writes ``corruptions.csv``,
+    ``corruptions.json`` and the grid ``corruptions.png`` to ``out``; returns the summary the row keeps."""
+    batches = engine.Batches(*_device_tensors(p.data, p.idx, p.ctx.device), batch_size=p.ck.recipe.eval.batch_size)
+    table = []
+    for name in plan.names:
+        spec = corruptions.CORRUPTIONS.get(name)
+        for s in plan.severities:
+            logits, y = engine.predict(p.model, batches.epoch(), transform=_Corrupted(norm, name, s, plan.seed),
+                                       ctx=p.ctx)  # fmt: skip
+            m = classification_metrics(predictions.softmax(logits), y, p.data.classes)
+            table.append({"corruption": name, "severity": s, "param": spec.params[s - 1], "param_name": spec.param,
+                          "top1": m["top1"], "macro_f1": m["macro_f1"]})  # fmt: skip
+    mca = float(np.mean([r["top1"] for r in table]))
+    summary = {"mca": round(mca, 4), "clean_top1": clean_top1,
+               "mca_ratio": round(mca / clean_top1, 4) if clean_top1 else None, "seed": plan.seed,
+               "severities": list(plan.severities), "corruptions": list(plan.names), "batch_size": batches.batch_size,
+               "files": list(CORRUPTION_FILES)}  # fmt: skip
+    _write_table(out, table, summary)
+    face = torch.from_numpy(np.ascontiguousarray(p.data.images[p.idx[:1]]))
+    save_corruption_grid(face, plan, out / "corruptions.png")
+    return summary
+
+
+def add_corruptions(row: dict[str, Any], best: Path, recipe: Recipe, data, opts: RunOptions, plan: CorruptionPlan):
+    """The corruption suite on the weights behind ``row`` (``best``: a suite cell's best.pt) on the row's split;
+    the files go beside the row (``opts.out/<run_id>``) and the summary into it (``result.json`` rewritten)."""
+    p = prepare(Checkpoint(row["model"], recipe, best, row["img_size"], run=row), data, row["split"], opts)
+    run_dir = opts.out / row["run_id"]
+    norm = make_norms(recipe, p.spec, p.size)["eval"]
+    row["corruptions"] = corruption_eval(p, norm, plan, run_dir, clean_top1=row["test"]["top1"])
+    write_json(run_dir / "result.json", row)
+
+
+def _write_table(out: Path, table: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    with (out / "corruptions.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    write_json(out / "corruptions.json", summary | {"table": table})
+
+
+GRID_CELL_PX = 120  # each face of the grid is drawn in a square of this many pixels
+
+
+def grid_size(n_corruptions: int, n_severities: int) -> tuple[int, int]:
+    """(width, height) in pixels of the grid PNG: a clean column and one per severity, a row per corruption."""
+    return GRID_CELL_PX * (1 + n_severities), GRID_CELL_PX * n_corruptions
+
+
+def save_corruption_grid(face: torch.Tensor, plan: CorruptionPlan, path: Path) -> None:
+    """One face (a uint8 batch of one) under every corruption (rows) × severity (columns), the clean face first."""
+    from fer_bench.plots import _pyplot
+
+    plt = _pyplot()
+    rows, cols = len(plan.names), 1 + len(plan.severities)
+    # NOTE: size in inches = cells, dpi = pixels per cell, no tight bbox: the PNG is exactly grid_size() pixels
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), dpi=GRID_CELL_PX, squeeze=False)
+    for r, name in enumerate(plan.names):
+        shots = [face] + [corruptions.corrupt(face, name, s, seed=plan.seed) for s in plan.severities]
+        for c, img in enumerate(shots):
+            ax = axes[r][c]
+            ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title("clean" if c == 0 else f"{name} {plan.severities[c - 1]}", fontsize=5, pad=1)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.3)
+    fig.savefig(path, dpi=GRID_CELL_PX)
+    plt.close(fig)

@@ -1,0 +1,178 @@
+"""`fer-bench eval`: a run's checkpoint scored again gives the run's figures exactly; the validation hold-out's
+predictions; the corruption suite's files; every bad input is one exit-2 line with nothing written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer_bench import predictions
+from fer_bench.cli import main
+from fer_bench.corruptions import corrupt
+from fer_bench.data import load_dataset
+from fer_bench.errors import ConfigError
+from fer_bench.evaluation import GRID_CELL_PX, grid_size
+from fer_bench.models import create_model
+from fer_bench.recipes import load_recipe
+from fer_bench.runner import RunOptions, make_norms, run_model
+from fer_bench.suite import load_suite
+from fer_bench.tracking import result_tags
+
+SETS = ["train.epochs=1", "data.limit_train=140", "eval.batch_size=512", "eval.tta=[none, hflip]", "train.seed=1",
+        "eval.split=public"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny finished run (row, folder): every test here scores its best.pt."""
+    out = tmp_path_factory.mktemp("run")
+    row = run_model("simple_cnn", load_recipe(None, SETS), load_dataset("synthetic"),
+                    RunOptions(out=out, device="cpu", progress=False))  # fmt: skip
+    return row, out / row["run_id"]
+
+
+def _eval(*args: str) -> None:
+    assert main(["eval", *args, "--device", "cpu", "--no-track"]) == 0
+
+
+def _row(out) -> dict:
+    (path,) = out.rglob("result.json")
+    return json.loads(path.read_text())
+
+
+def test_eval_of_a_runs_checkpoint_gives_its_test_figures_exactly(trained, tmp_path):
+    row, run_dir = trained
+    _eval("--run", str(run_dir), "--out", str(tmp_path))
+    got = _row(tmp_path)
+    assert got["test"] == row["test"] and got["test_tta"] == row["test_tta"]
+    assert got["confusion_matrix"] == row["confusion_matrix"]
+    assert got["predictions"]["sha256"] == row["predictions"]["sha256"]  # the same probabilities, bit for bit
+    digest = hashlib.sha256((run_dir / "best.pt").read_bytes()).hexdigest()
+    assert got["eval"] | {"checkpoint": None} == {
+        "checkpoint": None, "checkpoint_sha256": digest, "from_run": row["run_id"], "dataset": "synthetic",
+        "data_source": "synthetic(seed=0)", "data_fingerprint": row["data_fingerprint"], "split": "public",
+        "batch_size": 512}  # fmt: skip
+    assert got["trained_run_id"] == row["run_id"] and got["run_id"] != row["run_id"]
+    assert result_tags(got)["fer_bench.kind"] == "eval" and result_tags(row)["fer_bench.kind"] == "model"
+    # a bare weights file of the same model under the same evaluation settings scores the same
+    _eval("--weights", str(run_dir / "best.pt"), "--model", "simple_cnn", "--set", "eval.batch_size=512",
+          "--split", "public", "--out", str(tmp_path / "w"))  # fmt: skip
+    bare = _row(tmp_path / "w")
+    assert bare["test"] == row["test"] and bare["test_tta"] == row["test_tta"]
+    assert bare["weights"]["sha256"] == digest and bare["weights_source"] == f"file:{digest[:12]}"
+
+
+def test_runs_write_validation_predictions_and_eval_writes_them_for_older_runs(trained, tmp_path):
+    row, run_dir = trained
+    ref = row["predictions_valid"]
+    valid = predictions.read(run_dir / ref["file"])
+    assert ref["file"] == "predictions-valid.npz" and len(valid["ids"]) == row["n_val"] == 240
+    assert not set(valid["ids"]) & set(predictions.read(run_dir / "predictions.npz")["ids"])
+    older = tmp_path / "older"  # the run as an older fer-bench left it: no validation predictions
+    shutil.copytree(run_dir, older)
+    (older / "predictions-valid.npz").unlink()
+    (older / "result.json").write_text(json.dumps({k: v for k, v in row.items() if k != "predictions_valid"}))
+    _eval("--run", str(older), "--split", "valid", "--out", str(tmp_path / "ev"))
+    assert json.loads((older / "result.json").read_text())["predictions_valid"] == ref
+    assert hashlib.sha256((older / "predictions-valid.npz").read_bytes()).hexdigest() == ref["sha256"]
+    got = _row(tmp_path / "ev")
+    assert got["split"] == "valid" and got["n_test"] == 240 and got["predictions"]["sha256"] == ref["sha256"]
+
+
+def test_eval_under_corruptions_writes_the_table_and_the_grid(trained, tmp_path):
+    row, run_dir = trained
+    _eval("--run", str(run_dir), "--out", str(tmp_path), "--set", "eval.tta=[none]",
+          "--corruptions", "occlusion_eyes,gaussian_noise", "--severities", "1,5")  # fmt: skip
+    got = _row(tmp_path)
+    folder = tmp_path / got["run_id"]
+    table = json.loads((folder / "corruptions.json").read_text())["table"]
+    assert [(r["corruption"], r["severity"]) for r in table] == [
+        ("occlusion_eyes", 1), ("occlusion_eyes", 5), ("gaussian_noise", 1), ("gaussian_noise", 5)]  # fmt: skip
+    summary = got["corruptions"]
+    assert summary["mca"] == pytest.approx(np.mean([r["top1"] for r in table]), abs=1e-4)
+    assert summary["mca_ratio"] == pytest.approx(summary["mca"] / row["test"]["top1"], abs=1e-4)
+    assert len((folder / "corruptions.csv").read_text().splitlines()) == 1 + 4
+    assert Image.open(folder / "corruptions.png").size == grid_size(2, 2) == (3 * GRID_CELL_PX, 2 * GRID_CELL_PX)
+    # cross-check one cell by hand: the eye box (no random draw) over the whole test set at once, in one batch
+    data = load_dataset("synthetic")
+    test = data.split_indices("public")
+    model, spec = create_model("simple_cnn")
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    model.eval()
+    norm = make_norms(load_recipe(None, SETS), spec, 48)["eval"]
+    with torch.no_grad():
+        pred = model(norm(corrupt(torch.from_numpy(data.images[test]), "occlusion_eyes", 5))).argmax(1).numpy()
+    assert table[1]["top1"] == pytest.approx(100 * np.mean(pred == data.labels[test]), abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(trained, tmp_path_factory):
+    _, run_dir = trained
+    root = tmp_path_factory.mktemp("bad")
+    no_best = root / "no_best"
+    shutil.copytree(run_dir, no_best)
+    (no_best / "best.pt").unlink()
+    five, _ = create_model("simple_cnn", num_classes=5)
+    torch.save(five.state_dict(), root / "five.pt")
+    return {"RUN": str(run_dir), "BEST": str(run_dir / "best.pt"), "NO_BEST": str(no_best),
+            "FIVE": str(root / "five.pt")}  # fmt: skip
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--weights", "/no/such.pt", "--model", "simple_cnn"], ["/no/such.pt", "no such file"]),
+    (["--run", "NO_BEST"], ["no best.pt", "--weights FILE --model NAME"]),
+    (["--run", "/no/such/run"], ["/no/such/run", "no such folder"]),
+    (["--weights", "BEST", "--model", "resnet18"], ["not a checkpoint of 'resnet18'", "--model it was trained as"]),
+    (["--weights", "FIVE", "--model", "simple_cnn"], ["a 5-class head", "synthetic has 7 classes"]),
+    (["--weights", "BEST"], ["--weights needs --model"]),
+    (["--run", "RUN", "--corruptions", "jpg"], ["unknown corruption 'jpg'", "jpeg"]),
+])  # fmt: skip
+def test_bad_input_is_one_exit_2_line_and_nothing_is_written(bad_inputs, tmp_path, capsys, args, expected):
+    args = [bad_inputs.get(a, a) for a in args]
+    store = tmp_path / "mlflow.db"
+    code = main(["eval", *args, "--device", "cpu", "--out", str(tmp_path / "out"), "--tracking-uri",
+                 f"sqlite:///{store}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.startswith("fer-bench: error: "), err
+    assert len(err.strip().splitlines()) == 1, err
+    for part in expected:
+        assert part in err, err
+    assert not (tmp_path / "out").exists() and not store.exists()  # no row, no folder, no tracked run
+
+
+SUITE = """
+name: corrupt
+dataset: synthetic
+seeds: [0]
+splits: [public, private]
+set: ["train.epochs=1", "data.limit_train=140", "eval.batch_size=512", "eval.tta=[none]"]
+models:
+  - {model: simple_cnn, recipe: baseline}
+leaderboard: {formats: [md], per_class: false, published: false, plot: false}
+corruptions: [occlusion_mouth]
+corruption_severities: [2, 4]
+"""
+
+
+def test_a_suite_with_corruptions_scores_every_row_of_its_cells(tmp_path):
+    suite = tmp_path / "corrupt.yaml"
+    suite.write_text(SUITE)
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--no-track", "--no-progress"]) == 0
+    rows = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").rglob("result.json"))]
+    assert sorted(r["split"] for r in rows) == ["private", "public"]
+    for path in (tmp_path / "out").rglob("result.json"):
+        row = json.loads(path.read_text())
+        c = row["corruptions"]
+        assert (c["corruptions"], c["severities"]) == (["occlusion_mouth"], [2, 4])
+        assert c["clean_top1"] == row["test"]["top1"]
+        assert all((path.parent / f).is_file() for f in c["files"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SUITE.replace("[occlusion_mouth]", "[occlusion_nose]"))
+    with pytest.raises(ConfigError, match="bad.yaml: corruptions: unknown corruption 'occlusion_nose'"):
+        load_suite(bad)
