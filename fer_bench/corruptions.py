@@ -63,7 +63,7 @@ class Corruption:
     random: bool = False
 
 
-CORRUPTIONS: Registry[Corruption] = Registry("corruption", list_hint="fer-bench eval --help")
+CORRUPTIONS: Registry[Corruption] = Registry("corruption", list_hint="fer-bench ls corruptions")
 
 
 def corruption(name: str, params: tuple[float, ...], param: str, description: str, *, random: bool = False):

@@ -104,3 +104,14 @@ def test_option_parsing_and_its_errors():
             parse_severities(bad)
     with pytest.raises(ConfigError, match="severity 6"):
         corrupt(torch.zeros(1, 8, 8, dtype=torch.uint8), "jpeg", 6)
+
+
+def test_ls_corruptions_lists_the_registry_with_its_parameters(capsys):
+    from fer_bench.cli import main
+
+    assert main(["ls", "corruptions"]) == 0
+    out = capsys.readouterr().out
+    for name in NAMES:
+        line = next(row for row in out.splitlines() if row.startswith(name + " "))
+        assert ", ".join(f"{v:g}" for v in CORRUPTIONS.get(name).params) in line
+    assert "20.4, 30.6, 45.9, 66.3, 96.9" in out and "25, 18, 15, 10, 7" in out

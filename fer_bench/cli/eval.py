@@ -27,10 +27,11 @@ def add_parser(sub) -> None:
                    help="override a recipe value, e.g. --set eval.tta=[none] --set eval.batch_size=512")  # fmt: skip
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--protocol", type=Path, metavar="FILE", help="a leakage-free protocol (as the run had)")
-    p.add_argument("--corruptions", metavar="all|NAME,…",
-                   help="also score under these corruptions (fer_bench.corruptions): gaussian_noise, gaussian_blur, "
-                        "motion_blur, jpeg, pixelate, brightness, contrast, occlusion_patches, occlusion_eyes, "
-                        "occlusion_mouth")  # fmt: skip
+    p.add_argument(
+        "--corruptions",
+        metavar="all|NAME,…",
+        help="also score under these corruptions (all, or names from `fer-bench ls corruptions`)",
+    )
     p.add_argument("--severities", default="1,2,3,4,5", metavar="S,…", help="corruption severities (default: 1–5)")
     p.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruptions' random draws")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")

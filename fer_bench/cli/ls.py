@@ -1,4 +1,5 @@
-"""`fer-bench ls`: list registered models, recipes or datasets (no torch import: a test checks it)."""
+"""`fer-bench ls`: list registered models, recipes, datasets or corruptions (building the parser imports no torch:
+a test checks it; ``ls corruptions`` imports it in its handler)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ls", help="list registered models, recipes or datasets")
-    p.add_argument("what", choices=("models", "recipes", "datasets"))
+    p = sub.add_parser("ls", help="list registered models, recipes, datasets or corruptions")
+    p.add_argument("what", choices=("models", "recipes", "datasets", "corruptions"))
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(handler=cmd_ls)
 
@@ -29,6 +30,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = [(n, (r := load_recipe(n)).version, r.description) for n in list_recipes()]
         print(tabulate(rows, headers=["recipe", "version", "description"]))
         print(f"\n(from {RECIPE_DIR})")
+    elif args.what == "corruptions":
+        from fer_bench.corruptions import CORRUPTIONS
+
+        rows = [(c.name, c.param, ", ".join(f"{v:g}" for v in c.params), "yes" if c.random else "no", c.description)
+                for c in map(CORRUPTIONS.get, CORRUPTIONS.names(args.pattern))]  # fmt: skip
+        print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5", "random", "what"]))
     else:
         from fer_bench.data import DATASETS
 
