@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import random
 import shutil
@@ -603,7 +604,7 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         # over epochs; epochs in a stage with frozen parameters are counted (a frozen backbone trains faster)
         "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in history), 1),
         "train_frozen_epochs": sum(1 for h in history if h["stage"] in _frozen_stages(recipe)),
-        **time_to_accuracy(history),
+        **time_to_accuracy(history), **plateau(history, recipe.train.epochs),
         "history": history, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
 
@@ -634,6 +635,29 @@ def time_to_accuracy(history: list[dict[str, Any]]) -> dict[str, Any]:
         "val_near_best_epoch": history[near]["epoch"],
         "val_near_best_min": round(sum(h["epoch_wall_s"] for h in history[: near + 1]) / 60, 3),
     }
+
+
+def plateau(history: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
+    """Whether the run converged in the sense every issue uses: its schedule ran to the end and validation (the
+    checkpoint figure) gained at most :data:`NEAR_BEST_PT` over the last max(5, 20 %) epochs.
+
+    ``plateau_gain_pt`` is the best of the last window minus the best before it (negative: the window fell back);
+    ``converged`` is None when the history is too short to have a window and something before it.
+
+    Example:
+        >>> h = [{"epoch": e, "val_macro_f1": min(e, 6) * 10.0} for e in range(1, 11)]
+        >>> plateau(h, 10)
+        {'converged': False, 'plateau_gain_pt': 10.0, 'plateau_window': 5}
+        >>> plateau(h[:8], 10)["converged"], plateau(h + h[-2:], 12)["plateau_gain_pt"]
+        (False, 0.0)
+    """
+    window = max(5, math.ceil(0.2 * len(history)))
+    if len(history) <= window:
+        return {"converged": None, "plateau_gain_pt": None, "plateau_window": window}
+    gain = max(h[SELECT_BY] for h in history[-window:]) - max(h[SELECT_BY] for h in history[:-window])
+    ran_out = len(history) >= epochs
+    return {"converged": bool(ran_out and gain <= NEAR_BEST_PT), "plateau_gain_pt": round(gain, 3),
+            "plateau_window": window}  # fmt: skip
 
 
 def _lr_fields(recipe: Recipe) -> dict[str, Any]:
