@@ -17,9 +17,10 @@ from fer_bench import checkpoint, engine
 from fer_bench.data import load_dataset
 from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_model, time_to_accuracy
+from fer_bench.runner import RunOptions, run_id, run_model, time_to_accuracy
 
-ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "600", "--seed", "1", "--no-progress",
+# 280 images: a kill lands mid-run all the same (the poll below takes 0.2 s, an epoch far longer), in half the time
+ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "280", "--seed", "1", "--no-progress",
         "--no-track", "--set", "eval.tta=[none]", "--set", "eval.batch_size=512"]  # fmt: skip
 
 
@@ -32,10 +33,16 @@ def _row(out) -> dict:
     return json.loads(next(out.rglob("result.json")).read_text())
 
 
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    full = _cli(*ARGS, "--out", str(tmp_path / "full"))
+@pytest.fixture(scope="module")
+def full_cli(tmp_path_factory):
+    """The uninterrupted CLI run: the reference of the killed one and the checkpoint another recipe must not take."""
+    out = tmp_path_factory.mktemp("full-cli")
+    full = _cli(*ARGS, "--out", str(out))
     assert full.returncode == 0, full.stderr
+    return out
 
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, full_cli):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fer_bench", *ARGS, "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -56,16 +63,16 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     resumed = _cli(*ARGS, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr
-    a, b = _row(tmp_path / "full"), _row(out)
+    a, b = _row(full_cli), _row(out)
     assert [h["val_macro_f1"] for h in a["history"]] == [h["val_macro_f1"] for h in b["history"]]
     assert a["test"] == b["test"] and a["confusion_matrix"] == b["confusion_matrix"]
 
 
-def test_resume_with_another_recipe_is_refused(tmp_path):
-    first = _cli(*ARGS[:4], "1", *ARGS[5:], "--out", str(tmp_path))
-    assert first.returncode == 0, first.stderr
-    other = _cli(*ARGS[:4], "1", *ARGS[5:], "--out", str(tmp_path), "--resume", "--lr", "0.01")
+def test_resume_with_another_recipe_is_refused(tmp_path, full_cli):
+    shutil.copytree(full_cli, tmp_path, dirs_exist_ok=True)  # a copy: the finished run's last.pt, left as it was
+    other = _cli(*ARGS, "--out", str(tmp_path), "--resume", "--lr", "0.01")
     assert other.returncode == 2 and "recipe hash" in other.stderr and "Traceback" not in other.stderr
+    assert _row(tmp_path) == _row(full_cli)  # refused before anything was written
 
 
 # Two stages that both train every layer (so no frozen-random check can refuse them) at different LRs: the
@@ -111,14 +118,15 @@ def _best_weights(out) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, synthetic):
+    """The two-stage run that the resumed ones must match, its best weights and its output folder."""
     out = tmp_path_factory.mktemp("full")
-    return _run(out, synthetic, TWO_STAGES), _best_weights(out)
+    return _run(out, synthetic, TWO_STAGES), _best_weights(out), out
 
 
 @pytest.mark.parametrize("kill_after", [1, 2, 3])  # 1 = the last epoch of the first stage
 def test_a_kill_after_any_epoch_resumes_to_the_same_numbers(tmp_path, synthetic, uninterrupted, monkeypatch,
                                                              kill_after):  # fmt: skip
-    full, full_best = uninterrupted
+    full, full_best, _ = uninterrupted
     with monkeypatch.context() as m:
         _killed_after(m, kill_after)
         with pytest.raises(_Killed):
@@ -177,18 +185,19 @@ def test_a_kill_at_an_early_stop_resumes_into_the_next_stage(tmp_path, synthetic
     assert row["test"] == full["test"]
 
 
-def test_resume_refuses_a_checkpoint_of_another_seed(tmp_path, synthetic):
-    one = [*TWO_STAGES, "train.epochs=2"]
-    _run(tmp_path / "s1", synthetic, [*one, "train.seed=1"])
-    _run(tmp_path / "s2", synthetic, [*one, "train.seed=2"])
+def test_resume_refuses_a_checkpoint_of_another_seed(tmp_path, synthetic, uninterrupted):
+    seed2 = [*TWO_STAGES, "train.seed=2"]  # the recipe hash leaves the seed out: only the seed differs
     # the seed is in the folder name, so only a copied checkpoint can meet a run of another seed
-    shutil.copy(next((tmp_path / "s1").rglob("last.pt")), next((tmp_path / "s2").rglob("last.pt")))
+    s1 = uninterrupted[2] / uninterrupted[0]["run_id"] / "last.pt"  # seed 1
+    s2 = tmp_path / run_id("simple_cnn", load_recipe(None, seed2), synthetic) / "last.pt"
+    s2.parent.mkdir()
+    shutil.copy(s1, s2)
     with pytest.raises(ConfigError, match="made with seed 1, this run has seed 2"):
-        _run(tmp_path / "s2", synthetic, [*one, "train.seed=2"], resume=True)
+        _run(tmp_path, synthetic, seed2, resume=True)
 
 
-def test_resume_refuses_a_checkpoint_of_another_recipe_in_process(tmp_path, synthetic):
-    one = [*TWO_STAGES, "train.epochs=2"]
-    _run(tmp_path, synthetic, one)
+def test_resume_refuses_a_checkpoint_of_another_recipe_in_process(tmp_path, synthetic, uninterrupted):
+    full, _, out = uninterrupted
+    shutil.copytree(out / full["run_id"], tmp_path / full["run_id"])  # a copy: the module's run stays as it was
     with pytest.raises(ConfigError, match="recipe hash"):
-        _run(tmp_path, synthetic, [*one, "optim.weight_decay=0.01"], resume=True)
+        _run(tmp_path, synthetic, [*TWO_STAGES, "optim.weight_decay=0.01"], resume=True)
