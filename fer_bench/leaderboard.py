@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from fer_bench import leaderboard_stats
 from fer_bench.metrics import HIGHER_IS_BETTER
 from fer_bench.published import PUBLISHED, published_frame
 
@@ -44,6 +45,7 @@ HEADERS = {
 }  # fmt: skip
 for _t in TTA_MODES:
     HEADERS |= {f"top1_{_t}": f"top-1 {_t} %", f"macro_f1_{_t}": f"macro-F1 {_t}", f"gmacs_{_t}": f"GMACs {_t}"}
+HEADERS |= leaderboard_stats.HEADERS  # intervals, calibration, significance (from the predictions files)
 FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
 FROZEN_NOTE = "‡ training img/s includes epochs with frozen parameters (their backward pass is shorter)."
 
@@ -55,15 +57,16 @@ def arrow(col: str) -> str:
     key = "params" if col == "params_m" else col
     for t in TTA_MODES:
         key = key.removesuffix(f"_{t}")
+    key = key.removesuffix("_ts")  # calibration after temperature scaling: the same direction
     return ("↑" if HIGHER_IS_BETTER[key] else "↓") if key in HIGHER_IS_BETTER else ""
 
 
 def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every ``result.json`` under the given files or folders."""
+    """Every ``result.json`` under the given files or folders (``_dir``: its folder, where its predictions are)."""
     rows = []
     for p in paths:
         files = sorted(p.rglob("result.json")) if p.is_dir() else [p]
-        rows += [json.loads(f.read_text()) for f in files]
+        rows += [json.loads(f.read_text()) | {"_dir": str(f.parent)} for f in files]
     return rows
 
 
@@ -85,6 +88,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["params_m"] = r["params"] / 1e6
         rec["train_min"] = r["train_wall_s"] / 60 if r.get("train_wall_s") is not None else None
         rec["val_near_best_min"] = r.get("val_near_best_min")
+        rec |= _prediction_refs(r)
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
         for t, m in r.get("test_tta", {}).items():
             if t != "none":
@@ -92,6 +96,23 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 rec[f"gmacs_{t}"] = r.get("test_tta_gmacs", {}).get(t)
         records.append(rec)
     return _typed(pd.DataFrame.from_records(records))
+
+
+def _prediction_refs(row: dict[str, Any]) -> dict[str, str | None]:
+    """Where a row's predictions file is (beside its result.json) and the digests the row recorded."""
+    ref, valid = row.get("predictions") or {}, row.get("predictions_valid") or {}
+    path = str(Path(row["_dir"]) / ref["file"]) if ref and row.get("_dir") else None
+    return {"predictions_path": path, "predictions_sha256": ref.get("sha256"),
+            "predictions_valid_sha256": valid.get("sha256")}  # fmt: skip
+
+
+def _artifact_path(uri: Any, digest: Any) -> str | None:
+    """The predictions artifact of an MLflow run: a local path, or the URI of a remote store; None when the run
+    recorded none."""
+    if not isinstance(digest, str) or not isinstance(uri, str):
+        return None
+    local = uri.removeprefix("file://")
+    return f"{local}/predictions.npz" if "://" not in local and not local.startswith("mlflow-artifacts:") else uri
 
 
 def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
@@ -113,6 +134,10 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs", "val_near_best_min"):
         out[m] = runs.get(f"metrics.{m}")
     out["train_min"] = runs["metrics.train_wall_s"] / 60 if "metrics.train_wall_s" in runs else None
+    for k in ("predictions_sha256", "predictions_valid_sha256"):
+        out[k] = tag(k)
+    uris = runs.get("artifact_uri", pd.Series([None] * len(runs), index=runs.index))
+    out["predictions_path"] = [_artifact_path(u, d) for u, d in zip(uris, out["predictions_sha256"], strict=True)]
     for col in runs.columns:
         if col.startswith("metrics.test_f1_"):
             out[col.removeprefix("metrics.test_")] = runs[col]
@@ -183,7 +208,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     by = [c for c in ("dataset", "_split", "split") if c in agg]
     agg = agg.sort_values([*by, "macro_f1", "top1"], ascending=[True] * len(by) + [False, False], kind="stable",
                           na_position="last")  # fmt: skip
-    return agg.drop(columns="_split").reset_index(drop=True)
+    agg = agg.drop(columns="_split").reset_index(drop=True)
+    return leaderboard_stats.add_columns(frame, agg, KEYS)
 
 
 def _one_row_per_seed(frame: pd.DataFrame, values: list[str]) -> pd.DataFrame:
@@ -248,7 +274,8 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
     cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s", "train_min", "val_near_best_min"]
     if "bench_infer_img_s" in agg and agg["bench_infer_img_s"].notna().any():
         cols += [*BENCH, "bench_conditions"]
-    return cols + ["precision", "device_name", "protocol_hash", "seeds"]
+    shown = [c for c in leaderboard_stats.SHOWN if c != "ece_ts" or (c in agg and agg[c].notna().any())]
+    return cols + ["precision", "device_name", "protocol_hash", "seeds"] + shown
 
 
 def _class_order(col: str) -> int:
@@ -270,8 +297,10 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
         agg = pd.concat([agg, pub.assign(device_name="published")], ignore_index=True)
     cols = table_columns(agg, per_class) + (["source"] if published else [])
     if fmt == "csv":
+        cols, stats_cols = [c for c in cols if c not in leaderboard_stats.SHOWN], leaderboard_stats.csv_columns(cols)
         raw = [c for c in agg.columns if c in cols or c.removesuffix("_std") in cols]
         ordered = [c for c in cols if c in raw] + [f"{c}_std" for c in cols if f"{c}_std" in raw]
+        ordered += [c for c in stats_cols if c in agg and c not in ordered]  # the statistics' columns come last
         out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
         return out.round(4).to_csv(index=False)
     headers = ["#"] + [f"{HEADERS.get(c, c.replace('f1_', 'F1 '))} {arrow(c)}".strip() for c in cols]
@@ -279,15 +308,22 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
     if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
         text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-        text = text.replace("‡", r"$\ddagger$")
+        text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$")
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
-        note = FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE
-        text += f"\n\n{'<p>' + note + '</p>' if fmt == 'html' else ('% ' if fmt == 'latex' else '') + note}"
-    return text
+        text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
+    return text + _note(leaderboard_stats.note(agg), fmt)
 
 
-def render_rows(rows: list[dict[str, Any]], fmt: str = "md") -> str:
-    """Shortcut for ``fer-bench run``: rows → aggregated, ranked table."""
+def _note(note: str, fmt: str) -> str:
+    """A note under the table: a paragraph in HTML, a comment in LaTeX, plain text in Markdown."""
+    return f"\n\n{'<p>' + note + '</p>' if fmt == 'html' else ('% ' if fmt == 'latex' else '') + note}"
+
+
+def render_rows(rows: list[dict[str, Any]], fmt: str = "md", root: Path | None = None) -> str:
+    """Shortcut for ``fer-bench run``: rows → aggregated, ranked table (``root``: the ``--out`` folder that holds
+    the rows' run folders, for their predictions)."""
+    if root is not None:
+        rows = [{"_dir": str(root / r["run_id"])} | r for r in rows]
     return render(aggregate(frame_from_rows(rows)), fmt)
 
 

@@ -9,7 +9,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "top1": True, "top2": True, "macro_f1": True, "weighted_f1": True, "macro_precision": True,
     "macro_recall": True, "loss": False, "params": False, "gmacs": False, "infer_img_s": True, "train_img_s": True,
     "infer_model_img_s": True, "train_e2e_img_s": True, "train_wall_s": False, "train_min": False,
-    "val_near_best_epoch": False, "val_near_best_min": False,
+    "val_near_best_epoch": False, "val_near_best_min": False, "ece": False, "nll": False, "brier": False,
 }  # fmt: skip
 
 

@@ -3,12 +3,15 @@ after an intended change, and review the diff of tests/golden/."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from fer_bench import leaderboard as lb
+from fer_bench import leaderboard_stats
 
 GOLDEN = Path(__file__).parent / "golden"
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -201,3 +204,85 @@ def test_datasets_are_never_ranked_together():
 def test_bench_matches_an_fp32_run_that_ran_in_tf32():
     frame = lb.frame_from_rows([_one(precision_label="fp32+tf32(cudnn)", device_name="NVIDIA H200")])
     assert lb.apply_bench(frame, _bench("NVIDIA H200")).iloc[0]["bench_infer_img_s"] == 5000.0
+
+
+def _predicted_row(tmp_path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -> dict:
+    """A row with its run folder and predictions file (probabilities peaked on ``pred``), scored from them."""
+    from fer_bench import predictions
+    from fer_bench.metrics import classification_metrics
+
+    d = tmp_path / name
+    d.mkdir()
+    probs = np.eye(7, dtype=np.float32)[pred] * 0.5 + np.float32(0.5 / 7)
+    digest = predictions.write(d / predictions.FILE, probs, y, np.array([f"s{i}" for i in range(len(y))]))
+    m = classification_metrics(probs, y, CLASSES)
+    test = {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")}
+    return _one(run_id=name, _dir=str(d), predictions={"file": predictions.FILE, "sha256": digest}, test=test,
+                test_tta={"none": test}, **kw)  # fmt: skip
+
+
+def _known_case(tmp_path) -> tuple[list[dict], np.ndarray, dict[str, np.ndarray]]:
+    """best: two seeds near 70 %; near: differs from best's seed 0 on 4 samples; worse: 15 pt below; old: no file."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 1500)
+    preds = {}
+    for name, acc, seed in [("best0", 0.70, 1), ("best1", 0.71, 2), ("worse", 0.55, 3)]:
+        p = y.copy()
+        wrong = np.random.default_rng(seed).permutation(1500)[: round((1 - acc) * 1500)]
+        p[wrong] = (y[wrong] + 1 + np.arange(len(wrong)) % 6) % 7
+        preds[name] = p
+    near = preds["best0"].copy()
+    near[np.flatnonzero(near == y)[:4]] = (y[np.flatnonzero(near == y)[:4]] + 1) % 7
+    preds["near"] = near
+    rows = [_predicted_row(tmp_path, "best0", preds["best0"], y, model="best", seed=0),
+            _predicted_row(tmp_path, "best1", preds["best1"], y, model="best", seed=1),
+            _predicted_row(tmp_path, "near", near, y, model="near"),
+            _predicted_row(tmp_path, "worse", preds["worse"], y, model="worse"),
+            _one(model="old", test={"top1": 10.0, "macro_f1": 5.0, "weighted_f1": 5.0})]  # fmt: skip
+    return rows, y, preds
+
+
+def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
+    from fer_bench import calibration, stats
+
+    rows, y, preds = _known_case(tmp_path)
+    agg = lb.aggregate(lb.frame_from_rows(rows)).set_index("model")
+    assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "<"
+    assert pd.isna(agg.loc["old", "sig"]) and pd.isna(agg.loc["old", "top1_ci_lo"])
+    assert agg.loc["worse", "p_vs_best"] < 0.05 < agg.loc["near", "p_vs_best"]
+    ci = stats.bootstrap_interval(y, np.stack([preds["best0"], preds["best1"]]), 7)  # seeds' mean, same ids
+    assert (agg.loc["best", "top1_ci_lo"], agg.loc["best", "top1_ci_hi"]) == ci["top1"]
+    assert agg.loc["best", "top1_ci_lo"] < agg.loc["best", "top1"] < agg.loc["best", "top1_ci_hi"]
+    worse = stats.bootstrap_interval(y, preds["worse"], 7)["macro_f1"]
+    assert agg.loc["worse", "macro_f1_ci"] == f"[{worse[0]:.2f}, {worse[1]:.2f}]"
+    probs = np.eye(7)[preds["worse"]] * 0.5 + 0.5 / 7
+    assert agg.loc["worse", "ece"] == pytest.approx(calibration.ece(probs, y), abs=1e-4)
+    assert agg.loc["worse", "brier"] == pytest.approx(calibration.brier(probs, y), abs=1e-5)
+    assert agg.loc["best", "top1_seeds_ci_lo"] < agg.loc["best", "top1"] < agg.loc["best", "top1_seeds_ci_hi"]
+
+
+def test_the_new_columns_and_the_note_in_every_format(tmp_path):
+    agg = lb.aggregate(lb.frame_from_rows(_known_case(tmp_path)[0]))
+    md = lb.render(agg, "md")
+    cells = _md_cells(md)
+    assert list(cells)[-4:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "≈ best"]  # after every old column
+    assert cells["≈ best"] == "best" and cells["top-1 95 % CI"].startswith("[")
+    assert "α = 0.05, Holm" in md and "– for old: no predictions file recorded" in md
+    csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))
+    for col in ("top1_ci_lo", "top1_ci_hi", "macro_f1_ci_lo", "ece", "nll", "brier", "sig", "p_vs_best"):
+        assert col in csv, col
+    added = [c for c in csv.columns if any(c in cs for cs in leaderboard_stats.CSV.values())]
+    assert csv.columns[-len(added) :].tolist() == added and added[-2:] == ["sig", "p_vs_best"]  # after the old ones
+    latex, html = lb.render(agg, "latex"), lb.render(agg, "html")
+    assert r"$\approx$ best" in latex and "% 95 % CI" in latex and "≈" not in latex.split("\n% ")[0]
+    assert "top-1 95 % CI" in html and "<p>95 % CI" in html and "Holm" in html
+
+
+def test_a_predictions_file_that_is_not_the_rows_is_an_error(tmp_path):
+    from fer_bench.errors import DataError
+
+    rows = _known_case(tmp_path)[0]
+    path = tmp_path / "near" / "predictions.npz"
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="sha256"):
+        lb.aggregate(lb.frame_from_rows(rows))

@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
                 tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
-    table = render_rows(rows)
+    table = render_rows(rows, root=args.out)
     (args.out / "leaderboard.md").write_text(table + "\n")
     print(table)
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
