@@ -11,6 +11,7 @@ import pytest
 from fer_bench import predictions
 from fer_bench.errors import ConfigError
 from fer_bench.suite import cells, load_suite, parse_shard, shard
+from helpers import write_csv
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -98,17 +99,61 @@ def _model_runs(uri: str, experiment: str = "tiny"):
     return [r for r in runs if r.data.tags.get("fer_bench.kind") == "model"]
 
 
-def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tmp_path):
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(TINY)
-    uri, out = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "out"
-    common = ("run", "--suite", str(suite), "--out", str(out), "--tracking-uri", uri, "--no-progress")
-    first = fer_bench(*common, "--shard", "1/2")
-    assert first.returncode == 0, first.stderr
-    assert len(_model_runs(uri)) == 2  # one cell (seed), evaluated on both splits
-    second = fer_bench(*common, "--shard", "2/2")
-    assert second.returncode == 0, second.stderr
-    runs = _model_runs(uri)
+def _steps(root: Path, suite_text: str, tracking: list[str], steps: dict[str, list[str]]) -> dict:
+    """Run the suite ``suite_text`` once per step (name → extra options), in order, into ``root/out``.
+
+    Returns ``out``, each step's process, and after each step the result files (path → row) and the table's lines,
+    and with tracking the model runs in the store."""
+    suite = root / "tiny.yaml"
+    suite.write_text(suite_text)
+    out = root / "out"
+    common = ("run", "--suite", str(suite), "--out", str(out), "--no-progress", *tracking)
+    got: dict = {"out": out, "uri": tracking[-1] if tracking[0] == "--tracking-uri" else None}
+    for name, extra in steps.items():
+        got[name] = fer_bench(*common, *extra)
+        got[f"{name}.rows"] = {f: json.loads(f.read_text()) for f in out.rglob("result.json")}
+        table = out / "leaderboard.csv"
+        got[f"{name}.table"] = table.read_text().splitlines() if table.is_file() else []
+        got[f"{name}.files"] = {f.name for f in out.iterdir()} if out.is_dir() else set()
+        if got["uri"]:
+            got[f"{name}.runs"] = _model_runs(got["uri"])
+    return got
+
+
+# One smoke run per store (tracked and on disk), one changing the schedule and one the data; which recipe and data
+# fields enter the protocol hash is tested field by field in test_protocol.py (fewer runs: CI time). Each store's
+# runs are made once (a module fixture) and serve two tests: the tracked one the sharded suite's, the on-disk one
+# the untracked suite's.
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """Tracked: a smoke run (2 epochs) of shard 1 of the two-seed suite, then shard 1, shard 2 and the whole."""
+    root = tmp_path_factory.mktemp("tracked")
+    steps = {"smoke": ["--shard", "1/2", "--epochs", "2"], "real": ["--shard", "1/2"], "second": ["--shard", "2/2"],
+             "again": []}  # fmt: skip
+    return _steps(root, TINY, ["--tracking-uri", f"sqlite:///{root}/mlflow.db"], steps)
+
+
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory):
+    """Untracked: a smoke run (70 images) of the one-seed suite, then the real suite, then the real suite again."""
+    steps = {"smoke": ["--limit-train", "70"], "real": [], "again": []}
+    return _steps(tmp_path_factory.mktemp("on-disk"), TINY.replace("seeds: [0, 1]", "seeds: [0]"), ["--no-track"],
+                  steps)  # fmt: skip
+
+
+def _real(got: dict, step: str) -> list:
+    """The model runs in the store after ``step`` that are not the smoke run's (those the smoke step left)."""
+    smoke = {r.info.run_id for r in got["smoke.runs"]}
+    return [r for r in got[f"{step}.runs"] if r.info.run_id not in smoke]
+
+
+def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tracked):
+    got = tracked
+    assert len(got["smoke.runs"]) == 2  # the smoke run's one cell on both splits (its test is below)
+    assert got["real"].returncode == 0, got["real"].stderr
+    assert len(_real(got, "real")) == 2  # one cell (seed), evaluated on both splits
+    assert got["second"].returncode == 0, got["second"].stderr
+    runs = _real(got, "second")
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     assert {(r.data.tags["fer_bench.cell"], r.data.tags["fer_bench.split"]) for r in runs} == {
         (f"simple_cnn-baseline-s{s}", split) for s in (0, 1) for split in ("public", "private")
@@ -116,54 +161,48 @@ def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tmp_path):
     for r in runs:  # the private row reuses the public row's weights: same training, its own test figures
         assert r.data.tags["fer_bench.suite"] == "tiny" and "test_macro_f1" in r.data.metrics
     # the table of the second shard sees the first shard's rows too: 2 seeds per (model, split)
-    csv = (out / "leaderboard.csv").read_text().splitlines()
+    csv = got["second.table"]
     assert len(csv) == 3 and all(line.split(",")[-1] for line in csv[1:])
     split = csv[0].split(",").index("split")
     assert {"public", "private"} <= {line.split(",")[split] for line in csv[1:]}
     for name in ("leaderboard.md", "leaderboard.tex", "leaderboard.html", "pareto.png"):
-        assert (out / name).is_file(), name
-    again = fer_bench(*common)
-    assert again.returncode == 0, again.stderr
-    assert "2 cell(s) in this share, 2 finished before, 0 to run" in again.stderr
-    assert len(_model_runs(uri)) == 4  # nothing rerun
+        assert name in got["second.files"], name
+    assert got["again"].returncode == 0, got["again"].stderr
+    assert "2 cell(s) in this share, 2 finished before, 0 to run" in got["again"].stderr
+    assert len(_real(got, "again")) == 4 and len(got["again.runs"]) == 6  # nothing rerun, the smoke run's kept
 
 
-def test_untracked_suite_resumes_from_result_files(tmp_path):
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
-    common = ("run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--no-track", "--no-progress")
-    assert fer_bench(*common).returncode == 0
-    res = fer_bench(*common)
+def test_untracked_suite_resumes_from_result_files(on_disk):
+    got = on_disk
+    assert got["real"].returncode == 0, got["real"].stderr
+    res = got["again"]
     assert res.returncode == 0 and "1 finished before, 0 to run" in res.stderr
-    files = list((tmp_path / "out").rglob("result.json"))
+    files = [f for f in got["again.rows"] if f not in got["smoke.rows"]]  # the real suite's (the smoke's: below)
     assert len(files) == 2
-    for f in files:  # the trained split and the one evaluated from its weights: predictions beside each row
+    for f in got["again.rows"]:  # the trained split and the one evaluated from its weights: predictions beside each
         row = json.loads(f.read_text())
         path = f.parent / row["predictions"]["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row["predictions"]["sha256"]
         assert predictions.score(path, tuple(row["classes"]))["macro_f1"] == row["test"]["macro_f1"]
 
 
-# One smoke run per store (tracked and on disk), one changing the schedule and one the data; which recipe and data
-# fields enter the protocol hash is tested field by field in test_protocol.py (fewer runs: CI time).
-@pytest.mark.parametrize(("smoke", "track"), [(["--epochs", "2"], True), (["--limit-train", "70"], False)])
-def test_a_smoke_run_never_stands_in_for_the_real_cell(tmp_path, smoke, track):
+@pytest.mark.parametrize("store", ["tracked", "on_disk"])
+def test_a_smoke_run_never_stands_in_for_the_real_cell(request, store):
     """A suite run with other settings (a tracked or on-disk smoke run) does not make the real suite skip its cell."""
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracking = ["--tracking-uri", uri] if track else ["--no-track"]
-    common = ("run", "--suite", str(suite), "--out", str(tmp_path / "out"), "--no-progress", *tracking)
-    first = fer_bench(*common, *smoke)
-    assert first.returncode == 0, first.stderr
-    real = fer_bench(*common)
-    assert real.returncode == 0, real.stderr
-    assert "1 cell(s) in this share, 0 finished before, 1 to run" in real.stderr  # the smoke row did not count
-    again = fer_bench(*common)
-    assert "1 finished before, 0 to run" in again.stderr  # the real one does
-    rows = [json.loads(f.read_text()) for f in (tmp_path / "out").rglob("result.json")]
-    assert len({r["protocol_hash"] for r in rows}) == 2 and len(rows) == 4  # two protocols x two splits
-    table = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    got = request.getfixturevalue(store)
+    assert got["smoke"].returncode == 0, got["smoke"].stderr
+    assert got["real"].returncode == 0, got["real"].stderr
+    assert "1 cell(s) in this share, 0 finished before, 1 to run" in got["real"].stderr  # the smoke row did not count
+    assert "finished before, 0 to run" in got["again"].stderr  # the real one does
+    assert "0 finished before" not in got["again"].stderr
+    smoke = {r["protocol_hash"] for r in got["smoke.rows"].values()}
+    assert len(got["smoke.rows"]) == 2 and len(smoke) == 1  # its one cell on both splits
+    rows = got["again.rows"]
+    real = [r for f, r in rows.items() if f not in got["smoke.rows"]]
+    assert len({r["protocol_hash"] for r in real}) == 1 and not smoke & {r["protocol_hash"] for r in real}
+    assert sorted(r["split"] for r in real) == sorted(["public", "private"] * (len(real) // 2)) and real
+    assert all(rows[f] == r for f, r in got["smoke.rows"].items())  # the smoke rows were left as they were
+    table = got["again.table"]
     assert len(table) == 3  # the real suite's table: its own protocol only, one line per split
 
 
@@ -178,14 +217,21 @@ def test_suite_and_models_are_exclusive(tmp_path):
 @pytest.mark.timeout(1200)  # the from-scratch EfficientNet cells train every layer: ~4-6 min on 2 cores
 def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
     """The GPU protocol is known to work before a GPU comes: every model line, tiny, on CPU, one seed (seeds change
-    nothing but the seed); 4 epochs because Naik's 3-epoch head warm-up needs a fine-tuning epoch after it."""
-    res = fer_bench("run", "--suite", str(ROOT / "benchmarks" / "fer2013-gpu.yaml"), "--dataset", "synthetic",
-                    "--seeds", "0",
-                    "--epochs", "4", "--limit-train", "14", "--img-size", "32", "--set", "eval.batch_size=512",
-                    "--set", "data.val_fraction=0.02", "--set", "eval.tta=[none]", "--device", "cpu", "--no-track",
+    nothing but the seed); 2 epochs, so that each goes from one epoch to the next (every line of this suite has one
+    stage: the InsideOut and Naik lines are their from-scratch variants, without the frozen warm-up).
+
+    On the suite's own dataset, FER2013, as a CSV of 4 faces per class and usage: every split has faces, and the
+    test splits are 28 faces, not the synthetic set's 500 (evaluating 500 through VGG16 and EfficientNets was most
+    of this test's time)."""
+    write_csv(tmp_path / "fer2013.csv", n_per=4)
+    res = fer_bench("run", "--suite", str(ROOT / "benchmarks" / "fer2013-gpu.yaml"),
+                    "--data-dir", str(tmp_path / "fer2013.csv"), "--seeds", "0",
+                    "--epochs", "2", "--limit-train", "14", "--img-size", "32", "--set", "eval.batch_size=512",
+                    "--set", "data.val_fraction=0.25", "--set", "eval.tta=[none]", "--device", "cpu", "--no-track",
                     "--no-progress",
-                    "--out", str(tmp_path))  # fmt: skip
+                    "--out", str(tmp_path / "out"))  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = list(tmp_path.rglob("result.json"))
+    rows = [json.loads(f.read_text()) for f in (tmp_path / "out").rglob("result.json")]
     assert len(rows) == 6 * 2 - 1  # six model lines x two splits, khaireddin-vgg on PublicTest only
-    assert (tmp_path / "leaderboard.md").is_file()
+    assert {(r["dataset"], r["n_train"], r["n_test"], r["epochs_run"]) for r in rows} == {("fer2013", 14, 28, 2)}
+    assert (tmp_path / "out" / "leaderboard.md").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -75,14 +76,14 @@ def _forbidden() -> None:
 
 
 def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
-    job = _job(tmp_path, 3, track=False)
+    job = _job(tmp_path, 2, track=False)
     result = tune(job)
-    assert result["trials"] == 3
+    assert result["trials"] == 2
     recipe = load_recipe(result["best_recipe"])  # `fer-bench run --recipe` accepts it
     assert recipe.name == "baseline-tuned"
     again = tune(job)
     trials = _study(job).trials
-    assert again["trials"] == 6 and [t.number for t in trials] == list(range(6))
+    assert again["trials"] == 4 and [t.number for t in trials] == list(range(4))
     # trial 0 is the base recipe's own values (here all of them lie inside the space); later ones are sampled
     base = load_recipe("baseline", list(FAST))
     assert trials[0].user_attrs == {"base_recipe": True} and not trials[1].user_attrs
@@ -91,12 +92,32 @@ def test_study_completes_writes_a_recipe_and_resumes(tmp_path):
     assert trials[0].params["optim.lr"] == base.optim.lr and trials[0].params["loss.name"] == base.loss.name
 
 
-def test_final_compares_best_and_base_on_the_test_split_over_seeds(tmp_path):
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A one-trial study and its final comparison over seeds 0 and 1: (job, the text, the final runs that trained).
+
+    Tests that go on from it work on a copy (:func:`_copy`), so each sees it as it was made here."""
+    job = _job(tmp_path_factory.mktemp("finished"), 1, track=False)
+    tune(job)
+    with pytest.MonkeyPatch.context() as m:
+        trained = _final_trainings(m)
+        text = final_compare(job, [0, 1])
+    return job, text, trained
+
+
+def _copy(job: TuneJob, to: Path, *, final: bool = True) -> TuneJob:
+    """``job`` moved to a copy of its folder in ``to`` (the study journal, and the final runs when ``final``)."""
+    shutil.copytree(job.out, to, dirs_exist_ok=True, ignore=None if final else shutil.ignore_patterns("final*"))
+    return replace(job, out=to)
+
+
+def test_final_compares_best_and_base_on_the_test_split_over_seeds(finished):
     import pandas as pd
 
-    job = _job(tmp_path, 1, track=False)
-    tune(job)
-    text = final_compare(job, [0, 1])
+    job, text, trained = finished
+    assert sorted(trained) == [("baseline", 0, 2), ("baseline", 1, 2), ("baseline-tuned", 0, 2),
+                               ("baseline-tuned", 1, 2)]  # fmt: skip
+    tmp_path = job.out
     rows = {}
     for f in (tmp_path / "final").rglob("result.json"):
         row = json.loads(f.read_text())
@@ -128,12 +149,11 @@ def test_search_trials_pruning_and_choice_never_read_the_test_split(tmp_path, mo
     assert counts["all"] > 0 and counts["test"] == 0  # the watch saw every training and validation batch, no test one
 
 
-def test_final_seeds_read_the_test_split_only_after_the_choice(tmp_path, monkeypatch):
-    job = _job(tmp_path, 2, track=False)
+def test_final_seeds_read_the_test_split_only_after_the_choice(finished, tmp_path, monkeypatch):
+    # the study without its final runs (a search never reads the test split: the test above)
+    job = _copy(finished[0], tmp_path, final=False)
     events: list[str] = []
     counts = _watch_test_rows(monkeypatch, lambda: events.append("test"))
-    tune(job)
-    assert counts["test"] == 0 and not events
     choose = fer_bench.tune.best_recipe
 
     def best_recipe(*args):
@@ -144,7 +164,7 @@ def test_final_seeds_read_the_test_split_only_after_the_choice(tmp_path, monkeyp
     monkeypatch.setattr(fer_bench.tune, "best_recipe", best_recipe)
     n_trials = len(_study(job).trials)
     final_compare(job, [0])
-    assert events[0] == "choice" and events.count("choice") == 1 and "test" in events
+    assert counts["all"] > 0 and events[0] == "choice" and events.count("choice") == 1 and "test" in events
     assert len(_study(job).trials) == n_trials  # the final runs add nothing to the study the choice came from
 
 
@@ -161,15 +181,11 @@ def _final_trainings(monkeypatch) -> list[tuple[str, int, int]]:
     return trained
 
 
-def test_final_reuses_a_finished_run_only_under_the_same_settings(tmp_path, monkeypatch):
+def test_final_reuses_a_finished_run_only_under_the_same_settings(finished, tmp_path, monkeypatch):
     import pandas as pd
 
-    job = _job(tmp_path, 1, track=False)
-    tune(job)
+    job = _copy(finished[0], tmp_path)  # the first final_compare trained both, seeds 0 and 1 (the test above)
     trained = _final_trainings(monkeypatch)
-    final_compare(job, [0])
-    assert sorted(trained) == [("baseline", 0, 2), ("baseline-tuned", 0, 2)]
-    trained.clear()
     final_compare(job, [0])  # same study, same settings: both read back
     assert trained == []
     # A new best trial (another lr): the tuned run must train again; the base run is unchanged and is read back.
