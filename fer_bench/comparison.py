@@ -30,7 +30,7 @@ import numpy as np
 from fer_bench import calibration, predictions, stats
 from fer_bench.errors import DataError
 
-VALID_FILE = "predictions-valid.npz"  # the validation hold-out's predictions, for temperature scaling
+VALID_FILE = predictions.VALID_FILE  # the validation hold-out's predictions, for temperature scaling
 
 
 @dataclass(frozen=True)

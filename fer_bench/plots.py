@@ -19,7 +19,8 @@ def _pyplot():
 def save_run_plots(row: dict[str, Any], run_dir: Path) -> None:
     save_per_class_table(row, run_dir / "per_class.csv")
     save_confusion_matrix(row, run_dir / "confusion_matrix.png")
-    save_learning_curve(row, run_dir / "learning_curve.png")
+    if row.get("history"):  # an eval row of a bare weights file has no training history
+        save_learning_curve(row, run_dir / "learning_curve.png")
     if (run_dir / "predictions.npz").is_file():
         save_reliability(run_dir, f"{row.get('model')} · {row.get('split')} · seed {row.get('seed')}: reliability")
 
