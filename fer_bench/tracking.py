@@ -127,6 +127,7 @@ class MlflowTracker:
             "learning_curve.png",
             "predictions.npz",
             "predictions-valid.npz",
+            "reliability.png",
             "corruptions.csv",
             "corruptions.json",
             "corruptions.png",

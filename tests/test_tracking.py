@@ -74,7 +74,7 @@ def test_one_parent_and_two_children_with_params_metrics_tags_artifacts(tracked)
         } == {"train_loss", "lr"}
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert artifacts >= {"result.json", "recipe.yaml", "per_class.csv", "confusion_matrix.png",
-                             "learning_curve.png", "predictions.npz"}  # fmt: skip
+                             "learning_curve.png", "predictions.npz", "reliability.png"}  # fmt: skip
 
 
 def test_leaderboard_is_built_from_mlflow(tracked, tmp_path):
