@@ -117,7 +117,7 @@ def add_columns(frame: pd.DataFrame, agg: pd.DataFrame, keys: Sequence[str]) -> 
 
 def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.DataFrame:
     """``sig`` and ``p_vs_best`` (Holm-adjusted) per (dataset, split), against the group's first (best) line."""
-    agg = agg.assign(sig=None, p_vs_best=np.nan, sig_note=None)
+    agg = agg.assign(sig=None, p_vs_best=np.nan)
     groups = agg.groupby([c for c in ("dataset", "split") if c in agg], dropna=False, sort=False).indices
     for idx in groups.values():
         best = sides[idx[0]]
@@ -125,10 +125,7 @@ def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.Dat
             continue
         agg.loc[agg.index[idx[0]], "sig"] = "best"
         tested = [(i, _p_vs(best, sides[i])) for i in idx[1:] if sides[i]]
-        for i, why in tested:
-            if isinstance(why, str):
-                agg.loc[agg.index[i], "sig_note"] = why
-        tested = [(i, p) for i, p in tested if not isinstance(p, str)]
+        tested = [(i, p) for i, p in tested if p is not None]
         if not tested:
             continue
         adjusted = stats.holm([p for _, p in tested])
@@ -137,18 +134,14 @@ def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.Dat
     return agg
 
 
-def _p_vs(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -> float | str:
-    """Two-sided paired-permutation p of the macro-F1 difference, seeds paired by seed (two lines of one run each:
-    those two runs); why not, when the lines differ in seeds or samples."""
-    if len(best) == len(other) == 1:
-        pairs = [(next(iter(best.values())), next(iter(other.values())))]
-    elif set(best) != set(other):
-        return f"seeds {sorted(other)}, the best line's {sorted(best)}: pairing by seed needs the same seeds"
-    else:
-        pairs = [(best[s], other[s]) for s in sorted(best)]
+def _p_vs(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -> float | None:
+    """Two-sided paired-permutation p of the macro-F1 difference; seeds paired by seed (else in seed order).
+    None when the two lines were not scored on the same samples."""
+    common = sorted(set(best) & set(other))
+    pairs = [(best[s], other[s]) for s in common] or list(zip(best.values(), other.values(), strict=False))
     a0, b0 = pairs[0]
     if len(a0.ids) != len(b0.ids) or set(a0.ids.tolist()) != set(b0.ids.tolist()):
-        return "scored on other samples than the best line (another protocol's test set)"
+        return None
     pa = np.stack([a.pred for a, _ in pairs])
     pb = np.stack([comparison.align(a, b).pred for a, b in pairs])
     return stats.paired_permutation(a0.labels, pa, pb, a0.probs.shape[1])["macro_f1"]
@@ -168,9 +161,6 @@ def note(agg: pd.DataFrame) -> str:
         for _, r in missing.iterrows():
             reasons.setdefault(r["predictions_note"], []).append(str(r["model"]))
         text += "".join(f" – for {', '.join(models)}: {why}." for why, models in reasons.items())
-    if "sig_note" in agg:
-        untested = agg.dropna(subset=["sig_note"])
-        text += "".join(f" No ≈/< for {r['model']}: {r['sig_note']}." for _, r in untested.iterrows())
     return text
 
 

@@ -222,8 +222,7 @@ def _predicted_row(tmp_path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -
 
 
 def _known_case(tmp_path) -> tuple[list[dict], np.ndarray, dict[str, np.ndarray]]:
-    """Seeds 0 and 1 of best (near 70 %), near (each seed 4 samples worse than best's) and worse (15 pt below);
-    single: best's seed 0 alone (not paired: other seeds); old: no predictions file."""
+    """best: two seeds near 70 %; near: differs from best's seed 0 on 4 samples; worse: 15 pt below; old: no file."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 1500)
     preds = {}
@@ -232,14 +231,14 @@ def _known_case(tmp_path) -> tuple[list[dict], np.ndarray, dict[str, np.ndarray]
         wrong = np.random.default_rng(seed).permutation(1500)[: round((1 - acc) * 1500)]
         p[wrong] = (y[wrong] + 1 + np.arange(len(wrong)) % 6) % 7
         preds[name] = p
-    for s in (0, 1):
-        near = preds[f"best{s}"].copy()
-        near[np.flatnonzero(near == y)[:4]] = (y[np.flatnonzero(near == y)[:4]] + 1) % 7
-        preds[f"near{s}"] = near
-    rows = [_predicted_row(tmp_path, f"{m}{s}", preds[f"{m}{s}" if m != "worse" else m], y, model=m, seed=s)
-            for m in ("best", "near", "worse") for s in (0, 1)]  # fmt: skip
-    rows += [_predicted_row(tmp_path, "single", preds["best0"], y, model="single"),
-             _one(model="old", test={"top1": 10.0, "macro_f1": 5.0, "weighted_f1": 5.0})]  # fmt: skip
+    near = preds["best0"].copy()
+    near[np.flatnonzero(near == y)[:4]] = (y[np.flatnonzero(near == y)[:4]] + 1) % 7
+    preds["near"] = near
+    rows = [_predicted_row(tmp_path, "best0", preds["best0"], y, model="best", seed=0),
+            _predicted_row(tmp_path, "best1", preds["best1"], y, model="best", seed=1),
+            _predicted_row(tmp_path, "near", near, y, model="near"),
+            _predicted_row(tmp_path, "worse", preds["worse"], y, model="worse"),
+            _one(model="old", test={"top1": 10.0, "macro_f1": 5.0, "weighted_f1": 5.0})]  # fmt: skip
     return rows, y, preds
 
 
@@ -251,7 +250,6 @@ def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
     assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "<"
     assert pd.isna(agg.loc["old", "sig"]) and pd.isna(agg.loc["old", "top1_ci_lo"])
     assert agg.loc["worse", "p_vs_best"] < 0.05 < agg.loc["near", "p_vs_best"]
-    assert pd.isna(agg.loc["single", "sig"]) and "needs the same seeds" in agg.loc["single", "sig_note"]
     ci = stats.bootstrap_interval(y, np.stack([preds["best0"], preds["best1"]]), 7)  # seeds' mean, same ids
     assert (agg.loc["best", "top1_ci_lo"], agg.loc["best", "top1_ci_hi"]) == ci["top1"]
     assert agg.loc["best", "top1_ci_lo"] < agg.loc["best", "top1"] < agg.loc["best", "top1_ci_hi"]
@@ -270,7 +268,6 @@ def test_the_new_columns_and_the_note_in_every_format(tmp_path):
     assert list(cells)[-4:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "≈ best"]  # after every old column
     assert cells["≈ best"] == "best" and cells["top-1 95 % CI"].startswith("[")
     assert "α = 0.05, Holm" in md and "– for old: no predictions file recorded" in md
-    assert "No ≈/< for single: seeds [0], the best line's [0, 1]: pairing by seed needs the same seeds." in md
     csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))
     for col in ("top1_ci_lo", "top1_ci_hi", "macro_f1_ci_lo", "ece", "nll", "brier", "sig", "p_vs_best"):
         assert col in csv, col
