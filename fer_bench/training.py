@@ -122,6 +122,9 @@ def build_optimizer(cfg: OptimCfg, model: nn.Module) -> torch.optim.Optimizer:
 class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
     """The one writer of a stage's learning rate: ``lr = base × warm-up × (cosine | constant) × plateau scale``.
 
+    The cosine runs from the end of the warm-up until ``schedule.hold_fraction`` of the stage's steps are left, and
+    the LR holds its floor for those (``hold_fraction: 0``: the cosine spans the stage, as before the option existed).
+
     Stepped once per batch (``step``, after the optimizer's step) and fed the validation top-1 once per epoch
     (``end_epoch``). ``schedule.name: plateau`` is a constant LR whose scale is multiplied by ``plateau_factor``
     after ``plateau_patience`` epochs without a better top-1, with torch's ReduceLROnPlateau rule (relative
@@ -141,6 +144,8 @@ class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.plateau_factor, self.plateau_patience = cfg.plateau_factor, cfg.plateau_patience
         self.total = max(epochs * steps_per_epoch, 1)
         self.warmup = min(int(cfg.warmup_epochs * steps_per_epoch), self.total // 2)  # a short stage keeps half
+        # The cosine ends ``hold_fraction`` of the stage early (never before the warm-up does); the LR holds its floor.
+        self.anneal_end = max(self.total - int(cfg.hold_fraction * self.total), self.warmup + 1)
         self.scale, self.best, self.bad_epochs = 1.0, -math.inf, 0
         super().__init__(optimizer)
 
@@ -150,7 +155,7 @@ class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
             return 0.01 + 0.99 * step / self.warmup  # linear from 1 % of the LR
         if self.shape in ("constant", "plateau"):
             return 1.0
-        t = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
+        t = min((step - self.warmup) / max(self.anneal_end - self.warmup, 1), 1.0)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     def get_lr(self) -> list[float]:

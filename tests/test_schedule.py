@@ -87,6 +87,36 @@ def test_warmup_at_each_stage_start_then_cosine_and_the_logged_lr_is_the_used_lr
     assert [h["lr"] for h in row["history"]] == [lrs[-1] for lrs in used]
 
 
+def test_hold_fraction_ends_the_cosine_early_and_keeps_the_floor(tmp_path, synthetic):
+    sets = ["train.epochs=4", "train.batch_size=16", "schedule.warmup_epochs=0.5", "schedule.min_lr_ratio=0.1",
+            "schedule.hold_fraction=0.375", "optim.lr=0.01"]  # fmt: skip
+    row, used = _run_recording(tmp_path, synthetic, sets)
+    n = len(used[0])
+    steps = [lr for epoch in used for lr in epoch]
+    assert len(steps) == 4 * n
+    warm, end = int(0.5 * n), 4 * n - int(0.375 * 4 * n)  # the cosine spans [warm, end), written out independently
+
+    def lr(step: int) -> float:
+        if step < warm:
+            return 0.01 * (0.01 + 0.99 * step / warm)
+        t = min((step - warm) / (end - warm), 1.0)
+        return 0.01 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    assert steps == pytest.approx([lr(s) for s in range(4 * n)], rel=1e-12)
+    assert steps[end:] == pytest.approx([0.001] * (4 * n - end), rel=1e-12)  # the tail holds the floor
+    assert steps[end - 2] > 0.001  # and the cosine had not reached it before
+
+
+def test_hold_fraction_is_hashed_only_when_set_and_bounded():
+    from fer_bench.recipes import recipe_hash
+    from fer_bench.errors import ConfigError
+
+    assert recipe_hash(load_recipe(None, [])) == recipe_hash(load_recipe(None, ["schedule.hold_fraction=0"]))
+    assert recipe_hash(load_recipe(None, [])) != recipe_hash(load_recipe(None, ["schedule.hold_fraction=0.2"]))
+    with pytest.raises(ConfigError, match="schedule.hold_fraction"):
+        load_recipe(None, ["schedule.hold_fraction=1"])
+
+
 def test_schedule_state_survives_a_checkpoint_round_trip(tmp_path):
     from fer_bench.training import build_scheduler
 

@@ -96,6 +96,9 @@ class ScheduleCfg:
     name: str = "cosine"  # cosine | constant | plateau (constant, cut on a stall); one object owns the LR
     warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch, at the start of each stage
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
+    # Fraction of each stage's epochs spent at the floor after the cosine reaches it (the cosine spans the rest): a
+    # tail in which a converged run gains nothing, so the plateau rule can tell it from one its schedule cut short.
+    hold_fraction: float = 0.0
     plateau_factor: float = 0.5  # plateau: multiply the LR by this when validation top-1 stalls...
     plateau_patience: int = 5  # ...for this many epochs
 
@@ -153,7 +156,8 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
 # Fields added after protocol v2 (issue 15). At their defaults they are left out of the recipe hash and the protocol
 # hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
 # it had before they existed; set, they enter both.
-HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay")
+HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay",
+                   "schedule.hold_fraction")
 
 
 def without_unset_additions(recipe_dict: dict) -> dict:
@@ -227,6 +231,7 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (r.train.batch_size >= 1, "train.batch_size", "an integer >= 1"),
         (0 <= r.schedule.warmup_epochs < r.train.epochs, "schedule.warmup_epochs", "in [0, train.epochs)"),
         (0 < r.schedule.plateau_factor < 1, "schedule.plateau_factor", "a number in (0, 1)"),
+        (0 <= r.schedule.hold_fraction < 1, "schedule.hold_fraction", "a number in [0, 1)"),
         (r.augment.train_crops in TRAIN_CROPS, "augment.train_crops", f"one of {', '.join(TRAIN_CROPS)}"),
         (0 <= r.augment.rotate_p <= 1, "augment.rotate_p", "a probability in [0, 1]"),
         (0 <= r.augment.translate_p <= 1, "augment.translate_p", "a probability in [0, 1]"),
