@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 
-from fer_bench import corruptions, engine, predictions, provenance
+from fer_bench import corruptions, cross_dataset, engine, predictions, provenance
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics
 from fer_bench.models import create_model
@@ -43,6 +43,7 @@ from fer_bench.runner import (
     _test,
     make_norms,
     make_protocol,
+    predict_plain,
     write_json,
 )
 
@@ -60,6 +61,7 @@ class Checkpoint:
     img_size: int | None = None  # None: the recipe's, else the model's native size
     run: dict[str, Any] | None = None
     run_dir: Path | None = None
+    classes: tuple[str, ...] | None = None  # the head's classes in training order; None: the scored dataset's
 
 
 def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
@@ -79,19 +81,31 @@ def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
     if recipe is None:
         raise ConfigError(f"--run {run_dir}: no recipe.yaml (the run's resolved recipe), so its input pipeline is "
                           "unknown. Score best.pt with --weights FILE --model NAME --recipe R.")  # fmt: skip
-    return Checkpoint(row["model"], recipe, run_dir / "best.pt", row["img_size"], row, run_dir)
+    classes = tuple(row["classes"]) if row.get("classes") else None
+    return Checkpoint(row["model"], recipe, run_dir / "best.pt", row["img_size"], row, run_dir, classes)
 
 
-def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | None, img_size: int | None):
-    """A state-dict file of ``model``, scored with ``recipe``'s evaluation settings (default: the model's recipe)."""
+def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | None, img_size: int | None,
+                 trained_on: str | None = None):
+    """A state-dict file of ``model``, scored with ``recipe``'s evaluation settings (default: the model's recipe);
+    ``trained_on`` names the dataset whose classes its head predicts (default: the scored dataset's)."""
+    from fer_bench.data.spec import DATASETS, split_name
     from fer_bench.models import get_spec
     from fer_bench.recipes import default_recipe
+
+    classes = None
+    if trained_on is not None:
+        classes = DATASETS.get(split_name(trained_on)[0]).classes
+        if classes is None:
+            raise ConfigError(f"--trained-on {trained_on}: its classes come from the data, so they do not name a "
+                              "head. Name a dataset with fixed classes (`fer-bench ls datasets`).")  # fmt: skip
 
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file. Pass a .pth/.pt/.safetensors state dict, or a run "
                           "folder with --run DIR.")  # fmt: skip
     spec = get_spec(model)
-    return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size)
+    return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size,
+                      classes=tuple(classes) if classes else None)
 
 
 @dataclass
@@ -108,21 +122,31 @@ class Prepared:
     sha256: str
     precision: str
     ctx: engine.StepContext
+    cross: cross_dataset.ClassMap | None = None  # set when the head's classes are not the dataset's
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.data.classes)
 
 
 def prepare(ck: Checkpoint, data, split: str, opts: RunOptions) -> Prepared:
     """Load ``ck`` strictly (every tensor, the head included) for ``data`` and pick the samples of ``split``.
 
+    A head trained on other classes than ``data``'s is scored cross-dataset (:mod:`fer_bench.cross_dataset`:
+    classes matched by name).
+
     Raises:
-        ConfigError: the checkpoint is for another model or another number (or set) of classes, or the split
-            cannot be built.
+        ConfigError: the checkpoint is for another model or another number of classes, shares no class with
+            ``data``, or the split cannot be built.
     """
-    if ck.run is not None and tuple(ck.run.get("classes", data.classes)) != tuple(data.classes):
-        raise ConfigError(f"--run {ck.run_dir}: the run was trained on the classes {list(ck.run['classes'])}, "
-                          f"{data.name} has {list(data.classes)}. Score it on a dataset with its classes.")  # fmt: skip
+    classes = ck.classes or tuple(data.classes)
+    cross = None
+    if tuple(classes) != tuple(data.classes):
+        where = f"--run {ck.run_dir}" if ck.run_dir else f"{ck.path}"
+        cross = cross_dataset.class_map(classes, data.classes, where)
     state = read_state_dict(ck.path)
-    model, spec = create_model(ck.model, num_classes=len(data.classes), drop_rate=ck.recipe.model.drop_rate)
-    _check_state(model, state, ck, data)
+    model, spec = create_model(ck.model, num_classes=len(classes), drop_rate=ck.recipe.model.drop_rate)
+    _check_state(model, state, ck, data, len(classes))
     model.load_state_dict(state)
     sha = file_sha256(ck.path)
     model.fer_bench_weights = WeightsInfo("file", str(ck.path.resolve()), sha, len(state), len(state))
@@ -130,7 +154,7 @@ def prepare(ck: Checkpoint, data, split: str, opts: RunOptions) -> Prepared:
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = ck.img_size or ck.recipe.input.img_size or spec.input_size
     idx = split_indices(data, ck.recipe, split, opts.protocol)
-    return Prepared(ck, data, split, idx, model, spec, size, sha, precision, ctx)
+    return Prepared(ck, data, split, idx, model, spec, size, sha, precision, ctx, cross)
 
 
 def split_indices(data, recipe: Recipe, split: str, drop: dict | None = None) -> np.ndarray:
@@ -142,7 +166,7 @@ def split_indices(data, recipe: Recipe, split: str, drop: dict | None = None) ->
     return make_protocol(data, replace(recipe, eval=replace(recipe.eval, split=split)), drop).test
 
 
-def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Checkpoint, data) -> None:
+def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Checkpoint, data, n_head: int) -> None:
     own = model.state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape] + [k for k in state if k not in own]
     if not bad:
@@ -150,8 +174,13 @@ def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Che
     head = head_keys(model)
     if set(bad) <= head:  # only the classifier differs: a head for another class count
         n = next(state[k].shape[0] for k in sorted(head) if k in state and state[k].ndim >= 1)
+        if ck.classes is not None:  # the classes were named (a run's row, --trained-on): they disagree with the head
+            raise ConfigError(f"{ck.path}: a checkpoint with a {n}-class head, but it was said to predict the "
+                              f"{n_head} classes {list(ck.classes)}. Name the dataset it was trained on with "
+                              "--trained-on DATASET.")  # fmt: skip
         raise ConfigError(f"{ck.path}: a checkpoint with a {n}-class head; {data.name} has {len(data.classes)} "
-                          f"classes ({', '.join(data.classes)}). Score it on a dataset with {n} classes.")  # fmt: skip
+                          f"classes ({', '.join(data.classes)}). Score it on a dataset with {n} classes, or name "
+                          "the dataset it was trained on with --trained-on DATASET.")  # fmt: skip
     shown = ", ".join(bad[:SHOWN_MISSING]) + (" …" if len(bad) > SHOWN_MISSING else "")
     raise ConfigError(f"{ck.path}: not a checkpoint of {ck.model!r}: {len(bad)} tensor(s) missing, extra or of "
                       f"another shape (first: {shown}). Pass the --model it was trained as (a run's result.json names "
@@ -172,10 +201,14 @@ def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     row = _base_row(p, run_dir)
-    row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(p.model, recipe, data, p.idx, norms, p.ctx)
-    row["predictions"] = _save_predictions(run_dir, data, p.idx, *plain)
-    if p.split == VALID and p.ck.run_dir is not None:
-        _give_run_its_valid_predictions(p, plain)
+    if p.cross is None:
+        row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(p.model, recipe, data, p.idx, norms,
+                                                                             p.ctx)  # fmt: skip
+        row["predictions"] = _save_predictions(run_dir, data, p.idx, *plain)
+        if p.split == VALID and p.ck.run_dir is not None:
+            _give_run_its_valid_predictions(p, plain)
+    else:
+        row |= _cross_test(p, norms, run_dir)
     row |= _cost(p.model, p.spec, p.size, p.ctx)
     row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
     if plan is not None:
@@ -185,6 +218,28 @@ def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) 
 
     save_run_plots(row, run_dir)
     return row
+
+
+def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
+    """The row's figures when the head's classes are not the dataset's: plain single crop (the headline) and each
+    TTA beside it, scored by :func:`fer_bench.cross_dataset.metrics`; the predictions file in its label space."""
+    recipe, data, cmap = p.ck.recipe, p.data, p.cross
+    probs, y = predict_plain(p.model, recipe, data, p.idx, norms, p.ctx)
+    tta = {"none": cross_dataset.metrics(probs, y, cmap)}
+    batches = engine.Batches(*_device_tensors(data, p.idx, p.ctx.device), batch_size=recipe.eval.batch_size)
+    crop = norms["eval"].crop or norms["eval"].size
+    for t in dict.fromkeys(t for t in recipe.eval.tta if t != "none"):
+        logits, yt = engine.predict(p.model, batches.epoch(), transform=norms["tencrop" if t == "tencrop" else "eval"],
+                                    ctx=p.ctx, tta=t, crop=crop)  # fmt: skip
+        tta[t] = cross_dataset.metrics(predictions.softmax(logits), yt, cmap)
+    keys = ("top1", "macro_f1", "weighted_f1", "top1_shared", "top1_restricted", "macro_f1_restricted")
+    return {
+        "test": tta["none"], "test_tta": {t: {k: m[k] for k in keys} for t, m in tta.items()},
+        "confusion_matrix": cross_dataset.confusion(probs, y, cmap), "classes": list(cmap.scoring_classes),
+        "predictions": _save_predictions(run_dir, data, p.idx, *cross_dataset.extend(probs, y, cmap)),
+        "cross_dataset": cmap.describe() | {"trained_on": p.ck.run.get("dataset") if p.ck.run else None,
+                                            "scored_on": data.name, "n_lacking": tta["none"]["n_lacking"]},
+    }  # fmt: skip
 
 
 def _base_row(p: Prepared, run_dir: Path) -> dict[str, Any]:
@@ -266,7 +321,8 @@ def corruption_eval(p: Prepared, norm, plan: CorruptionPlan, out: Path, clean_to
         for s in plan.severities:
             logits, y = engine.predict(p.model, batches.epoch(), transform=_Corrupted(norm, name, s, plan.seed),
                                        ctx=p.ctx)  # fmt: skip
-            m = classification_metrics(predictions.softmax(logits), y, p.data.classes)
+            probs = predictions.softmax(logits)
+            m = cross_dataset.metrics(probs, y, p.cross) if p.cross else classification_metrics(probs, y, p.classes)
             table.append({"corruption": name, "severity": s, "param": spec.params[s - 1], "param_name": spec.param,
                           "top1": m["top1"], "macro_f1": m["macro_f1"]})  # fmt: skip
     mca = float(np.mean([r["top1"] for r in table]))

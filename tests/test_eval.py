@@ -176,3 +176,91 @@ def test_a_suite_with_corruptions_scores_every_row_of_its_cells(tmp_path):
     bad.write_text(SUITE.replace("[occlusion_mouth]", "[occlusion_nose]"))
     with pytest.raises(ConfigError, match="bad.yaml: corruptions: unknown corruption 'occlusion_nose'"):
         load_suite(bad)
+
+
+# --- cross-dataset evaluation: a head's classes matched by name to another dataset's --------------------------------
+
+
+def _cross_folder(root, data, classes: dict[str, int]) -> None:
+    """root/{train,test}/<class>/*.png: synthetic private faces of the named classes (None: noise images)."""
+    rng = np.random.default_rng(0)
+    test = data.split_indices("private")
+    for split in ("train", "test"):
+        for name, n in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            if name in data.classes:
+                faces = data.images[test[data.labels[test] == data.classes.index(name)][:n]]
+            else:
+                faces = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+            for i, face in enumerate(faces):
+                Image.fromarray(face).save(folder / f"{i:03d}.png")
+
+
+def test_a_run_scored_on_a_dataset_with_other_classes_counts_what_it_lacks(trained, tmp_path):
+    from sklearn.metrics import f1_score
+
+    row, run_dir = trained
+    synthetic = load_dataset("synthetic")
+    root = tmp_path / "faces"
+    _cross_folder(root, synthetic, {"happy": 12, "sad": 9, "neutral": 7, "contempt": 5})  # contempt: not in the head
+    _eval("--run", str(run_dir), "--dataset", "folder", "--data-dir", str(root), "--split", "private",
+          "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"))  # fmt: skip
+    got = _row(tmp_path / "out")
+    x = got["cross_dataset"]
+    assert x["shared"] == ["happy", "neutral", "sad"] and x["lacking"] == ["contempt"]  # the folder's sorted order
+    assert x["extra"] == ["angry", "disgust", "fear", "surprise"] and x["trained_on"] == "synthetic"
+    assert got["test"]["n_lacking"] == 5 and got["test"]["n_shared"] == 28 and got["n_test"] == 33
+    # independently: the model on the folder's test images, labels from the folder names, scored with scikit-learn
+    folder = load_dataset("folder", root, tmp_path / "cache")
+    idx = folder.split_indices("private")
+    model, spec = create_model("simple_cnn")
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    model.eval()
+    norm = make_norms(load_recipe(None, SETS), spec, 48)["eval"]
+    with torch.no_grad():
+        pred = model(norm(torch.from_numpy(folder.images[idx]))).argmax(1).numpy()
+    names = [folder.classes[i] for i in folder.labels[idx]]
+    truth = np.array([synthetic.classes.index(n) if n in synthetic.classes else -1 for n in names])
+    assert got["test"]["top1"] == pytest.approx(100 * np.mean(pred == truth), abs=1e-9)  # contempt: always wrong
+    shared = [synthetic.classes.index(c) for c in ("happy", "neutral", "sad")]
+    assert got["test"]["macro_f1"] == pytest.approx(100 * f1_score(truth, pred, labels=shared, average="macro",
+                                                                    zero_division=0), abs=1e-9)  # fmt: skip
+    on = truth >= 0
+    assert got["test"]["top1_shared"] == pytest.approx(100 * np.mean(pred[on] == truth[on]), abs=1e-9)
+    # the predictions file gives back the top-1 in its label space (the head's classes, then "lacked by the model")
+    assert got["classes"] == [*synthetic.classes, "(lacked by the model)"]
+    assert predictions.score(tmp_path / "out" / got["run_id"] / "predictions.npz", tuple(got["classes"]))["top1"] \
+        == got["test"]["top1"]  # fmt: skip
+
+
+def test_a_head_with_a_class_the_dataset_lacks_counts_its_predictions_as_errors(tmp_path):
+    from fer_bench.data.spec import DATASETS
+
+    ferplus = DATASETS.get("ferplus").classes
+    torch.manual_seed(0)
+    model, _ = create_model("simple_cnn", num_classes=len(ferplus))
+    with torch.no_grad():
+        model.get_classifier().bias[ferplus.index("contempt")] += 0.5  # make sure contempt is predicted sometimes
+    torch.save(model.state_dict(), tmp_path / "ferplus.pt")
+    _eval("--weights", str(tmp_path / "ferplus.pt"), "--model", "simple_cnn", "--trained-on", "ferplus",
+          "--split", "private", "--set", "eval.tta=[none]", "--out", str(tmp_path / "out"))  # fmt: skip
+    got = _row(tmp_path / "out")
+    assert got["cross_dataset"]["extra"] == ["contempt"] and got["test"]["n_lacking"] == 0
+    p = predictions.read(tmp_path / "out" / got["run_id"] / "predictions.npz")
+    pred = p["probs"].argmax(1)
+    assert (pred == ferplus.index("contempt")).any()
+    assert got["test"]["top1"] == pytest.approx(100 * np.mean(pred == p["labels"]), abs=1e-9)
+    assert got["test"]["top1_restricted"] >= got["test"]["top1"]  # dropping contempt's output can only help here
+
+
+def test_a_dataset_that_shares_no_class_is_one_exit_2_line(trained, tmp_path, capsys):
+    _, run_dir = trained
+    root = tmp_path / "faces"
+    _cross_folder(root, load_dataset("synthetic"), {"contempt": 2, "pain": 2})
+    code = main(["eval", "--run", str(run_dir), "--dataset", "folder", "--data-dir", str(root), "--split", "private",
+                 "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-track", "--out",
+                 str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "none of which the dataset" in err, err
+    assert not (tmp_path / "out").exists()

@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     src.add_argument("--weights", type=Path, metavar="FILE", help="a .pth/.pt/.safetensors state dict (with --model)")
     p.add_argument("--model", help="with --weights: the registry name (or timm:<name>) the weights are for")
     p.add_argument("--recipe", help="with --weights: the recipe whose evaluation settings apply (default: the model's)")
+    p.add_argument("--trained-on", metavar="DATASET",
+                   help="with --weights: the dataset whose classes the head predicts (default: the scored dataset's); "
+                        "another dataset's classes are matched by name (cross-dataset evaluation)")  # fmt: skip
     add_data_args(p, default=None)
     p.add_argument("--split", choices=("public", "private", "test", "valid"),
                    help="what to score (default: the run's split, else test); valid = the run's Training hold-out, "
@@ -69,9 +72,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace):
     if args.weights is not None and not args.model:
         raise FerBenchError("--weights needs --model NAME (the architecture the weights are for).")
-    if args.run is not None and (args.model or args.recipe or args.img_size):
-        raise FerBenchError("--run DIR takes the model, recipe and input size from the run; drop --model/--recipe/"
-                            "--img-size (or score best.pt with --weights FILE --model NAME).")  # fmt: skip
+    if args.run is not None and (args.model or args.recipe or args.img_size or args.trained_on):
+        raise FerBenchError("--run DIR takes the model, recipe, input size and classes from the run; drop "
+                            "--model/--recipe/--img-size/--trained-on (or score best.pt with --weights FILE "
+                            "--model NAME).")  # fmt: skip
     if not args.corruptions:
         return None
     from fer_bench.corruptions import parse_corruptions, parse_severities
@@ -87,7 +91,7 @@ def _checkpoint(args: argparse.Namespace):
         if not args.run.is_dir():
             raise FerBenchError(f"--run {args.run}: no such folder. Give a run folder that `fer-bench run` wrote.")
         return ev.from_run(args.run, list(args.sets))
-    return ev.from_weights(args.weights, args.model, args.recipe, list(args.sets), args.img_size)
+    return ev.from_weights(args.weights, args.model, args.recipe, list(args.sets), args.img_size, args.trained_on)
 
 
 def _data(args: argparse.Namespace, ck):
@@ -112,6 +116,11 @@ def _print(row: dict) -> None:
         if tta != "none":
             line += f"  ·  {tta}: top-1 {m['top1']:.2f}"
     print(line)
+    if x := row.get("cross_dataset"):
+        print(f"cross-dataset: trained on {x['trained_on'] or 'the classes ' + ', '.join(x['model_classes'])}, "
+              f"scored on {x['scored_on']}; shared {len(x['shared'])} classes: top-1 {t['top1_shared']:.2f} on their "
+              f"{t['n_shared']} samples; {t['n_lacking']} samples of a class the model lacks "
+              f"({', '.join(x['lacking']) or 'none'}) count as errors in top-1")  # fmt: skip
     if c := row.get("corruptions"):
         print(f"corruptions: mCA {c['mca']:.2f} ({c['mca_ratio']:.3f} of clean) · {', '.join(c['files'])}")
     print(f"row: {row['run_id']}/result.json", file=sys.stderr)
