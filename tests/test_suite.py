@@ -76,7 +76,9 @@ def test_a_broken_suite_names_file_key_and_fix(tmp_path, text, expected):
 
 def test_validate_checks_suite_files_too(tmp_path):
     res = fer_bench("validate", str(ROOT / "benchmarks"))
-    assert res.returncode == 0 and f"{len(SUITES)} valid, 0 invalid" in res.stdout and len(SUITES) == 4, res.stdout
+    every = sorted((ROOT / "benchmarks").glob("*.yaml"))  # the four FER2013 suites and the FER+ one
+    assert len(SUITES) == 4 and len(every) == 5 and "ferplus-cpu-converged.yaml" in {p.name for p in every}
+    assert res.returncode == 0 and f"{len(every)} valid, 0 invalid" in res.stdout, res.stdout
     (tmp_path / "bad.yaml").write_text("name: x\nmodels: [{model: resnet18, sett: []}]")
     res = fer_bench("validate", str(tmp_path))
     assert res.returncode == 2 and "unknown key 'models[0].sett'" in res.stdout and "'models[0].set'" in res.stdout
