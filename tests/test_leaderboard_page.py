@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from itertools import combinations
 from pathlib import Path
@@ -221,7 +219,7 @@ def test_the_pareto_plot_has_a_marker_per_protocol_and_no_overlapping_labels():
     page_figures._pyplot().close(fig)
 
 
-def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path):
+def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys):
     runs, evals = tmp_path / "runs", tmp_path / "evals"
     (tmp_path / "x").mkdir()
     rows = _case(tmp_path / "x")
@@ -239,19 +237,19 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path):
     worse.pop("_dir")
     worse["corruptions"] = _corruption_table(ev, worse["test"]["top1"])
     (ev / "result.json").write_text(json.dumps(worse))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "fer_bench", "leaderboard", "--from-results", str(runs), "--format", "md"]
-    plain = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    res = subprocess.run([*cmd, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)],
-                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert res.returncode == 0 and plain.returncode == 0, res.stderr + plain.stderr
-    assert res.stdout == plain.stdout and "999" not in res.stdout  # the eval row never entered the table
+    from fer_bench.cli import main
+
+    table = lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows([runs]))), "md")
+    args = ["leaderboard", "--from-results", str(runs), "--format", "md"]
+    capsys.readouterr()
+    assert main([*args, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)]) == 0
+    assert capsys.readouterr().out == table + "\n" and "999.0" not in table  # the eval row never entered the table
     text = (tmp_path / "p.html").read_text()
     assert "mCA" in text and "No run folder among the inputs holds a corruption table" not in text
-    bad = subprocess.run([*cmd, "--screenshot", str(tmp_path / "s.png")], capture_output=True, text=True, env=env,
-                         timeout=300)  # fmt: skip
-    assert bad.returncode == 2 and "--screenshot needs --page" in bad.stderr and "Traceback" not in bad.stderr
-    assert not (tmp_path / "s.png").exists()
+    assert text.count("<figure>") == 4 + 1  # the runs' reliability diagrams and the eval folder's corruption curves
+    assert main([*args, "--screenshot", str(tmp_path / "s.png")]) == 2  # a user mistake: one line, nothing written
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--screenshot needs --page" in err and not (tmp_path / "s.png").exists()
 
 
 def _chromium_or_skip() -> None:
