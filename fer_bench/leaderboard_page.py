@@ -362,7 +362,10 @@ def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProc
             f"--user-data-dir={profile}",
             *args,
         ]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise FerBenchError(f"{Path(browser).name} did not finish within {timeout:.0f} s: {' '.join(args)}") from e
     if done.returncode != 0:
         raise FerBenchError(f"{Path(browser).name} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
     return done
@@ -371,6 +374,7 @@ def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProc
 def screenshot(page: Path, png: Path, *, width: int = 1400, height: int = 2000) -> None:
     """A PNG of the page as headless Chromium draws it, ``width`` × ``height`` pixels."""
     png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)  # so an old screenshot never passes for a new one
     _chromium(
         [
             f"--screenshot={png.resolve()}",

@@ -73,7 +73,7 @@ def _case(tmp_path: Path) -> list[dict]:
         preds[name] = p
     near = preds["best0"].copy()
     near[np.flatnonzero(near == y)[:4]] = (y[np.flatnonzero(near == y)[:4]] + 1) % 7
-    worse = _with_predictions(tmp_path, "worse", preds["worse"], y, model=EVIL, params=7.7e6, infer_model_img_s=400.0)
+    worse = _with_predictions(tmp_path, "worse", preds["worse"], y, model=EVIL, run_id="worse", infer_model_img_s=400.0)
     worse["corruptions"] = _corruption_table(tmp_path / "worse", worse["test"]["top1"])
     return [_with_predictions(tmp_path, "best0", preds["best0"], y, model="best", seed=0),
             _with_predictions(tmp_path, "best1", preds["best1"], y, model="best", seed=1),
