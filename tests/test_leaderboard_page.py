@@ -88,16 +88,18 @@ class _Tags(HTMLParser):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
         self.rows: list[list[str]] = []
-        self._in_body = False
+        self._in_body = self._in_table = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        self._in_body = self._in_body or tag == "tbody"
+        self._in_table = self._in_table or (tag == "table" and dict(attrs).get("id") == "leaderboard")
+        self._in_body = self._in_body or (self._in_table and tag == "tbody")  # a browser adds one to every table
         if tag == "tr" and self._in_body:
             self.rows.append([])
 
     def handle_endtag(self, tag):
         self._in_body = self._in_body and tag != "tbody"
+        self._in_table = self._in_table and tag != "table"
 
     def handle_data(self, data):
         if self._in_body and self.rows and data.strip():
