@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--suite", type=Path, metavar="FILE",
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
-    p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
+    p.add_argument("--shard", metavar="K/N|auto",
+                   help="with --suite: run share K of N (N machines, one MLflow store); auto: this SLURM array "
+                        "task's share, from SLURM_ARRAY_TASK_ID/COUNT/MIN/MAX/STEP")  # fmt: skip
     p.add_argument("--jobs", metavar="N",
                    help="with --suite: run N cells at once, each in its own process; a failed cell fails alone "
                         "(default 1: one after another, in this process)")  # fmt: skip
