@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes sharing the storage, each on its own GPU (round-robin over --gpus)")  # fmt: skip
+                   help="worker processes sharing the storage, one GPU each (round-robin over --gpus)")  # fmt: skip
     p.add_argument("--gpus", metavar="I,…",
                    help="the GPUs the workers take in turn (CUDA_VISIBLE_DEVICES ids; default: every visible one; "
                         "none visible: the CPU)")  # fmt: skip
