@@ -209,6 +209,8 @@ def run_protocol(
     resolved = recipe_to_dict(recipe)  # what ran, not how it was asked for ("auto", null): equal runs, equal hashes
     resolved["train"] |= {"precision": label, "channels_last": ctx.channels_last}
     resolved["input"] |= {"img_size": size}
+    if opts.world.active and not recipe.train.sync_bn:  # batch norms over B/N images: not the one-process protocol
+        resolved["train"]["bn_batch_ranks"] = opts.world.size
     _resolve_lrs(resolved, recipe)
     fields = protocol_fields(
         resolved, dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol, img_size=size,

@@ -191,3 +191,17 @@ def test_rank_slices_rebuild_the_global_batch_and_its_gradient(weighted):
     assert [len(p[1]) for p in parts] == [4, 3, 3]
     for got, expected in zip((p.grad for p in model.parameters()), want, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_batch_norm_over_rank_slices_is_a_protocol_of_its_own():
+    """N ranks without SyncBatchNorm normalise over B/N images: another protocol hash. With it, or in one process,
+    the computation is the one-process one: the same hash."""
+    from fer_bench.data import load_dataset
+    from fer_bench.recipes import load_recipe
+    from fer_bench.runner import RunOptions, run_protocol
+
+    data = load_dataset("synthetic")
+    plain, synced = load_recipe(None), load_recipe(None, ["train.sync_bn=true"])
+    h = lambda r, world: run_protocol("simple_cnn", r, data, RunOptions(out=None, device="cpu", world=world))[0]  # noqa: E731
+    assert h(plain, World()) != h(plain, World(0, 2))
+    assert h(synced, World()) == h(synced, World(1, 4)) != h(plain, World())  # sync_bn is hashed when set
