@@ -34,21 +34,27 @@ TOLERANCE = 0.05
 
 
 def timer_statements(model_name: str, img_size: int, batch_size: int) -> dict[str, tb.Timer]:
-    """Independent Timer statements: forward under inference_mode; forward, cross-entropy, backward, SGD step."""
-    torch.manual_seed(1)
-    model, spec = create_model(model_name)
-    x = torch.randn(batch_size, spec.in_chans, img_size, img_size)
-    y = torch.randint(0, 7, (batch_size,))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    setup = {"model": model, "x": x, "y": y, "opt": opt, "torch": torch}
+    """Independent Timer statements: forward under inference_mode; forward, cross-entropy, backward, SGD step.
+
+    Each statement has a model of its own. NOTE: with one model for both, the training statement changed the model
+    that the inference statement timed later (SGD steps, and batch-norm running statistics updated in train mode),
+    while every `measure()` call times a freshly built model: the window-level inference pairs then compared two
+    different models, not two timers.
+    """
+    threads = torch.get_num_threads()
     infer = "with torch.inference_mode():\n    model(x)"
     train = ("loss = torch.nn.functional.cross_entropy(model(x), y)\nopt.zero_grad(set_to_none=True)\n"
              "loss.backward()\nopt.step()")  # fmt: skip
-    threads = torch.get_num_threads()
-    return {
-        "infer": tb.Timer(stmt=infer, setup="model.eval()", globals=setup, num_threads=threads),
-        "train": tb.Timer(stmt=train, setup="model.train()", globals=setup, num_threads=threads),
-    }
+    timers = {}
+    for part, stmt, mode in (("infer", infer, "model.eval()"), ("train", train, "model.train()")):
+        torch.manual_seed(1)
+        model, spec = create_model(model_name)
+        x = torch.randn(batch_size, spec.in_chans, img_size, img_size)
+        y = torch.randint(0, 7, (batch_size,))
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        env = {"model": model, "x": x, "y": y, "opt": opt, "torch": torch}
+        timers[part] = tb.Timer(stmt=stmt, setup=mode, globals=env, num_threads=threads)
+    return timers
 
 
 def int_pair(text: str) -> tuple[int, int]:

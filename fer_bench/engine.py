@@ -89,13 +89,15 @@ def train_one_epoch(
     ema: WeightAverage | None = None,
     on_batch: Callable[[int, float], None] | None = None,
     report_every: int = REPORT_EVERY,
+    loss_scale: Callable[[], torch.Tensor | float] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``batches``; the scheduler (if any) steps once per batch.
 
     ``frozen`` modules (a frozen backbone) stay in eval mode, so their batch-norm statistics do not drift.
     ``ema`` (a weight average) is updated after every optimizer step. Loss and accuracy add up on the device, so a
     step never waits for the GPU; ``on_batch(images seen, mean loss)`` is called every ``report_every`` steps and
-    after the last, the only times the sums are read back.
+    after the last, the only times the sums are read back. ``loss_scale()`` (data-parallel training,
+    fer_bench.distributed) multiplies the loss that is back-propagated, not the one reported.
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
@@ -119,7 +121,7 @@ def train_one_epoch(
             loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]  # read before the scheduler sets the next step's LR
-        _backward_step(loss, optimizer, model, scaler, grad_clip)
+        _backward_step(loss if loss_scale is None else loss * loss_scale(), optimizer, model, scaler, grad_clip)
         if ema is not None:
             ema.update(model)
         if scheduler is not None:

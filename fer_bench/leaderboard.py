@@ -89,6 +89,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["train_min"] = r["train_wall_s"] / 60 if r.get("train_wall_s") is not None else None
         rec["val_near_best_min"] = r.get("val_near_best_min")
         rec |= _prediction_refs(r)
+        rec["corruptions_path"] = _corruptions_ref(r)
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
         for t, m in r.get("test_tta", {}).items():
             if t != "none":
@@ -104,6 +105,12 @@ def _prediction_refs(row: dict[str, Any]) -> dict[str, str | None]:
     path = str(Path(row["_dir"]) / ref["file"]) if ref and row.get("_dir") else None
     return {"predictions_path": path, "predictions_sha256": ref.get("sha256"),
             "predictions_valid_sha256": valid.get("sha256")}  # fmt: skip
+
+
+def _corruptions_ref(row: dict[str, Any]) -> str | None:
+    """The corruption table (``corruptions.json``) beside a row that ran the corruption suite, for the page."""
+    files = (row.get("corruptions") or {}).get("files") or []
+    return str(Path(row["_dir"]) / "corruptions.json") if "corruptions.json" in files and row.get("_dir") else None
 
 
 def _artifact_path(uri: Any, digest: Any) -> str | None:
@@ -289,12 +296,7 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     """The ranked table as Markdown, CSV, LaTeX or HTML; every numeric header carries ↑ or ↓."""
     agg = agg.assign(tta="none")  # measured headlines are plain single-crop, always
     if published:
-        pub = published_rows().rename(columns={"input_size": "img_size", "pretrained": "weights"})
-        pub["recipe"] = [
-            r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
-            for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)
-        ]
-        agg = pd.concat([agg, pub.assign(device_name="published")], ignore_index=True)
+        agg = with_published(agg)
     cols = table_columns(agg, per_class) + (["source"] if published else [])
     if fmt == "csv":
         cols, stats_cols = [c for c in cols if c not in leaderboard_stats.SHOWN], leaderboard_stats.csv_columns(cols)
@@ -312,6 +314,16 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
         text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
     return text + _note(leaderboard_stats.note(agg), fmt)
+
+
+def with_published(agg: pd.DataFrame) -> pd.DataFrame:
+    """The ranked lines followed by the papers' published rows (``device_name`` "published": never ranked)."""
+    pub = published_rows().rename(columns={"input_size": "img_size", "pretrained": "weights"})
+    pub["recipe"] = [
+        r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
+        for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)
+    ]
+    return pd.concat([agg, pub.assign(device_name="published")], ignore_index=True)
 
 
 def _note(note: str, fmt: str) -> str:

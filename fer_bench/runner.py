@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from fer_bench import checkpoint, cost, engine, predictions, provenance
+from fer_bench import checkpoint, cost, distributed, engine, predictions, provenance
 from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
@@ -69,6 +69,7 @@ class RunOptions:
     resume: bool = False  # continue from <out>/<run>/last.pt when it exists
     protocol: dict | None = None  # a leakage-free protocol (fer_bench.data.audit): test images to drop
     evaluate_test: bool = True  # False while tuning: the test split is never looked at
+    world: distributed.World = distributed.SINGLE  # under torchrun: this rank (fer_bench.distributed)
 
 
 @dataclass(frozen=True)
@@ -140,21 +141,32 @@ def run_model(
                                allow_partial=opts.allow_partial_weights)  # fmt: skip
     if unloaded := frozen_unloaded(model, recipe):  # a partial file passes the check above; frozen must be loaded
         raise ConfigError(_frozen_unloaded_message(recipe, unloaded))
+    world = opts.world
+    model = distributed.sync_batchnorm(model, world, recipe.train.sync_bn, ctx.device.type)
+    if world.rank:  # NOTE: the same initial weights on every rank (seeded above), then dropout masks of its own
+        torch.manual_seed(recipe.train.seed + 7919 * world.rank)
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe, opts.protocol)
+    distributed.check_batches(len(proto.train), recipe.train.batch_size, world, f"recipe {recipe.name!r}")
     rid = run_id(model_name, recipe, data, proto.name)
     run_dir = opts.out / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-
     phash, pfields = run_protocol(model_name, recipe, data, opts, precision, ctx.device.type, size)
-    write_json(run_dir / "protocol.json", pfields)
+    if world.main:  # under torchrun rank 0 alone writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+        write_json(run_dir / "protocol.json", pfields)
 
     start = time.perf_counter()
-    history, model = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
+    history, model, digests = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
+    if not world.main:  # the other ranks trained in step; rank 0 tests, writes and tracks
+        return {"run_id": rid, "world_size": world.size}
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
+    row["world_size"] = world.size
+    if world.active:  # each rank's trained parameters (sha256): equal when the ranks stayed in step
+        row["distributed"] = {"world_size": world.size, "backend": torch.distributed.get_backend(),
+                              "sync_bn": recipe.train.sync_bn, "param_sha256": digests}  # fmt: skip
     row["weights"], row["tf32"] = weights_info(model), provenance.tf32(ctx.device)
     row |= {"protocol_hash": phash, "data_fingerprint": pfields["data_fingerprint"],
             "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
@@ -197,6 +209,8 @@ def run_protocol(
     resolved = recipe_to_dict(recipe)  # what ran, not how it was asked for ("auto", null): equal runs, equal hashes
     resolved["train"] |= {"precision": label, "channels_last": ctx.channels_last}
     resolved["input"] |= {"img_size": size}
+    if opts.world.active and not recipe.train.sync_bn:  # batch norms over B/N images: not the one-process protocol
+        resolved["train"]["bn_batch_ranks"] = opts.world.size
     _resolve_lrs(resolved, recipe)
     fields = protocol_fields(
         resolved, dataset=data.name, fingerprint=data_fingerprint(data), dedup=opts.protocol, img_size=size,
@@ -356,6 +370,7 @@ class _BestTracker:
     best: float = -1.0
     epoch: int = 0  # the epoch of ``best``; 0 = none yet
     stale: int = 0
+    writes: bool = True  # under torchrun rank 0 alone keeps best.pt
 
     def update(self, score: float, epoch: int) -> bool:
         """Record epoch ``epoch``'s score; True when it is the best so far."""
@@ -366,6 +381,8 @@ class _BestTracker:
         return False
 
     def save(self, model: torch.nn.Module) -> None:
+        if not self.writes:
+            return
         checkpoint.save(self.path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
@@ -402,6 +419,8 @@ class _Loop:
     grad_clip: float | None
     progress: bool
     ema: torch.nn.Module | None = None  # the weight average (train.ema_decay): validated, selected, tested
+    world: distributed.World = distributed.SINGLE
+    share: distributed.BatchShare | None = None  # under torchrun: this rank's slice of every global batch
 
     def selected(self, model: torch.nn.Module) -> torch.nn.Module:
         """The weights that validation scores and best.pt keeps: the average's when there is one."""
@@ -418,47 +437,75 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
     loop = _make_loop(recipe, data, proto, norms, ctx, opts)
     loop.ema = build_ema(model, t.ema_decay)  # before a resume restores it
     net = compiled(model, t.compile)  # trains and validates; checkpoints take ``model``'s own state dict
-    tracker = _BestTracker(run_dir / "best.pt")
+    world = loop.world
+    tracker = _BestTracker(run_dir / "best.pt", writes=world.main)
     pos, history, saved = _Position(), [], None
-    if opts.resume and (saved := checkpoint.load(run_dir / "last.pt", recipe_hash(recipe), t.seed)) is not None:
+    if opts.resume and (saved := _load_last(run_dir, recipe, world)) is not None:
         pos, history = _restore(saved, loop, model, tracker), saved["history"]
-        print(f"  resuming after epoch {pos.epoch} from {run_dir / 'last.pt'}", file=sys.stderr)
+        if world.main:
+            print(f"  resuming after epoch {pos.epoch} from {run_dir / 'last.pt'}", file=sys.stderr)
     plan = stage_plan(recipe)
     while not pos.stopped and pos.stage < len(plan):
         si, (stage, n_epochs) = pos.stage, plan[pos.stage]
         frozen, optimizer, scheduler = _open_stage(model, recipe, stage, n_epochs, loop, pos, saved, tracker)
+        train_net = distributed.wrap(net, world, ctx.device)  # per stage: DDP takes the parameters trainable now
         while pos.stage == si and not pos.stopped:
-            entry = _one_epoch(net, loop, optimizer, scheduler, frozen, pos.epoch + 1)
+            entry = _one_epoch(train_net, loop, optimizer, scheduler, frozen, pos.epoch + 1)
             history.append({"epoch": pos.epoch + 1, "stage": stage.name, **entry})
-            _log_epoch(history[-1], t.epochs, opts.progress)
+            if world.main:
+                _log_epoch(history[-1], t.epochs, opts.progress)
             if on_epoch is not None:
                 on_epoch(history[-1])
             improved = tracker.update(entry[SELECT_BY], pos.epoch + 1)
             early = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
             pos = pos.after_epoch(early or pos.stage_epoch + 1 == n_epochs, early and t.early_stop_scope == "run")
             state = _state(recipe, pos, model, optimizer, scheduler, loop, history, tracker)
-            checkpoint.save(run_dir / "last.pt", state)
+            if world.main:
+                checkpoint.save(run_dir / "last.pt", state)
             if improved:
                 tracker.save(loop.selected(model))
-            if early:
+            if early and world.main:
                 then = "the run ends" if pos.stopped else "the next stage starts"
                 print(f"  early stop in stage {stage.name}: no better validation macro-F1 for {tracker.stale} "
                       f"epoch(s); {then}", file=sys.stderr)  # fmt: skip
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
-    return history, model
+    digests = distributed.gather(distributed.param_digest(model), world) if world.active else []
+    if world.main:
+        model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
+    return history, model, digests
+
+
+def _load_last(run_dir: Path, recipe: Recipe, world: distributed.World) -> dict | None:
+    """``last.pt`` (checked as :func:`checkpoint.load` checks it), read by rank 0 and handed to every rank."""
+    state, error = None, None
+    if world.main:
+        try:
+            state = checkpoint.load(run_dir / "last.pt", recipe_hash(recipe), recipe.train.seed)
+        except ConfigError as exc:
+            error = str(exc)
+    state, error = distributed.broadcast((state, error), world)
+    if error is not None:
+        raise ConfigError(error)
+    if state is not None and len(state.get("rng_ranks") or [None]) != world.size:
+        raise ConfigError(f"{run_dir / 'last.pt'}: the checkpoint was made by {len(state.get('rng_ranks') or [None])} "
+                          f"process(es), this run has {world.size}; resume with the same torchrun "
+                          f"--nproc_per_node, or use another --out.")  # fmt: skip
+    return state
 
 
 def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Loop:
     t = recipe.train
+    criterion = build_loss(recipe.loss, data.class_counts(proto.train), ctx.device)
+    augment = BatchAugment(recipe.augment, norms["train"])
+    share = distributed.BatchShare(augment, criterion, opts.world) if opts.world.active else None
     return _Loop(
         train=engine.Batches(*_device_tensors(data, proto.train, ctx.device, check_targets(recipe.loss, data)),
                              batch_size=t.batch_size, shuffle=True, seed=t.seed),
         val=engine.Batches(*_device_tensors(data, proto.val, ctx.device), batch_size=recipe.eval.batch_size),
-        criterion=build_loss(recipe.loss, data.class_counts(proto.train), ctx.device),
-        augment=BatchAugment(recipe.augment, norms["train"]),
+        criterion=criterion, augment=share or augment,
         gen=torch.Generator(ctx.device).manual_seed(t.seed),
         scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp_dtype == torch.float16 else None,
         ctx=ctx, eval_norm=norms["eval"], classes=data.classes, grad_clip=t.grad_clip, progress=opts.progress,
+        world=opts.world, share=share,
     )  # fmt: skip
 
 
@@ -487,6 +534,8 @@ def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _L
         "scaler": loop.scaler.state_dict() if loop.scaler else None,
         "ema": loop.ema.module.state_dict() if loop.ema is not None else None,
         "rng": checkpoint.rng_state(loop.gen), "history": history,
+        # under torchrun every rank's RNGs (dropout draws differ by rank); a collective: every rank builds the state
+        **({"rng_ranks": distributed.gather(checkpoint.rng_state(loop.gen), loop.world)} if loop.world.active else {}),
         "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
     }  # fmt: skip
 
@@ -499,7 +548,7 @@ def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Positio
         loop.ema.module.load_state_dict(state["ema"])
     if loop.scaler is not None and state["scaler"] is not None:
         loop.scaler.load_state_dict(state["scaler"])
-    checkpoint.set_rng_state(state["rng"], loop.gen)
+    checkpoint.set_rng_state(state["rng_ranks"][loop.world.rank] if loop.world.active else state["rng"], loop.gen)
     tracker.best, tracker.epoch, tracker.stale = state["best"], state["best_epoch"], state["stale"]
     if tracker.epoch == state["epoch"]:  # killed between last.pt and best.pt: best.pt may be a stale epoch
         tracker.save(loop.selected(model))
@@ -517,14 +566,23 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> 
     bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
                disable=not (loop.progress and sys.stderr.isatty()), file=sys.stderr)  # fmt: skip
     report = lambda seen, loss: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}"))  # noqa: E731
+    if loop.share is not None:
+        loop.share.seen = 0
     stats = engine.train_one_epoch(
         model, loop.train.epoch(epoch - 1), criterion=loop.criterion, optimizer=optimizer, transform=loop.augment,
         gen=loop.gen, ctx=loop.ctx, scheduler=scheduler, scaler=loop.scaler, grad_clip=loop.grad_clip, frozen=frozen,
         ema=loop.ema, on_batch=None if bar.disable else report,  # no bar: the loss is read back once, at the end
+        loss_scale=loop.share.loss_scale if loop.share is not None else None,
     )  # fmt: skip
     bar.close()
-    val = engine.evaluate(loop.selected(model), loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx,
-                          classes=loop.classes)  # fmt: skip
+    if loop.share is not None:  # the epoch's figures over every rank's samples
+        stats = distributed.reduce_epoch(stats, loop.share.seen, loop.world)
+    val = None
+    if loop.world.main:  # the others take rank 0's figures: the same early stop and LR plateau on every rank
+        inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        val = engine.evaluate(loop.selected(inner), loop.val.epoch(), transform=loop.eval_norm, ctx=loop.ctx,
+                              classes=loop.classes)  # fmt: skip
+    val = distributed.broadcast(val, loop.world)
     scheduler.end_epoch(val["top1"])
     entry = stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
     return entry | {"epoch_wall_s": time.perf_counter() - start}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class TuneJob:
     experiment: str = "fer-bench-tune"
     track: bool = True
     cache_dir: str | None = None
+    device: str = "auto"  # the device this worker trains on (tune: one per worker, round-robin over the GPUs)
 
 
 SPACE_KEYS = ("name", "description", "objective", "params")
@@ -208,7 +210,7 @@ def objective_fn(job: TuneJob, space: dict, data, tracker):
         recipe = trial_recipe(job, values)
         recipe = replace(recipe, name=f"{recipe.name}-t{trial.number}")
         print(f"== trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()), file=sys.stderr)
-        opts = RunOptions(out=job.out / "trials", device="auto", progress=False, evaluate_test=False)
+        opts = RunOptions(out=job.out / "trials", device=job.device, progress=False, evaluate_test=False)
         with tracker.run(f"trial-{trial.number}", nested=True, tags={KIND_TAG: "trial"}) as run_id:
             if run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
@@ -246,6 +248,10 @@ def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
     from fer_bench.data import load_dataset
     from fer_bench.tracking import MlflowTracker, NullTracker
 
+    if job.device.startswith("cuda:"):  # NOTE: the worker's own GPU is its current one too, so that nothing it
+        import torch  # allocates without naming a device lands on (and holds a context on) GPU 0
+
+        torch.cuda.set_device(torch.device(job.device))
     space = read_space(job.search)
     data = load_dataset(job.dataset, job.data_dir, job.cache_dir)
     study = create_study(job, study_name)
@@ -258,24 +264,55 @@ def run_worker(job: TuneJob, study_name: str, target_total: int) -> None:
         )
 
 
-def tune(job: TuneJob, workers: int = 1) -> dict[str, Any]:
-    """Add ``job.trials`` trials to the study (over ``workers`` processes); write the best recipe."""
+def worker_devices(workers: int, gpus: Sequence[str], visible: Sequence[str]) -> list[str]:
+    """The device of each of ``workers`` workers: round-robin over ``gpus`` (``CUDA_VISIBLE_DEVICES`` ids, as
+    ``fer-bench run --gpus`` takes them), each named by its index among the ``visible`` ids; all ``cpu`` without one.
+
+    Example:
+        >>> worker_devices(3, ["1", "3"], ["0", "1", "3"])
+        ['cuda:1', 'cuda:2', 'cuda:1']
+    """
+    if not gpus:
+        return ["cpu"] * workers
+    return [f"cuda:{list(visible).index(gpus[k % len(gpus)])}" for k in range(workers)]
+
+
+def plan_devices(workers: int, gpus: str | None, device: str = "auto") -> list[str]:
+    """``tune --workers N [--gpus I,…]``: each worker's device; the GPUs are checked as ``run --jobs`` checks them
+    (every visible one by default, i.e. ``torch.cuda.device_count()`` of them; none with ``--device cpu``)."""
+    from fer_bench.jobs import job_gpus, visible_gpus
+
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: expected the number of worker processes, 1 or more.")
+    chosen = job_gpus(gpus, device)
+    return worker_devices(workers, chosen, visible_gpus() if chosen else [])
+
+
+def tune(job: TuneJob, workers: int = 1, devices: Sequence[str] | None = None) -> dict[str, Any]:
+    """Add ``job.trials`` trials to the study (over ``workers`` processes, worker k on ``devices[k]``, by default
+    :func:`plan_devices`: each on its own GPU while there are enough); write the best recipe."""
+    devices = list(devices) if devices is not None else plan_devices(workers, None)
     name = study_name(job)
     study = create_study(job, name)
     target = len(study.trials) + job.trials
     if not study.trials:  # trial 0 is the base recipe itself, so the best is never below it on the objective
         study.enqueue_trial(base_values(job, read_space(job.search)["params"]), user_attrs={"base_recipe": True})
     if workers <= 1:
-        run_worker(job, name, target)
+        run_worker(replace(job, device=devices[0]), name, target)
     else:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=run_worker, args=(job, name, target)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        launch_workers(job, name, target, devices[:workers])
     study = create_study(job, name)
     return write_best(job, study)
+
+
+def launch_workers(job: TuneJob, name: str, target: int, devices: Sequence[str]) -> None:
+    """One spawned process per device, each running :func:`run_worker` on its own device; waits for them all."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=run_worker, args=(replace(job, device=d), name, target)) for d in devices]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
 
 
 def study_name(job: TuneJob) -> str:

@@ -10,6 +10,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # No usage telemetry from MLflow in tests (no network here; a blocked lookup can stall a process at exit).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# Under pytest-xdist (scripts/test.sh runs two workers on the two cores) each worker, and every process it starts,
+# computes on one thread: two workers of two threads each would oversubscribe the cores. Set before torch loads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REAL_FER2013 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013"
 

@@ -10,7 +10,7 @@ import pytest
 
 from fer_bench import predictions
 from fer_bench.errors import ConfigError
-from fer_bench.suite import cells, load_suite, parse_shard, shard
+from fer_bench.suite import SLURM_ARRAY_VARS, cells, load_suite, parse_shard, shard
 from helpers import write_csv
 
 mlflow = pytest.importorskip("mlflow")
@@ -93,6 +93,59 @@ def test_shards_partition_the_cells_deterministically():
     for bad in ("0/3", "4/3", "2", "a/b"):
         with pytest.raises(ConfigError, match="--shard"):
             parse_shard(bad)
+
+
+def _array_env(task: int, lo: int, hi: int, step: int = 1) -> dict[str, str]:
+    """What SLURM sets in task ``task`` of ``sbatch --array=lo-hi:step``."""
+    values = (task, (hi - lo) // step + 1, lo, hi, step)
+    return {var: str(v) for var, v in zip(SLURM_ARRAY_VARS, values, strict=True)}
+
+
+def test_shard_auto_gives_every_cell_to_exactly_one_array_task():
+    all_cells = cells(load_suite(ROOT / "benchmarks" / "fer2013-gpu.yaml"))
+    for lo, hi, step in [(0, 3, 1), (1, 4, 1), (1, 7, 2), (3, 23, 4), (5, 5, 1)]:  # from 0, from 1, stepped, one task
+        shares = [parse_shard("auto", _array_env(t, lo, hi, step)) for t in range(lo, hi + 1, step)]
+        n = (hi - lo) // step + 1
+        assert shares == [(k, n) for k in range(1, n + 1)]  # task i of the array takes share i, whatever its id
+        parts = [c.id for k, n in shares for c in shard(all_cells, k, n)]
+        assert sorted(parts) == sorted(c.id for c in all_cells) and len(parts) == len(all_cells)  # each cell once
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_MAX, "
+             "SLURM_ARRAY_TASK_STEP not set"),
+        ({**_array_env(1, 1, 7, 2), "SLURM_ARRAY_TASK_STEP": ""}, "SLURM_ARRAY_TASK_STEP not set"),
+        ({**_array_env(1, 1, 7, 2), "SLURM_ARRAY_TASK_ID": "x"}, "SLURM_ARRAY_TASK_ID='x' is not an integer"),
+        (_array_env(2, 1, 7, 2), "SLURM_ARRAY_TASK_ID=2 is not a task of the array"),
+        (_array_env(9, 1, 7, 2), "SLURM_ARRAY_TASK_ID=9 is not a task of the array"),
+        ({**_array_env(3, 0, 7, 1), "SLURM_ARRAY_TASK_COUNT": "3"}, "do not describe one range"),  # --array=0,3,7
+        ({**_array_env(3, 1, 7, 2), "SLURM_ARRAY_TASK_STEP": "0"}, "do not describe one range"),
+    ],
+)  # fmt: skip
+def test_shard_auto_refuses_missing_or_inconsistent_array_variables(env, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_shard("auto", env)
+    assert expected in str(err.value) and "--shard auto" in str(err.value) and "--shard K/N" in str(err.value)
+
+
+def test_shard_auto_on_the_command_line(on_disk, monkeypatch):
+    """The CLI takes its share from the array variables: the one-cell suite of ``on_disk`` (finished, so nothing
+    trains) is all of share 1 of ``--array=1-3:2`` and none of share 2; outside an array: one line, exit 2."""
+    suite, out = on_disk["out"].parent / "tiny.yaml", on_disk["out"]
+    common = ("run", "--suite", str(suite), "--out", str(out), "--no-progress", "--no-track", "--shard", "auto")
+    for var in SLURM_ARRAY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    res = fer_bench(*common)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "SLURM_ARRAY_TASK_ID" in res.stderr, res.stderr
+    for task, told in [(1, "1 cell(s) in this share, 1 finished before, 0 to run"),
+                       (3, "0 cell(s) in this share, 0 finished before, 0 to run")]:  # fmt: skip
+        for var, value in _array_env(task, 1, 3, 2).items():
+            monkeypatch.setenv(var, value)
+        res = fer_bench(*common)
+        assert res.returncode == 0 and told in res.stderr, res.stderr
 
 
 def _model_runs(uri: str, experiment: str = "tiny"):

@@ -145,7 +145,8 @@ def test_the_new_options_at_their_defaults_leave_every_hash_as_it_was():
     checkpoints keyed on them stay valid. Set, an option that changes the numbers enters both."""
     base = load_recipe(None)
     assert (recipe_hash(base), _protocol(base)) == ("91130636f64e", "683f9340bf40")
-    for sets in (["train.ema_decay=0.999"], ["optim.lr_scaling=linear", "optim.reference_batch_size=32"]):
+    for sets in (["train.ema_decay=0.999"], ["optim.lr_scaling=linear", "optim.reference_batch_size=32"],
+                 ["train.sync_bn=true"]):  # fmt: skip
         r = load_recipe(None, sets)
         assert recipe_hash(r) != recipe_hash(base) and _protocol(r) != _protocol(base), sets
     compiled = load_recipe(None, ["train.compile=max-autotune"])

@@ -19,7 +19,9 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 import fer_bench.data  # noqa: E402
+import fer_bench.errors  # noqa: E402
 import fer_bench.runner  # noqa: E402
+import fer_bench.tracking  # noqa: E402
 import fer_bench.tune  # noqa: E402
 from fer_bench.recipes import load_recipe  # noqa: E402
 from fer_bench.tune import TuneJob, create_study, final_compare, tune  # noqa: E402
@@ -270,3 +272,50 @@ def test_postgresql_rdb_storage(tmp_path):
 
     run_worker(job, name, 2)
     assert len(create_study(job, name).trials) == 2
+
+
+def test_tuning_workers_take_the_visible_gpus_in_turn(tmp_path, monkeypatch):
+    """Three faked GPUs, four workers: the launcher starts each worker's process with its own device, round-robin
+    (no real GPU, no training: the processes are recorded, not started), and a worker's trials train on it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert fer_bench.tune.plan_devices(4, None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert fer_bench.tune.plan_devices(2, "2,1") == ["cuda:2", "cuda:1"]  # --gpus: ids as `run --gpus` takes them
+    assert fer_bench.tune.plan_devices(2, None, device="cpu") == ["cpu", "cpu"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")  # the ids this process sees are 4, 6, 7 = its cuda:0, 1, 2
+    assert fer_bench.tune.plan_devices(3, "7,4") == ["cuda:2", "cuda:0", "cuda:2"]
+    with pytest.raises(fer_bench.errors.ConfigError, match="not among the visible GPUs"):
+        fer_bench.tune.plan_devices(2, "0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert fer_bench.tune.plan_devices(2, None) == ["cpu", "cpu"]  # no GPU: the CPU
+
+    started = []
+
+    class Recorded:
+        def __init__(self, target, args):
+            self.target, self.args = target, args
+
+        def start(self):
+            started.append((self.target, self.args[0].device))
+
+        def join(self):
+            pass
+
+    monkeypatch.setattr(fer_bench.tune.mp, "get_context", lambda method: type("Ctx", (), {"Process": Recorded}))
+    fer_bench.tune.launch_workers(_job(tmp_path, 1), "study", 1, ["cuda:0", "cuda:1", "cuda:2", "cuda:0"])
+    assert [d for _, d in started] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert all(target is fer_bench.tune.run_worker for target, _ in started)
+
+    seen = []  # what a worker's objective hands the runner: its own device
+
+    def fake_run_model(model, recipe, data, opts, on_epoch=None):
+        seen.append(opts.device)
+        return {"history": [{"epoch": 1, "val_macro_f1": 10.0, "val_top1": 20.0}]}
+
+    monkeypatch.setattr(fer_bench.runner, "run_model", fake_run_model)
+    space = fer_bench.tune.read_space(SEARCH)
+    objective = fer_bench.tune.objective_fn(replace(_job(tmp_path, 1), device="cuda:2"), space, None,
+                                            fer_bench.tracking.NullTracker())  # fmt: skip
+    assert objective(optuna.create_study(direction="maximize").ask()) == 10.0 and seen == ["cuda:2"]

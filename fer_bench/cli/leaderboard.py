@@ -20,12 +20,21 @@ def add_parser(sub) -> None:
     p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
     p.add_argument("--out", type=Path, help="write the table here (default: print it)")
     p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here")
+    p.add_argument("--page", type=Path, metavar="FILE",
+                   help="write the leaderboard page here: one self-contained HTML file (sortable table, conditions, "
+                        "Pareto plot, per-class F1, reliability diagrams, corruption curves)")  # fmt: skip
+    p.add_argument("--corruption-runs", nargs="+", type=Path, metavar="DIR",
+                   help="with --page: run folders (or their parents) whose corruption tables to draw too, e.g. the "
+                        "--out of `fer-bench eval --corruptions`; their rows stay out of the table")  # fmt: skip
+    p.add_argument("--screenshot", type=Path, metavar="PNG",
+                   help="with --page: a headless-Chromium screenshot of the page (1400 × 2000 px)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fer_bench import leaderboard as lb
 
+    _check_page_args(args)  # before anything is read or written
     if args.from_results:
         missing = [str(p) for p in args.from_results if not p.exists()]
         if missing:
@@ -51,4 +60,36 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(table)
     if args.plot:
         lb.pareto_plot(agg, args.plot)
+    if args.page:
+        _write_page(args, frame, agg)
     return 0
+
+
+def _check_page_args(args: argparse.Namespace) -> None:
+    for opt in ("screenshot", "corruption_runs"):
+        if getattr(args, opt) and not args.page:
+            raise FerBenchError(f"--{opt.replace('_', '-')} needs --page FILE (it is part of the page).")
+    missing = [str(p) for p in args.corruption_runs or [] if not p.exists()]
+    if missing:
+        raise FerBenchError(f"--corruption-runs: {', '.join(missing)} does not exist. Give the --out folder of a "
+                            "`fer-bench eval --corruptions` (or its run folders).")  # fmt: skip
+    if args.screenshot:
+        from fer_bench.leaderboard_page import CHROMIUM, find_chromium
+
+        if find_chromium() is None:
+            looked = ", ".join(CHROMIUM)
+            raise FerBenchError(f"--screenshot: no headless browser on PATH (looked for {looked}). Install Debian's "
+                                "`chromium` (apt-get install chromium) or drop --screenshot.")  # fmt: skip
+
+
+def _write_page(args: argparse.Namespace, frame, agg) -> None:
+    from fer_bench import leaderboard as lb
+    from fer_bench import leaderboard_page
+
+    source = (" ".join(str(p) for p in args.from_results) if args.from_results
+              else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip
+    extra = lb.frame_from_rows(lb.read_rows(args.corruption_runs)) if args.corruption_runs else None
+    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class, source=source,
+                           corruption_runs=extra)  # fmt: skip
+    if args.screenshot:
+        leaderboard_page.screenshot(args.page, args.screenshot)

@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--suite", type=Path, metavar="FILE",
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
-    p.add_argument("--shard", metavar="K/N", help="with --suite: run share K of N (N machines, one MLflow store)")
+    p.add_argument("--shard", metavar="K/N|auto",
+                   help="with --suite: run share K of N (N machines, one MLflow store); auto: this SLURM array "
+                        "task's share, from SLURM_ARRAY_TASK_ID/COUNT/MIN/MAX/STEP")  # fmt: skip
     p.add_argument("--jobs", metavar="N",
                    help="with --suite: run N cells at once, each in its own process; a failed cell fails alone "
                         "(default 1: one after another, in this process)")  # fmt: skip
@@ -41,6 +43,8 @@ def add_parser(sub) -> None:
     p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
     p.add_argument("--precision", choices=("auto", "fp32", "amp_bf16", "amp_fp16"))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)")
     p.add_argument(
         "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
     )
@@ -65,6 +69,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.suite):
         raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
     if args.suite:
+        from fer_bench.distributed import from_env
+
+        if from_env().active:
+            raise FerBenchError("torchrun trains one run data-parallel (--models); a suite spreads its cells over "
+                                "GPUs and hosts with --jobs and --shard instead.")  # fmt: skip
         return _run_suite(args)
     if args.jobs or args.gpus:
         raise FerBenchError("--jobs and --gpus apply to a suite: use them with --suite FILE.")
@@ -72,6 +81,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FerBenchError("--shard applies to a suite: use it with --suite FILE.")
     seeds = _seeds(args)
     args.dataset = args.dataset or "synthetic"
+    from fer_bench import distributed
+
+    world, device = distributed.setup(args.device)  # under torchrun: join the job, this rank's device
+    try:
+        code = _run_models(args, seeds, world, device)
+    except BaseException:  # no barrier: the other ranks may wait in a collective this one never reaches
+        distributed.teardown(world, wait=False)
+        raise
+    distributed.teardown(world)
+    return code
+
+
+def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
     from fer_bench.data import load_dataset
     from fer_bench.leaderboard import render_rows
     from fer_bench.models import get_spec
@@ -90,20 +112,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         from fer_bench.data.audit import load_protocol
 
         protocol = load_protocol(args.protocol)
-    opts = RunOptions(out=args.out, device=args.device, weights=args.weights, progress=not args.no_progress,
-                      resume=args.resume, protocol=protocol,
-                      allow_partial_weights=args.allow_partial_weights)  # fmt: skip
-    tracker = make_tracker(args)
+    opts = RunOptions(out=args.out, device=device, weights=args.weights, progress=not args.no_progress,
+                      resume=args.resume, protocol=protocol, allow_partial_weights=args.allow_partial_weights,
+                      world=world)  # fmt: skip
+    from fer_bench.tracking import NullTracker
+
+    tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
     rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
         for spec, recipe in runs:
-            print(f"== {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · {data.name} ({data.source})",
-                  file=sys.stderr)  # fmt: skip
+            if world.main:
+                print(f"== {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · {data.name} "
+                      f"({data.source})" + (f" · {world.size} processes" if world.active else ""),
+                      file=sys.stderr)  # fmt: skip
             # tagged as a model run from its start, so that a killed or running one is found as such too
             with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
                 tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
+    if not world.main:
+        return 0
     table = render_rows(rows, root=args.out)
     (args.out / "leaderboard.md").write_text(table + "\n")
     print(table)
@@ -225,6 +253,8 @@ def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
         sets.append(f"train.seed={seed}")
     if args.pretrained:
         sets.append("input.pretrained=true")
+    if getattr(args, "sync_bn", False):
+        sets.append("train.sync_bn=true")
     recipe = load_recipe(name, list(args.sets) + sets)
     from fer_bench.errors import ConfigError
     from fer_bench.recipes.checks import frozen_without_weights

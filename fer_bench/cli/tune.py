@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from fer_bench.cli.common import RUN_OVERRIDES, add_data_args, add_tracking, int_list
+from fer_bench.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -20,7 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--limit-train", type=int, metavar="N")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the storage")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the storage, one GPU each (round-robin over --gpus)")  # fmt: skip
+    p.add_argument("--gpus", metavar="I,…",
+                   help="the GPUs the workers take in turn (CUDA_VISIBLE_DEVICES ids; default: every visible one; "
+                        "none visible: the CPU)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (default: the GPUs, else the CPU) or cpu")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
     p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
@@ -34,7 +40,7 @@ def add_parser(sub) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
-    from fer_bench.tune import TuneJob, final_compare, report, tune
+    from fer_bench.tune import TuneJob, final_compare, plan_devices, report, tune
 
     sets = [
         f"{path}={getattr(args, flag)}"
@@ -45,9 +51,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     job = TuneJob(args.search, args.recipe, args.model, args.dataset, args.data_dir, tuple(args.sets + sets),
                   args.out, args.storage, args.trials, args.seed, args.tracking_uri, experiment,
                   not args.no_track, args.cache_dir)  # fmt: skip
+    if args.device not in ("auto", "cpu"):
+        raise ConfigError(f"--device {args.device}: tune takes auto or cpu; pick GPUs with --gpus.")
+    devices = plan_devices(args.workers, args.gpus, args.device)  # checked before anything is written
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        print(json.dumps(tune(job, args.workers), indent=2))
+        print(json.dumps(tune(job, args.workers, devices), indent=2))
     print(report(job))
     if args.final_seeds:
         print("\n" + final_compare(job, args.final_seeds))

@@ -119,6 +119,9 @@ class TrainCfg:
     # Decay of an exponential moving average of the weights, updated after every optimizer step; validation,
     # checkpoint selection and the test use the averaged weights. None = off; e.g. 0.999 (~1000-step horizon).
     ema_decay: float | None = None
+    # Under torchrun (fer_bench.distributed): batch norms normalise over the global batch, not each rank's slice.
+    # One process: plain batch norm, the same computation.
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
 # hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
 # it had before they existed; set, they enter both.
 HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay",
-                   "schedule.hold_fraction")
+                   "schedule.hold_fraction", "train.sync_bn")
 
 
 def without_unset_additions(recipe_dict: dict) -> dict:

@@ -1,0 +1,287 @@
+"""The leaderboard page (issue 18): one self-contained HTML file, its label placement, and the page as headless
+Chromium draws it (that test skips where no Chromium is installed, and fails instead under CI, which installs it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from html.parser import HTMLParser
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_bench import leaderboard as lb
+from fer_bench import leaderboard_page as page
+from fer_bench import page_figures
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+EVIL = '<script>alert("x")</script>'  # a model name is user input
+
+
+def _row(model: str, run_dir: Path | None, *, top1: float, f1: float, seed: int = 0, **kw) -> dict:
+    """A result row as `fer-bench run` writes it (the fields the leaderboard and the page read)."""
+    test = {"top1": top1, "macro_f1": f1, "weighted_f1": f1 + 2} | {f"f1_{c}": f1 + i for i, c in enumerate(CLASSES)}
+    row = {"model": model, "recipe": "baseline", "dataset": "fer2013", "split": "test", "img_size": 48, "epochs": 3,
+           "seed": seed, "device_name": "x86_64 (2 threads)", "precision": "fp32", "params": 11.2e6, "gmacs": 0.1,
+           "infer_model_img_s": 800.0, "train_e2e_img_s": 180.0, "train_frozen_epochs": 0, "protocol_hash": "aaaa",
+           "weights_source": "scratch", "run_id": f"{model}-s{seed}", "test": test,
+           "test_tta": {"none": test}}  # fmt: skip
+    return row | ({"_dir": str(run_dir)} if run_dir else {}) | kw
+
+
+def _with_predictions(tmp_path: Path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -> dict:
+    """A row whose folder holds its predictions file, scored from it."""
+    from fer_bench import predictions
+    from fer_bench.metrics import classification_metrics
+
+    d = tmp_path / name
+    d.mkdir()
+    probs = np.eye(7, dtype=np.float32)[pred] * 0.5 + np.float32(0.5 / 7)
+    digest = predictions.write(d / predictions.FILE, probs, y, np.array([f"s{i}" for i in range(len(y))]))
+    m = classification_metrics(probs, y, CLASSES)
+    return _row(kw.pop("model", name), d, top1=m["top1"], f1=m["macro_f1"],
+                predictions={"file": predictions.FILE, "sha256": digest}, **kw)  # fmt: skip
+
+
+def _corruption_table(run_dir: Path, clean: float) -> dict:
+    """A ``corruptions.json`` as `fer-bench eval --corruptions` writes it; returns the row's summary."""
+    table = [{"corruption": c, "severity": s, "param": s, "param_name": "p", "top1": clean - k * s, "macro_f1": 1.0}
+             for k, c in enumerate(("gaussian_noise", "jpeg"), start=2) for s in range(1, 6)]  # fmt: skip
+    summary = {"mca": float(np.mean([t["top1"] for t in table])), "clean_top1": clean, "seed": 0,
+               "files": ["corruptions.csv", "corruptions.json", "corruptions.png"]}  # fmt: skip
+    summary["mca_ratio"] = summary["mca"] / clean
+    (run_dir / "corruptions.json").write_text(json.dumps(summary | {"table": table}))
+    return summary
+
+
+def _case(tmp_path: Path) -> list[dict]:
+    """best (two seeds), near (4 samples from best's seed 0, 1200 img/s), worse (15 pt below, a corruption table, a
+    hostile name, 400 img/s), old (no predictions file, no throughput). Text order of the img/s would be 1200, 400,
+    800."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 600)
+    preds = {}
+    for name, acc, seed in [("best0", 0.70, 1), ("best1", 0.71, 2), ("worse", 0.55, 3)]:
+        p = y.copy()
+        wrong = np.random.default_rng(seed).permutation(600)[: round((1 - acc) * 600)]
+        p[wrong] = (y[wrong] + 1 + np.arange(len(wrong)) % 6) % 7
+        preds[name] = p
+    near = preds["best0"].copy()
+    near[np.flatnonzero(near == y)[:4]] = (y[np.flatnonzero(near == y)[:4]] + 1) % 7
+    worse = _with_predictions(tmp_path, "worse", preds["worse"], y, model=EVIL, run_id="worse", infer_model_img_s=400.0)
+    worse["corruptions"] = _corruption_table(tmp_path / "worse", worse["test"]["top1"])
+    return [_with_predictions(tmp_path, "best0", preds["best0"], y, model="best", seed=0),
+            _with_predictions(tmp_path, "best1", preds["best1"], y, model="best", seed=1),
+            _with_predictions(tmp_path, "near", near, y, model="near", params=29.9e6, infer_model_img_s=1200.0),
+            worse, _row("old", None, top1=30.0, f1=20.0, infer_model_img_s=None, params=0.4e6)]  # fmt: skip
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text of each <tr> of the leaderboard's body."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.rows: list[list[str]] = []
+        self._in_body = self._in_table = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_table = self._in_table or (tag == "table" and dict(attrs).get("id") == "leaderboard")
+        self._in_body = self._in_body or (self._in_table and tag == "tbody")  # a browser adds one to every table
+        if tag == "tr" and self._in_body:
+            self.rows.append([])
+
+    def handle_endtag(self, tag):
+        self._in_body = self._in_body and tag != "tbody"
+        self._in_table = self._in_table and tag != "table"
+
+    def handle_data(self, data):
+        if self._in_body and self.rows and data.strip():
+            self.rows[-1].append(data.strip())
+
+
+def _parse(text: str) -> _Tags:
+    p = _Tags()
+    p.feed(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    d = tmp_path_factory.mktemp("page")
+    frame = lb.frame_from_rows(_case(d))
+    agg = lb.aggregate(frame)
+    return frame, agg, page.render(frame, agg, published=True, source="runs/x")
+
+
+def test_the_page_holds_every_row_and_section_and_nothing_outside_itself(built):
+    frame, agg, text = built
+    tags = _parse(text)
+    n_pub = len(lb.published_rows())
+    classes = [a.get("class") for t, a in tags.tags if t == "tr" and a.get("class")]
+    assert classes.count("measured") == len(agg) == 4 and classes.count("published") == n_pub
+    for model in ("best", "near", "old"):
+        assert f"<td>{model}</td>" in text
+    assert [t for t, _ in tags.tags].count("img") == 1 + 1 + 4 + 1  # Pareto, heatmap, 4 reliability, 1 corruption
+    for tag, attrs in tags.tags:  # self-contained: no file, CDN or link leaves the page
+        assert not re.match(r"(https?:)?//", attrs.get("src") or attrs.get("href") or ""), (tag, attrs)
+        assert tag != "link" and not (tag == "script" and "src" in attrs)
+        if tag == "img":
+            assert attrs["src"].startswith("data:image/png;base64,")
+            assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    sections = [a["id"] for t, a in tags.tags if t == "section"]
+    assert sections == ["conditions", "table", "pareto", "per-class", "reliability", "corruptions"]
+    # the one line saying what is missing, never a vanished section: old has no predictions file
+    assert "No predictions file: old · baseline · test · seed 0 (no predictions file recorded" in text
+
+
+def test_every_string_from_a_row_is_escaped(built):
+    text = built[2]
+    assert EVIL not in text and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    assert text.count("<script") == 1  # the page's own script only
+
+
+def test_the_table_carries_its_marks_conditions_and_sort_keys(built):
+    _, agg, text = built
+    assert '<td class="sig-best">best</td>' in text  # best is the first line: the best mark, no p
+    assert re.search(r'class="sig-near" title="Holm-adjusted p = [0-9.e-]+">≈</td>', text)
+    assert re.search(r'class="sig-below" title="Holm-adjusted p = [0-9.e-]+">&lt;</td>', text)
+    assert '<span class="badge">published</span>' in text
+    for needle in ("α = 0.05", "Holm", "≈ best", "fer2013", "x86_64 (2 threads)", "runs/x", "seeds per line"):
+        assert needle in text, needle
+    rows = _parse(text).rows
+    assert [r[1] for r in rows[:4]] == agg["model"].tolist()  # ranked order, as in the other formats
+    for v in agg["top1"]:  # each number sorts by its raw value, not its rounded text
+        assert f'<td data-v="{float(v)!r}">' in text
+
+
+def test_sections_without_inputs_say_so_in_one_line(tmp_path):
+    frame = lb.frame_from_rows([_row("old", None, top1=30.0, f1=20.0, infer_model_img_s=None)])
+    text = page.render(frame, lb.aggregate(frame))
+    for needle in ("No line has an inference img/s figure", "No run has a predictions file",
+                   "No run folder among the inputs holds a corruption table"):  # fmt: skip
+        assert text.count(needle) == 1, needle
+    assert '<section id="per-class">' in text and "No row has" not in text  # per-class F1 is in the row
+
+
+def test_a_corruption_table_that_is_not_one_is_an_error(tmp_path):
+    from fer_bench.errors import DataError
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "corruptions.json").write_text('{"table": [{"corruption": "jpeg"}]}')
+    row = _row("m", d, top1=50.0, f1=40.0, corruptions={"files": ["corruptions.json"]})
+    frame = lb.frame_from_rows([row])
+    with pytest.raises(DataError, match=r"corruptions.json: not a corruption table"):
+        page.render(frame, lb.aggregate(frame))
+
+
+def _overlaps(boxes: np.ndarray) -> list[tuple[int, int]]:
+    return [(i, j) for i, j in combinations(range(len(boxes)), 2)
+            if min(boxes[i][2], boxes[j][2]) > max(boxes[i][0], boxes[j][0])
+            and min(boxes[i][3], boxes[j][3]) > max(boxes[i][1], boxes[j][1])]  # fmt: skip
+
+
+def test_labels_are_placed_without_overlap_even_on_one_point():
+    anchors = np.array([[200.0, 150.0]] * 8 + [[205.0, 152.0], [400.0, 40.0]])
+    sizes = np.array([[70.0, 11.0]] * 10)
+    boxes = page_figures.place_labels(anchors, sizes, (0, 0, 600, 300))
+    assert not _overlaps(boxes)
+    assert np.allclose(boxes[:, 2:] - boxes[:, :2], sizes)  # sizes kept
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 600).all() and (boxes[:, 3] <= 300).all()
+    dots = np.hstack([anchors - 7, anchors + 7])
+    assert not any(_overlaps(np.array([b, d])) for b in boxes for d in dots)  # no label covers a point
+    naive = np.hstack([anchors + 5, anchors + 5 + sizes])  # matplotlib's fixed offset: every label on the others
+    assert _overlaps(naive)
+
+
+def test_the_pareto_plot_has_a_marker_per_protocol_and_no_overlapping_labels():
+    from matplotlib.text import Text
+
+    rows = [{"model": f"m{i}", "recipe": f"r{i % 3}", "protocol_hash": f"p{i % 3}", "split": "test",
+             "infer_model_img_s": 500.0 + (i % 2), "top1": 60 + 0.05 * i, "macro_f1": 50 + 0.05 * i}
+            for i in range(9)]  # fmt: skip
+    agg = pd.DataFrame(rows)
+    fig = page_figures.pareto_figure(agg)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_gid() == "label"]
+        assert len(labels) == 9
+        # the text's own box (an Annotation's window extent would include its leader line)
+        assert not _overlaps(np.array([Text.get_window_extent(t, renderer).extents for t in labels]))
+        shapes = {c.get_paths()[0].vertices.shape for c in ax.collections}
+        assert len(shapes) == 3  # one marker shape per protocol
+    page_figures._pyplot().close(fig)
+
+
+def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys):
+    runs, evals = tmp_path / "runs", tmp_path / "evals"
+    (tmp_path / "x").mkdir()
+    rows = _case(tmp_path / "x")
+    for r in rows[:4]:  # the eval folder holds the corruption table; the run folders do not
+        r.pop("corruptions", None)
+        d = runs / r["run_id"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "result.json").write_text(json.dumps({k: v for k, v in r.items() if k != "_dir"}))
+        for f in Path(r["_dir"]).glob("*.npz"):
+            (d / f.name).write_bytes(f.read_bytes())
+    ev = evals / "eval-worse"
+    ev.mkdir(parents=True)
+    worse = dict(rows[3], infer_model_img_s=999.0, run_id="eval-worse")
+    worse.pop("predictions")
+    worse.pop("_dir")
+    worse["corruptions"] = _corruption_table(ev, worse["test"]["top1"])
+    (ev / "result.json").write_text(json.dumps(worse))
+    from fer_bench.cli import main
+
+    table = lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows([runs]))), "md")
+    args = ["leaderboard", "--from-results", str(runs), "--format", "md"]
+    capsys.readouterr()
+    assert main([*args, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)]) == 0
+    assert capsys.readouterr().out == table + "\n" and "999.0" not in table  # the eval row never entered the table
+    text = (tmp_path / "p.html").read_text()
+    assert "mCA" in text and "No run folder among the inputs holds a corruption table" not in text
+    assert text.count("<figure>") == 4 + 1  # the runs' reliability diagrams and the eval folder's corruption curves
+    assert main([*args, "--screenshot", str(tmp_path / "s.png")]) == 2  # a user mistake: one line, nothing written
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--screenshot needs --page" in err and not (tmp_path / "s.png").exists()
+
+
+def _chromium_or_skip() -> None:
+    if page.find_chromium() is None:
+        why = f"no headless Chromium on PATH ({', '.join(page.CHROMIUM)}); CI installs Debian's `chromium`"
+        if os.environ.get("FER_BENCH_REQUIRE_CHROMIUM"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path):
+    _chromium_or_skip()
+    from PIL import Image
+
+    path = tmp_path / "page.html"
+    path.write_text(built[2], encoding="utf-8")
+    shot = tmp_path / "page.png"
+    page.screenshot(path, shot)
+    im = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert im.shape == (2000, 1400)
+    assert (im < 200).mean() > 0.02 and im.std() > 20  # text, table and figures drawn, not a blank page
+
+    def order(query: str) -> list[str]:
+        dom = page.dump_dom(path, query)
+        assert 'data-page-ready="1"' in dom  # the script ran
+        assert f'data-sorted="{query.split("=")[1].split("&")[0]}:{query.rsplit("=", 1)[1]}"' in dom
+        return [r[1] for r in _parse(dom).rows]
+
+    # inference img/s: numbers as numbers (as text 1200 < 400 < 800); blanks (old, the published rows) last either
+    # way, in the table's order
+    up, down = order("sort=infer_model_img_s&dir=asc"), order("sort=infer_model_img_s&dir=desc")
+    blanks = ["old", *lb.published_rows()["model"]]
+    assert up == [EVIL, "best", "near", *blanks] and down == ["near", "best", EVIL, *blanks]
