@@ -46,6 +46,16 @@ def _row(out) -> dict:
     return json.loads(path.read_text())
 
 
+def _predict_by_hand(run_dir, images: torch.Tensor) -> np.ndarray:
+    """The run's best.pt on uint8 ``images`` with the recipe's evaluation normalisation, outside fer-bench's eval."""
+    model, spec = create_model("simple_cnn")
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
+    model.eval()
+    norm = make_norms(load_recipe(None, SETS), spec, 48)["eval"]
+    with torch.no_grad():
+        return model(norm(images)).argmax(1).numpy()
+
+
 def test_eval_of_a_runs_checkpoint_gives_its_test_figures_exactly(trained, tmp_path):
     row, run_dir = trained
     _eval("--run", str(run_dir), "--out", str(tmp_path))
@@ -102,12 +112,7 @@ def test_eval_under_corruptions_writes_the_table_and_the_grid(trained, tmp_path)
     # cross-check one cell by hand: the eye box (no random draw) over the whole test set at once, in one batch
     data = load_dataset("synthetic")
     test = data.split_indices("public")
-    model, spec = create_model("simple_cnn")
-    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
-    model.eval()
-    norm = make_norms(load_recipe(None, SETS), spec, 48)["eval"]
-    with torch.no_grad():
-        pred = model(norm(corrupt(torch.from_numpy(data.images[test]), "occlusion_eyes", 5))).argmax(1).numpy()
+    pred = _predict_by_hand(run_dir, corrupt(torch.from_numpy(data.images[test]), "occlusion_eyes", 5))
     assert table[1]["top1"] == pytest.approx(100 * np.mean(pred == data.labels[test]), abs=1e-6)
 
 
@@ -214,12 +219,7 @@ def test_a_run_scored_on_a_dataset_with_other_classes_counts_what_it_lacks(train
     # independently: the model on the folder's test images, labels from the folder names, scored with scikit-learn
     folder = load_dataset("folder", root, tmp_path / "cache")
     idx = folder.split_indices("private")
-    model, spec = create_model("simple_cnn")
-    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True))
-    model.eval()
-    norm = make_norms(load_recipe(None, SETS), spec, 48)["eval"]
-    with torch.no_grad():
-        pred = model(norm(torch.from_numpy(folder.images[idx]))).argmax(1).numpy()
+    pred = _predict_by_hand(run_dir, torch.from_numpy(folder.images[idx]))
     names = [folder.classes[i] for i in folder.labels[idx]]
     truth = np.array([synthetic.classes.index(n) if n in synthetic.classes else -1 for n in names])
     assert got["test"]["top1"] == pytest.approx(100 * np.mean(pred == truth), abs=1e-9)  # contempt: always wrong
