@@ -78,6 +78,16 @@ def _valid(row: dict[str, Any], run_dir: Path) -> tuple[np.ndarray, np.ndarray] 
     return v["probs"], v["labels"]
 
 
+def row_name(row: dict[str, Any]) -> str:
+    """A row as a comparison names it: model, recipe with its version and settings hash, epochs, split and seed
+    (two versions of one recipe are two names)."""
+    version, digest = row.get("recipe_version"), row.get("recipe_hash")
+    recipe = f"{row.get('recipe')}{f' v{version}' if version is not None else ''}"
+    recipe += f" [{str(digest)[:8]}]" if digest else ""
+    epochs = f" · {row['epochs']} ep" if row.get("epochs") is not None else ""
+    return f"{row.get('model')} · {recipe}{epochs} · {row.get('split')} · seed {row.get('seed')}"
+
+
 def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Side | None:
     """The predictions a result row names, verified; None when the row names none or the file is not there."""
     ref = row.get("predictions")
@@ -85,7 +95,7 @@ def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Sid
         return None
     path = run_dir / ref["file"]
     arrays = read_verified(path, ref.get("sha256"), str(run_dir / "result.json"))
-    name = name or f"{row.get('model')} · {row.get('recipe')} · {row.get('split')}"
+    name = name or row_name(row)
     line = (row.get("model"), row.get("protocol_hash"), row.get("split"))
     return Side(name, path, arrays["probs"], arrays["labels"], arrays["ids"], _valid(row, run_dir), row.get("seed"),
                 line)  # fmt: skip

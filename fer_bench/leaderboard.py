@@ -2,8 +2,10 @@
 
 Rows come from result JSON files (``fer-bench run`` output) or from MLflow (``tracking.search_model_runs``); both
 are normalised to one frame with the same columns, so the two give the same table. A leaderboard line is one
-(model, protocol hash, split, device model): seeds are averaged (mean ± std) only within a line, rows of
-different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1).
+(model, protocol hash, dataset scored, split, device model): seeds are averaged (mean ± std) only within a line,
+rows of different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1); a model
+scored on another dataset than it was trained on is ranked apart from that dataset's own rows, with its top-1 on
+the shared classes' faces and the number of faces whose class it lacks.
 
 The headline figures are plain single-crop; test-time augmentation has columns of its own with its cost. Each
 throughput column says what it measured: the run's end-to-end training img/s, the run's model-only inference
@@ -22,14 +24,21 @@ import pandas as pd
 from tabulate import tabulate
 
 from fer_bench import leaderboard_stats
+from fer_bench.errors import DataError
 from fer_bench.metrics import HIGHER_IS_BETTER
 from fer_bench.published import PUBLISHED, published_frame
 
-KEYS = ["model", "protocol_hash", "split", "device_name"]  # one leaderboard line per distinct combination
+# One leaderboard line per distinct combination. The dataset scored is part of it: an eval of a run's weights on
+# another dataset (`fer-bench eval --dataset`) keeps the run's protocol hash and split name.
+KEYS = ["model", "protocol_hash", "dataset", "split", "device_name"]
 # Descriptive columns: fixed by the protocol within a line (recipe names may differ for identical settings).
-DESCRIBE = ["recipe", "dataset", "img_size", "epochs", "weights", "precision"]
+DESCRIBE = ["recipe", "train_dataset", "img_size", "epochs", "weights", "precision"]
+# Lines are ranked (and marked ≈ best) within a group: a model scored on another dataset than it was trained on
+# (`fer-bench eval --dataset`, its macro-F1 over the shared classes) is never ranked against the dataset's own rows.
+RANK_GROUP = ["dataset", "train_dataset", "split"]
+CROSS = ["top1_shared", "n_lacking"]  # cross-dataset lines: top-1 on the shared classes' faces, faces of lacked classes
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
-           "train_min", "val_near_best_min"]
+           "train_min", "val_near_best_min", "mca", "mca_ratio", *CROSS]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
 TTA_MODES = ("hflip", "tencrop")  # the plain figure ("none") is the headline; these are columns of their own
 SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
@@ -41,13 +50,20 @@ HEADERS = {
     "train_min": "train min (on its device)", "val_near_best_min": "min to val within 0.5 pt of best",
     "bench_infer_img_s": "bench infer img/s", "bench_train_img_s": "bench train img/s",
     "bench_conditions": "bench conditions", "device_name": "device", "protocol_hash": "protocol", "seeds": "seeds",
-    "tta": "TTA",
+    "tta": "TTA", "mca": "mCA % (corruptions)", "mca_ratio": "mCA / clean", "train_dataset": "trained on",
+    "top1_shared": "top-1 % (shared classes' faces)", "n_lacking": "faces of classes the model lacks",
 }  # fmt: skip
 for _t in TTA_MODES:
     HEADERS |= {f"top1_{_t}": f"top-1 {_t} %", f"macro_f1_{_t}": f"macro-F1 {_t}", f"gmacs_{_t}": f"GMACs {_t}"}
 HEADERS |= leaderboard_stats.HEADERS  # intervals, calibration, significance (from the predictions files)
 FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
+PUBLISHED_DATASET = "fer2013"  # every row of fer_bench/configs/published.yaml is a FER2013 figure
 FROZEN_NOTE = "‡ training img/s includes epochs with frozen parameters (their backward pass is shorter)."
+MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruption suite (`fer-bench eval "
+            "--corruptions all`, or a suite's corruptions option) on the same test images; mCA / clean: its ratio to "
+            "that eval's clean top-1; – : the line was not scored under corruptions (pass the eval's --out with "
+            "--corruption-runs).")
+RUN_KEYS = [*KEYS, "seed"]  # one run of a line
 
 
 def arrow(col: str) -> str:
@@ -82,6 +98,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec = {k: r.get(k) for k in ("model", "recipe", "dataset", "split", "device_name", "seed", "img_size",
                                       "epochs", "gmacs", "infer_model_img_s", "train_e2e_img_s",
                                       "train_frozen_epochs", "recipe_hash", "run_id")}  # fmt: skip
+        rec["recipe"] = _versioned(r.get("recipe"), r.get("recipe_version"))
         rec["protocol_hash"] = r.get("protocol_hash") or _unknown_protocol(r.get("run_id"))
         rec["weights"] = r.get("weights_source", "scratch")
         rec["precision"] = r.get("precision_label") or r.get("precision")
@@ -90,6 +107,10 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["val_near_best_min"] = r.get("val_near_best_min")
         rec |= _prediction_refs(r)
         rec["corruptions_path"] = _corruptions_ref(r)
+        rec["mca"], rec["mca_ratio"] = ((r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio"))
+        cross = r.get("cross_dataset") or {}
+        rec["train_dataset"] = cross.get("trained_on") or r.get("dataset")
+        rec |= {k: r["test"].get(k) for k in CROSS} if cross else {}
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
         for t, m in r.get("test_tta", {}).items():
             if t != "none":
@@ -97,6 +118,13 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 rec[f"gmacs_{t}"] = r.get("test_tta_gmacs", {}).get(t)
         records.append(rec)
     return _typed(pd.DataFrame.from_records(records))
+
+
+def _versioned(recipe: Any, version: Any) -> Any:
+    """A recipe's name with its version ("fast-48 v2"), so that two versions of one recipe read as two recipes."""
+    if recipe is None or version is None or (isinstance(version, float) and pd.isna(version)):
+        return recipe
+    return f"{recipe} v{int(version)}"
 
 
 def _prediction_refs(row: dict[str, Any]) -> dict[str, str | None]:
@@ -131,6 +159,7 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
                                             "run_id")})  # fmt: skip
     out["protocol_hash"] = [p if isinstance(p, str) and p else _unknown_protocol(r)
                             for p, r in zip(tag("protocol_hash"), runs["run_id"], strict=True)]  # fmt: skip
+    out["recipe"] = [_versioned(r, v) for r, v in zip(out["recipe"], tag("recipe_version"), strict=True)]
     out["weights"] = tag("weights_source").fillna("scratch")
     out["precision"] = tag("precision_label").fillna(tag("precision"))
     for k in ("seed", "img_size", "epochs"):
@@ -140,6 +169,10 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     out["params_m"] = runs["metrics.params"] / 1e6
     for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs", "val_near_best_min"):
         out[m] = runs.get(f"metrics.{m}")
+    out["mca"], out["mca_ratio"] = runs.get("metrics.corruption_mca"), runs.get("metrics.corruption_mca_ratio")
+    out["train_dataset"] = tag("trained_on").fillna(out["dataset"])
+    for m in CROSS:
+        out[m] = runs.get(f"metrics.test_{m}")
     out["train_min"] = runs["metrics.train_wall_s"] / 60 if "metrics.train_wall_s" in runs else None
     for k in ("predictions_sha256", "predictions_valid_sha256"):
         out[k] = tag(k)
@@ -157,6 +190,8 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     """The same dtypes whichever source a frame came from (so MLflow and result files give equal tables)."""
+    if "train_dataset" not in frame and "dataset" in frame:
+        frame["train_dataset"] = frame["dataset"]
     for k in ("seed", "img_size", "epochs", "train_frozen_epochs"):
         if k in frame:
             frame[k] = pd.to_numeric(frame[k]).astype("Int64")
@@ -191,8 +226,34 @@ def apply_bench(frame: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
     return out.merge(b, on=["model", "img_size", "device_name", "_precision"], how="left").drop(columns="_precision")
 
 
+def apply_corruptions(frame: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Give each run the corruption figures (mCA, its ratio, the table's path) of an eval that scored the same
+    weights under the corruption suite (`fer-bench eval --run DIR --corruptions all`): matched on the line and the
+    seed (model, protocol, split, device model, seed). The evals never become rows of their own; a run's own
+    corruption figures are kept. An eval that matches no run is an error: its figures would silently go missing.
+    """
+    cols = ["mca", "mca_ratio", "corruptions_path"]
+    evals = evals.dropna(subset=["mca"]) if "mca" in evals else evals.iloc[0:0]
+    if evals.empty:
+        return frame
+    lost = evals.merge(frame[RUN_KEYS].drop_duplicates(), on=RUN_KEYS, how="left", indicator=True)
+    lost = lost[lost["_merge"] == "left_only"]
+    if not lost.empty:
+        names = ", ".join(f"{r.model} {r.split} seed {r.seed} ({r.run_id})" for r in lost.itertuples())
+        raise DataError(f"--corruption-runs: {names} scored weights of no run among the inputs (matched on model, "
+                        "protocol, dataset, split, device and seed). Give the run folders it evaluated, or leave it "
+                        "out.")  # fmt: skip
+    found = evals.groupby(RUN_KEYS, dropna=False, sort=False)[cols].first().add_prefix("_e_").reset_index()
+    out = frame.merge(found, on=RUN_KEYS, how="left")
+    for c in cols:
+        mine = out[c] if c in out else pd.Series([None] * len(out), index=out.index)
+        out[c] = mine.where(mine.notna(), out[f"_e_{c}"])
+    return _typed(out.drop(columns=[f"_e_{c}" for c in cols]))
+
+
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (model, protocol, split, device model), ranked per (dataset, split).
+    """Mean and std over seeds per (model, protocol, dataset, split, device model), ranked per (dataset, trained on,
+    split).
 
     Repeated runs of one seed in a line are averaged first: they are not independent seeds, so they never widen
     ``seeds`` or shrink the std.
@@ -212,10 +273,12 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
         parts.append(grouped["train_frozen_epochs"].max().rename("train_frozen_epochs"))
     agg = pd.concat([p for p in [desc, *parts] if p is not None], axis=1).reset_index()
     agg["_split"] = agg["split"].map(SPLIT_ORDER).fillna(9)
-    by = [c for c in ("dataset", "_split", "split") if c in agg]
+    agg["_cross"] = (agg["train_dataset"].notna() & (agg["train_dataset"] != agg["dataset"]) if "train_dataset" in agg
+                     else False)  # a dataset's own rows first, then the models trained on another  # fmt: skip
+    by = [c for c in ("dataset", "_cross", "train_dataset", "_split", "split") if c in agg]
     agg = agg.sort_values([*by, "macro_f1", "top1"], ascending=[True] * len(by) + [False, False], kind="stable",
                           na_position="last")  # fmt: skip
-    agg = agg.drop(columns="_split").reset_index(drop=True)
+    agg = agg.drop(columns=["_split", "_cross"]).reset_index(drop=True)
     return leaderboard_stats.add_columns(frame, agg, KEYS)
 
 
@@ -244,9 +307,10 @@ def _cell(row: pd.Series, col: str) -> str:
         return str(v)[:8] if not str(v).startswith("unknown:") else "unknown"
     if not isinstance(v, float):
         return str(v)
-    if col in ("img_size", "epochs", "seeds", "train_frozen_epochs") and v.is_integer():  # NaN-padded ints
+    if col in ("img_size", "epochs", "seeds", "train_frozen_epochs", "n_lacking") and v.is_integer():  # NaN-padded ints
         return str(int(v))
-    digits = 3 if col.startswith("gmacs") or col == "params_m" and abs(v) < 10 else 1 if "img_s" in col else 2
+    digits = 3 if col.startswith("gmacs") or col == "mca_ratio" or col == "params_m" and abs(v) < 10 else 1 if (
+        "img_s" in col) else 2
     std = None if col.startswith("gmacs") or col == "params_m" else row.get(f"{col}_std")  # fixed by the model
     text = f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
     frozen = row.get("train_frozen_epochs")
@@ -256,16 +320,16 @@ def _cell(row: pd.Series, col: str) -> str:
 
 
 def _ranks(agg: pd.DataFrame) -> list[str]:
-    """1, 2, ... within each (dataset, split): splits and datasets are never ranked together; "pub" for the papers'
-    published numbers (references, not ranked)."""
+    """1, 2, ... within each (dataset, trained on, split): splits, datasets and cross-dataset lines are never ranked
+    together; "pub" for the papers' published numbers (references, not ranked)."""
     ranks, n = [], {}
-    datasets = agg["dataset"] if "dataset" in agg else [None] * len(agg)
-    for device, dataset, split in zip(agg["device_name"], datasets, agg["split"], strict=True):
+    groups = agg.reindex(columns=RANK_GROUP).astype(object).fillna("").itertuples(index=False, name=None)
+    for device, group in zip(agg["device_name"], groups, strict=True):
         if device == "published":
             ranks.append("pub")
             continue
-        n[(dataset, split)] = n.get((dataset, split), 0) + 1
-        ranks.append(str(n[(dataset, split)]))
+        n[group] = n.get(group, 0) + 1
+        ranks.append(str(n[group]))
     return ranks
 
 
@@ -273,6 +337,9 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
     """Identity and conditions, headline metrics, [per-class F1], TTA with its cost, size, speed, device."""
     cols = ["model", "recipe", "dataset", "split", "img_size", "epochs", "weights", "tta", "top1", "macro_f1",
             "weighted_f1"]  # fmt: skip
+    if "train_dataset" in agg and (agg["train_dataset"].notna() & (agg["train_dataset"] != agg["dataset"])).any():
+        cols.insert(cols.index("dataset"), "train_dataset")
+        cols += CROSS
     if per_class:
         cols += sorted((c for c in agg.columns if c.startswith("f1_") and not c.endswith("_std")), key=_class_order)
     for t in TTA_MODES:
@@ -282,7 +349,8 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
     if "bench_infer_img_s" in agg and agg["bench_infer_img_s"].notna().any():
         cols += [*BENCH, "bench_conditions"]
     shown = [c for c in leaderboard_stats.SHOWN if c != "ece_ts" or (c in agg and agg[c].notna().any())]
-    return cols + ["precision", "device_name", "protocol_hash", "seeds"] + shown
+    cols += ["precision", "device_name", "protocol_hash", "seeds"]
+    return cols + shown[:-1] + ["mca", "mca_ratio"] + shown[-1:]  # mCA after the calibration, before ≈ best
 
 
 def _class_order(col: str) -> int:
@@ -313,12 +381,15 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
         text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$")
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
         text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
-    return text + _note(leaderboard_stats.note(agg), fmt)
+    return text + _note(leaderboard_stats.note(agg), fmt) + _note(MCA_NOTE, fmt)
 
 
 def with_published(agg: pd.DataFrame) -> pd.DataFrame:
-    """The ranked lines followed by the papers' published rows (``device_name`` "published": never ranked)."""
+    """The ranked lines followed by the papers' published rows (``device_name`` "published": never ranked) of the
+    datasets among the lines: the published table holds FER2013 figures only, so a FER+ table gets none."""
     pub = published_rows().rename(columns={"input_size": "img_size", "pretrained": "weights"})
+    pub["dataset"] = pub["dataset"] if "dataset" in pub else PUBLISHED_DATASET
+    pub = pub[pub["dataset"].isin(agg["dataset"])] if "dataset" in agg else pub
     pub["recipe"] = [
         r if t in (None, "unstated") or pd.isna(t) else f"{r}, trained on {t}"
         for r, t in zip(pub["recipe"], pub.get("trained_on", [None] * len(pub)), strict=True)

@@ -371,7 +371,7 @@ def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProc
     return done
 
 
-def screenshot(page: Path, png: Path, *, width: int = 1400, height: int = 2000) -> None:
+def screenshot(page: Path, png: Path, *, width: int = 2400, height: int = 2000) -> None:
     """A PNG of the page as headless Chromium draws it, ``width`` × ``height`` pixels."""
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)  # so an old screenshot never passes for a new one
@@ -402,7 +402,7 @@ table.conditions td{padding:2px 0}
 .scroll{overflow-x:auto;max-width:100%}
 table.lb{border-collapse:collapse;font-size:12px;white-space:nowrap}
 table.lb th{background:#f2f2f5;cursor:pointer;position:sticky;top:0;padding:4px 6px;border-bottom:2px solid #bbb;
- user-select:none}
+ user-select:none;white-space:normal;min-width:3.5em;max-width:9em;vertical-align:bottom}
 table.lb th.asc::after{content:" \\25B2"}table.lb th.desc::after{content:" \\25BC"}
 table.lb td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right}
 table.lb td:nth-child(2),table.lb td:nth-child(3){text-align:left;font-weight:600}

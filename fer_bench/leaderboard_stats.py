@@ -9,8 +9,8 @@ an error, never a silent skip):
 - ``ece`` (15 equal-width bins, %), ``nll``, ``brier``, and after temperature scaling fitted on the validation
   hold-out's predictions (``ece_ts``, ``nll_ts``, ``brier_ts``, ``temperature``) when the runs wrote them: the
   mean over seeds.
-- ``sig``: within each (dataset, split), the best line (rank 1) is ``best``; every other line is compared with it
-  on macro-F1, the ranking figure, by a paired permutation test on the same sample ids
+- ``sig``: within each (dataset, trained-on dataset, split), the best line (rank 1) is ``best``; every other line
+  is compared with it on macro-F1, the ranking figure, by a paired permutation test on the same sample ids
   (:func:`fer_bench.stats.paired_permutation`; seeds paired by seed, the pairs' differences averaged), two-sided,
   and Holm's correction over the split's comparisons at α = :data:`ALPHA`:
   ``≈`` not significantly different from the best, ``<`` significantly below it.
@@ -116,9 +116,11 @@ def add_columns(frame: pd.DataFrame, agg: pd.DataFrame, keys: Sequence[str]) -> 
 
 
 def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.DataFrame:
-    """``sig`` and ``p_vs_best`` (Holm-adjusted) per (dataset, split), against the group's first (best) line."""
+    """``sig`` and ``p_vs_best`` (Holm-adjusted) per (dataset, trained on, split), against the group's first (best)
+    line."""
     agg = agg.assign(sig=None, p_vs_best=np.nan)
-    groups = agg.groupby([c for c in ("dataset", "split") if c in agg], dropna=False, sort=False).indices
+    by = [c for c in ("dataset", "train_dataset", "split") if c in agg]
+    groups = agg.groupby(by, dropna=False, sort=False).indices
     for idx in groups.values():
         best = sides[idx[0]]
         if not best:

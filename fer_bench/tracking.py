@@ -166,6 +166,8 @@ def result_tags(row: dict[str, Any]) -> dict[str, str]:
                 "run_id", "suite", "cell", "trained_run_id"):  # fmt: skip
         if key in row:
             tags[f"fer_bench.{key}"] = str(row[key])
+    if cross := row.get("cross_dataset"):  # scored on another dataset than the one it was trained on
+        tags["fer_bench.trained_on"] = str(cross.get("trained_on"))
     tags |= {f"fer_bench.version.{k}": v for k, v in row.get("versions", {}).items()}
     if "predictions" in row:  # the per-sample file (an artifact): its digest says which file the row scored
         tags["fer_bench.predictions_sha256"] = row["predictions"]["sha256"]

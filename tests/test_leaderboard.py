@@ -201,6 +201,47 @@ def test_datasets_are_never_ranked_together():
                                                                         ("synthetic", "1")]  # fmt: skip
 
 
+def test_a_model_scored_on_another_dataset_is_a_line_of_its_own_ranked_apart():
+    """`fer-bench eval --dataset ferplus` of a FER2013 run keeps the run's protocol hash and split name: it must not
+    average into the run's own line, nor rank against FER+'s own rows (its macro-F1 is over the shared classes)."""
+    cross = {"trained_on": "fer2013", "scored_on": "ferplus", "n_lacking": 16}
+    test = {"top1": 67.0, "macro_f1": 56.0, "weighted_f1": 69.0, "top1_shared": 67.3, "n_lacking": 16}
+    rows = [
+        _one(split="private", test={"top1": 64.0, "macro_f1": 60.0, "weighted_f1": 63.0}),
+        _one(split="private", dataset="ferplus", run_id="e", cross_dataset=cross, test=test, test_tta={}),
+        _one(split="private", dataset="ferplus", model="vgg", protocol_hash="f",
+             test={"top1": 80.0, "macro_f1": 60.0, "weighted_f1": 79.0}),
+    ]  # fmt: skip
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    got = agg.set_index(["model", "dataset"])
+    assert got.loc[("resnet18", "fer2013"), "top1"] == 64.0 and got.loc[("resnet18", "ferplus"), "top1"] == 67.0
+    assert list(zip(agg["model"], agg["train_dataset"], lb._ranks(agg), strict=True)) == [
+        ("resnet18", "fer2013", "1"), ("vgg", "ferplus", "1"), ("resnet18", "fer2013", "1")]  # fmt: skip
+    table = lb.render(agg, "md")
+    lines = [[c.strip() for c in line.split("|")] for line in table.splitlines()[:5]]
+    head = lines[0]
+    cross_line = next(line for line in lines[2:] if line[head.index("dataset")] == "ferplus" and line[2] == "resnet18")
+    assert cross_line[head.index("trained on")] == "fer2013"
+    assert cross_line[head.index("top-1 % (shared classes' faces) ↑")] == "67.30"
+    assert cross_line[head.index("faces of classes the model lacks")] == "16"
+    plain = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows(rows[:1])), "md"))
+    assert "trained on" not in plain and "faces of classes the model lacks" not in plain  # only where there are any
+
+
+def test_published_fer2013_figures_stand_only_beside_fer2013_lines():
+    ferplus = lb.aggregate(lb.frame_from_rows([_one(dataset="ferplus")]))
+    assert "(published)" not in lb.render(ferplus, "md", published=True)  # no FER+ figure in the published table
+    both = lb.aggregate(lb.frame_from_rows([_one(dataset="ferplus"), _one(protocol_hash="b")]))
+    pub = lb.with_published(both)
+    pub = pub[pub["device_name"] == "published"]
+    assert len(pub) == len(lb.published_rows()) and set(pub["dataset"]) == {"fer2013"}
+
+
+def test_two_versions_of_one_recipe_read_as_two_recipes():
+    rows = [_one(recipe="fast-48", recipe_version=2, protocol_hash="b"), _one(recipe="fast-48", recipe_version=1)]
+    assert sorted(lb.aggregate(lb.frame_from_rows(rows))["recipe"]) == ["fast-48 v1", "fast-48 v2"]
+
+
 def test_bench_matches_an_fp32_run_that_ran_in_tf32():
     frame = lb.frame_from_rows([_one(precision_label="fp32+tf32(cudnn)", device_name="NVIDIA H200")])
     assert lb.apply_bench(frame, _bench("NVIDIA H200")).iloc[0]["bench_infer_img_s"] == 5000.0
@@ -265,7 +306,9 @@ def test_the_new_columns_and_the_note_in_every_format(tmp_path):
     agg = lb.aggregate(lb.frame_from_rows(_known_case(tmp_path)[0]))
     md = lb.render(agg, "md")
     cells = _md_cells(md)
-    assert list(cells)[-4:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "≈ best"]  # after every old column
+    assert list(cells)[-6:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "mCA % (corruptions) ↑",
+                                "mCA / clean ↑", "≈ best"]  # after every old column
+    assert cells["mCA % (corruptions) ↑"] == cells["mCA / clean ↑"] == "–"  # no corruption run: said, not hidden
     assert cells["≈ best"] == "best" and cells["top-1 95 % CI"].startswith("[")
     assert "α = 0.05, Holm" in md and "– for old: no predictions file recorded" in md
     csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))

@@ -241,11 +241,21 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys
     (ev / "result.json").write_text(json.dumps(worse))
     from fer_bench.cli import main
 
-    table = lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows([runs]))), "md")
+    plain = lb.aggregate(lb.frame_from_rows(lb.read_rows([runs])))
+    assert plain["mca"].isna().all()  # the run folders hold no corruption table
     args = ["leaderboard", "--from-results", str(runs), "--format", "md"]
     capsys.readouterr()
     assert main([*args, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)]) == 0
-    assert capsys.readouterr().out == table + "\n" and "999.0" not in table  # the eval row never entered the table
+    table = capsys.readouterr().out
+    assert "999.0" not in table and table.count(EVIL.replace("<", "&lt;")[:3]) <= 1  # the eval row is not a line
+    # the same table as without the evals, except that the line they scored gets their mCA
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.splitlines() if r.startswith("| ")]
+    head, body = cells[0], {c[1]: c for c in cells[1:]}
+    assert len(body) == len(plain)
+    mca = [head.index("mCA % (corruptions) ↑"), head.index("mCA / clean ↑")]
+    assert [body[EVIL][i] for i in mca] == [f"{worse['corruptions'][k]:{f}}" for k, f in (("mca", ".2f"),
+                                                                                           ("mca_ratio", ".3f"))]
+    assert all([c[i] for i in mca] == ["–", "–"] for name, c in body.items() if name != EVIL)
     text = (tmp_path / "p.html").read_text()
     assert "mCA" in text and "No run folder among the inputs holds a corruption table" not in text
     assert text.count("<figure>") == 4 + 1  # the runs' reliability diagrams and the eval folder's corruption curves
@@ -271,7 +281,7 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
     shot = tmp_path / "page.png"
     page.screenshot(path, shot)
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert im.shape == (2000, 1400)
+    assert im.shape == (2000, 2400)
     assert (im < 200).mean() > 0.02 and im.std() > 20  # text, table and figures drawn, not a blank page
 
     def order(query: str) -> list[str]:
@@ -285,3 +295,35 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
     up, down = order("sort=infer_model_img_s&dir=asc"), order("sort=infer_model_img_s&dir=desc")
     blanks = ["old", *lb.published_rows()["model"]]
     assert up == [EVIL, "best", "near", *blanks] and down == ["near", "best", EVIL, *blanks]
+
+
+def test_mean_corruption_accuracy_is_a_column_in_every_format(tmp_path):
+    """mCA and its ratio to clean: averaged over a line's seeds, in md/CSV/LaTeX/HTML, "–" where a line was not
+    scored under corruptions; an eval that scored no run's weights is an error, not a silent gap."""
+    from fer_bench.errors import DataError
+
+    rows = _case(tmp_path)
+    second = tmp_path / "best1"  # line "best": seed 0 without, seed 1 with a corruption table → its mCA is seed 1's
+    rows[1]["corruptions"] = _corruption_table(second, rows[1]["test"]["top1"])
+    frame = lb.frame_from_rows(rows)
+    agg = lb.aggregate(frame)
+    worse = rows[3]["corruptions"]
+    got = agg.set_index("model")[["mca", "mca_ratio"]]
+    assert got.loc[EVIL].tolist() == pytest.approx([worse["mca"], worse["mca_ratio"]])
+    seed1 = rows[1]["corruptions"]
+    assert got.loc["best"].tolist() == pytest.approx([seed1["mca"], seed1["mca_ratio"]])
+    assert got.loc[["near", "old"]].isna().all().all()
+    csv = pd.read_csv(__import__("io").StringIO(lb.render(agg, "csv")))
+    assert csv.set_index("model").loc[EVIL, "mca"] == pytest.approx(worse["mca"], abs=1e-4)
+    for fmt, head in (("md", "mCA % (corruptions) ↑"), ("latex", r"mCA \% (corruptions) $\uparrow$"),
+                      ("html", "mCA % (corruptions) ↑")):  # fmt: skip
+        text = lb.render(agg, fmt)
+        assert head in text and f"{worse['mca']:.2f}" in text and f"{worse['mca_ratio']:.3f}" in text, fmt
+        assert "mCA: mean top-1 over every corruption and severity" in text, fmt
+    # matched on model, protocol, split, device and seed: an eval of other weights is refused
+    stray = lb.frame_from_rows([dict(rows[3], seed=7, run_id="eval-7")])
+    with pytest.raises(DataError, match="eval-7.*scored weights of no run"):
+        lb.apply_corruptions(lb.frame_from_rows(rows), stray)
+    plain = [r for r in rows if r["run_id"] != "worse"] + [{k: v for k, v in rows[3].items() if k != "corruptions"}]
+    filled = lb.apply_corruptions(lb.frame_from_rows(plain), lb.frame_from_rows([dict(rows[3], run_id="eval-w")]))
+    assert lb.aggregate(filled).set_index("model").loc[EVIL, "mca"] == pytest.approx(worse["mca"])

@@ -267,3 +267,20 @@ def test_compare_pairs_lines_of_several_seeds_by_seed(tmp_path, capsys):
     assert "none unpaired" in capsys.readouterr().err
     assert main(["compare", str(tmp_path), str(tmp_path / "b")]) == 2  # two lines in one side
     assert "holds rows of 2 leaderboard lines" in capsys.readouterr().err
+
+
+def test_compare_names_each_side_by_recipe_version_and_settings(tmp_path, capsys):
+    """Two versions of one recipe on one model and split are two names in `compare` (was "resnet18 · fast-48 ·
+    private" twice)."""
+    from fer_bench.cli import main
+
+    y, pa = _preds(300, 7, 0.7, seed=3)
+    ids = np.array([f"id{i}" for i in range(300)])
+    probs = np.eye(7, dtype=np.float32)[pa] * 0.6 + 0.4 / 7
+    row = {"model": "resnet18", "recipe": "fast-48", "split": "private"}
+    a = _run_folder(tmp_path, "a", probs, y, ids, **row, recipe_version=2, recipe_hash="8a160d5040ef", epochs=36)
+    b = _run_folder(tmp_path, "b", probs, y, ids, **row, recipe_version=1, recipe_hash="975bc97d6181", epochs=25)
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("A: resnet18 · fast-48 v2 [8a160d50] · 36 ep · private · seed 0 (")
+    assert out[1].startswith("B: resnet18 · fast-48 v1 [975bc97d] · 25 ep · private · seed 0 (")

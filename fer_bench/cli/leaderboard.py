@@ -24,10 +24,12 @@ def add_parser(sub) -> None:
                    help="write the leaderboard page here: one self-contained HTML file (sortable table, conditions, "
                         "Pareto plot, per-class F1, reliability diagrams, corruption curves)")  # fmt: skip
     p.add_argument("--corruption-runs", nargs="+", type=Path, metavar="DIR",
-                   help="with --page: run folders (or their parents) whose corruption tables to draw too, e.g. the "
-                        "--out of `fer-bench eval --corruptions`; their rows stay out of the table")  # fmt: skip
+                   help="run folders (or their parents) of `fer-bench eval --corruptions` on the ranked runs' weights: "
+                        "their mCA fills the table's mCA columns and, with --page, their curves are drawn; their rows "
+                        "stay out of the table")  # fmt: skip
     p.add_argument("--screenshot", type=Path, metavar="PNG",
-                   help="with --page: a headless-Chromium screenshot of the page (1400 × 2000 px)")  # fmt: skip
+                   help="with --page: a headless-Chromium screenshot of the page (2400 × 2000 px: the whole table "
+                        "without per-class columns)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -46,6 +48,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
         frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, args.experiment))
+    if args.corruption_runs and not frame.empty:
+        frame = lb.apply_corruptions(frame, lb.frame_from_rows(lb.read_rows(args.corruption_runs)))
     if frame.empty:
         raise FerBenchError(
             f"no finished model runs in experiment {args.experiment!r}"
@@ -66,9 +70,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _check_page_args(args: argparse.Namespace) -> None:
-    for opt in ("screenshot", "corruption_runs"):
-        if getattr(args, opt) and not args.page:
-            raise FerBenchError(f"--{opt.replace('_', '-')} needs --page FILE (it is part of the page).")
+    if args.screenshot and not args.page:
+        raise FerBenchError("--screenshot needs --page FILE (it is a picture of the page).")
     missing = [str(p) for p in args.corruption_runs or [] if not p.exists()]
     if missing:
         raise FerBenchError(f"--corruption-runs: {', '.join(missing)} does not exist. Give the --out folder of a "
@@ -83,13 +86,10 @@ def _check_page_args(args: argparse.Namespace) -> None:
 
 
 def _write_page(args: argparse.Namespace, frame, agg) -> None:
-    from fer_bench import leaderboard as lb
     from fer_bench import leaderboard_page
 
     source = (" ".join(str(p) for p in args.from_results) if args.from_results
               else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip
-    extra = lb.frame_from_rows(lb.read_rows(args.corruption_runs)) if args.corruption_runs else None
-    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class, source=source,
-                           corruption_runs=extra)  # fmt: skip
+    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class, source=source)
     if args.screenshot:
         leaderboard_page.screenshot(args.page, args.screenshot)
