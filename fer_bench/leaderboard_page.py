@@ -38,6 +38,7 @@ from fer_bench.errors import DataError, FerBenchError
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")  # Debian's name first
 SIG_CLASS = {"best": "sig-best", "≈": "sig-near", "<": "sig-below"}
 RUN_KEYS = [*lb.KEYS, "seed"]
+WRAPPED = ("recipe", "device_name", "source", "bench_conditions")  # long text cells wrap, so the table fits a screen
 RUN_FIELDS = (
     "recipe",
     "run_id",
@@ -195,6 +196,8 @@ def _table(shown: pd.DataFrame, per_class: bool) -> str:
             else:
                 text_html = esc(text)
             attrs = f' data-v="{v}"' if v is not None else ""
+            if c in WRAPPED:
+                attrs += ' class="wrap"'
             if c == "sig" and text in SIG_CLASS:
                 p = r.get("p_vs_best")
                 attrs += f' class="{SIG_CLASS[text]}"' + (f' title="Holm-adjusted p = {p:.3g}"' if pd.notna(p) else "")
@@ -371,7 +374,7 @@ def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProc
     return done
 
 
-def screenshot(page: Path, png: Path, *, width: int = 2400, height: int = 2000) -> None:
+def screenshot(page: Path, png: Path, *, width: int = 2600, height: int = 2000) -> None:
     """A PNG of the page as headless Chromium draws it, ``width`` × ``height`` pixels."""
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)  # so an old screenshot never passes for a new one
@@ -406,6 +409,7 @@ table.lb th{background:#f2f2f5;cursor:pointer;position:sticky;top:0;padding:4px 
 table.lb th.asc::after{content:" \\25B2"}table.lb th.desc::after{content:" \\25BC"}
 table.lb td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right}
 table.lb td:nth-child(2),table.lb td:nth-child(3){text-align:left;font-weight:600}
+table.lb td.wrap{white-space:normal;min-width:7em;max-width:14em;text-align:left}
 tr.published td{background:#fbf7e9;color:#5b5030;font-style:italic}
 .badge{display:inline-block;font-size:10px;font-style:normal;background:#c9a227;color:#fff;border-radius:3px;
  padding:0 4px;margin-left:4px}

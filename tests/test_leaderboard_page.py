@@ -281,7 +281,7 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
     shot = tmp_path / "page.png"
     page.screenshot(path, shot)
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert im.shape == (2000, 2400)
+    assert im.shape == (2000, 2600)
     assert (im < 200).mean() > 0.02 and im.std() > 20  # text, table and figures drawn, not a blank page
 
     def order(query: str) -> list[str]:

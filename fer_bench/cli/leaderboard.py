@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                         "their mCA fills the table's mCA columns and, with --page, their curves are drawn; their rows "
                         "stay out of the table")  # fmt: skip
     p.add_argument("--screenshot", type=Path, metavar="PNG",
-                   help="with --page: a headless-Chromium screenshot of the page (2400 × 2000 px: the whole table "
+                   help="with --page: a headless-Chromium screenshot of the page (2600 × 2000 px: the whole table "
                         "without per-class columns)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
