@@ -45,6 +45,7 @@ class Side:
     valid: tuple[np.ndarray, np.ndarray] | None = None
     seed: int | None = None
     line: tuple = ()  # (model, protocol hash, split) of a run folder: the runs of one side must share it
+    average: tuple[int, ...] | None = None  # the classes macro-F1 averages (a cross-dataset row's shared ones)
 
     @property
     def pred(self) -> np.ndarray:
@@ -78,6 +79,15 @@ def _valid(row: dict[str, Any], run_dir: Path) -> tuple[np.ndarray, np.ndarray] 
     return v["probs"], v["labels"]
 
 
+def macro_classes(row: dict[str, Any]) -> tuple[int, ...] | None:
+    """The indices (in the row's ``classes``, its predictions' columns) of the classes its macro-F1 averages: a
+    cross-dataset row's shared classes; None (all classes) for any other row."""
+    cross = row.get("cross_dataset")
+    if not cross:
+        return None
+    return tuple(row["classes"].index(c) for c in cross["shared"])
+
+
 def row_name(row: dict[str, Any]) -> str:
     """A row as a comparison names it: model, recipe with its version and settings hash, epochs, split and seed
     (two versions of one recipe are two names)."""
@@ -98,7 +108,7 @@ def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Sid
     name = name or row_name(row)
     line = (row.get("model"), row.get("protocol_hash"), row.get("split"))
     return Side(name, path, arrays["probs"], arrays["labels"], arrays["ids"], _valid(row, run_dir), row.get("seed"),
-                line)  # fmt: skip
+                line, macro_classes(row))  # fmt: skip
 
 
 def load_side(path: Path) -> Side:
@@ -132,7 +142,10 @@ def align(a: Side, b: Side) -> Side:
         bad = int(np.sum(b.labels[order] != a.labels))
         raise DataError(f"{a.path} and {b.path}: {bad} samples with the same id carry other labels. The files come "
                         "from different label sets; compare rows of one dataset.")  # fmt: skip
-    return Side(b.name, b.path, b.probs[order], b.labels[order], b.ids[order], b.valid, b.seed, b.line)
+    if a.average != b.average:
+        raise DataError(f"{a.path} and {b.path}: their macro-F1 averages other classes ({a.average} vs {b.average}: "
+                        "a cross-dataset row's shared classes). Compare rows scored under the same class mapping.")  # fmt: skip
+    return Side(b.name, b.path, b.probs[order], b.labels[order], b.ids[order], b.valid, b.seed, b.line, b.average)
 
 
 def load_line(arg: str) -> list[Side]:
@@ -175,8 +188,10 @@ def summary(sides: list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.
     temperature-scaled when validation predictions are there)."""
     labels, k = sides[0].labels, sides[0].probs.shape[1]
     preds = np.stack([s.pred for s in sides])
-    point = {m: float(np.mean(v)) for m, v in stats.scores(np.broadcast_to(labels, preds.shape), preds, k).items()}
-    ci = stats.bootstrap_interval(labels, preds, k, n_boot=n_boot, seed=seed, level=level)
+    avg = sides[0].average
+    point = {m: float(np.mean(v)) for m, v in stats.scores(np.broadcast_to(labels, preds.shape), preds, k,
+                                                           avg).items()}  # fmt: skip
+    ci = stats.bootstrap_interval(labels, preds, k, n_boot=n_boot, seed=seed, level=level, average=avg)
     out = {"name": sides[0].name, "paths": [str(s.path) for s in sides], "seeds": [s.seed for s in sides],
            "n": len(labels)}  # fmt: skip
     for m in ("top1", "macro_f1"):
@@ -197,7 +212,8 @@ def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N
         "n": len(labels),
         "seed_pairs": [[x.seed, y.seed] for x, y in pairs],
         "mcnemar": stats.mcnemar(pa == labels, pb == labels),
-        "bootstrap": stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level),
+        "bootstrap": stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level,
+                                            average=sa[0].average),
     }
     opts = {"n_boot": n_boot, "seed": seed, "level": level}
     settings = opts | {"interval": "percentile bootstrap over test samples"}

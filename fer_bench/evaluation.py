@@ -62,6 +62,7 @@ class Checkpoint:
     run: dict[str, Any] | None = None
     run_dir: Path | None = None
     classes: tuple[str, ...] | None = None  # the head's classes in training order; None: the scored dataset's
+    trained_on: str | None = None  # a weights file's `--trained-on` dataset (a run folder's row names its own)
 
 
 def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
@@ -105,7 +106,7 @@ def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | N
                           "folder with --run DIR.")  # fmt: skip
     spec = get_spec(model)
     return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size,
-                      classes=tuple(classes) if classes else None)
+                      classes=tuple(classes) if classes else None, trained_on=trained_on)
 
 
 @dataclass
@@ -237,7 +238,7 @@ def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
         "test": tta["none"], "test_tta": {t: {k: m[k] for k in keys} for t, m in tta.items()},
         "confusion_matrix": cross_dataset.confusion(probs, y, cmap), "classes": list(cmap.scoring_classes),
         "predictions": _save_predictions(run_dir, data, p.idx, *cross_dataset.extend(probs, y, cmap)),
-        "cross_dataset": cmap.describe() | {"trained_on": p.ck.run.get("dataset") if p.ck.run else None,
+        "cross_dataset": cmap.describe() | {"trained_on": p.ck.run.get("dataset") if p.ck.run else p.ck.trained_on,
                                             "scored_on": data.name, "n_lacking": tta["none"]["n_lacking"]},
     }  # fmt: skip
 

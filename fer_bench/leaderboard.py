@@ -2,8 +2,8 @@
 
 Rows come from result JSON files (``fer-bench run`` output) or from MLflow (``tracking.search_model_runs``); both
 are normalised to one frame with the same columns, so the two give the same table. A leaderboard line is one
-(model, protocol hash, dataset scored, split, device model): seeds are averaged (mean ± std) only within a line,
-rows of different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1); a model
+(model, protocol hash, dataset scored, dataset trained on, split, device model): seeds are averaged (mean ± std) only
+within a line, rows of different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1); a model
 scored on another dataset than it was trained on is ranked apart from that dataset's own rows, with its top-1 on
 the shared classes' faces and the number of faces whose class it lacks.
 
@@ -24,15 +24,16 @@ import pandas as pd
 from tabulate import tabulate
 
 from fer_bench import leaderboard_stats
+from fer_bench.comparison import macro_classes
 from fer_bench.errors import DataError
 from fer_bench.metrics import HIGHER_IS_BETTER
 from fer_bench.published import PUBLISHED, published_frame
 
 # One leaderboard line per distinct combination. The dataset scored is part of it: an eval of a run's weights on
 # another dataset (`fer-bench eval --dataset`) keeps the run's protocol hash and split name.
-KEYS = ["model", "protocol_hash", "dataset", "split", "device_name"]
+KEYS = ["model", "protocol_hash", "dataset", "train_dataset", "split", "device_name"]
 # Descriptive columns: fixed by the protocol within a line (recipe names may differ for identical settings).
-DESCRIBE = ["recipe", "train_dataset", "img_size", "epochs", "weights", "precision"]
+DESCRIBE = ["recipe", "img_size", "epochs", "weights", "precision"]
 # Lines are ranked (and marked ≈ best) within a group: a model scored on another dataset than it was trained on
 # (`fer-bench eval --dataset`, its macro-F1 over the shared classes) is never ranked against the dataset's own rows.
 RANK_GROUP = ["dataset", "train_dataset", "split"]
@@ -109,8 +110,11 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["corruptions_path"] = _corruptions_ref(r)
         rec["mca"], rec["mca_ratio"] = ((r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio"))
         cross = r.get("cross_dataset") or {}
-        rec["train_dataset"] = cross.get("trained_on") or r.get("dataset")
+        # a cross-dataset row whose weights file named no training dataset is still not the scored dataset's own
+        rec["train_dataset"] = (cross.get("trained_on") or "(unnamed)") if cross else r.get("dataset")
         rec |= {k: r["test"].get(k) for k in CROSS} if cross else {}
+        average = macro_classes(r)  # the predictions' columns its macro-F1 averages (None: all)
+        rec["macro_classes"] = ",".join(map(str, average)) if average is not None else None
         rec |= {k: v for k, v in r["test"].items() if k in ("top1", "macro_f1", "weighted_f1") or k.startswith("f1_")}
         for t, m in r.get("test_tta", {}).items():
             if t != "none":
@@ -258,6 +262,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     Repeated runs of one seed in a line are averaged first: they are not independent seeds, so they never widen
     ``seeds`` or shrink the std.
     """
+    if "train_dataset" not in frame:  # a frame built by hand: every row scored on the dataset it was trained on
+        frame = frame.assign(train_dataset=frame.get("dataset"))
     values = [c for c in frame.columns if c in METRICS or c in BENCH or c.startswith(("f1_", "top1_", "macro_f1_",
                                                                                        "gmacs_"))]  # fmt: skip
     frame = _one_row_per_seed(frame, values)

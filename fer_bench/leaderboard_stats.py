@@ -20,6 +20,7 @@ Lines without predictions get "–" and a reason that the table's note repeats.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,7 +62,10 @@ def _side(run: pd.Series) -> tuple[comparison.Side | None, str | None]:
         vdigest = run.get("predictions_valid_sha256")
         v = comparison.read_verified(vpath, vdigest if isinstance(vdigest, str) else None, f"run {run.get('run_id')}")
         valid = (v["probs"], v["labels"])
-    return comparison.Side(str(run.get("model")), p, arrays["probs"], arrays["labels"], arrays["ids"], valid), None
+    average = run.get("macro_classes")
+    average = tuple(int(i) for i in average.split(",")) if isinstance(average, str) and average else None
+    side = comparison.Side(str(run.get("model")), p, arrays["probs"], arrays["labels"], arrays["ids"], valid)
+    return dataclasses.replace(side, average=average), None
 
 
 def _line_sides(runs: pd.DataFrame) -> tuple[dict[int, comparison.Side], str | None]:
@@ -79,7 +83,8 @@ def _line_sides(runs: pd.DataFrame) -> tuple[dict[int, comparison.Side], str | N
 def _line_columns(sides: dict[int, comparison.Side]) -> dict[str, object]:
     """Intervals and calibration of one line."""
     labels, k = next(iter(sides.values())).labels, next(iter(sides.values())).probs.shape[1]
-    ci = stats.bootstrap_interval(labels, np.stack([s.pred for s in sides.values()]), k)
+    average = next(iter(sides.values())).average  # a cross-dataset line: macro-F1 over the shared classes
+    ci = stats.bootstrap_interval(labels, np.stack([s.pred for s in sides.values()]), k, average=average)
     out: dict[str, object] = {}
     for m in ("top1", "macro_f1"):
         out |= {f"{m}_ci_lo": ci[m][0], f"{m}_ci_hi": ci[m][1], f"{m}_ci": f"[{ci[m][0]:.2f}, {ci[m][1]:.2f}]"}
@@ -146,7 +151,7 @@ def _p_vs(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -
         return None
     pa = np.stack([a.pred for a, _ in pairs])
     pb = np.stack([comparison.align(a, b).pred for a, b in pairs])
-    return stats.paired_permutation(a0.labels, pa, pb, a0.probs.shape[1])["macro_f1"]
+    return stats.paired_permutation(a0.labels, pa, pb, a0.probs.shape[1], average=a0.average)["macro_f1"]
 
 
 def note(agg: pd.DataFrame) -> str:

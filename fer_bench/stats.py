@@ -39,11 +39,12 @@ def _as_runs(pred: np.ndarray) -> np.ndarray:
     return pred[None] if pred.ndim == 1 else pred
 
 
-def scores(labels: np.ndarray, pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def scores(labels: np.ndarray, pred: np.ndarray, k: int, average: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Top-1 and macro-F1 of each row of ``pred`` (B × N) against ``labels`` (B × N), vectorised over rows.
 
     Macro-F1 averages all ``k`` classes, an absent one counting 0 (scikit-learn's ``zero_division=0``, as in
-    :func:`fer_bench.metrics.classification_metrics`).
+    :func:`fer_bench.metrics.classification_metrics`), or only the class indices ``average`` (a cross-dataset row:
+    the classes the model and the dataset share, as scikit-learn's ``f1_score(labels=average)``).
     """
     b = labels.shape[0]
     flat = (np.arange(b)[:, None] * k + labels) * k + pred
@@ -52,16 +53,17 @@ def scores(labels: np.ndarray, pred: np.ndarray, k: int) -> dict[str, np.ndarray
     precision = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
     recall = np.divide(tp, cm.sum(2), out=np.zeros_like(tp), where=cm.sum(2) > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    f1 = f1 if average is None else f1[:, np.asarray(average, dtype=np.int64)]
     return {"top1": tp.sum(1) / cm.sum((1, 2)) * 100, "macro_f1": f1.mean(1) * 100}
 
 
-def _line_scores(labels: np.ndarray, runs: np.ndarray, idx: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def _line_scores(labels: np.ndarray, runs: np.ndarray, idx: np.ndarray, k: int, average=None) -> dict[str, np.ndarray]:
     """Each resample's figures (rows of ``idx``), averaged over the line's runs (seeds)."""
-    per_run = [scores(labels[idx], run[idx], k) for run in runs]
+    per_run = [scores(labels[idx], run[idx], k, average) for run in runs]
     return {m: np.mean([s[m] for s in per_run], axis=0) for m in ("top1", "macro_f1")}
 
 
-def _resampled(labels, lines: list[np.ndarray], k: int, n_boot: int, seed: int) -> list[dict[str, np.ndarray]]:
+def _resampled(labels, lines: list[np.ndarray], k: int, n_boot: int, seed: int, average=None) -> list[dict]:
     """Bootstrap figures of every line on the same resampled ids (so differences stay paired)."""
     n = len(labels)
     rng = np.random.default_rng(seed)
@@ -70,7 +72,7 @@ def _resampled(labels, lines: list[np.ndarray], k: int, n_boot: int, seed: int) 
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
         for part, runs in zip(parts, lines, strict=True):
-            part.append(_line_scores(labels, runs, idx, k))
+            part.append(_line_scores(labels, runs, idx, k, average))
     return [{m: np.concatenate([p[m] for p in part]) for m in ("top1", "macro_f1")} for part in parts]
 
 
@@ -80,15 +82,16 @@ def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_interval(labels: np.ndarray, pred: np.ndarray, k: int, *, n_boot: int = N_BOOT, seed: int = SEED,
-                       level: float = LEVEL) -> dict[str, tuple[float, float]]:  # fmt: skip
-    """Percentile bootstrap interval of top-1 and macro-F1 (of the seeds' mean when ``pred`` is S × N)."""
+                       level: float = LEVEL, average: np.ndarray | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Percentile bootstrap interval of top-1 and macro-F1 (of the seeds' mean when ``pred`` is S × N; macro-F1
+    over the classes ``average`` when given, as :func:`scores`)."""
     labels = np.asarray(labels, dtype=np.int64)
-    boot = _resampled(labels, [_as_runs(pred)], k, n_boot, seed)[0]
+    boot = _resampled(labels, [_as_runs(pred)], k, n_boot, seed, average)[0]
     return {m: _percentile(v, level) for m, v in boot.items()}
 
 
 def paired_bootstrap(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, *, n_boot: int = N_BOOT,
-                     seed: int = SEED, level: float = LEVEL) -> dict[str, dict[str, float]]:  # fmt: skip
+                     seed: int = SEED, level: float = LEVEL, average=None) -> dict[str, dict[str, float]]:  # fmt: skip
     """Interval of the difference A − B in top-1 and macro-F1, both sides on the same resampled ids.
 
     Runs are paired row by row (seed by seed); each resample's difference is the mean of the pairs' differences.
@@ -99,8 +102,8 @@ def paired_bootstrap(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     a, b = _as_runs(pred_a), _as_runs(pred_b)
     if a.shape != b.shape:
         raise ValueError(f"paired runs must have equal shapes, got {a.shape} and {b.shape}")
-    point_a, point_b = (_line_scores(labels, r, np.arange(len(labels))[None], k) for r in (a, b))
-    boot_a, boot_b = _resampled(labels, [a, b], k, n_boot, seed)
+    point_a, point_b = (_line_scores(labels, r, np.arange(len(labels))[None], k, average) for r in (a, b))
+    boot_a, boot_b = _resampled(labels, [a, b], k, n_boot, seed, average)
     out = {}
     for m in ("top1", "macro_f1"):
         d = boot_a[m] - boot_b[m]
@@ -112,7 +115,7 @@ def paired_bootstrap(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
 
 
 def paired_permutation(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, *, n_perm: int = N_BOOT,
-                       seed: int = SEED) -> dict[str, float]:  # fmt: skip
+                       seed: int = SEED, average=None) -> dict[str, float]:  # fmt: skip
     """Two-sided p-values of "A and B are exchangeable" for top-1 and macro-F1: a paired permutation test.
 
     Each round swaps A's and B's predictions of a random half of the samples (the same samples for every seed pair)
@@ -122,25 +125,25 @@ def paired_permutation(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarra
     labels = np.asarray(labels, dtype=np.int64)
     a, b = _as_runs(pred_a), _as_runs(pred_b)
     n, everything = len(labels), np.arange(len(labels))[None]
-    observed = _diff(labels, a, b, everything, None, k)
+    observed = _diff(labels, a, b, everything, None, k, average)
     rng = np.random.default_rng(seed)
     chunk = max(1, _CELLS // max(n, 1))
     extreme = dict.fromkeys(observed, 0)
     for start in range(0, n_perm, chunk):
         swap = rng.random((min(chunk, n_perm - start), n)) < 0.5
-        for m, d in _diff(labels, a, b, np.broadcast_to(everything, swap.shape), swap, k).items():
+        for m, d in _diff(labels, a, b, np.broadcast_to(everything, swap.shape), swap, k, average).items():
             extreme[m] += int(np.sum(np.abs(d) >= np.abs(observed[m][0]) - 1e-9))
     return {m: (1 + extreme[m]) / (1 + n_perm) for m in observed}
 
 
-def _diff(labels, a, b, idx, swap, k) -> dict[str, np.ndarray]:
+def _diff(labels, a, b, idx, swap, k, average=None) -> dict[str, np.ndarray]:
     """Per row of ``idx``: mean over seed pairs of A − B, with A's and B's predictions exchanged where ``swap``."""
     diffs = []
     for ra, rb in zip(a, b, strict=True):
         pa, pb = ra[idx], rb[idx]
         if swap is not None:
             pa, pb = np.where(swap, pb, pa), np.where(swap, pa, pb)
-        sa, sb = scores(labels[idx], pa, k), scores(labels[idx], pb, k)
+        sa, sb = scores(labels[idx], pa, k, average), scores(labels[idx], pb, k, average)
         diffs.append({m: sa[m] - sb[m] for m in sa})
     return {m: np.mean([d[m] for d in diffs], axis=0) for m in ("top1", "macro_f1")}
 

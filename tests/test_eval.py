@@ -252,6 +252,18 @@ def test_a_head_with_a_class_the_dataset_lacks_counts_its_predictions_as_errors(
     assert (pred == ferplus.index("contempt")).any()
     assert got["test"]["top1"] == pytest.approx(100 * np.mean(pred == p["labels"]), abs=1e-9)
     assert got["test"]["top1_restricted"] >= got["test"]["top1"]  # dropping contempt's output can only help here
+    # a bare weights file's --trained-on is recorded, so the leaderboard keeps the row apart from synthetic's own,
+    # and its macro-F1 interval is over the shared classes (the figure's own classes), never all the columns
+    from fer_bench import leaderboard as lb
+    from fer_bench import stats
+
+    assert got["cross_dataset"]["trained_on"] == "ferplus"
+    agg = lb.aggregate(lb.frame_from_rows(lb.read_rows([tmp_path / "out"])))
+    assert agg["train_dataset"].tolist() == ["ferplus"] and agg["dataset"].tolist() == ["synthetic"]
+    shared = [got["classes"].index(c) for c in got["cross_dataset"]["shared"]]
+    ci = stats.bootstrap_interval(p["labels"], pred, p["probs"].shape[1], average=shared)["macro_f1"]
+    assert (agg.loc[0, "macro_f1_ci_lo"], agg.loc[0, "macro_f1_ci_hi"]) == pytest.approx(ci)
+    assert ci[0] <= got["test"]["macro_f1"] <= ci[1]
 
 
 def test_a_dataset_that_shares_no_class_is_one_exit_2_line(trained, tmp_path, capsys):

@@ -204,11 +204,12 @@ def test_datasets_are_never_ranked_together():
 def test_a_model_scored_on_another_dataset_is_a_line_of_its_own_ranked_apart():
     """`fer-bench eval --dataset ferplus` of a FER2013 run keeps the run's protocol hash and split name: it must not
     average into the run's own line, nor rank against FER+'s own rows (its macro-F1 is over the shared classes)."""
-    cross = {"trained_on": "fer2013", "scored_on": "ferplus", "n_lacking": 16}
+    cross = {"trained_on": "fer2013", "scored_on": "ferplus", "n_lacking": 16, "shared": ["angry", "happy"]}
     test = {"top1": 67.0, "macro_f1": 56.0, "weighted_f1": 69.0, "top1_shared": 67.3, "n_lacking": 16}
     rows = [
         _one(split="private", test={"top1": 64.0, "macro_f1": 60.0, "weighted_f1": 63.0}),
-        _one(split="private", dataset="ferplus", run_id="e", cross_dataset=cross, test=test, test_tta={}),
+        _one(split="private", dataset="ferplus", run_id="e", cross_dataset=cross, test=test, test_tta={},
+             classes=["angry", "happy", "(lacked by the model)"]),
         _one(split="private", dataset="ferplus", model="vgg", protocol_hash="f",
              test={"top1": 80.0, "macro_f1": 60.0, "weighted_f1": 79.0}),
     ]  # fmt: skip

@@ -39,6 +39,21 @@ def test_the_bootstrap_scores_are_the_metrics_modules_and_sklearns():
     assert s["macro_f1"][0] == pytest.approx(f1)
 
 
+def test_macro_f1_over_a_cross_dataset_rows_shared_classes_is_sklearns():
+    """A cross-dataset row's predictions have columns no sample is labelled with (a class the dataset lacks) and
+    labels no column predicts ("lacked by the model"): macro-F1 averages the shared classes only, as the row does."""
+    y, pred = _preds(600, 8, 0.6, seed=5)
+    pred[pred == 7] = 0  # class 7: the model lacks it (never predicted); class 6 below: the dataset lacks it
+    y[y == 6] = 1
+    shared = [0, 1, 2, 3, 4, 5]
+    s = stats.scores(y[None], pred[None], 8, shared)
+    assert s["macro_f1"][0] == pytest.approx(skm.f1_score(y, pred, labels=shared, average="macro") * 100)
+    ci = stats.bootstrap_interval(y, pred, 8, n_boot=500, average=shared)["macro_f1"]
+    assert ci[0] <= s["macro_f1"][0] <= ci[1]
+    everything = stats.bootstrap_interval(y, pred, 8, n_boot=500)["macro_f1"]
+    assert everything[1] < s["macro_f1"][0]  # over all 8 columns the interval misses the row's own figure
+
+
 def test_bootstrap_is_seeded_and_macro_f1_interval_holds_the_point():
     y, pred = _preds(2000, 7, 0.6, seed=4)
     a = stats.bootstrap_interval(y, pred, 7, n_boot=500, seed=7)
