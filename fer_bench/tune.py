@@ -391,13 +391,15 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
                 rows[label].append(_final_row(job, label, recipe_s, data, out, tracker, name))
     # NOTE: one line per label: when the best trial is the base's own values both share a protocol and the
     # leaderboard's grouping would merge them into one line.
-    agg = pd.concat([lb.aggregate(lb.frame_from_rows(r)) for r in rows.values()], ignore_index=True)
+    # (looked up by label, not by the table's recipe name, which carries the recipe's version)
+    agg = pd.concat([lb.aggregate(lb.frame_from_rows(r)).assign(_label=label) for label, r in rows.items()],
+                    ignore_index=True)  # fmt: skip
     agg = agg.sort_values(["macro_f1", "top1"], ascending=False, kind="stable", ignore_index=True)
+    mean, agg = agg.set_index("_label"), agg.drop(columns="_label")
     table = lb.render(agg, "md", per_class=True)
     (job.out / "final.csv").write_text(lb.render(agg, "csv", per_class=True))
-    mean = agg.set_index("recipe")
     base, tuned = recipes["base"].name, recipes["tuned"].name
-    delta = {m: mean.loc[tuned, m] - mean.loc[base, m] for m in ("macro_f1", "top1")}
+    delta = {m: mean.loc["tuned", m] - mean.loc["base", m] for m in ("macro_f1", "top1")}
     head = (f"{name}: the best trial's recipe ({tuned}) against the base ({base}) on the test split, "
             f"{len(seeds)} seeds each ({', '.join(map(str, seeds))}); tuned − base: macro-F1 "
             f"{delta['macro_f1']:+.2f}, top-1 {delta['top1']:+.2f} points")  # fmt: skip

@@ -128,8 +128,9 @@ def test_final_compares_best_and_base_on_the_test_split_over_seeds(finished):
     assert sorted(rows) == ["base-s0", "base-s1", "tuned-s0", "tuned-s1"]
     assert rows["tuned-s1"]["seed"] == 1 and rows["tuned-s1"]["recipe"] == "baseline-tuned"
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
-    assert set(table.index) == {"baseline", "baseline-tuned"} and (table["seeds"] == 2).all()
-    for recipe, label in (("baseline", "base"), ("baseline-tuned", "tuned")):
+    v = f" v{rows['tuned-s1']['recipe_version']}"  # the table names each recipe with its version
+    assert set(table.index) == {"baseline" + v, "baseline-tuned" + v} and (table["seeds"] == 2).all()
+    for recipe, label in (("baseline" + v, "base"), ("baseline-tuned" + v, "tuned")):
         for col in ("macro_f1", "f1_disgust"):
             runs = [rows[f"{label}-s{s}"]["test"][col] for s in (0, 1)]
             assert table.loc[recipe, col] == pytest.approx(sum(runs) / 2, abs=1e-3)
@@ -203,7 +204,8 @@ def test_final_reuses_a_finished_run_only_under_the_same_settings(finished, tmp_
     new_dir = next(d for d, lr in lrs.items() if lr == 0.0004)
     (new_row,) = [json.loads(f.read_text()) for f in (tmp_path / "final" / new_dir).glob("*/result.json")]
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
-    assert table.loc["baseline-tuned", "macro_f1"] == pytest.approx(new_row["test"]["macro_f1"], abs=1e-3)
+    assert table.loc[f"baseline-tuned v{new_row['recipe_version']}", "macro_f1"] == pytest.approx(
+        new_row["test"]["macro_f1"], abs=1e-3)  # fmt: skip
     # Other settings (1 epoch instead of 2), newer than every stored result: nothing may be read back.
     trained.clear()
     one_epoch = replace(job, overrides=tuple(o if o != "train.epochs=2" else "train.epochs=1" for o in FAST))
