@@ -17,6 +17,7 @@ from torch import nn
 
 from fer_bench.data.augment import ten_crop
 from fer_bench.metrics import classification_metrics
+from fer_bench.parts import TTA_MODES
 
 
 class Batches:
@@ -168,7 +169,7 @@ def predict(
     tta: str = "none",
     crop: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (float32, N×K) and labels for every sample, with test-time augmentation ``none|hflip|tencrop``."""
+    """Logits (float32, N×K) and labels for every sample, with a test-time augmentation of ``parts.TTA_MODES``."""
     model.eval()
     outs, labels = [], []
     for x, y in batches:
@@ -181,10 +182,19 @@ def predict(
 
 
 def _tta_logits(model: nn.Module, x: torch.Tensor, tta: str, crop: int | None) -> torch.Tensor:
-    if tta == "none":
-        return model(x)
-    if tta == "hflip":
-        return (model(x) + model(x.flip(-1))) / 2
+    return TTA_MODES.get(tta).load()(model, x, crop)
+
+
+# The TTA modes of fer_bench.parts.TTA_MODES: (model, input batch, crop side or None) → logits.
+def tta_none(model: nn.Module, x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    return model(x)
+
+
+def tta_hflip(model: nn.Module, x: torch.Tensor, crop: int | None) -> torch.Tensor:
+    return (model(x) + model(x.flip(-1))) / 2
+
+
+def tta_tencrop(model: nn.Module, x: torch.Tensor, crop: int | None) -> torch.Tensor:
     crops = ten_crop(x, crop or round(x.shape[-1] * 40 / 48))  # 40 of 48 px, as Khaireddin & Chen
     return model(crops.flatten(0, 1)).view(10, x.shape[0], -1).mean(0)
 

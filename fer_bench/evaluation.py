@@ -30,11 +30,11 @@ from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics
 from fer_bench.models import create_model
 from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, head_keys, read_state_dict
+from fer_bench.parts import TTA_MODES
 from fer_bench.protocol import data_fingerprint, file_sha256, precision_label, protocol_hash
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import Recipe
 from fer_bench.runner import (
-    TTA_PASSES,
     RunOptions,
     _context,
     _cost,
@@ -211,7 +211,7 @@ def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) 
     else:
         row |= _cross_test(p, norms, run_dir)
     row |= _cost(p.model, p.spec, p.size, p.ctx)
-    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
+    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
     if plan is not None:
         row["corruptions"] = corruption_eval(p, norms["eval"], plan, run_dir, clean_top1=row["test"]["top1"])
     write_json(run_dir / "result.json", row)
@@ -230,7 +230,7 @@ def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
     batches = engine.Batches(*_device_tensors(data, p.idx, p.ctx.device), batch_size=recipe.eval.batch_size)
     crop = norms["eval"].crop or norms["eval"].size
     for t in dict.fromkeys(t for t in recipe.eval.tta if t != "none"):
-        logits, yt = engine.predict(p.model, batches.epoch(), transform=norms["tencrop" if t == "tencrop" else "eval"],
+        logits, yt = engine.predict(p.model, batches.epoch(), transform=norms[TTA_MODES.get(t).pipeline],
                                     ctx=p.ctx, tta=t, crop=crop)  # fmt: skip
         tta[t] = cross_dataset.metrics(predictions.softmax(logits), yt, cmap)
     keys = ("top1", "macro_f1", "weighted_f1", "top1_shared", "top1_restricted", "macro_f1_restricted")

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from fer_bench import leaderboard_stats
+from fer_bench import leaderboard_stats, parts
 from fer_bench.comparison import macro_classes
 from fer_bench.errors import DataError
 from fer_bench.metrics import HIGHER_IS_BETTER
@@ -41,7 +41,6 @@ CROSS = ["top1_shared", "n_lacking"]  # cross-dataset lines: top-1 on the shared
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
            "train_min", "val_near_best_min", "mca", "mca_ratio", *CROSS]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
-TTA_MODES = ("hflip", "tencrop")  # the plain figure ("none") is the headline; these are columns of their own
 SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
 HEADERS = {
     "model": "model", "recipe": "recipe", "dataset": "dataset", "split": "split", "img_size": "px",
@@ -54,8 +53,6 @@ HEADERS = {
     "tta": "TTA", "mca": "mCA % (corruptions)", "mca_ratio": "mCA / clean", "train_dataset": "trained on",
     "top1_shared": "top-1 % (shared classes' faces)", "n_lacking": "faces of classes the model lacks",
 }  # fmt: skip
-for _t in TTA_MODES:
-    HEADERS |= {f"top1_{_t}": f"top-1 {_t} %", f"macro_f1_{_t}": f"macro-F1 {_t}", f"gmacs_{_t}": f"GMACs {_t}"}
 HEADERS |= leaderboard_stats.HEADERS  # intervals, calibration, significance (from the predictions files)
 FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
 PUBLISHED_DATASET = "fer2013"  # every row of fer_bench/configs/published.yaml is a FER2013 figure
@@ -67,12 +64,27 @@ MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruptio
 RUN_KEYS = [*KEYS, "seed"]  # one run of a line
 
 
+def tta_columns() -> tuple[str, ...]:
+    """Every registered TTA mode but the plain figure ("none"), which is the headline: TTA figures are columns of
+    their own (read from the registry when asked, so a mode registered at run time gets its columns too)."""
+    return tuple(t for t in parts.TTA_MODES if t != "none")
+
+
+def header(col: str) -> str:
+    """A column's heading, without its arrow."""
+    for t in tta_columns():
+        names = {f"top1_{t}": f"top-1 {t} %", f"macro_f1_{t}": f"macro-F1 {t}", f"gmacs_{t}": f"GMACs {t}"}
+        if col in names:
+            return names[col]
+    return HEADERS.get(col, col.replace("f1_", "F1 "))
+
+
 def arrow(col: str) -> str:
     """↑ (higher is better) or ↓ for a column, from the one direction table in :mod:`fer_bench.metrics`."""
     if col.startswith("f1_") or col.endswith("_img_s"):
         return "↑"
     key = "params" if col == "params_m" else col
-    for t in TTA_MODES:
+    for t in tta_columns():
         key = key.removesuffix(f"_{t}")
     key = key.removesuffix("_ts")  # calibration after temperature scaling: the same direction
     return ("↑" if HIGHER_IS_BETTER[key] else "↓") if key in HIGHER_IS_BETTER else ""
@@ -185,7 +197,7 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     for col in runs.columns:
         if col.startswith("metrics.test_f1_"):
             out[col.removeprefix("metrics.test_")] = runs[col]
-        for t in TTA_MODES:
+        for t in tta_columns():
             if col in (f"metrics.test_{t}_top1", f"metrics.test_{t}_macro_f1", f"metrics.tta_gmacs_{t}"):
                 key = col.removeprefix("metrics.").removeprefix("test_").removeprefix("tta_")
                 out[f"{key.removeprefix(t + '_')}_{t}" if not key.startswith("gmacs") else key] = runs[col]
@@ -348,7 +360,7 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
         cols += CROSS
     if per_class:
         cols += sorted((c for c in agg.columns if c.startswith("f1_") and not c.endswith("_std")), key=_class_order)
-    for t in TTA_MODES:
+    for t in tta_columns():
         if f"top1_{t}" in agg and agg[f"top1_{t}"].notna().any():
             cols += [f"top1_{t}", f"macro_f1_{t}", f"gmacs_{t}"]
     cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s", "train_min", "val_near_best_min"]
@@ -379,7 +391,7 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
         ordered += [c for c in stats_cols if c in agg and c not in ordered]  # the statistics' columns come last
         out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
         return out.round(4).to_csv(index=False)
-    headers = ["#"] + [f"{HEADERS.get(c, c.replace('f1_', 'F1 '))} {arrow(c)}".strip() for c in cols]
+    headers = ["#"] + [f"{header(c)} {arrow(c)}".strip() for c in cols]
     body = [[rank] + [_cell(r, c) for c in cols] for rank, (_, r) in zip(_ranks(agg), agg.iterrows(), strict=True)]
     text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
     if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math

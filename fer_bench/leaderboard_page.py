@@ -177,7 +177,7 @@ def _sort_value(row: pd.Series, col: str) -> str | None:
 
 def _header(col: str) -> str:
     """The column's header as the other formats write it, with its ↑/↓."""
-    return f"{lb.HEADERS.get(col, col.replace('f1_', 'F1 '))} {lb.arrow(col)}".strip()
+    return f"{lb.header(col)} {lb.arrow(col)}".strip()
 
 
 def _table(shown: pd.DataFrame, per_class: bool) -> str:

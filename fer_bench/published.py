@@ -18,12 +18,13 @@ import pandas as pd
 import yaml
 
 from fer_bench.errors import ConfigError
+from fer_bench.parts import TTA_MODES
 from fer_bench.recipes import from_dict
 
 PUBLISHED = Path(__file__).resolve().parent / "configs" / "published.yaml"  # ships inside the package
 
 SPLITS = ("public", "private", "test", "unstated")  # test = PublicTest + PrivateTest, as in fer-bench
-TTA = ("none", "hflip", "tencrop", "used", "unstated")  # used: TTA applied, its kind not named by the source
+TTA = (*TTA_MODES, "used", "unstated")  # the registry's modes; used: TTA applied, its kind not named by the source
 PRETRAINING = ("none", "imagenet", "unstated")
 TRAINED_ON = ("train", "train+val", "unstated")  # train+val: the validation split was trained on too
 QUALIFIERS = ("source", "tta", "pretrained", "input_size", "epochs", "trained_on", "note")  # shown beside a row

@@ -17,7 +17,7 @@ class Registry(Generic[T]):
 
     Example:
         >>> DATASETS = Registry[str]("dataset", list_hint="fer-bench ls datasets")
-        >>> DATASETS.add("synthetic", "built-in faces")
+        >>> _ = DATASETS.add("synthetic", "built-in faces")
         >>> DATASETS.get("synthetic")
         'built-in faces'
     """
@@ -48,8 +48,10 @@ class Registry(Generic[T]):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return f"unknown {self.kind} {name!r}.{hint} Run `{self.list_hint}` to list all."
 
-    def names(self, pattern: str = "*") -> list[str]:
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+    def names(self, pattern: str = "*", *, ordered: bool = False) -> list[str]:
+        """The names matching ``pattern``, sorted; ``ordered``: in the order they were registered."""
+        names = [n for n in self._entries if fnmatch.fnmatch(n, pattern)]
+        return names if ordered else sorted(names)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

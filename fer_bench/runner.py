@@ -31,6 +31,7 @@ from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix
 from fer_bench.models import classifier_params, create_model, weights_info
 from fer_bench.models.weights import SHOWN_MISSING
+from fer_bench.parts import TTA_MODES
 from fer_bench.plots import save_run_plots
 from fer_bench.protocol import (
     content_rank,
@@ -178,7 +179,7 @@ def run_model(
     valid = predict_plain(model, recipe, data, proto.val, norms, ctx)
     row["predictions_valid"] = _save_predictions(run_dir, data, proto.val, *valid, name=predictions.VALID_FILE)
     row |= _cost(model, spec, size, ctx)
-    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row["test_tta"]}
+    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["run_id"] = rid
     write_json(run_dir / "result.json", row)
@@ -596,10 +597,6 @@ def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:
     (tqdm.write if progress else print)(line, file=sys.stderr)
 
 
-# Forward passes per image of each test-time augmentation: its cost is this many times the plain GMACs.
-TTA_PASSES = {"none": 1, "hflip": 2, "tencrop": 10}
-
-
 def _test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, Normalize], ctx):
     """The plain single-crop figures (the headline, always), and each TTA of ``eval.tta`` beside them.
 
@@ -612,7 +609,7 @@ def _test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, Normali
     batches = engine.Batches(*_device_tensors(data, idx, ctx.device), batch_size=recipe.eval.batch_size)
     crop = norms["eval"].crop or norms["eval"].size
     for tta in dict.fromkeys(t for t in recipe.eval.tta if t != "none"):
-        norm = norms["tencrop" if tta == "tencrop" else "eval"]
+        norm = norms[TTA_MODES.get(tta).pipeline]
         logits, y = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, tta=tta, crop=crop)
         results[tta] = classification_metrics(logits, y, data.classes)
     confusion = confusion_matrix(plain[1], plain[0].argmax(1), len(data.classes)).tolist()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fer_bench.errors import ConfigError
+from fer_bench.parts import LOSSES, OPTIMIZERS, SCHEDULES
 from fer_bench.recipes.schema import LossCfg, OptimCfg, ScheduleCfg
 
 
@@ -73,31 +74,38 @@ class SoftTargetCrossEntropy(nn.Module):
         return (ce * s).sum() / s.sum()
 
 
-# Losses that train on label distributions (FerData.soft); the rest take class indices.
-TAKES_DISTRIBUTIONS = frozenset({"soft_ce"})
-
-
 def check_targets(cfg: LossCfg, data) -> bool:
     """Whether training feeds the loss label distributions: data with them (``FerData.soft``) needs a loss that
     takes them, else ConfigError (training its majority labels instead would silently change the protocol)."""
-    if data.soft is not None and cfg.name not in TAKES_DISTRIBUTIONS:
+    if data.soft is not None and not LOSSES.get(cfg.name).takes_distributions:
+        takes = [n for n in LOSSES if LOSSES.get(n).takes_distributions]
         raise ConfigError(
             f"--dataset {data.name} trains on label distributions, which loss.name={cfg.name} cannot take. "
-            f"Add --set loss.name={sorted(TAKES_DISTRIBUTIONS)[0]}, or use the dataset's majority labels."
+            f"Add --set loss.name={takes[0]}, or use the dataset's majority labels."
         )
     return data.soft is not None
 
 
+# The builders of fer_bench.parts.LOSSES: (loss section, class weights or None) → the criterion.
+def cross_entropy(cfg: LossCfg, weight: torch.Tensor | None) -> nn.Module:
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+
+def focal_loss(cfg: LossCfg, weight: torch.Tensor | None) -> nn.Module:
+    return FocalLoss(cfg.focal_gamma, weight, cfg.label_smoothing)
+
+
+def soft_cross_entropy(cfg: LossCfg, weight: torch.Tensor | None) -> nn.Module:
+    return SoftTargetCrossEntropy(weight, cfg.label_smoothing)
+
+
 def build_loss(cfg: LossCfg, train_counts: np.ndarray, device: torch.device) -> nn.Module:
+    """The criterion ``loss.name`` names in :data:`fer_bench.parts.LOSSES`, with its class weights on ``device``."""
     weight = None
     if cfg.class_weight_power > 0 or cfg.class_weight_clip is not None:
         w = class_weights(train_counts, cfg.class_weight_power, cfg.class_weight_clip)
         weight = torch.tensor(w, dtype=torch.float32, device=device)
-    if cfg.name == "focal":
-        return FocalLoss(cfg.focal_gamma, weight, cfg.label_smoothing).to(device)
-    if cfg.name == "soft_ce":
-        return SoftTargetCrossEntropy(weight, cfg.label_smoothing).to(device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    return LOSSES.get(cfg.name).load()(cfg, weight).to(device)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -109,14 +117,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-OPTIMIZERS = {
-    "adamw": lambda groups, c: torch.optim.AdamW(groups, lr=c.lr),
-    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov),
-}
+# The builders of fer_bench.parts.OPTIMIZERS: (parameter groups, optim section) → the optimizer.
+def adamw(groups: list[dict], cfg: OptimCfg) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def sgd(groups: list[dict], cfg: OptimCfg) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 def build_optimizer(cfg: OptimCfg, model: nn.Module) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.name](param_groups(model, cfg.weight_decay), cfg)
+    """The optimizer ``optim.name`` names in :data:`fer_bench.parts.OPTIMIZERS`, over :func:`param_groups`."""
+    return OPTIMIZERS.get(cfg.name).load()(param_groups(model, cfg.weight_decay), cfg)
+
+
+# The shapes of fer_bench.parts.SCHEDULES: the LR factor at fraction t ∈ [0, 1] of the annealing, after warm-up.
+def cosine_shape(t: float, min_lr_ratio: float) -> float:
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def constant_shape(t: float, min_lr_ratio: float) -> float:
+    return 1.0
 
 
 class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
@@ -153,17 +174,15 @@ class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
         """Warm-up × cosine (or constant) at batch ``step`` of the stage, without the plateau scale."""
         if step < self.warmup:
             return 0.01 + 0.99 * step / self.warmup  # linear from 1 % of the LR
-        if self.shape in ("constant", "plateau"):
-            return 1.0
         t = min((step - self.warmup) / max(self.anneal_end - self.warmup, 1), 1.0)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return SCHEDULES.get(self.shape).load()(t, self.min_lr_ratio)  # the name, not the function, is state
 
     def get_lr(self) -> list[float]:
         return [base * self.factor(self.last_epoch) * self.scale for base in self.base_lrs]
 
     def end_epoch(self, val_top1: float) -> None:
         """Feed the epoch's validation top-1; under ``plateau`` a stall cuts the LR of the next batches."""
-        if self.shape != "plateau":
+        if not SCHEDULES.get(self.shape).uses_validation:
             return
         if val_top1 > self.best * (1 + 1e-4):  # torch's rule (mode max, relative threshold 1e-4)
             self.best, self.bad_epochs = val_top1, 0

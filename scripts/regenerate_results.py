@@ -29,10 +29,11 @@ from pathlib import Path
 import yaml
 
 from fer_bench.data import load_dataset
+from fer_bench.parts import TTA_MODES
 from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, weights_identity
 from fer_bench.recipes import from_dict, recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import Recipe, stage_plan
-from fer_bench.runner import TTA_PASSES, write_json
+from fer_bench.runner import write_json
 
 
 def upgrade(row: dict, recipe_file: Path, data) -> dict:
@@ -57,7 +58,7 @@ def upgrade(row: dict, recipe_file: Path, data) -> dict:
         "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in row["history"]), 1),
         "train_frozen_epochs": sum(1 for h in row["history"] if h["stage"] in frozen),
         "infer_model_img_s": row["infer_img_s"], "infer_batch_size": 64,
-        "test_tta_gmacs": {t: round(row["gmacs"] * TTA_PASSES[t], 4) for t in row.get("test_tta", {})},
+        "test_tta_gmacs": {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row.get("test_tta", {})},
         "regenerated": {"by": "scripts/regenerate_results.py", "original_git_sha": row.get("git_sha"),
                         "what": "row fields renamed/added from the committed files; metrics unchanged"},
     }  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fer_bench.cli.common import add_tracking, csv_list, int_list
 from fer_bench.errors import FerBenchError
+from fer_bench.recipes.schema import PRECISIONS
 
 
 def add_parser(sub) -> None:
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--img-size", type=int_list, default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", choices=("fp32", "amp_bf16", "amp_fp16"), default="fp32")
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip

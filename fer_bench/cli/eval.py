@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fer_bench.cli.common import add_data_args, add_tracking
 from fer_bench.errors import FerBenchError
+from fer_bench.recipes.schema import EVAL_SPLITS
 
 
 def add_parser(sub) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub) -> None:
                    help="with --weights: the dataset whose classes the head predicts (default: the scored dataset's); "
                         "another dataset's classes are matched by name (cross-dataset evaluation)")  # fmt: skip
     add_data_args(p, default=None)
-    p.add_argument("--split", choices=("public", "private", "test", "valid"),
+    p.add_argument("--split", choices=(*EVAL_SPLITS, "valid"),
                    help="what to score (default: the run's split, else test); valid = the run's Training hold-out, "
                         "rebuilt from its recipe's data.val_fraction and data.split_seed")  # fmt: skip
     p.add_argument("--img-size", type=int, help="with --weights: input side in pixels (default: the recipe's)")

@@ -1,14 +1,19 @@
-"""`fer-bench ls`: list registered models, recipes, datasets or corruptions (building the parser imports no torch:
-a test checks it; ``ls corruptions`` imports it in its handler)."""
+"""`fer-bench ls`: list what a registry holds: models, recipes, datasets, corruptions, and the parts a recipe picks
+by name (losses, optimizers, schedules, TTA modes, augmentation ops: ``fer_bench.parts``). Building the parser imports
+no torch (a test checks it); ``ls models|corruptions`` import it in the handler."""
 
 from __future__ import annotations
 
 import argparse
 
+from fer_bench.parts import PARTS
+
+KINDS = ("models", "recipes", "datasets", "corruptions", *PARTS)
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ls", help="list registered models, recipes, datasets or corruptions")
-    p.add_argument("what", choices=("models", "recipes", "datasets", "corruptions"))
+    p = sub.add_parser("ls", help=f"list registered {', '.join(KINDS)}")
+    p.add_argument("what", choices=KINDS)
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     p.set_defaults(handler=cmd_ls)
 
@@ -36,6 +41,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         rows = [(c.name, c.param, ", ".join(f"{v:g}" for v in c.params), "yes" if c.random else "no", c.description)
                 for c in map(CORRUPTIONS.get, CORRUPTIONS.names(args.pattern))]  # fmt: skip
         print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5", "random", "what"]))
+    elif args.what in PARTS:
+        reg = PARTS[args.what]
+        ordered = args.what == "augment-ops"  # in the order a batch goes through them
+        rows = [_part_row(reg.get(n)) for n in reg.names(args.pattern, ordered=ordered)]
+        print(tabulate(rows, headers=[reg.kind, "what", "set by (schema default)", "notes", "reference"]))
+        if args.what == "augment-ops":
+            print("\nIn the order a batch goes through them; an op set by a probability or a magnitude is off at 0.")
     else:
         from fer_bench.data import DATASETS
 
@@ -53,3 +65,21 @@ def _dataset_row(spec) -> tuple:
     options = ", ".join(f"{k}={o.default or '…'}" for k, o in spec.options.items())
     return (spec.name, known(spec.classes, " ".join), known(spec.size, lambda s: f"{s}×{s}"), known(spec.channels),
             spec.labels, splits, options, spec.description)  # fmt: skip
+
+
+def _part_row(part) -> tuple:
+    """One ``ls losses|optimizers|schedules|tta|augment-ops`` line, with the recipe fields that set it (defaults)."""
+    from functools import reduce
+
+    from fer_bench.recipes.schema import Recipe
+
+    default = Recipe()  # the schema's defaults, which a recipe overrides
+    fields = ", ".join(f"{f}={_shown(reduce(getattr, f.split('.'), default))}" for f in part.fields)
+    notes = [n for n, on in (("trains on label distributions", part.takes_distributions),
+                             (f"{part.passes} passes per image", part.passes > 1),
+                             ("steered by validation top-1", part.uses_validation)) if on]  # fmt: skip
+    return part.name, part.description, fields, "; ".join(notes), part.reference
+
+
+def _shown(v) -> str:
+    return "null" if v is None else "[" + ", ".join(map(str, v)) + "]" if isinstance(v, tuple) else str(v)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fer_bench.cli.common import RUN_OVERRIDES, add_data_args, add_tracking, csv_list, int_list, make_tracker
 from fer_bench.errors import FerBenchError
+from fer_bench.recipes.schema import EVAL_SPLITS, PRECISIONS
 from fer_bench.tracking import KIND_TAG
 
 
@@ -39,9 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--split", choices=("public", "private", "test"), help="final evaluation split (test = both)")
+    p.add_argument("--split", choices=EVAL_SPLITS, help="final evaluation split (test = both)")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
-    p.add_argument("--precision", choices=("auto", "fp32", "amp_bf16", "amp_fp16"))
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 
-LOSSES = ("ce", "focal", "soft_ce")  # soft_ce: cross-entropy against label distributions (FER+ crossentropy mode)
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "constant", "plateau")
+from fer_bench.parts import LOSSES, OPTIMIZERS, SCHEDULES, TTA_MODES  # the registries (torch-free) names are checked in
+
 TRAIN_CROPS = ("none", "tencrop")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
-TTA = ("none", "hflip", "tencrop")
 VAL_SOURCES = ("train", "public", "private")
 EARLY_STOP_SCOPES = ("stage", "run")
 EVAL_SPLITS = ("public", "private", "test")
@@ -193,12 +192,18 @@ def stage_lr(r: Recipe, stage: StageCfg) -> float:
     return (stage.lr or r.optim.lr) * lr_factor(r)
 
 
+def _one_of(registry, value: str) -> str:
+    """``one of a, b, c`` in the registry's order, and the closest name when ``value`` looks like a typo of one."""
+    close = difflib.get_close_matches(str(value), registry.names(), n=1, cutoff=0.6)
+    return f"one of {', '.join(registry.names(ordered=True))}" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
 def check_values(r: Recipe) -> list[tuple[str, str]]:
     """Range and choice checks that types cannot express: ``[(dotted path, what is allowed)]``."""
     rules: list[tuple[bool, str, str]] = [
-        (r.loss.name in LOSSES, "loss.name", f"one of {', '.join(LOSSES)}"),
-        (r.optim.name in OPTIMIZERS, "optim.name", f"one of {', '.join(OPTIMIZERS)}"),
-        (r.schedule.name in SCHEDULES, "schedule.name", f"one of {', '.join(SCHEDULES)}"),
+        (r.loss.name in LOSSES, "loss.name", _one_of(LOSSES, r.loss.name)),
+        (r.optim.name in OPTIMIZERS, "optim.name", _one_of(OPTIMIZERS, r.optim.name)),
+        (r.schedule.name in SCHEDULES, "schedule.name", _one_of(SCHEDULES, r.schedule.name)),
         (r.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}"),
         (
             r.train.early_stop_scope in EARLY_STOP_SCOPES,
@@ -207,7 +212,13 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         ),
         (r.data.val_source in VAL_SOURCES, "data.val_source", f"one of {', '.join(VAL_SOURCES)}"),
         (r.eval.split in EVAL_SPLITS, "eval.split", f"one of {', '.join(EVAL_SPLITS)}"),
-        (all(t in TTA for t in r.eval.tta) and len(r.eval.tta) > 0, "eval.tta", f"a list of {', '.join(TTA)}"),
+        (
+            all(t in TTA_MODES for t in r.eval.tta) and len(r.eval.tta) > 0,
+            "eval.tta",
+            "a list of " + _one_of(TTA_MODES, next((t for t in r.eval.tta if t not in TTA_MODES), "")).removeprefix(
+                "one of "
+            ),
+        ),
         (r.optim.lr > 0, "optim.lr", "a number > 0"),
         (r.optim.weight_decay >= 0, "optim.weight_decay", "a number >= 0"),
         (r.optim.lr_scaling in LR_SCALING, "optim.lr_scaling", f"one of {', '.join(LR_SCALING)}"),
