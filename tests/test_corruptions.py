@@ -11,6 +11,7 @@ from fer_bench.corruptions import (
     EYES_BOX,
     MOUTH_BOX,
     SEVERITIES,
+    batch_generator,
     corrupt,
     parse_corruptions,
     parse_severities,
@@ -40,11 +41,28 @@ def test_shape_dtype_device_and_range_are_kept(faces, name, rgb):
     for s in SEVERITIES:
         out = corrupt(x, name, s, seed=0)
         assert out.shape == x.shape and out.dtype == torch.uint8 and out.device == x.device
-        assert 0 <= int(out.min()) and int(out.max()) <= 255
         assert not torch.equal(out, x), f"{name} {s} changed nothing"
     if rgb and name != "gaussian_noise":  # grey content stays grey (noise alone is drawn per channel)
         out = corrupt(x, name, 3, seed=0)
         assert torch.equal(out[..., 0], out[..., 1]) and torch.equal(out[..., 1], out[..., 2])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_values_beyond_the_range_saturate_instead_of_wrapping(faces, name):
+    """uint8 cannot leave [0, 255], so the range is kept only if values the corruption pushes past it are clipped
+    (a bare cast wraps 256 to 0 and −1 to 255): on black, white and real faces the output equals the float result,
+    rounded and clipped; the suite's additive corruptions do push past the range on those images."""
+    spec = CORRUPTIONS.get(name)
+    white, black = torch.full((4, 48, 48), 255, dtype=torch.uint8), torch.zeros(4, 48, 48, dtype=torch.uint8)
+    beyond = False
+    for x in (white, black, faces[:8]):
+        for s in SEVERITIES:
+            gen = batch_generator(0, name, s, 0, x.device) if spec.random else None
+            ref = spec.fn(x.float().unsqueeze(1), spec.params[s - 1], gen).squeeze(1)
+            beyond |= bool((ref < -0.5).any() or (ref > 255.5).any())
+            assert torch.equal(corrupt(x, name, s, seed=0), ref.round().clamp(0, 255).to(torch.uint8)), (name, s)
+    if name in ("gaussian_noise", "brightness"):
+        assert beyond, f"{name} never left [0, 255]: the clipping went untested"
 
 
 @pytest.mark.parametrize("name", NAMES)
