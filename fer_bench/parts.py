@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +40,17 @@ class Part:
     reference: str = ""
 
     def load(self) -> Any:
-        """The builder's object (imports its module, which may import torch)."""
+        """The builder's object (imports its module, which may import torch); resolved once per path, since the
+        schedule and TTA look theirs up on every batch."""
         if self.builder is None:
             raise ValueError(f"{self.name!r} has no builder")
-        module, _, attr = self.builder.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(self.builder)
+
+
+@functools.cache
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _registry(kind: str, command: str, *parts: Part) -> Registry[Part]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -81,19 +82,14 @@ def test_each_optimizer_and_schedule_builds():
             if name == "cosine" else last == 1.0  # fmt: skip
 
 
+@contextlib.contextmanager
 def _registered(kind: str, part: parts.Part):
-    """``part`` in the ``kind`` registry for a with-block, removed after."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def cm():
-        parts.PARTS[kind].add(part.name, part)
-        try:
-            yield part
-        finally:
-            del parts.PARTS[kind]._entries[part.name]
-
-    return cm()
+    """``part`` in the ``kind`` registry inside the with-block, removed after."""
+    parts.PARTS[kind].add(part.name, part)
+    try:
+        yield part
+    finally:
+        del parts.PARTS[kind]._entries[part.name]
 
 
 def _listed(kind: str, capsys) -> str:

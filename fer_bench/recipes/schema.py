@@ -192,10 +192,10 @@ def stage_lr(r: Recipe, stage: StageCfg) -> float:
     return (stage.lr or r.optim.lr) * lr_factor(r)
 
 
-def _one_of(registry, value: str) -> str:
+def _one_of(registry, value: str, lead: str = "one of") -> str:
     """``one of a, b, c`` in the registry's order, and the closest name when ``value`` looks like a typo of one."""
     close = difflib.get_close_matches(str(value), registry.names(), n=1, cutoff=0.6)
-    return f"one of {', '.join(registry.names(ordered=True))}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return f"{lead} {', '.join(registry.names(ordered=True))}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def check_values(r: Recipe) -> list[tuple[str, str]]:
@@ -215,9 +215,7 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (
             all(t in TTA_MODES for t in r.eval.tta) and len(r.eval.tta) > 0,
             "eval.tta",
-            "a list of " + _one_of(TTA_MODES, next((t for t in r.eval.tta if t not in TTA_MODES), "")).removeprefix(
-                "one of "
-            ),
+            _one_of(TTA_MODES, next((t for t in r.eval.tta if t not in TTA_MODES), ""), lead="a list of"),
         ),
         (r.optim.lr > 0, "optim.lr", "a number > 0"),
         (r.optim.weight_decay >= 0, "optim.weight_decay", "a number >= 0"),
