@@ -10,12 +10,24 @@ written here with none of fer-bench's timing code: its own model from the regist
 ``--window`` steps, so that the machine's drift (±20-35 % between windows a few seconds apart on this shared 2-core
 machine: results/bench/window-drift.json) hits both sides alike. The ratio is taken pair by pair; its median is the
 figure. Exit code 1 when a median ratio is outside ±5 %.
+
+Two more levels pair whole calls rather than steps:
+
+- ``--process-pairs`` (default 5): what `fer-bench bench` reports, run as the CLI runs it. Each bench call is
+  ``fer_bench.bench.run_isolated`` (a fresh Python process that builds the model and measures inference, latency,
+  training and memory: the CLI's own subprocess), each Timer call a fresh process of this script
+  (``--timer-process``) that builds the independent statements, warms each up as long as bench does and times a
+  window as long as bench's timed region of that part. Both parts come from the same pair of processes.
+- ``--window-pairs`` (default 0): whole ``measure(parts=(part,))`` calls repeated inside this one process against
+  Timer windows of the same length; the CLI never runs measure() twice in one process, and this level is kept to
+  study why it reads inference low (results/bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +36,7 @@ import numpy as np
 import torch
 import torch.utils.benchmark as tb
 
-from fer_bench.bench import BenchConfig, build_steps, measure, timed_steps, warm_up
+from fer_bench.bench import BenchConfig, build_steps, measure, run_isolated, timed_steps, warm_up
 from fer_bench.bench import _conditions as bench_conditions
 from fer_bench.errors import FerBenchError
 from fer_bench.models import create_model, get_spec
@@ -72,13 +84,21 @@ def main() -> int:
     ap.add_argument("--pairs", type=int_pair, default=(41, 31), metavar="INFER,TRAIN", help="pairs per part")
     ap.add_argument("--window", type=int_pair, default=(2, 1), metavar="INFER,TRAIN", help="steps per window")
     ap.add_argument("--warmup-s", type=float, default=1.0, help="untimed warm-up seconds before each part")
-    ap.add_argument("--window-pairs", type=int, default=9,
-                    help="also pair whole `measure()` calls (as `fer-bench bench` runs them) with Timer windows of "
-                         "the same length, this many pairs (0: skip)")  # fmt: skip
+    ap.add_argument("--process-pairs", type=int, default=5,
+                    help="pair fresh `fer-bench bench` processes (as the CLI runs them) with fresh Timer processes "
+                         "timing windows of the same length, this many pairs (0: skip)")  # fmt: skip
+    ap.add_argument("--window-pairs", type=int, default=0,
+                    help="also pair whole `measure()` calls repeated in this process with Timer windows of the same "
+                         "length, this many pairs (0: skip)")  # fmt: skip
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--timer-process", metavar="JSON", help=argparse.SUPPRESS)  # the Timer side of --process-pairs
     args = ap.parse_args()
-    if min(args.pairs) < 5 or 0 < args.window_pairs < 5:
-        ap.error(f"--pairs {args.pairs[0]},{args.pairs[1]} --window-pairs {args.window_pairs}: at least 5 pairs each")
+    if args.timer_process:
+        print(json.dumps(timer_process(**json.loads(args.timer_process))))
+        return 0
+    if min(args.pairs) < 5 or 0 < args.window_pairs < 5 or 0 < args.process_pairs < 5:
+        ap.error(f"--pairs {args.pairs[0]},{args.pairs[1]} --window-pairs {args.window_pairs} "
+                 f"--process-pairs {args.process_pairs}: at least 5 pairs each")  # fmt: skip
     try:
         get_spec(args.model)
     except FerBenchError as exc:
@@ -110,6 +130,11 @@ def main() -> int:
                 result[f"window_{part}"] = window_pairs(cfg, part, timers[part], args.window_pairs, args.batch_size)
                 result[f"window_{part}_ratio_median"] = result[f"window_{part}"]["ratio"]["median"]
                 result[f"window_{part}_within_5_percent"] = abs(result[f"window_{part}_ratio_median"] - 1) <= TOLERANCE
+        if args.process_pairs:  # bench as the CLI runs it: one fresh process per configuration
+            result["process"] = process_pairs(cfg, args.process_pairs)
+            for part in ("infer", "train"):
+                median = result[f"process_{part}_ratio_median"] = result["process"][part]["ratio"]["median"]
+                result[f"process_{part}_within_5_percent"] = abs(median - 1) <= TOLERANCE
     conditions = bench_conditions(steps.device)
     result["conditions"] = {k: conditions[k] for k in ("device_name", "torch", "threads", "git_sha", "timestamp")}
     result["conditions"] |= load.conditions
@@ -136,6 +161,49 @@ def window_pairs(cfg: BenchConfig, part: str, timer: tb.Timer, n_pairs: int, bat
 
     say = lambda msg: print(f"window {part}: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     return paired(ours, independent, pairs=n_pairs, names=("fer_bench_img_s", "timer_img_s"), progress=say)
+
+
+def process_pairs(cfg: BenchConfig, n_pairs: int) -> dict:
+    """Fresh `fer-bench bench` processes (``run_isolated``, the CLI's) against fresh Timer processes whose windows are
+    as long as the bench process's timed regions; inference and training from each pair of processes."""
+    windows = {"infer_s": 0.5, "train_s": 0.5}
+    n_steps = {"infer": cfg.repeats * cfg.steps, "train": cfg.repeats * max(2, cfg.steps // 2)}
+
+    def ours() -> dict[str, float]:
+        row = run_isolated(cfg)
+        if "error" in row:
+            raise SystemExit(f"check_bench_vs_timer: the bench process failed: {row['error']}")
+        rates = {part: row[f"{part}_img_s_median"] for part in ("infer", "train")}
+        windows.update({f"{part}_s": n_steps[part] * cfg.batch_size / rates[part] for part in rates})
+        return rates
+
+    def independent() -> dict[str, float]:
+        spec = {"model": cfg.model, "img_size": cfg.img_size, "batch_size": cfg.batch_size,
+                "warmup_s": cfg.warmup_s, **windows}  # fmt: skip
+        cmd = [sys.executable, __file__, "--timer-process", json.dumps(spec)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise SystemExit(f"check_bench_vs_timer: the Timer process failed: {proc.stderr.strip()[-300:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    say = lambda msg: print(f"process: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    # no warm-up pair: each call is a fresh process that warms itself up, and the bench call of a pair runs first
+    # and sets the Timer's windows
+    res = paired(ours, independent, pairs=n_pairs, warmup=0, names=("fer_bench_img_s", "timer_img_s"),
+                 progress=say, fields=("infer", "train"))  # fmt: skip
+    return res | {"method": "fresh process per call: fer_bench.bench.run_isolated vs --timer-process"}
+
+
+def timer_process(model: str, img_size: int, batch_size: int, warmup_s: float, infer_s: float,
+                  train_s: float) -> dict[str, float]:  # fmt: skip
+    """In a fresh process: the independent statements, inference then training as bench orders them, each warmed up
+    for ``warmup_s`` and then timed over a window of ``infer_s`` / ``train_s`` seconds; images/s of the median block."""
+    timers = timer_statements(model, img_size, batch_size)
+    out = {}
+    for part, window in (("infer", infer_s), ("train", train_s)):
+        timers[part].blocked_autorange(min_run_time=warmup_s)
+        out[part] = batch_size / timers[part].blocked_autorange(min_run_time=window).median
+    return out
 
 
 if __name__ == "__main__":

@@ -29,21 +29,28 @@ def summary(values: list[float], digits: int = 6) -> dict[str, Any]:
 
 
 def paired(
-    a: Callable[[], float],
-    b: Callable[[], float],
+    a: Callable[[], Any],
+    b: Callable[[], Any],
     *,
     pairs: int = 7,
     warmup: int = 1,
     names: tuple[str, str] = ("a", "b"),
     progress: Callable[[str], None] | None = None,
+    fields: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Measure ``a`` and ``b`` alternately (``warmup`` untimed pairs first, then ``pairs`` kept ones).
 
     Each call returns one measurement (a rate or a time). The result holds each side's summary and the
     summary of the pair-by-pair ratio ``a_i / b_i``; ``order`` lists the calls as they ran.
+
+    With ``fields``, each call returns a mapping with one measurement per field (e.g. a fresh process that times
+    inference and then training), and the result maps each field to what a one-measurement call would give:
+    the same calls, order and spans, that field's values and ratios.
     """
     if pairs < MIN_PAIRS:
         raise ValueError(f"paired(): {pairs} pairs; at least {MIN_PAIRS} are needed for a median and an IQR")
+    keys = fields or ("",)
+    pick = (lambda out: {"": float(out)}) if fields is None else (lambda out: {k: float(out[k]) for k in keys})
     for _ in range(warmup):
         a()
         b()
@@ -52,17 +59,24 @@ def paired(
     for i in range(pairs):
         for fn, out, name in ((a, av, names[0]), (b, bv, names[1])):
             start = time.perf_counter() - t0
-            out.append(float(fn()))
+            out.append(pick(fn()))
             order.append(name)
             spans.append((round(start, 4), round(time.perf_counter() - t0, 4)))
         if progress:
-            progress(f"pair {i + 1}/{pairs}: {names[0]} {av[-1]:.4g}, {names[1]} {bv[-1]:.4g}")
-    ratios = [x / y for x, y in zip(av, bv, strict=True)]
-    return {
-        "pairs": pairs, "warmup_pairs": warmup, "order": order, "spans_s": spans,
-        names[0]: summary(av), names[1]: summary(bv),
-        "ratio": summary(ratios), "ratio_of": f"{names[0]} / {names[1]}, pair by pair",
-    }  # fmt: skip
+            said = "; ".join(f"{k + ': ' if k else ''}{names[0]} {av[-1][k]:.4g}, {names[1]} {bv[-1][k]:.4g}"
+                             for k in keys)  # fmt: skip
+            progress(f"pair {i + 1}/{pairs}: {said}")
+
+    def result(key: str) -> dict[str, Any]:
+        x, y = [v[key] for v in av], [v[key] for v in bv]
+        return {
+            "pairs": pairs, "warmup_pairs": warmup, "order": list(order), "spans_s": list(spans),
+            names[0]: summary(x), names[1]: summary(y),
+            "ratio": summary([p / q for p, q in zip(x, y, strict=True)]),
+            "ratio_of": f"{names[0]} / {names[1]}, pair by pair",
+        }  # fmt: skip
+
+    return result("") if fields is None else {k: result(k) for k in keys}
 
 
 def check_paired(result: dict[str, Any], names: tuple[str, str]) -> None:

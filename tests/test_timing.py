@@ -23,18 +23,20 @@ from test_cli import fer_bench
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def recorded(calls: list[str], name: str, values: list):
+    """A side of a pair that returns ``values`` in turn and notes each call in ``calls``."""
+    it = iter(values)
+
+    def side():
+        calls.append(name)
+        return next(it)
+
+    return side
+
+
 def test_paired_alternates_and_takes_the_ratio_pair_by_pair():
     calls = []
-    a_vals, b_vals = iter([9.0, 1, 2, 3, 4, 100]), iter([9.0, 1, 1, 1, 1, 1])
-
-    def a():
-        calls.append("a")
-        return next(a_vals)
-
-    def b():
-        calls.append("b")
-        return next(b_vals)
-
+    a, b = recorded(calls, "a", [9.0, 1, 2, 3, 4, 100]), recorded(calls, "b", [9.0, 1, 1, 1, 1, 1])
     r = paired(a, b, pairs=5, warmup=1)
     assert calls == ["a", "b"] * 6  # one warm-up pair, then five, alternating
     assert r["a"]["values"] == [1, 2, 3, 4, 100] and r["b"]["values"] == [1, 1, 1, 1, 1]
@@ -43,6 +45,22 @@ def test_paired_alternates_and_takes_the_ratio_pair_by_pair():
     check_paired(r, ("a", "b"))
     with pytest.raises(ValueError, match="at least 5"):
         paired(a, b, pairs=4)
+
+
+def test_paired_fields_share_the_calls_and_take_each_ratio_pair_by_pair():
+    calls = []
+    a = recorded(calls, "a", [{"x": 2.0, "y": 10.0}, {"x": 4.0, "y": 30.0}] * 3)
+    b = recorded(calls, "b", [{"x": 1.0, "y": 5.0}, {"x": 1.0, "y": 10.0}] * 3)
+    r = paired(a, b, pairs=5, warmup=0, fields=("x", "y"))
+    assert calls == ["a", "b"] * 5  # one call per side per pair gives every field
+    assert r.keys() == {"x", "y"}
+    assert r["x"]["ratio"]["values"] == [2, 4, 2, 4, 2] and r["y"]["ratio"]["values"] == [2, 3, 2, 3, 2]
+    assert r["x"]["a"]["values"] == [2, 4, 2, 4, 2] and r["y"]["b"]["values"] == [5, 10, 5, 10, 5]
+    assert r["x"]["spans_s"] == r["y"]["spans_s"] and r["x"]["order"] == ["a", "b"] * 5
+    for field in ("x", "y"):
+        check_paired(r[field], ("a", "b"))
+    with pytest.raises(KeyError):  # a call that lacks a field is an error, not a silent gap
+        paired(lambda: {"x": 1.0}, lambda: {"x": 1.0, "y": 1.0}, pairs=5, fields=("x", "y"))
 
 
 def test_check_paired_rejects_a_ratio_of_medians_and_unpaired_values():
@@ -189,20 +207,27 @@ def test_bench_vs_timer_check_pairs_every_ratio(tmp_path):
     out = tmp_path / "check.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "check_bench_vs_timer.py"), "--model", "simple_cnn",
            "--img-size", "16", "--batch-size", "8", "--pairs", "5,6", "--window", "2,1", "--warmup-s", "0",
-           "--window-pairs", "5", "--out", str(out)]  # fmt: skip
+           "--window-pairs", "5", "--process-pairs", "5", "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode in (0, 1), res.stderr  # 1: outside ±5 %, which tiny noisy windows may be
     r = json.loads(out.read_text())
-    for part in ("infer", "train", "window_infer", "window_train"):
-        check_paired(r[part], ("fer_bench_img_s", "timer_img_s"))
-        assert r[part]["pairs"] == {"infer": 5, "train": 6}.get(part, 5)
-        assert r[f"{part}_ratio_median"] == r[part]["ratio"]["median"]
-        assert r[f"{part}_within_5_percent"] == (abs(r[part]["ratio"]["median"] - 1) <= 0.05)
+    levels = {part: r[part] for part in ("infer", "train", "window_infer", "window_train")}
+    levels |= {f"process_{part}": r["process"][part] for part in ("infer", "train")}
+    for part, level in levels.items():
+        check_paired(level, ("fer_bench_img_s", "timer_img_s"))
+        assert level["pairs"] == {"infer": 5, "train": 6}.get(part, 5)
+        assert r[f"{part}_ratio_median"] == level["ratio"]["median"]
+        assert r[f"{part}_within_5_percent"] == (abs(level["ratio"]["median"] - 1) <= 0.05)
+    # the process level: both parts come from the same calls, fresh processes as the CLI runs bench
+    assert r["process"]["infer"]["spans_s"] == r["process"]["train"]["spans_s"]
+    assert r["process"]["infer"]["warmup_pairs"] == 0
     assert res.returncode == (0 if all(v for k, v in r.items() if k.endswith("within_5_percent")) else 1)
     assert {"device_name", "torch", "threads", "loadavg_1min_start"} <= r["conditions"].keys()
 
 
-@pytest.mark.parametrize("args, message", [(["--pairs", "3,3"], "at least 5"), (["--model", "nope_net"], "nope_net")])
+@pytest.mark.parametrize("args, message", [
+    (["--pairs", "3,3"], "at least 5"), (["--process-pairs", "4"], "at least 5"), (["--model", "nope_net"], "nope_net"),
+])  # fmt: skip
 def test_bench_vs_timer_check_bad_input_exits_2(tmp_path, args, message):
     script = ROOT / "benchmarks" / "check_bench_vs_timer.py"
     cmd = [sys.executable, str(script), *args, "--out", str(tmp_path / "c.json")]
