@@ -96,9 +96,11 @@ def main() -> int:
     if args.timer_process:
         print(json.dumps(timer_process(**json.loads(args.timer_process))))
         return 0
-    if min(args.pairs) < 5 or 0 < args.window_pairs < 5 or 0 < args.process_pairs < 5:
-        ap.error(f"--pairs {args.pairs[0]},{args.pairs[1]} --window-pairs {args.window_pairs} "
-                 f"--process-pairs {args.process_pairs}: at least 5 pairs each")  # fmt: skip
+    if min(args.pairs) < 5 or any(n != 0 and n < 5 for n in (args.window_pairs, args.process_pairs)):
+        ap.error(
+            f"--pairs {args.pairs[0]},{args.pairs[1]} --window-pairs {args.window_pairs} "
+            f"--process-pairs {args.process_pairs}: at least 5 pairs each (0 skips a whole-call level)"
+        )
     try:
         get_spec(args.model)
     except FerBenchError as exc:

@@ -139,6 +139,11 @@ def test_ece_equals_a_worked_example():
     # two samples sharing a bin are averaged before the gap: 0.90 (wrong) and 0.92 (right) in bin 13:
     #   acc 0.5, conf 0.91 → |0.5 − 0.91| · 2/2 = 0.41 → 41 %
     assert cal.ece(np.array([[0.90, 0.1], [0.92, 0.08]]), np.array([1, 0])) == pytest.approx(41.0)
+    # a confidence on a bin edge belongs to the bin below it (upper edge included), with 4 bins so that the edge
+    # 0.5 is exact: 0.50 (right) → bin 1 (0.25, 0.5], 0.55 (wrong) → bin 2 (0.5, 0.75]; apart: (0.50 + 0.55) / 2
+    # = 52.5 %; were the lower edge included, they would share bin 2: |0.5 − 0.525| = 2.5 %
+    edge = np.array([[0.5, 0.5], [0.55, 0.45]])
+    assert cal.ece(edge, np.array([0, 1]), n_bins=4) == pytest.approx(52.5)
 
 
 def test_nll_and_brier_match_sklearn_and_the_definition():
