@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.utils.benchmark as tb
 
-from fer_bench.bench import BenchConfig, build_steps, measure, run_isolated, timed_steps, warm_up
+from fer_bench.bench import BenchConfig, build_steps, measure, run_isolated, steps_per_repeat, timed_steps, warm_up
 from fer_bench.bench import _conditions as bench_conditions
 from fer_bench.errors import FerBenchError
 from fer_bench.models import create_model, get_spec
@@ -154,7 +154,7 @@ def window_pairs(cfg: BenchConfig, part: str, timer: tb.Timer, n_pairs: int, bat
 
     def ours() -> float:
         row = measure(cfg, parts=(part,))
-        n_steps = cfg.repeats * (cfg.steps if part == "infer" else max(2, cfg.steps // 2))
+        n_steps = cfg.repeats * steps_per_repeat(cfg, part)
         window["s"] = n_steps * batch_size / row[key]
         return row[key]
 
@@ -169,7 +169,7 @@ def process_pairs(cfg: BenchConfig, n_pairs: int) -> dict:
     """Fresh `fer-bench bench` processes (``run_isolated``, the CLI's) against fresh Timer processes whose windows are
     as long as the bench process's timed regions; inference and training from each pair of processes."""
     windows = {"infer_s": 0.5, "train_s": 0.5}
-    n_steps = {"infer": cfg.repeats * cfg.steps, "train": cfg.repeats * max(2, cfg.steps // 2)}
+    n_steps = {part: cfg.repeats * steps_per_repeat(cfg, part) for part in ("infer", "train")}
 
     def ours() -> dict[str, float]:
         row = run_isolated(cfg)

@@ -174,9 +174,14 @@ def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     return row | _conditions(device)
 
 
+def steps_per_repeat(cfg: BenchConfig, part: str) -> int:
+    """Timed steps per repeat of ``part`` ("infer" or "train"): training takes half as many, at least 2."""
+    return cfg.steps if part == "infer" else max(2, cfg.steps // 2)
+
+
 def _measure_train(cfg: BenchConfig, train, spec, device, fmt) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    train_steps = max(2, cfg.steps // 2)
+    train_steps = steps_per_repeat(cfg, "train")
     if cfg.dataset:  # model-only and end-to-end steps interleaved: their ratio is the data path's cost
         feed = _real_batches(cfg, spec, device, fmt)
         t, t_e2e = _timed_interleaved([train, lambda: train(*feed())], device, cfg.warmup, train_steps, cfg.repeats,
