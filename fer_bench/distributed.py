@@ -9,15 +9,20 @@ scaled by ``N · S_r / S`` (S_r: the rank's share of the batch's sample weights,
 DistributedDataParallel averages are those of the one-process loss on the global batch, class weights included.
 
 Rank 0 alone validates (the others take its figures, so early stopping and the LR plateau decide alike), writes
-checkpoints, rows and files and logs to MLflow; the others train and leave. Dropout masks are each rank's own draw
-(seeded from the seed and the rank): with dropout on, a run of N ranks is another draw of dropout noise than one
-process; with it off, the runs agree up to floating-point reordering (tests/test_distributed.py says how close).
+checkpoints, rows and files and logs to MLflow; the others train and leave. Dropout and drop-path (stochastic depth)
+masks are drawn the same way: every rank seeds torch's default generator alike, draws the mask of the *whole* global
+batch in each ``F.dropout`` / timm ``drop_path`` call (:func:`global_batch_dropout`) and keeps its own rows, so on CPU
+each sample gets the mask it gets in a one-process run, bit for bit, and the run does not depend on N beyond
+floating-point reordering (tests/test_distributed.py says how close). On GPUs the one-process run's fused dropout
+kernel draws from another stream: N ≥ 2 processes agree with each other, and with one process in distribution only.
+Other random layers (``dropout2d``, DropBlock) draw per rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,28 +191,91 @@ def sample_weights(criterion: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return w[y] if y.ndim == 1 else y.to(w.dtype) @ w
 
 
+def rank_rows(total: int, world: World) -> tuple[int, int]:
+    """The rows ``[start, stop)`` of a global batch of ``total`` that ``world``'s rank keeps (``torch.tensor_split``).
+
+    Example:
+        >>> [rank_rows(10, World(r, 3)) for r in range(3)]
+        [(0, 4), (4, 7), (7, 10)]
+    """
+    q, extra = divmod(total, world.size)
+    start = world.rank * q + min(world.rank, extra)
+    return start, start + q + (world.rank < extra)
+
+
+@contextlib.contextmanager
+def global_batch_dropout(start: int, stop: int, total: int) -> Iterator[None]:
+    """Inside: ``F.dropout`` and timm's ``drop_path`` draw the mask of the whole global batch (``total`` rows, with
+    torch's default generator, as the one-process CPU kernels draw it) and apply its rows ``[start, stop)``.
+
+    Every rank makes the same draws, so the generators stay alike across ranks. A dropout over a tensor whose first
+    dimension is not this rank's batch has no global batch to draw for and raises.
+    """
+    import timm.layers.drop as timm_drop
+    import torch.nn.functional as F
+
+    dropout, drop_path = F.dropout, timm_drop.drop_path
+    rows = stop - start
+
+    def mask(x: torch.Tensor, keep: float, shape: tuple[int, ...]) -> torch.Tensor:
+        if x.shape[0] != rows:
+            raise RuntimeError(f"dropout over a tensor of shape {tuple(x.shape)} under torchrun: its first dimension "
+                               f"is not this rank's {rows} sample(s), so no global-batch mask can be drawn for it; "
+                               "set model.drop_rate=0 or train in one process.")  # fmt: skip
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        full = torch.empty((total, *shape[1:]), dtype=x.dtype, device=x.device,
+                           memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # fmt: skip
+        return full.bernoulli_(keep)[start:stop]
+
+    def global_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False):
+        if not training or p <= 0 or p >= 1 or input.numel() == 0:  # no draw in these cases (as torch's kernel)
+            return dropout(input, p, training, inplace)
+        noise = mask(input, 1 - p, tuple(input.shape)).div_(1 - p)
+        return input.mul_(noise) if inplace else input * noise
+
+    def global_drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False, scale_by_keep: bool = True):
+        if drop_prob == 0.0 or not training:
+            return x
+        keep = 1 - drop_prob
+        noise = mask(x, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        if keep > 0.0 and scale_by_keep:
+            noise.div_(keep)
+        return x * noise
+
+    F.dropout, timm_drop.drop_path = global_dropout, global_drop_path
+    try:
+        yield
+    finally:
+        F.dropout, timm_drop.drop_path = dropout, drop_path
+
+
 @dataclass
 class BatchShare:
     """The training transform of one rank: augment the global batch, keep this rank's slice; ``loss_scale`` is the
-    factor that makes the averaged gradients those of the global batch's loss, ``seen`` the samples this rank got."""
+    factor that makes the averaged gradients those of the global batch's loss, ``seen`` the samples this rank got,
+    :meth:`dropout` the context of the step's forward pass (masks drawn for the global batch)."""
 
     transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
     criterion: nn.Module
     world: World
     factor: torch.Tensor | float = 1.0
     seen: int = field(default=0)
+    rows: tuple[int, int, int] = (0, 0, 0)  # this rank's [start, stop) of the last global batch, and its size
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.transform(x, y, gen)  # the whole global batch: the generator advances as in one process
-        xs, ys = torch.tensor_split(x, self.world.size)[self.world.rank], torch.tensor_split(y, self.world.size)
+        start, stop = rank_rows(len(y), self.world)
+        self.rows = (start, stop, len(y))
         w = sample_weights(self.criterion, y)
-        mine = torch.tensor_split(w, self.world.size)[self.world.rank]
-        self.factor = self.world.size * mine.sum() / w.sum()
-        self.seen += len(ys[self.world.rank])
-        return xs, ys[self.world.rank]
+        self.factor = self.world.size * w[start:stop].sum() / w.sum()
+        self.seen += stop - start
+        return x[start:stop], y[start:stop]
 
     def loss_scale(self) -> torch.Tensor | float:
         return self.factor
+
+    def dropout(self) -> contextlib.AbstractContextManager:
+        return global_batch_dropout(*self.rows)
 
 
 def check_batches(n_train: int, batch_size: int, world: World, where: str) -> None:

@@ -91,6 +91,7 @@ def train_one_epoch(
     on_batch: Callable[[int, float], None] | None = None,
     report_every: int = REPORT_EVERY,
     loss_scale: Callable[[], torch.Tensor | float] | None = None,
+    step_context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``batches``; the scheduler (if any) steps once per batch.
 
@@ -98,7 +99,8 @@ def train_one_epoch(
     ``ema`` (a weight average) is updated after every optimizer step. Loss and accuracy add up on the device, so a
     step never waits for the GPU; ``on_batch(images seen, mean loss)`` is called every ``report_every`` steps and
     after the last, the only times the sums are read back. ``loss_scale()`` (data-parallel training,
-    fer_bench.distributed) multiplies the loss that is back-propagated, not the one reported.
+    fer_bench.distributed) multiplies the loss that is back-propagated, not the one reported; the forward pass runs
+    inside ``step_context()`` (there: dropout masks drawn for the global batch).
 
     Returns:
         ``train_loss`` (sample-weighted mean), ``train_top1`` (on augmented batches, 0–100),
@@ -117,7 +119,7 @@ def train_one_epoch(
     for step, (x, y) in enumerate(batches, 1):
         x, y = transform(x, y, gen)
         x = ctx.prepare(x)
-        with ctx.autocast():
+        with ctx.autocast(), step_context() if step_context is not None else contextlib.nullcontext():
             logits = model(x)
             loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)

@@ -144,8 +144,6 @@ def run_model(
         raise ConfigError(_frozen_unloaded_message(recipe, unloaded))
     world = opts.world
     model = distributed.sync_batchnorm(model, world, recipe.train.sync_bn, ctx.device.type)
-    if world.rank:  # NOTE: the same initial weights on every rank (seeded above), then dropout masks of its own
-        torch.manual_seed(recipe.train.seed + 7919 * world.rank)
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = recipe.input.img_size or spec.input_size
     norms = make_norms(recipe, spec, size)
@@ -535,7 +533,7 @@ def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _L
         "scaler": loop.scaler.state_dict() if loop.scaler else None,
         "ema": loop.ema.module.state_dict() if loop.ema is not None else None,
         "rng": checkpoint.rng_state(loop.gen), "history": history,
-        # under torchrun every rank's RNGs (dropout draws differ by rank); a collective: every rank builds the state
+        # under torchrun every rank's RNGs (alike while the ranks draw alike); a collective: every rank builds the state
         **({"rng_ranks": distributed.gather(checkpoint.rng_state(loop.gen), loop.world)} if loop.world.active else {}),
         "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
     }  # fmt: skip
@@ -574,6 +572,7 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> 
         gen=loop.gen, ctx=loop.ctx, scheduler=scheduler, scaler=loop.scaler, grad_clip=loop.grad_clip, frozen=frozen,
         ema=loop.ema, on_batch=None if bar.disable else report,  # no bar: the loss is read back once, at the end
         loss_scale=loop.share.loss_scale if loop.share is not None else None,
+        step_context=loop.share.dropout if loop.share is not None else None,
     )  # fmt: skip
     bar.close()
     if loop.share is not None:  # the epoch's figures over every rank's samples

@@ -1,8 +1,10 @@
 """Data-parallel training under torchrun (fer_bench.distributed): 2 CPU processes over gloo, SyncBatchNorm on.
 
-Five launches of a tiny run (simple_cnn: batch norm and dropout; 64 synthetic faces, 2 epochs, batch 16, the default
-augmentation): one process and two with dropout off (the same numbers, up to float reordering), two with dropout on
-(ranks in step, rank 0 alone writing and tracking), and two killed after epoch 1 and resumed (the same numbers).
+Four launches of a tiny run (simple_cnn: batch norm and dropout on; 64 synthetic faces, batch 16, the default
+augmentation; two stages from a weights file: the head alone for an epoch, then everything for one): one process
+and two (the same numbers, up to float reordering; ranks in step; rank 0 alone writing, as a Python audit hook in
+every process records, and tracking), two killed after epoch 1 and resumed (the same numbers), and that checkpoint
+resumed by one process (refused).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,20 +28,50 @@ from fer_bench.errors import ConfigError
 
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "2", "--limit-train", "64", "--batch-size", "16", "--seed", "1",
         "--split", "public", "--device", "cpu", "--no-progress", "--sync-bn", "--set", "eval.tta=[none]",
-        "--set", "eval.batch_size=512"]  # fmt: skip
-NO_DROPOUT = ["--set", "model.drop_rate=0"]
+        "--set", "eval.batch_size=512", "--set", "model.drop_rate=0.3", "--set",
+        "stages=[{name: head, epochs: 1, trainable: [head], lr: 0.01}, {name: all, trainable: [all]}]"]  # fmt: skip
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
-# Fixed before the runs. Dropout off, the two-process run computes the one-process loss and gradients on the same
-# global batch of the same augmented samples; what differs is the order of float32 sums (SyncBatchNorm's statistics
-# gathered from two halves, gradients summed by all-reduce): ~1e-7 relative per step, grown over 8 AdamW steps to
-# ~1e-5 in the weights. Hence: class probabilities within 1e-3, epoch losses within 1e-4 relative, and a prediction
-# may flip only where two classes tie to that precision: top-1 within one sample and macro-F1 within 1 point.
+# Fixed before the runs. With the dropout masks drawn for the global batch (fer_bench.distributed), the two-process
+# run computes the one-process loss and gradients on the same global batch of the same augmented, dropped-out
+# samples; what differs is the order of float32 sums (SyncBatchNorm's statistics gathered from two halves,
+# gradients summed by all-reduce): ~1e-7 relative per step, grown over 8 AdamW steps to ~1e-5 in the weights.
+# Hence: class probabilities within 1e-3, epoch losses within 1e-4 relative, and a prediction may flip only where
+# two classes tie to that precision: top-1 within one sample and macro-F1 within 1 point.
 PROB_TOL, LOSS_RTOL, MACRO_F1_TOL = 1e-3, 1e-4, 1.0
 
+# Imported by every Python process of a launch (PYTHONPATH): logs each write under $FER_TEST_WRITES_UNDER (a file
+# opened for writing, a rename onto it, a folder made) with the writer's torchrun RANK to $FER_TEST_WRITES_LOG.
+AUDIT_HOOK = """
+import os, sys
+_root, _log = os.environ.get("FER_TEST_WRITES_UNDER"), os.environ.get("FER_TEST_WRITES_LOG")
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_busy = []
+def _hook(event, args):
+    if _busy or event not in ("open", "os.rename", "os.mkdir"):
+        return
+    if event == "open" and not (isinstance(args[2], int) and args[2] & _WRITE):
+        return
+    path = args[1] if event == "os.rename" else args[0]
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return
+    path = os.path.abspath(os.fsdecode(path))
+    if not path.startswith(_root):
+        return
+    _busy.append(1)
+    try:
+        fd = os.open(_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{os.environ.get('RANK', '-')}\\t{event}\\t{path}\\n".encode())
+        os.close(fd)
+    finally:
+        _busy.pop()
+if _root and _log:
+    sys.addaudithook(_hook)
+"""
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **extra}
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # a pytest run under torchrun must not leak its world in
         env.pop(var, None)
     return env
@@ -51,10 +84,10 @@ def _cmd(nproc: int, *args: str) -> list[str]:
             "-m", "fer_bench", *ARGS, *args]  # fmt: skip
 
 
-def _run(nproc: int, out: Path, *args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run(_cmd(nproc, "--out", str(out), *args), capture_output=True, text=True, env=_env(),
+def _run(nproc: int, out: Path, *args: str, check: bool = True, env=None) -> subprocess.CompletedProcess:
+    res = subprocess.run(_cmd(nproc, "--out", str(out), *args), capture_output=True, text=True, env=env or _env(),
                          timeout=600)  # fmt: skip
-    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.returncode == 0 or not check, res.stdout + res.stderr
     return res
 
 
@@ -95,14 +128,24 @@ def _state(pid: str) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    from fer_bench.models.small import SimpleCnn
+
     root = tmp_path_factory.mktemp("ddp")
     got = {"root": root, "uri": f"sqlite:///{root}/mlflow.db"}
-    got["one"] = _run(1, root / "one", "--no-track", *NO_DROPOUT)
-    got["two"] = _run(2, root / "two", "--no-track", *NO_DROPOUT)
+    torch.manual_seed(0)  # the head stage trains from these weights, the backbone frozen
+    torch.save(SimpleCnn(num_classes=7, in_chans=1).state_dict(), root / "init.pt")
+    weights = ["--weights", str(root / "init.pt")]
+    (root / "hook").mkdir()
+    (root / "hook" / "sitecustomize.py").write_text(AUDIT_HOOK)
+    audited = _env(PYTHONPATH=os.pathsep.join(filter(None, [str(root / "hook"), os.environ.get("PYTHONPATH")])),
+                   FER_TEST_WRITES_UNDER=str(root / "two"), FER_TEST_WRITES_LOG=str(root / "writes.log"))  # fmt: skip
+    got["one"] = _run(1, root / "one", "--no-track", *weights)
     tracking = ["--tracking-uri", got["uri"], "--experiment", "ddp"] if HAS_MLFLOW else ["--no-track"]
-    got["dropout"] = _run(2, root / "dropout", *tracking)
-    _kill_after_first_epoch(root / "killed", "--no-track")
-    got["resumed"] = _run(2, root / "killed", "--no-track", "--resume")
+    got["two"] = _run(2, root / "two", *tracking, *weights, env=audited)
+    _kill_after_first_epoch(root / "killed", "--no-track", *weights)
+    shutil.copytree(root / "killed", root / "killed-one")
+    got["refused"] = _run(1, root / "killed-one", "--no-track", "--resume", *weights, check=False)
+    got["resumed"] = _run(2, root / "killed", "--no-track", "--resume", *weights)
     return got
 
 
@@ -111,6 +154,7 @@ def test_two_processes_give_the_one_process_numbers(runs):
     two, two_dir = _row(runs["root"] / "two")
     assert one["world_size"] == 1 and two["world_size"] == 2 and "distributed" not in one
     assert one["protocol_hash"] == two["protocol_hash"]  # the same computation, whatever the number of processes
+    assert [h["stage"] for h in one["history"]] == [h["stage"] for h in two["history"]] == ["head", "all"]
     for a, b in zip(one["history"], two["history"], strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=LOSS_RTOL)
         assert b["train_top1"] == pytest.approx(a["train_top1"], abs=100 / one["n_train"] + 1e-9)
@@ -122,15 +166,19 @@ def test_two_processes_give_the_one_process_numbers(runs):
 
 
 def test_ranks_stay_in_step_and_rank_0_alone_writes_and_tracks(runs):
-    row, run_dir = _row(runs["root"] / "dropout")  # dropout and SyncBatchNorm on
+    row, run_dir = _row(runs["root"] / "two")  # dropout and SyncBatchNorm on, two stages
     ddp = row["distributed"]
     assert row["world_size"] == 2 and ddp["world_size"] == 2 and ddp["backend"] == "gloo" and ddp["sync_bn"]
     assert len(ddp["param_sha256"]) == 2 and len(set(ddp["param_sha256"])) == 1  # identical parameters on both
     assert {p.name for p in run_dir.iterdir()} >= {"result.json", "last.pt", "best.pt", "predictions.npz"}
     assert not list(run_dir.glob("*.tmp"))
-    err = runs["dropout"].stderr
+    writes = [line.split("\t") for line in (runs["root"] / "writes.log").read_text().splitlines()]
+    written = {Path(path).name for _, _, path in writes}
+    assert {"result.json", "last.pt", "best.pt", "predictions.npz", "recipe.yaml"} <= written  # the hook saw them
+    assert {rank for rank, _, _ in writes} == {"0"}, [w for w in writes if w[0] != "0"]  # no other rank wrote
+    err = runs["two"].stderr
     assert err.count("rows and recipes:") == 1 and err.count("== simple_cnn") == 1  # rank 1 printed no row
-    assert "2 processes" in err and runs["dropout"].stdout.count("| simple_cnn") == 1
+    assert "2 processes" in err and runs["two"].stdout.count("| simple_cnn") == 1
     mlflow = pytest.importorskip("mlflow")  # the files and output above are checked without it
     mlflow.set_tracking_uri(runs["uri"])
     model_runs = [r for r in mlflow.search_runs(experiment_names=["ddp"], output_format="list")
@@ -140,15 +188,22 @@ def test_ranks_stay_in_step_and_rank_0_alone_writes_and_tracks(runs):
 
 
 def test_a_killed_two_process_run_resumes_to_the_same_numbers(runs):
-    full, full_dir = _row(runs["root"] / "dropout")
+    full, full_dir = _row(runs["root"] / "two")
     resumed, resumed_dir = _row(runs["root"] / "killed")
-    assert "resuming after epoch 1" in runs["resumed"].stderr
+    assert "resuming after epoch 1" in runs["resumed"].stderr  # at the stage boundary: the second stage re-wraps
     timing = ("epoch_train_img_s", "epoch_wall_s")
     strip = lambda h: [{k: v for k, v in e.items() if k not in timing} for e in h]  # noqa: E731
     assert strip(resumed["history"]) == strip(full["history"])
     assert resumed["test"] == full["test"] and resumed["distributed"]["param_sha256"] == full["distributed"][
         "param_sha256"]  # fmt: skip
     assert resumed["predictions"]["sha256"] == full["predictions"]["sha256"]
+
+
+def test_a_two_process_checkpoint_is_not_resumed_by_one_process(runs):
+    res = runs["refused"]
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "made by 2 process(es), this run has 1" in res.stderr
+    assert not list((runs["root"] / "killed-one").rglob("result.json"))  # nothing recorded as a success
 
 
 def test_world_from_torchrun_variables_and_batches_every_rank_needs():
@@ -205,3 +260,32 @@ def test_batch_norm_over_rank_slices_is_a_protocol_of_its_own():
     h = lambda r, world: run_protocol("simple_cnn", r, data, RunOptions(out=None, device="cpu", world=world))[0]  # noqa: E731
     assert h(plain, World()) != h(plain, World(0, 2))
     assert h(synced, World()) == h(synced, World(1, 4)) != h(plain, World())  # sync_bn is hashed when set
+
+
+@pytest.mark.parametrize("layer", ["dropout", "drop_path"])
+def test_ranks_draw_the_one_process_dropout_masks_for_their_rows(layer):
+    """In one process: under global_batch_dropout each of 3 ranks (10 samples: uneven rows) gets the rows of the mask
+    that torch's and timm's own layers draw for the whole batch in one process, bit for bit, and every rank's
+    generator ends where the one-process generator does."""
+    from timm.layers import DropPath
+
+    from fer_bench.distributed import global_batch_dropout, rank_rows
+
+    module = torch.nn.Dropout(0.3) if layer == "dropout" else DropPath(0.3)
+    x = torch.randn(10, 6) if layer == "dropout" else torch.randn(10, 4, 3, 3)
+    torch.manual_seed(5)
+    want, state = module(x), torch.get_rng_state()
+    assert 0 < (want == 0).float().mean() < 1 and not torch.equal(want, x)  # dropped some, scaled the rest
+    parts = []
+    for rank in range(3):
+        start, stop = rank_rows(10, World(rank, 3))
+        torch.manual_seed(5)
+        with global_batch_dropout(start, stop, 10):
+            parts.append(module(x[start:stop]))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(torch.cat(parts), want)
+    assert [len(p) for p in parts] == [4, 3, 3]
+    with global_batch_dropout(0, 4, 10), pytest.raises(RuntimeError, match="first dimension"):
+        module(x[:5])  # not this rank's 4 rows
+    torch.manual_seed(5)
+    assert torch.equal(module(x), want)  # restored on leaving
