@@ -10,12 +10,15 @@ DistributedDataParallel averages are those of the one-process loss on the global
 
 Rank 0 alone validates (the others take its figures, so early stopping and the LR plateau decide alike), writes
 checkpoints, rows and files and logs to MLflow; the others train and leave. Dropout and drop-path (stochastic depth)
-masks are drawn the same way: every rank seeds torch's default generator alike, draws the mask of the *whole* global
-batch in each ``F.dropout`` / timm ``drop_path`` call (:func:`global_batch_dropout`) and keeps its own rows, so on CPU
-each sample gets the mask it gets in a one-process run, bit for bit, and the run does not depend on N beyond
-floating-point reordering (tests/test_distributed.py says how close). On GPUs the one-process run's fused dropout
-kernel draws from another stream: N ≥ 2 processes agree with each other, and with one process in distribution only.
-Other random layers (``dropout2d``, DropBlock) draw per rank.
+masks are drawn the same way: every rank copies torch's default generator into a shared one (:func:`shared_generator`,
+alike on every rank and equal to the one-process default generator at that point), draws from it the mask of the
+*whole* global batch in each ``F.dropout`` / timm ``drop_path`` call (:func:`global_batch_dropout`) and keeps its own
+rows. On CPU each sample gets the mask it gets in a one-process run, bit for bit, and the run does not depend on N
+beyond floating-point reordering (tests/test_distributed.py says how close). On GPUs the one-process run's fused
+dropout kernel draws from another stream: N ≥ 2 processes agree with each other, and with one process in
+distribution only. Other random layers (``dropout2d``, ``alpha_dropout``, DropBlock, attention dropout inside
+``scaled_dot_product_attention``) draw from the default generator, which each rank then reseeds with its rank: their
+noise is independent across ranks, but not the one-process draw.
 """
 
 from __future__ import annotations
@@ -203,12 +206,20 @@ def rank_rows(total: int, world: World) -> tuple[int, int]:
     return start, start + q + (world.rank < extra)
 
 
-@contextlib.contextmanager
-def global_batch_dropout(start: int, stop: int, total: int) -> Iterator[None]:
-    """Inside: ``F.dropout`` and timm's ``drop_path`` draw the mask of the whole global batch (``total`` rows, with
-    torch's default generator, as the one-process CPU kernels draw it) and apply its rows ``[start, stop)``.
+def shared_generator(device: torch.device) -> torch.Generator:
+    """A generator in the state of torch's default generator on ``device`` now: called on every rank at the same
+    point of the same code, it is alike on every rank and is where a one-process run's default generator stands."""
+    gen = torch.Generator(device)
+    gen.set_state(torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state())
+    return gen
 
-    Every rank makes the same draws, so the generators stay alike across ranks. A dropout over a tensor whose first
+
+@contextlib.contextmanager
+def global_batch_dropout(start: int, stop: int, total: int, gen: torch.Generator) -> Iterator[None]:
+    """Inside: ``F.dropout`` and timm's ``drop_path`` draw the mask of the whole global batch (``total`` rows) from
+    ``gen``, as the one-process CPU kernels draw it from the default generator, and apply its rows ``[start, stop)``.
+
+    Every rank makes the same draws from alike generators, so they stay alike. A dropout over a tensor whose first
     dimension is not this rank's batch has no global batch to draw for and raises.
     """
     import timm.layers.drop as timm_drop
@@ -225,7 +236,7 @@ def global_batch_dropout(start: int, stop: int, total: int) -> Iterator[None]:
         channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         full = torch.empty((total, *shape[1:]), dtype=x.dtype, device=x.device,
                            memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # fmt: skip
-        return full.bernoulli_(keep)[start:stop]
+        return full.bernoulli_(keep, generator=gen)[start:stop].clone()  # a copy: autograd keeps only these rows
 
     def global_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False):
         if not training or p <= 0 or p >= 1 or input.numel() == 0:  # no draw in these cases (as torch's kernel)
@@ -261,6 +272,7 @@ class BatchShare:
     factor: torch.Tensor | float = 1.0
     seen: int = field(default=0)
     rows: tuple[int, int, int] = (0, 0, 0)  # this rank's [start, stop) of the last global batch, and its size
+    dropout_gen: torch.Generator | None = None  # alike on every rank (shared_generator); masks of the global batch
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.transform(x, y, gen)  # the whole global batch: the generator advances as in one process
@@ -275,7 +287,9 @@ class BatchShare:
         return self.factor
 
     def dropout(self) -> contextlib.AbstractContextManager:
-        return global_batch_dropout(*self.rows)
+        if self.dropout_gen is None:
+            raise RuntimeError("BatchShare.dropout needs dropout_gen (distributed.shared_generator)")
+        return global_batch_dropout(*self.rows, self.dropout_gen)
 
 
 def check_batches(n_train: int, batch_size: int, world: World, where: str) -> None:

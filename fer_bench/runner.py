@@ -488,6 +488,9 @@ def _load_last(run_dir: Path, recipe: Recipe, world: distributed.World) -> dict 
         raise ConfigError(f"{run_dir / 'last.pt'}: the checkpoint was made by {len(state.get('rng_ranks') or [None])} "
                           f"process(es), this run has {world.size}; resume with the same torchrun "
                           f"--nproc_per_node, or use another --out.")  # fmt: skip
+    if state is not None and world.active and "rng_dropout" not in state:
+        raise ConfigError(f"{run_dir / 'last.pt'}: made before ranks drew their dropout masks for the global batch "
+                          "(its generator is not in it); train afresh with another --out.")  # fmt: skip
     return state
 
 
@@ -495,7 +498,12 @@ def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Lo
     t = recipe.train
     criterion = build_loss(recipe.loss, data.class_counts(proto.train), ctx.device)
     augment = BatchAugment(recipe.augment, norms["train"])
-    share = distributed.BatchShare(augment, criterion, opts.world) if opts.world.active else None
+    share = None
+    if opts.world.active:  # NOTE: alike on every rank from here: masks for the global batch (fer_bench.distributed)
+        gen = distributed.shared_generator(ctx.device)
+        share = distributed.BatchShare(augment, criterion, opts.world, dropout_gen=gen)
+        if opts.world.rank:  # the default generator: per rank, for the random layers drawn per rank
+            torch.manual_seed(t.seed + 7919 * opts.world.rank)
     return _Loop(
         train=engine.Batches(*_device_tensors(data, proto.train, ctx.device, check_targets(recipe.loss, data)),
                              batch_size=t.batch_size, shuffle=True, seed=t.seed),
@@ -534,7 +542,8 @@ def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _L
         "ema": loop.ema.module.state_dict() if loop.ema is not None else None,
         "rng": checkpoint.rng_state(loop.gen), "history": history,
         # under torchrun every rank's RNGs (alike while the ranks draw alike); a collective: every rank builds the state
-        **({"rng_ranks": distributed.gather(checkpoint.rng_state(loop.gen), loop.world)} if loop.world.active else {}),
+        **({"rng_ranks": distributed.gather(checkpoint.rng_state(loop.gen), loop.world),
+            "rng_dropout": loop.share.dropout_gen.get_state()} if loop.share is not None else {}),
         "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
     }  # fmt: skip
 
@@ -548,6 +557,8 @@ def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Positio
     if loop.scaler is not None and state["scaler"] is not None:
         loop.scaler.load_state_dict(state["scaler"])
     checkpoint.set_rng_state(state["rng_ranks"][loop.world.rank] if loop.world.active else state["rng"], loop.gen)
+    if loop.share is not None:
+        loop.share.dropout_gen.set_state(state["rng_dropout"])
     tracker.best, tracker.epoch, tracker.stale = state["best"], state["best_epoch"], state["stale"]
     if tracker.epoch == state["epoch"]:  # killed between last.pt and best.pt: best.pt may be a stale epoch
         tracker.save(loop.selected(model))
