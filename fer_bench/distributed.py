@@ -13,12 +13,13 @@ checkpoints, rows and files and logs to MLflow; the others train and leave. Drop
 masks are drawn the same way: every rank copies torch's default generator into a shared one (:func:`shared_generator`,
 alike on every rank and equal to the one-process default generator at that point), draws from it the mask of the
 *whole* global batch in each ``F.dropout`` / timm ``drop_path`` call (:func:`global_batch_dropout`) and keeps its own
-rows. On CPU each sample gets the mask it gets in a one-process run, bit for bit, and the run does not depend on N
-beyond floating-point reordering (tests/test_distributed.py says how close). On GPUs the one-process run's fused
+rows. On CPU each sample gets the mask it gets in a one-process run, bit for bit (as long as no other layer draws
+from the default generator in between), and the run does not depend on N beyond floating-point reordering
+(tests/test_distributed.py says how close). On GPUs the one-process run's fused
 dropout kernel draws from another stream: N ≥ 2 processes agree with each other, and with one process in
 distribution only. Other random layers (``dropout2d``, ``alpha_dropout``, DropBlock, attention dropout inside
-``scaled_dot_product_attention``) draw from the default generator, which each rank then reseeds with its rank: their
-noise is independent across ranks, but not the one-process draw.
+``scaled_dot_product_attention``) draw from the default generator, which every rank (0 too) then reseeds with its
+rank: their noise is independent across ranks and of the masks', but not the one-process draw.
 """
 
 from __future__ import annotations

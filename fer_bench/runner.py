@@ -502,8 +502,8 @@ def _make_loop(recipe: Recipe, data, proto, norms, ctx, opts: RunOptions) -> _Lo
     if opts.world.active:  # NOTE: alike on every rank from here: masks for the global batch (fer_bench.distributed)
         gen = distributed.shared_generator(ctx.device)
         share = distributed.BatchShare(augment, criterion, opts.world, dropout_gen=gen)
-        if opts.world.rank:  # the default generator: per rank, for the random layers drawn per rank
-            torch.manual_seed(t.seed + 7919 * opts.world.rank)
+        torch.manual_seed(t.seed + 7919 * (opts.world.rank + 1))  # the default generator: per rank (rank 0 too, or
+        # its dropout2d / DropBlock would reuse the numbers of the global masks), for the layers drawn per rank
     return _Loop(
         train=engine.Batches(*_device_tensors(data, proto.train, ctx.device, check_targets(recipe.loss, data)),
                              batch_size=t.batch_size, shuffle=True, seed=t.seed),
@@ -541,7 +541,7 @@ def _state(recipe: Recipe, pos: _Position, model, optimizer, scheduler, loop: _L
         "scaler": loop.scaler.state_dict() if loop.scaler else None,
         "ema": loop.ema.module.state_dict() if loop.ema is not None else None,
         "rng": checkpoint.rng_state(loop.gen), "history": history,
-        # under torchrun every rank's RNGs (alike while the ranks draw alike); a collective: every rank builds the state
+        # under torchrun every rank's RNGs (each its own) and the masks' shared one; a collective: every rank builds it
         **({"rng_ranks": distributed.gather(checkpoint.rng_state(loop.gen), loop.world),
             "rng_dropout": loop.share.dropout_gen.get_state()} if loop.share is not None else {}),
         "best": tracker.best, "best_epoch": tracker.epoch, "stale": tracker.stale,
