@@ -1,6 +1,7 @@
 """Why a whole `measure()` call can read inference ~10 % below an equal Timer window (issue #14): one factor at a time.
 
-    python benchmarks/whole_call_probe.py --factor baseline --out results/bench/check-vs-timer-process/probe/baseline.json
+    python benchmarks/whole_call_probe.py --factor baseline \\
+        --out results/bench/check-vs-timer-process/probe/baseline.json
     MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 \\
         python benchmarks/whole_call_probe.py --factor baseline --tag fixed-malloc --out …/probe/fixed-malloc.json
 

@@ -144,7 +144,8 @@ def align(a: Side, b: Side) -> Side:
                         "from different label sets; compare rows of one dataset.")  # fmt: skip
     if a.average != b.average:
         raise DataError(f"{a.path} and {b.path}: their macro-F1 averages other classes ({a.average} vs {b.average}: "
-                        "a cross-dataset row's shared classes). Compare rows scored under the same class mapping.")  # fmt: skip
+                        "a cross-dataset row's shared classes). Compare rows scored under the same class "
+                        "mapping.")  # fmt: skip
     return Side(b.name, b.path, b.probs[order], b.labels[order], b.ids[order], b.valid, b.seed, b.line, b.average)
 
 

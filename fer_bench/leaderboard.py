@@ -3,9 +3,9 @@
 Rows come from result JSON files (``fer-bench run`` output) or from MLflow (``tracking.search_model_runs``); both
 are normalised to one frame with the same columns, so the two give the same table. A leaderboard line is one
 (model, protocol hash, dataset scored, dataset trained on, split, device model): seeds are averaged (mean ± std) only
-within a line, rows of different protocols are never averaged, and each split is ranked on its own (macro-F1, then top-1); a model
-scored on another dataset than it was trained on is ranked apart from that dataset's own rows, with its top-1 on
-the shared classes' faces and the number of faces whose class it lacks.
+within a line, rows of different protocols are never averaged, and each split is ranked on its own (macro-F1, then
+top-1); a model scored on another dataset than it was trained on is ranked apart from that dataset's own rows, with
+its top-1 on the shared classes' faces and the number of faces whose class it lacks.
 
 The headline figures are plain single-crop; test-time augmentation has columns of its own with its cost. Each
 throughput column says what it measured: the run's end-to-end training img/s, the run's model-only inference

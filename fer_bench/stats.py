@@ -82,7 +82,8 @@ def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_interval(labels: np.ndarray, pred: np.ndarray, k: int, *, n_boot: int = N_BOOT, seed: int = SEED,
-                       level: float = LEVEL, average: np.ndarray | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
+                       level: float = LEVEL,
+                       average: np.ndarray | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
     """Percentile bootstrap interval of top-1 and macro-F1 (of the seeds' mean when ``pred`` is S × N; macro-F1
     over the classes ``average`` when given, as :func:`scores`)."""
     labels = np.asarray(labels, dtype=np.int64)

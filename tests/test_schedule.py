@@ -108,8 +108,8 @@ def test_hold_fraction_ends_the_cosine_early_and_keeps_the_floor(tmp_path, synth
 
 
 def test_hold_fraction_is_hashed_only_when_set_and_bounded():
-    from fer_bench.recipes import recipe_hash
     from fer_bench.errors import ConfigError
+    from fer_bench.recipes import recipe_hash
 
     assert recipe_hash(load_recipe(None, [])) == recipe_hash(load_recipe(None, ["schedule.hold_fraction=0"]))
     assert recipe_hash(load_recipe(None, [])) != recipe_hash(load_recipe(None, ["schedule.hold_fraction=0.2"]))
