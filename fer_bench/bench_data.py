@@ -352,6 +352,10 @@ def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 25
                         ("batches per window (ours)", ours_batches), ("batches per window (torchvision)", tv_batches)):
         if value < (5 if "pairs" in name else 1):
             raise ConfigError(f"bench --data: {name} {value}: must be at least {5 if 'pairs' in name else 1}.")
+    tv_ops = torchvision_ops(torchvision_transform())
+    if not same_work(ours_augment().ops(), tv_ops):  # never time, let alone report, a speed-up over different work
+        raise AssertionError(f"the two pipelines differ: {ours_augment().ops()} vs {tv_ops}")
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with tempfile.TemporaryDirectory() as tmp, MachineLoad() as load:
         tmp_path = Path(tmp)
         data = load_dataset("fer2013", data_dir, tmp_path / "cache") if data_dir else load_dataset("synthetic")
@@ -370,9 +374,6 @@ def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 25
         say(f"end-to-end vs model-only training ({e2e_model}, batch 64): {e2e_pairs} pairs of {e2e_steps} step(s)")
         e2e = e2e_over_model_only(data, e2e_model, 64, e2e_steps, pairs=e2e_pairs, progress=say)
         save_augment_grid(data, out_dir / "augment-grid.png")
-    tv_ops = torchvision_ops(torchvision_transform())
-    if not same_work(ours_augment().ops(), tv_ops):  # never report a speed-up over different work
-        raise AssertionError(f"the two pipelines differ: {ours_augment().ops()} vs {tv_ops}")
     result = {
         "speedup_vs_torchvision": speed["ratio"]["median"],
         "speedup_vs_torchvision_iqr": speed["ratio"]["iqr"],
@@ -391,7 +392,8 @@ def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 25
                        "e2e_model": e2e_model, "e2e_batch_size": 64, "e2e_steps_per_window": e2e_steps,
                        "dataset": data.source, "n_csv_rows": int(len(data)),
                        "device": provenance.device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
-                       "git_sha": provenance.git_sha(), **provenance.versions(), **load.conditions},
+                       "git_sha": provenance.git_sha(), **provenance.versions(), "started": started,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **load.conditions},
     }  # fmt: skip
     return result
 

@@ -185,7 +185,20 @@ def test_data_bench_every_ratio_comes_from_paired_windows(tmp_path):
     assert same_work([tuple(o) for o in r["ops"]], [tuple(o) for o in r["torchvision_ops"]])
     cond = r["conditions"]
     assert {"loadavg_1min_start", "loadavg_1min_end", "other_processes_cpu_s", "threads", "torch"} <= cond.keys()
+    assert cond["started"] <= cond["finished"] and cond["pid"] != os.getpid()  # when, and in a process of its own
     assert (out / "augment-grid.png").stat().st_size > 0
+
+
+def test_data_bench_refuses_different_work_before_timing_anything(tmp_path, monkeypatch):
+    """Two pipelines that do not do the same work stop the run before a single window is timed."""
+    from fer_bench import bench_data
+
+    timed = []
+    monkeypatch.setattr(bench_data, "same_work", lambda ours, theirs: False)
+    monkeypatch.setattr(bench_data, "data_path_vs_torchvision", lambda *a, **k: timed.append(1))
+    with pytest.raises(AssertionError, match="the two pipelines differ"):
+        bench_data.run_data_bench(None, tmp_path / "out")
+    assert not timed and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("args, message", [
