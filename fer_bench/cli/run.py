@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         distributed.teardown(world, wait=False)
         raise
     distributed.teardown(world)
+    if world.active and not world.main:
+        # A worker rank has written nothing and has nothing left to do. Leave now: on the AMD VM, under load, a worker
+        # once aborted in a C++ destructor at interpreter exit ("terminate called without an active exception")
+        # after its run had finished, which failed the whole torchrun job.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
