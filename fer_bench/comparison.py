@@ -4,8 +4,11 @@ A side is a run folder (its ``result.json`` names the predictions file and its s
 predictions file, or the runs of one leaderboard line (several seeds: a folder that holds their run folders, or
 paths joined by commas). Predictions are paired by sample id (:func:`fer_bench.protocol.sample_ids`), never by
 position, so rows whose data came from a CSV and from the folder tree pair up; sides that cover different ids are
-an error, as are a file whose digest is not the one its row scored. Two lines of several seeds are paired seed by
-seed: McNemar's table pools the pairs, the bootstrap averages the pairs' differences on the same resampled ids.
+an error, as are a file whose digest is not the one its row scored. Both sides are put in one face order, the
+sorted sample ids (:func:`paired_arrays`), so ``compare`` and the leaderboard hand :mod:`fer_bench.stats` the same
+arrays and get the same p and intervals. Lines of several seeds are never paired seed by seed: each face counts
+once, its predictions averaged over the line's seeds (:func:`fer_bench.stats.paired_test`), and the lines may have
+different seeds.
 
 Example:
     >>> import tempfile, pathlib
@@ -13,12 +16,13 @@ Example:
     >>> _ = predictions.write(d / "a.npz", np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 1]), np.array(list("wxyz")))
     >>> _ = predictions.write(d / "b.npz", np.eye(3)[[0, 1, 2, 1]], np.array([0, 1, 2, 1]), np.array(list("wxyz")))
     >>> r = compare(load_line(str(d / "a.npz")), load_line(str(d / "b.npz")), n_boot=100)
-    >>> r["paired"]["mcnemar"]["b_only"], r["paired"]["mcnemar"]["method"]
-    (1, 'exact binomial')
+    >>> r["paired"]["faces"]["b_better"], r["paired"]["test"]["top1"]["p"]
+    (1, 1.0)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -167,88 +171,128 @@ def load_line(arg: str) -> list[Side]:
     return sorted(sides, key=lambda s: (s.seed is None, s.seed or 0))
 
 
-def pair_by_seed(a: list[Side], b: list[Side]) -> list[tuple[Side, Side]]:
-    """Seed s of A with seed s of B, the same seeds on both sides (one row each: those two); every run aligned to
-    A's first run's sample order."""
-    if len(a) == len(b) == 1:
-        pairs = [(a[0], b[0])]
-    else:
-        seeds_a, seeds_b = [s.seed for s in a], [s.seed for s in b]
-        if sorted(seeds_a, key=str) != sorted(seeds_b, key=str):
-            raise DataError(f"A has seeds {seeds_a} and B {seeds_b}: lines pair seed by seed, none unpaired (one "
-                            "seed never stands for a line). Give both lines' runs of the same seeds.")  # fmt: skip
-        by_seed = {s.seed: s for s in b}
-        pairs = [(s, by_seed[s.seed]) for s in a]
-    ref = pairs[0][0]
-    return [(align(ref, x), align(ref, y)) for x, y in pairs]
+def paired_arrays(a: list[Side], b: list[Side]) -> tuple[list[Side], list[Side]]:
+    """Both lines' runs aligned to one face order, the sorted sample ids: the order every paired statistic sees, so
+    the same two lines give the same figures whichever side, file order or caller."""
+    first = a[0]
+    order = np.argsort(first.ids, kind="stable")
+    ref = dataclasses.replace(first, probs=first.probs[order], labels=first.labels[order], ids=first.ids[order])
+    return [align(ref, s) for s in a], [align(ref, s) for s in b]
+
+
+def _preds(sides: list[Side]) -> np.ndarray:
+    return np.stack([s.pred for s in sides])
+
+
+def _per_seed(sides: list[Side]) -> dict[str, np.ndarray]:
+    """Each run's own top-1 and macro-F1 (the values the seeds' t interval is over)."""
+    labels, k = sides[0].labels, sides[0].probs.shape[1]
+    preds = _preds(sides)
+    return stats.scores(np.broadcast_to(labels, preds.shape), preds, k, sides[0].average)
 
 
 def summary(sides: list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED,
             level: float = stats.LEVEL) -> dict:  # fmt: skip
-    """Top-1 and macro-F1 (the seeds' mean) with their bootstrap intervals, and calibration (mean over seeds;
-    temperature-scaled when validation predictions are there)."""
-    labels, k = sides[0].labels, sides[0].probs.shape[1]
-    preds = np.stack([s.pred for s in sides])
-    avg = sides[0].average
-    point = {m: float(np.mean(v)) for m, v in stats.scores(np.broadcast_to(labels, preds.shape), preds, k,
-                                                           avg).items()}  # fmt: skip
-    ci = stats.bootstrap_interval(labels, preds, k, n_boot=n_boot, seed=seed, level=level, average=avg)
+    """Top-1 and macro-F1 (the seeds' mean) with their face-bootstrap intervals and, for several seeds, the t
+    interval over the seeds' own figures (``*_seeds_ci``); calibration (mean over seeds; temperature-scaled when
+    validation predictions are there) with bootstrap intervals of ECE and NLL."""
+    sides = paired_arrays(sides, sides)[0]
+    labels, k, avg = sides[0].labels, sides[0].probs.shape[1], sides[0].average
+    per_seed = _per_seed(sides)
+    ci = stats.bootstrap_interval(labels, _preds(sides), k, n_boot=n_boot, seed=seed, level=level, average=avg)
     out = {"name": sides[0].name, "paths": [str(s.path) for s in sides], "seeds": [s.seed for s in sides],
            "n": len(labels)}  # fmt: skip
     for m in ("top1", "macro_f1"):
-        out |= {m: point[m], f"{m}_ci": list(ci[m])}
+        t = stats.seed_summary(per_seed[m], level)
+        out |= {m: t["mean"], f"{m}_ci": list(ci[m])} | ({f"{m}_seeds_ci": [t["lo"], t["hi"]]} if t["n"] > 1 else {})
     cal = [calibration.summary(s.probs, s.labels, s.valid) for s in sides]
-    return out | {key: float(np.mean([c[key] for c in cal])) for key in cal[0] if all(key in c for c in cal)}
+    out |= {key: float(np.mean([c[key] for c in cal])) for key in cal[0] if all(key in c for c in cal)}
+    line = calibration.line_probs([s.probs for s in sides], [s.valid for s in sides])
+    boot = calibration.bootstrap(line, labels, n_boot=n_boot, seed=seed, level=level)
+    return out | {f"{key}_ci": list(v) for key, v in boot.items()}
 
 
-def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.SEED,
-            level: float = stats.LEVEL) -> dict:  # fmt: skip
-    """Both sides' summaries and their paired comparison (McNemar on top-1, paired bootstrap of A − B), seed by
-    seed when the sides are lines of several seeds."""
-    pairs = pair_by_seed(*([x] if isinstance(x, Side) else x for x in (a, b)))
-    sa, sb = [p[0] for p in pairs], [p[1] for p in pairs]
-    labels, k = sa[0].labels, sa[0].probs.shape[1]
-    pa, pb = np.stack([s.pred for s in sa]), np.stack([s.pred for s in sb])
-    paired = {
-        "n": len(labels),
-        "seed_pairs": [[x.seed, y.seed] for x, y in pairs],
-        "mcnemar": stats.mcnemar(pa == labels, pb == labels),
-        "bootstrap": stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level,
-                                            average=sa[0].average),
-    }
+def paired(sa: list[Side], sb: list[Side], *, n_boot: int = stats.N_BOOT, n_perm: int = stats.N_PERM,
+           seed: int = stats.SEED, level: float = stats.LEVEL, calibration_too: bool = True) -> dict:  # fmt: skip
+    """The paired comparison of two lines (already in :func:`paired_arrays`' order): the test (p of top-1 and
+    macro-F1), the face-bootstrap intervals of A − B (and of ΔECE, ΔNLL), Welch's t interval over the seeds when
+    both lines have several, and the smallest difference the test detects at this test-set size."""
+    labels, k, avg = sa[0].labels, sa[0].probs.shape[1], sa[0].average
+    pa, pb = _preds(sa), _preds(sb)
+    boot = stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level, average=avg)
+    out = {"n": len(labels), "seeds_a": [s.seed for s in sa], "seeds_b": [s.seed for s in sb],
+           "faces": stats.face_counts(labels, pa, pb),
+           "test": stats.paired_test(labels, pa, pb, k, n_perm=n_perm, seed=seed, average=avg), "bootstrap": boot,
+           "mde": {m: stats.minimum_detectable_effect(boot[m]["se"]) for m in boot}}  # fmt: skip
+    if len(sa) > 1 and len(sb) > 1:
+        seeds_a, seeds_b = _per_seed(sa), _per_seed(sb)
+        out["seeds"] = {m: stats.seed_difference(seeds_a[m], seeds_b[m], level) for m in ("top1", "macro_f1")}
+    if calibration_too:
+        lines = [calibration.line_probs([s.probs for s in x], [s.valid for s in x]) for x in (sa, sb)]
+        out["calibration"] = calibration.paired_bootstrap(*lines, labels, n_boot=n_boot, seed=seed, level=level)
+    return out
+
+
+def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N_BOOT, n_perm: int = stats.N_PERM,
+            seed: int = stats.SEED, level: float = stats.LEVEL) -> dict:  # fmt: skip
+    """Both sides' summaries and their paired comparison (:func:`paired`); a side is one run or the runs (seeds) of
+    one line, and the two lines may have different seeds."""
+    sa, sb = paired_arrays(*([x] if isinstance(x, Side) else list(x) for x in (a, b)))
     opts = {"n_boot": n_boot, "seed": seed, "level": level}
-    settings = opts | {"interval": "percentile bootstrap over test samples"}
-    return {"a": summary(sa, **opts), "b": summary(sb, **opts), "paired": paired, "settings": settings}
+    settings = opts | {"n_perm": n_perm, "interval": "percentile bootstrap over test faces", "test": stats.METHOD}
+    return {"a": summary(sa, **opts), "b": summary(sb, **opts), "paired": paired(sa, sb, n_perm=n_perm, **opts),
+            "settings": settings}
+
+
+def _ci(v: list) -> str:
+    return f"[{v[0]:.2f}, {v[1]:.2f}]"
 
 
 def _side_line(tag: str, s: dict) -> str:
-    ts = f", after T = {s['temperature']:.2f}: ECE {s['ece_ts']:.2f} %" if "temperature" in s else ""
-    return (f"{tag}  top-1 {s['top1']:.2f} % [{s['top1_ci'][0]:.2f}, {s['top1_ci'][1]:.2f}]  macro-F1 "
-            f"{s['macro_f1']:.2f} [{s['macro_f1_ci'][0]:.2f}, {s['macro_f1_ci'][1]:.2f}]  ECE {s['ece']:.2f} %  "
-            f"NLL {s['nll']:.3f}  Brier {s['brier']:.3f}{ts}")  # fmt: skip
+    seeds = {m: f" (seeds' t {_ci(s[f'{m}_seeds_ci'])})" if f"{m}_seeds_ci" in s else "" for m in ("top1", "macro_f1")}
+    ts = (f", after T = {s['temperature']:.2f}: ECE {s['ece_ts']:.2f} % {_ci(s['ece_ts_ci'])}"
+          if "temperature" in s else "")  # fmt: skip
+    return (f"{tag}  top-1 {s['top1']:.2f} % {_ci(s['top1_ci'])}{seeds['top1']}  macro-F1 {s['macro_f1']:.2f} "
+            f"{_ci(s['macro_f1_ci'])}{seeds['macro_f1']}  ECE {s['ece']:.2f} % {_ci(s['ece_ci'])}  NLL "
+            f"{s['nll']:.3f} [{s['nll_ci'][0]:.3f}, {s['nll_ci'][1]:.3f}]  Brier {s['brier']:.3f}{ts}")  # fmt: skip
 
 
-def _seeds_line(pairs: list[list]) -> str:
-    if len(pairs) == 1:
-        return f"one run each (seeds {pairs[0][0]} and {pairs[0][1]})"
-    return (f"{len(pairs)} seed pairs ({', '.join(f'{x}–{y}' for x, y in pairs)}): the figures are the seeds' mean, "
-            "McNemar's table pools the pairs, the bootstrap averages the pairs' differences")  # fmt: skip
+def _seeds_line(p: dict) -> str:
+    a, b = p["seeds_a"], p["seeds_b"]
+    if len(a) == len(b) == 1:
+        return f"one run each (seeds {a[0]} and {b[0]})"
+    return (f"A: seeds {a}, B: seeds {b}; each line's figure is its seeds' mean, each face counts once (its "
+            "predictions averaged over the line's seeds)")  # fmt: skip
+
+
+def _diff_line(label: str, m: str, p: dict) -> str:
+    d, t = p["bootstrap"][m], p["test"][m]
+    test = (f"exact permutation p = {t['p']:.3g}" if not t["rounds"] else
+            f"permutation p = {t['p']:.3g} (Monte Carlo SE {t['mc_se']:.4f}, {t['rounds']} rounds)")  # fmt: skip
+    seeds = f"; seeds' Welch t {d['diff']:+.2f} [{p['seeds'][m]['lo']:+.2f}, {p['seeds'][m]['hi']:+.2f}]" if (
+        "seeds" in p) else ""  # fmt: skip
+    return f"A − B {label}: {d['diff']:+.2f} pt [{d['lo']:+.2f}, {d['hi']:+.2f}]{seeds}; {test}"
+
+
+def _calibration_line(cal: dict) -> str:
+    parts = [f"{name} {cal[key]['diff']:+.{digits}f} [{cal[key]['lo']:+.{digits}f}, {cal[key]['hi']:+.{digits}f}]"
+             for key, name, digits in (("ece", "ECE", 2), ("nll", "NLL", 3), ("ece_ts", "ECE after T", 2),
+                                       ("nll_ts", "NLL after T", 3)) if key in cal]  # fmt: skip
+    return "A − B calibration: " + ", ".join(parts)
 
 
 def render(result: dict) -> str:
-    """The comparison as text: each side, McNemar's table and test, the paired intervals of A − B."""
+    """The comparison as text: each side, the faces on which they differ, the paired intervals and test of A − B."""
     a, b, p, st = result["a"], result["b"], result["paired"], result["settings"]
-    mc, pct = p["mcnemar"], f"{st['level'] * 100:g} %"
-    stat = f"χ² = {mc['statistic']:.3f}, " if mc["statistic"] is not None else ""
+    f, pct = p["faces"], f"{st['level'] * 100:g} %"
     lines = [f"A: {a['name']} ({', '.join(a['paths'])})", f"B: {b['name']} ({', '.join(b['paths'])})",
              _side_line("A", a), _side_line("B", b),
              f"paired on {p['n']} common sample ids; {pct} intervals: {st['interval']}, {st['n_boot']} resamples "
-             f"(seed {st['seed']}), the same resampled ids for A and B", _seeds_line(p["seed_pairs"]),
-             f"McNemar (top-1): both right {mc['both']}, only A right {mc['a_only']}, only B right {mc['b_only']}, "
-             f"both wrong {mc['neither']}; {mc['method']}: {stat}p = {mc['p']:.4g}"]  # fmt: skip
-    for m, label in (("top1", "top-1"), ("macro_f1", "macro-F1")):
-        d = p["bootstrap"][m]
-        lines.append(
-            f"A − B {label}: {d['diff']:+.2f} pt [{d['lo']:+.2f}, {d['hi']:+.2f}] (bootstrap p = {d['p']:.3g})"
-        )
+             f"(seed {st['seed']}), the same resampled ids for A and B; test: {st['test']}, {st['n_perm']} rounds "
+             f"(seed {st['seed']})", _seeds_line(p),
+             f"faces: A right more often {f['a_better']}, B right more often {f['b_better']}, tied {f['tied']}",
+             _diff_line("top-1", "top1", p), _diff_line("macro-F1", "macro_f1", p), _calibration_line(p["calibration"]),
+             f"smallest difference the test detects (α = {stats.ALPHA}, power {stats.POWER}, "
+             f"{stats.minimum_detectable_effect(1.0):.2f} × the paired bootstrap SE): top-1 {p['mde']['top1']:.2f} "
+             f"pt, macro-F1 {p['mde']['macro_f1']:.2f} pt"]  # fmt: skip
     return "\n".join(lines)

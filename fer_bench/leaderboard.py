@@ -397,6 +397,7 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
         text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
         text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$")
+        text = text.replace("−", "$-$").replace("—", "---")
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
         text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
     return text + _note(leaderboard_stats.note(agg), fmt) + _note(MCA_NOTE, fmt)

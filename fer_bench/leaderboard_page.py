@@ -198,9 +198,10 @@ def _table(shown: pd.DataFrame, per_class: bool) -> str:
             attrs = f' data-v="{v}"' if v is not None else ""
             if c in WRAPPED:
                 attrs += ' class="wrap"'
-            if c == "sig" and text in SIG_CLASS:
-                p = r.get("p_vs_best")
-                attrs += f' class="{SIG_CLASS[text]}"' + (f' title="Holm-adjusted p = {p:.3g}"' if pd.notna(p) else "")
+            if c == "vs_best" and r.get("sig") in SIG_CLASS:
+                p, se, holm = r.get("p_vs_best"), r.get("p_vs_best_mc_se"), r.get("p_vs_best_holm")
+                title = f"p = {p:.3g} ± {se:.2g} (Monte Carlo SE), Holm-adjusted {holm:.3g}" if pd.notna(p) else ""
+                attrs += f' class="{SIG_CLASS[r["sig"]]}"' + (f' title="{title}"' if title else "")
             cells.append(f"<td{attrs}>{text_html}</td>")
         body.append(f'<tr class="{"published" if pub else "measured"}">{"".join(cells)}</tr>')
     return (

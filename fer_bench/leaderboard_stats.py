@@ -9,11 +9,19 @@ an error, never a silent skip):
 - ``ece`` (15 equal-width bins, %), ``nll``, ``brier``, and after temperature scaling fitted on the validation
   hold-out's predictions (``ece_ts``, ``nll_ts``, ``brier_ts``, ``temperature``) when the runs wrote them: the
   mean over seeds.
-- ``sig``: within each (dataset, trained-on dataset, split), the best line (rank 1) is ``best``; every other line
-  is compared with it on macro-F1, the ranking figure, by a paired permutation test on the same sample ids
-  (:func:`fer_bench.stats.paired_permutation`; seeds paired by seed, the pairs' differences averaged), two-sided,
-  and Holm's correction over the split's comparisons at α = :data:`ALPHA`:
-  ``≈`` not significantly different from the best, ``<`` significantly below it.
+- ``vs_best`` (shown; numbers in ``vs_best_diff``, ``vs_best_lo``, ``vs_best_hi``, ``p_vs_best``,
+  ``p_vs_best_mc_se``, ``p_vs_best_holm``, ``sig``): within each (dataset, trained-on dataset, split) every line is
+  compared with the best (rank 1) on macro-F1, the ranking figure: the difference line − best of the seeds' means
+  with the 95 % paired face-bootstrap interval, and the p of the project's one test
+  (:func:`fer_bench.stats.paired_test`: a paired permutation test on the seed-averaged per-face predictions, the
+  same call and so the same p as ``fer-bench compare``), Holm-corrected over the split's comparisons at
+  α = :data:`fer_bench.stats.ALPHA` for the mark: ``≈`` not significantly different from the best, ``<``
+  significantly below it; ``best`` for the best line, ``—`` for a line alone in its split (nothing to test),
+  ``n/a`` where the lines cannot be compared (no predictions file, other faces). Lines are compared on all their
+  seeds, whatever seeds the other line has.
+- ``vs_best_mde``: the smallest macro-F1 difference the test detects in that split (α = 0.05, power 0.8):
+  :func:`fer_bench.stats.minimum_detectable_effect` of the median paired-bootstrap standard error of the split's
+  differences to the best line; the table's note states it once per split.
 
 Lines without predictions get "–" and a reason that the table's note repeats.
 """
@@ -28,18 +36,20 @@ import numpy as np
 import pandas as pd
 
 from fer_bench import calibration, comparison, stats
+from fer_bench.errors import DataError
 
-ALPHA = 0.05
-SHOWN = ["top1_ci", "macro_f1_ci", "ece", "ece_ts", "sig"]  # table columns, after every other column
+ALPHA = stats.ALPHA
+SHOWN = ["top1_ci", "macro_f1_ci", "ece", "ece_ts", "vs_best"]  # table columns, after every other column
 CSV = {  # a shown column → its CSV columns (numbers, not text)
     "top1_ci": ["top1_ci_lo", "top1_ci_hi", "top1_seeds_ci_lo", "top1_seeds_ci_hi"],
     "macro_f1_ci": ["macro_f1_ci_lo", "macro_f1_ci_hi", "macro_f1_seeds_ci_lo", "macro_f1_seeds_ci_hi"],
-    "ece": ["ece", "nll", "brier"],
-    "ece_ts": ["ece_ts", "nll_ts", "brier_ts", "temperature"],
-    "sig": ["sig", "p_vs_best"],
+    "ece": ["ece", "ece_ci_lo", "ece_ci_hi", "nll", "brier"],
+    "ece_ts": ["ece_ts", "ece_ts_ci_lo", "ece_ts_ci_hi", "nll_ts", "brier_ts", "temperature"],
+    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "sig", "p_vs_best", "p_vs_best_mc_se", "p_vs_best_holm",
+                "vs_best_mde"],
 }
 HEADERS = {"top1_ci": "top-1 95 % CI", "macro_f1_ci": "macro-F1 95 % CI", "ece": "ECE %", "nll": "NLL",
-           "brier": "Brier", "ece_ts": "ECE % (T-scaled)", "sig": "≈ best"}  # fmt: skip
+           "brier": "Brier", "ece_ts": "ECE % (T-scaled)", "vs_best": "macro-F1 − best (95 % CI)"}  # fmt: skip
 NO_FILE = "no predictions file recorded (a row from before they were written)"
 CALIBRATION = ("ece", "nll", "brier", "ece_ts", "nll_ts", "brier_ts", "temperature")
 
@@ -69,15 +79,15 @@ def _side(run: pd.Series) -> tuple[comparison.Side | None, str | None]:
 
 
 def _line_sides(runs: pd.DataFrame) -> tuple[dict[int, comparison.Side], str | None]:
-    """Seed → predictions of a line's runs (one run per seed, the first), aligned to one sample order."""
+    """Seed → predictions of a line's runs (one run per seed, the first), aligned to the sorted sample ids."""
     sides = {}
     for _, run in runs.drop_duplicates("seed").sort_values("seed").iterrows():
         side, reason = _side(run)
         if side is None:
             return {}, reason
         sides[int(run["seed"]) if pd.notna(run["seed"]) else len(sides)] = side
-    first = next(iter(sides.values()))
-    return {s: comparison.align(first, side) for s, side in sides.items()}, None
+    aligned = comparison.paired_arrays(list(sides.values()), [])[0]
+    return dict(zip(sides, aligned, strict=True)), None
 
 
 def _line_columns(sides: dict[int, comparison.Side]) -> dict[str, object]:
@@ -89,7 +99,11 @@ def _line_columns(sides: dict[int, comparison.Side]) -> dict[str, object]:
     for m in ("top1", "macro_f1"):
         out |= {f"{m}_ci_lo": ci[m][0], f"{m}_ci_hi": ci[m][1], f"{m}_ci": f"[{ci[m][0]:.2f}, {ci[m][1]:.2f}]"}
     cal = [calibration.summary(s.probs, s.labels, s.valid) for s in sides.values()]
-    return out | {key: float(np.mean([c[key] for c in cal])) for key in CALIBRATION if all(key in c for c in cal)}
+    out |= {key: float(np.mean([c[key] for c in cal])) for key in CALIBRATION if all(key in c for c in cal)}
+    line = calibration.line_probs([s.probs for s in sides.values()], [s.valid for s in sides.values()])
+    for key, (lo, hi) in calibration.bootstrap(line, labels).items():
+        out |= {f"{key}_ci_lo": lo, f"{key}_ci_hi": hi} if key.startswith("ece") else {}
+    return out
 
 
 def _seed_intervals(runs: pd.DataFrame) -> dict[str, float]:
@@ -114,54 +128,73 @@ def add_columns(frame: pd.DataFrame, agg: pd.DataFrame, keys: Sequence[str]) -> 
         lines.append(sides)
         records.append(rec)
     extra = pd.DataFrame.from_records(records)
-    always = dict.fromkeys(c for shown in SHOWN if shown not in ("ece_ts", "sig") for c in [shown, *CSV[shown]])
+    always = dict.fromkeys(c for shown in SHOWN if shown not in ("ece_ts", "vs_best") for c in [shown, *CSV[shown]])
     extra = extra.reindex(columns=[*extra.columns, *(c for c in always if c not in extra)])
     out = agg.merge(extra, on=keys, how="left", validate="one_to_one")
     return _marks(out, [lines[i] for i in out.pop("_line")])
 
 
+MARKS = {"vs_best": None, "sig": None, "p_vs_best": np.nan, "p_vs_best_mc_se": np.nan, "p_vs_best_holm": np.nan,
+         "vs_best_diff": np.nan, "vs_best_lo": np.nan, "vs_best_hi": np.nan, "vs_best_mde": np.nan}  # fmt: skip
+
+
 def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.DataFrame:
-    """``sig`` and ``p_vs_best`` (Holm-adjusted) per (dataset, trained on, split), against the group's first (best)
-    line."""
-    agg = agg.assign(sig=None, p_vs_best=np.nan)
+    """The ``vs_best`` columns per (dataset, trained on, split), against the group's first (best) line."""
+    agg = agg.assign(**MARKS)
     by = [c for c in ("dataset", "train_dataset", "split") if c in agg]
-    groups = agg.groupby(by, dropna=False, sort=False).indices
-    for idx in groups.values():
-        best = sides[idx[0]]
-        if not best:
+    for idx in agg.groupby(by, dropna=False, sort=False).indices.values():
+        rows = agg.index[idx]
+        if len(idx) == 1:
+            agg.loc[rows[0], ["sig", "vs_best"]] = "—"
             continue
-        agg.loc[agg.index[idx[0]], "sig"] = "best"
-        tested = [(i, _p_vs(best, sides[i])) for i in idx[1:] if sides[i]]
-        tested = [(i, p) for i, p in tested if p is not None]
+        best = sides[idx[0]]
+        tested = {row: r for row, i in zip(rows[1:], idx[1:], strict=True) if (r := _vs_best(best, sides[i]))}
+        agg.loc[rows, ["sig", "vs_best"]] = "n/a"
         if not tested:
             continue
-        adjusted = stats.holm([p for _, p in tested])
-        for (i, _), p in zip(tested, adjusted, strict=True):
-            agg.loc[agg.index[i], ["sig", "p_vs_best"]] = ["≈" if p > ALPHA else "<", p]
+        agg.loc[rows[0], ["sig", "vs_best"]] = "best"
+        adjusted = stats.holm([r["p_vs_best"] for r in tested.values()])
+        mde = stats.minimum_detectable_effect(float(np.median([r.pop("_se") for r in tested.values()])))
+        for (row, r), p in zip(tested.items(), adjusted, strict=True):
+            sig = "≈" if p > ALPHA else "<"
+            agg.loc[row, [*r, "p_vs_best_holm", "sig", "vs_best"]] = [*r.values(), p, sig, _cell(r, sig)]
+        agg.loc[rows, "vs_best_mde"] = mde
     return agg
 
 
-def _p_vs(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -> float | None:
-    """Two-sided paired-permutation p of the macro-F1 difference; seeds paired by seed (else in seed order).
-    None when the two lines were not scored on the same samples."""
-    common = sorted(set(best) & set(other))
-    pairs = [(best[s], other[s]) for s in common] or list(zip(best.values(), other.values(), strict=False))
-    a0, b0 = pairs[0]
-    if len(a0.ids) != len(b0.ids) or set(a0.ids.tolist()) != set(b0.ids.tolist()):
+def _cell(r: dict, sig: str) -> str:
+    """``−1.2 (−2.9, +0.4) ≈``: the difference to the best line, its interval and the mark."""
+    diff, lo, hi = (f"{r[k]:+.1f}".replace("-", "−") for k in ("vs_best_diff", "vs_best_lo", "vs_best_hi"))
+    return f"{diff} ({lo}, {hi}) {sig}"
+
+
+def _vs_best(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -> dict[str, float] | None:
+    """A line against the best on macro-F1 (:func:`fer_bench.comparison.paired`, as ``fer-bench compare`` OTHER
+    BEST runs it): None when either has no predictions or they were not scored on the same faces."""
+    if not best or not other:
         return None
-    pa = np.stack([a.pred for a, _ in pairs])
-    pb = np.stack([comparison.align(a, b).pred for a, b in pairs])
-    return stats.paired_permutation(a0.labels, pa, pb, a0.probs.shape[1], average=a0.average)["macro_f1"]
+    try:
+        sa, sb = comparison.paired_arrays(list(other.values()), list(best.values()))
+    except DataError:
+        return None
+    r = comparison.paired(sa, sb, calibration_too=False)
+    d, t = r["bootstrap"]["macro_f1"], r["test"]["macro_f1"]
+    return {"vs_best_diff": d["diff"], "vs_best_lo": d["lo"], "vs_best_hi": d["hi"], "p_vs_best": t["p"],
+            "p_vs_best_mc_se": t["mc_se"], "_se": d["se"]}  # fmt: skip
 
 
 def note(agg: pd.DataFrame) -> str:
     """What the columns are and why some lines have none (the text under the table)."""
-    text = (f"95 % CI: percentile bootstrap over test samples ({stats.N_BOOT} resamples, seed {stats.SEED}; several "
-            "seeds: their mean on the same resampled ids). ECE: 15 equal-width confidence bins, in % (T-scaled: "
-            "temperature fitted on the validation hold-out's predictions). ≈ best: not significantly different from "
-            f"the best line of its split in macro-F1 (paired permutation test on the same sample ids, {stats.N_BOOT} "
-            f"rounds, seeds paired by seed, two-sided, α = {ALPHA}, Holm-corrected over the split's lines); <: "
-            "significantly below it.")  # fmt: skip
+    text = (f"95 % CI: percentile bootstrap over test faces ({stats.N_BOOT} resamples, seed {stats.SEED}; several "
+            "seeds: their mean on the same resampled ids; the CSV adds the t interval over the seeds' own figures). "
+            "ECE: 15 equal-width confidence bins, in % (T-scaled: temperature fitted on the validation hold-out's "
+            "predictions; intervals in the CSV). macro-F1 − best: the line's difference to the best line of its "
+            "split, seeds' means, with the paired face-bootstrap 95 % interval; the mark is the paired permutation "
+            f"test on seed-averaged per-face predictions ({stats.N_PERM} rounds, two-sided, p and its Monte Carlo "
+            f"error in the CSV; the same p as `fer-bench compare`), Holm-corrected over the split's lines at α = "
+            f"{ALPHA}: ≈ not significantly different, < significantly below, — alone in its split, n/a not "
+            "comparable.")  # fmt: skip
+    text += _mde_note(agg)
     if "predictions_note" in agg:
         missing = agg.dropna(subset=["predictions_note"])
         reasons = {}
@@ -169,6 +202,19 @@ def note(agg: pd.DataFrame) -> str:
             reasons.setdefault(r["predictions_note"], []).append(str(r["model"]))
         text += "".join(f" – for {', '.join(models)}: {why}." for why, models in reasons.items())
     return text
+
+
+def _mde_note(agg: pd.DataFrame) -> str:
+    """Once per split: the smallest macro-F1 difference the test detects there."""
+    if "vs_best_mde" not in agg or agg["vs_best_mde"].isna().all():
+        return ""
+    by = [c for c in ("dataset", "train_dataset", "split") if c in agg]
+    parts = [f"{' / '.join(str(k) for k in (key if isinstance(key, tuple) else (key,)) if pd.notna(k))} "
+             f"{g['vs_best_mde'].iloc[0]:.1f} pt"
+             for key, g in agg.dropna(subset=["vs_best_mde"]).groupby(by, dropna=False, sort=False)]  # fmt: skip
+    return (f" Smallest macro-F1 difference the test detects at this test-set size (α = {ALPHA}, power "
+            f"{stats.POWER}; {stats.minimum_detectable_effect(1.0):.2f} × the median paired-bootstrap standard error "
+            f"of the split's differences to the best line): {', '.join(parts)}.")  # fmt: skip
 
 
 def csv_columns(cols: list[str]) -> list[str]:

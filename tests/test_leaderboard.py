@@ -290,7 +290,7 @@ def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
     rows, y, preds = _known_case(tmp_path)
     agg = lb.aggregate(lb.frame_from_rows(rows)).set_index("model")
     assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "<"
-    assert pd.isna(agg.loc["old", "sig"]) and pd.isna(agg.loc["old", "top1_ci_lo"])
+    assert agg.loc["old", "sig"] == "n/a" and pd.isna(agg.loc["old", "top1_ci_lo"])  # no predictions: not compared
     assert agg.loc["worse", "p_vs_best"] < 0.05 < agg.loc["near", "p_vs_best"]
     ci = stats.bootstrap_interval(y, np.stack([preds["best0"], preds["best1"]]), 7)  # seeds' mean, same ids
     assert (agg.loc["best", "top1_ci_lo"], agg.loc["best", "top1_ci_hi"]) == ci["top1"]
@@ -308,17 +308,18 @@ def test_the_new_columns_and_the_note_in_every_format(tmp_path):
     md = lb.render(agg, "md")
     cells = _md_cells(md)
     assert list(cells)[-6:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "mCA % (corruptions) ↑",
-                                "mCA / clean ↑", "≈ best"]  # after every old column
+                                "mCA / clean ↑", "macro-F1 − best (95 % CI)"]  # after every old column
     assert cells["mCA % (corruptions) ↑"] == cells["mCA / clean ↑"] == "–"  # no corruption run: said, not hidden
-    assert cells["≈ best"] == "best" and cells["top-1 95 % CI"].startswith("[")
-    assert "α = 0.05, Holm" in md and "– for old: no predictions file recorded" in md
+    assert cells["macro-F1 − best (95 % CI)"] == "best" and cells["top-1 95 % CI"].startswith("[")
+    assert "Holm-corrected" in md and "α = 0.05" in md and "– for old: no predictions file recorded" in md
     csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))
     for col in ("top1_ci_lo", "top1_ci_hi", "macro_f1_ci_lo", "ece", "nll", "brier", "sig", "p_vs_best"):
         assert col in csv, col
     added = [c for c in csv.columns if any(c in cs for cs in leaderboard_stats.CSV.values())]
-    assert csv.columns[-len(added) :].tolist() == added and added[-2:] == ["sig", "p_vs_best"]  # after the old ones
+    assert csv.columns[-len(added) :].tolist() == added  # after the old ones
+    assert added[-8:] == leaderboard_stats.CSV["vs_best"]
     latex, html = lb.render(agg, "latex"), lb.render(agg, "html")
-    assert r"$\approx$ best" in latex and "% 95 % CI" in latex and "≈" not in latex.split("\n% ")[0]
+    assert r"macro-F1 $-$ best" in latex and "% 95 % CI" in latex and "≈" not in latex.split("\n% ")[0]
     assert "top-1 95 % CI" in html and "<p>95 % CI" in html and "Holm" in html
 
 

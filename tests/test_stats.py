@@ -90,11 +90,12 @@ def test_mcnemar_equals_binomtest_and_an_independent_chi_square(a_only, b_only):
         assert r["p"] == pytest.approx(1 - sst.chi2.cdf(chi, df=1))
 
 
-def test_mcnemar_pools_seed_pairs():
+def test_mcnemar_refuses_to_pool_seed_pairs():
+    """Pooling S seed pairs into one table counts each face S times; lines of several seeds go to paired_test."""
     a = np.array([[1, 1, 0, 1], [1, 0, 0, 1]], bool)
     b = np.array([[0, 1, 0, 1], [0, 1, 1, 1]], bool)
-    r = stats.mcnemar(a, b)
-    assert (r["a_only"], r["b_only"]) == (2, 2) and r["p"] == 1.0
+    with pytest.raises(ValueError, match="paired_test"):
+        stats.mcnemar(a, b)
 
 
 def test_paired_bootstrap_keeps_the_pairing():
@@ -106,9 +107,9 @@ def test_paired_bootstrap_keeps_the_pairing():
     assert d["top1"]["diff"] == pytest.approx(2.0)
     # paired: the spread comes from the 60 discordant samples only (≈ ±0.5 pt), far below two rows' own ±1.6 pt
     assert 1.3 < d["top1"]["lo"] < 2.0 < d["top1"]["hi"] < 2.7
-    assert d["top1"]["p"] == pytest.approx(2 / 1001) and d["macro_f1"]["lo"] > 0
+    assert d["macro_f1"]["lo"] > 0 and 0.2 < d["top1"]["se"] < 0.4  # ≈ sqrt(60) / 3000 · 100
     same = stats.paired_bootstrap(y, pa, pa, 7, n_boot=200)
-    assert same["top1"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}
+    assert same["top1"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "se": 0.0}
 
 
 def test_seed_summary_is_the_t_interval():
@@ -211,10 +212,14 @@ def test_compare_pairs_two_run_folders_by_id(tmp_path, capsys):
     a, b, y, pa, pb = _two_rows(tmp_path)
     assert main(["compare", str(a), str(b), "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
-    assert "McNemar (top-1)" in out and "A − B macro-F1" in out and "paired on 600 common sample ids" in out
+    assert "faces: A right more often" in out and "A − B macro-F1" in out and "paired on 600 common sample ids" in out
     res = json.loads((tmp_path / "c.json").read_text())
-    mc = stats.mcnemar(pa == y, pb == y)
-    assert res["paired"]["mcnemar"] == mc  # B re-ordered by id: the same table as the arrays in one order
+    mc = stats.mcnemar(pa == y, pb == y)  # B re-ordered by id: the same table as the arrays in one order
+    assert res["paired"]["faces"] == {"a_better": mc["a_only"], "b_better": mc["b_only"],
+                                      "tied": mc["both"] + mc["neither"]}  # fmt: skip
+    exact = sst.binomtest(mc["a_only"], mc["a_only"] + mc["b_only"]).pvalue  # McNemar's exact test
+    assert res["paired"]["test"]["top1"]["p"] == pytest.approx(exact, rel=1e-12)
+    assert res["paired"]["test"] == stats.paired_test(y, pa, pb, 7)
     assert res["a"]["top1"] == pytest.approx(70.0) and res["b"]["top1"] == pytest.approx(np.mean(pb == y) * 100)
     assert res["paired"]["bootstrap"] == stats.paired_bootstrap(y, pa, pb, 7)
     assert res["a"]["top1_ci"] == list(stats.bootstrap_interval(y, pa, 7)["top1"])
@@ -244,10 +249,10 @@ def test_the_permutation_test_of_top1_is_mcnemars_exact_test(a_only, b_only):
     pa, pb = y.copy(), y.copy()
     pa[a_only : a_only + b_only] = 1  # B right, A wrong
     pb[:a_only] = 2  # A right, B wrong
-    p = stats.paired_permutation(y, pa, pb, 7, n_perm=4000)
+    p = stats.paired_test(y, pa, pb, 7)
     exact = sst.binomtest(a_only, a_only + b_only, 0.5).pvalue
-    assert p["top1"] == pytest.approx(exact, abs=0.025)  # sampled: 4000 rounds, SE < 0.008
-    assert 0 < p["macro_f1"] <= 1
+    assert p["top1"]["p"] == pytest.approx(exact, rel=1e-12) and p["top1"]["mc_se"] == 0  # enumerated, not sampled
+    assert 0 < p["macro_f1"]["p"] <= 1
 
 
 def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
@@ -262,7 +267,7 @@ def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
     assert (run / "reliability.png").stat().st_size > 10_000
 
 
-def test_compare_pairs_lines_of_several_seeds_by_seed(tmp_path, capsys):
+def test_compare_takes_lines_of_several_seeds_face_by_face(tmp_path, capsys):
     from fer_bench.cli import main
 
     y, _ = _preds(400, 7, 0.7, seed=10)
@@ -277,14 +282,14 @@ def test_compare_pairs_lines_of_several_seeds_by_seed(tmp_path, capsys):
     out = tmp_path / "c.json"
     assert main(["compare", str(tmp_path / "a"), f"{tmp_path / 'b' / 's1'},{tmp_path / 'b' / 's0'}", "--json",
                  str(out)]) == 0  # fmt: skip
-    assert "2 seed pairs (0–0, 1–1)" in capsys.readouterr().out
+    assert "A: seeds [0, 1], B: seeds [0, 1]" in capsys.readouterr().out
     res = json.loads(out.read_text())
     pa, pb = np.stack([runs[("a", 0)], runs[("a", 1)]]), np.stack([runs[("b", 0)], runs[("b", 1)]])
-    assert res["paired"]["mcnemar"] == stats.mcnemar(pa == y, pb == y)  # pooled over the two pairs
+    assert res["paired"]["test"] == stats.paired_test(y, pa, pb, 7)  # each face once, its seeds averaged
     assert res["paired"]["bootstrap"] == stats.paired_bootstrap(y, pa, pb, 7)
     assert res["a"]["top1"] == pytest.approx(np.mean(pa == y) * 100) and res["a"]["seeds"] == [0, 1]
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "s1")]) == 2  # A's seeds 0, 1 vs B's 1 only
-    assert "none unpaired" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "s1"), "--json", str(out)]) == 0  # other seeds
+    assert json.loads(out.read_text())["paired"]["test"] == stats.paired_test(y, pa, runs[("b", 1)], 7)
     assert main(["compare", str(tmp_path), str(tmp_path / "b")]) == 2  # two lines in one side
     assert "holds rows of 2 leaderboard lines" in capsys.readouterr().err
 
