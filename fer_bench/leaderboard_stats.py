@@ -209,9 +209,12 @@ def _mde_note(agg: pd.DataFrame) -> str:
     if "vs_best_mde" not in agg or agg["vs_best_mde"].isna().all():
         return ""
     by = [c for c in ("dataset", "train_dataset", "split") if c in agg]
-    parts = [f"{' / '.join(str(k) for k in (key if isinstance(key, tuple) else (key,)) if pd.notna(k))} "
-             f"{g['vs_best_mde'].iloc[0]:.1f} pt"
-             for key, g in agg.dropna(subset=["vs_best_mde"]).groupby(by, dropna=False, sort=False)]  # fmt: skip
+    parts = []
+    for _, g in agg.dropna(subset=["vs_best_mde"]).groupby(by, dropna=False, sort=False):
+        r = g.iloc[0]
+        trained = r.get("train_dataset")
+        other = f" (trained on {trained})" if pd.notna(trained) and trained != r.get("dataset") else ""
+        parts.append(f"{r.get('dataset')}{other} {r.get('split')} {r['vs_best_mde']:.1f} pt")
     return (f" Smallest macro-F1 difference the test detects at this test-set size (α = {ALPHA}, power "
             f"{stats.POWER}; {stats.minimum_detectable_effect(1.0):.2f} × the median paired-bootstrap standard error "
             f"of the split's differences to the best line): {', '.join(parts)}.")  # fmt: skip
