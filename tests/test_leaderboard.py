@@ -292,10 +292,11 @@ def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
     assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "<"
     assert agg.loc["old", "sig"] == "n/a" and pd.isna(agg.loc["old", "top1_ci_lo"])  # no predictions: not compared
     assert agg.loc["worse", "p_vs_best"] < 0.05 < agg.loc["near", "p_vs_best"]
-    ci = stats.bootstrap_interval(y, np.stack([preds["best0"], preds["best1"]]), 7)  # seeds' mean, same ids
+    order = np.argsort([f"s{i}" for i in range(len(y))])  # the faces in sorted id order, as `compare` sees them
+    ci = stats.bootstrap_interval(y[order], np.stack([preds["best0"], preds["best1"]])[:, order], 7)  # seeds' mean
     assert (agg.loc["best", "top1_ci_lo"], agg.loc["best", "top1_ci_hi"]) == ci["top1"]
     assert agg.loc["best", "top1_ci_lo"] < agg.loc["best", "top1"] < agg.loc["best", "top1_ci_hi"]
-    worse = stats.bootstrap_interval(y, preds["worse"], 7)["macro_f1"]
+    worse = stats.bootstrap_interval(y[order], preds["worse"][order], 7)["macro_f1"]
     assert agg.loc["worse", "macro_f1_ci"] == f"[{worse[0]:.2f}, {worse[1]:.2f}]"
     probs = np.eye(7)[preds["worse"]] * 0.5 + 0.5 / 7
     assert agg.loc["worse", "ece"] == pytest.approx(calibration.ece(probs, y), abs=1e-4)

@@ -150,10 +150,12 @@ def test_every_string_from_a_row_is_escaped(built):
 def test_the_table_carries_its_marks_conditions_and_sort_keys(built):
     _, agg, text = built
     assert '<td class="sig-best">best</td>' in text  # best is the first line: the best mark, no p
-    assert re.search(r'class="sig-near" title="Holm-adjusted p = [0-9.e-]+">≈</td>', text)
-    assert re.search(r'class="sig-below" title="Holm-adjusted p = [0-9.e-]+">&lt;</td>', text)
+    title = r'title="p = [0-9.e-]+ ± [0-9.e-]+ \(Monte Carlo SE\), Holm-adjusted [0-9.e-]+"'
+    diff = r"[−+][0-9.]+ \([−+][0-9.]+, [−+][0-9.]+\)"  # the difference to the best line and its interval
+    assert re.search(rf'class="sig-near" {title}>{diff} ≈</td>', text)
+    assert re.search(rf'class="sig-below" {title}>{diff} &lt;</td>', text)
     assert '<span class="badge">published</span>' in text
-    for needle in ("α = 0.05", "Holm", "≈ best", "fer2013", "x86_64 (2 threads)", "runs/x", "seeds per line"):
+    for needle in ("α = 0.05", "Holm", "macro-F1 − best", "fer2013", "x86_64 (2 threads)", "runs/x", "seeds per line"):
         assert needle in text, needle
     rows = _parse(text).rows
     assert [r[1] for r in rows[:4]] == agg["model"].tolist()  # ranked order, as in the other formats
