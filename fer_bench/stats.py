@@ -20,7 +20,9 @@ bootstrap, :data:`N_BOOT` resamples, seeded, vectorised), every seed of every li
 take the seeds' mean. With several seeds, :func:`seed_summary` / :func:`seed_difference` add the t interval over the
 seeds' own figures (Welch's for a difference). The face bootstrap holds the trained models fixed (it is the test
 set's sampling error); the t interval holds the test set fixed (it is the training runs' spread). Neither covers
-both; shown side by side, the wider one is the honest one. With 3 seeds the t interval has 2 degrees of freedom
+both; shown side by side, the wider one is the honest one. The test, too, holds the runs fixed: it asks whether
+these runs differ on these faces; whether two recipes differ beyond seed-to-seed noise is what the seeds' interval
+speaks to. With 3 seeds the t interval has 2 degrees of freedom
 (t = 4.30): it is wide and its own width is poorly known; a bootstrap over seeds (or a hierarchical one over seeds
 and faces) draws from 3 values only and is nearly degenerate, so none is used.
 
