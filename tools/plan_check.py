@@ -23,10 +23,16 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
 
 
+def _checkout(path: Path) -> Path:
+    """The nearest existing folder at or above ``path``: where git runs (the plan may not exist yet)."""
+    path = path.resolve()
+    return next(p for p in (path, *path.parents) if p.is_dir())
+
+
 def plan_commit(plan_file: Path) -> str | None:
     """The commit that last changed ``plan_file`` (``git log --format=%H -1 -- plan``), or None when none did."""
     plan_file = plan_file.resolve()
-    sha = _git(plan_file.parent, "log", "--format=%H", "-1", "--", plan_file.name).stdout.strip()
+    sha = _git(_checkout(plan_file), "log", "--format=%H", "-1", "--", str(plan_file)).stdout.strip()
     return sha or None
 
 
@@ -39,7 +45,7 @@ def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bo
     plan = plan_commit(plan_file)
     if plan is None:
         return [f"{plan_file}: not committed; commit the plan before the first row"]
-    repo = plan_file.resolve().parent
+    repo = _checkout(plan_file)
     rows = sorted(f for name in ROW_FILES for f in Path(results_dir).rglob(name))
     if not rows:
         return [f"{results_dir}: no rows ({' or '.join(ROW_FILES)}) to check"]
