@@ -96,7 +96,7 @@ def _ema_trace(cfg: TrainCfg, total_steps: int, n_updates: int) -> tuple[list[fl
         ema.update(model)
         d = min(decay, (1 + n) / (10 + n)) if cfg.ema_warmup else decay
         avg = d * avg + (1 - d) * (n + 1)
-        got.append(float(ema.module.weight))
+        got.append(float(ema.module.weight.detach()))
         expect.append(avg)
     return got, expect
 
