@@ -162,6 +162,7 @@ def blind(tmp_path_factory):
     return got
 
 
+@pytest.mark.timeout(2400)  # the fixture's six suite runs: ~10 min on the busy 2-core machine
 def test_a_blind_suite_shows_no_test_figure_while_a_cell_is_unfinished(blind):
     assert blind["half"].returncode == 0, blind["half"].stderr[-3000:]
     assert "1 of 2 cell(s) have their validation row" in blind["half"].stderr
@@ -176,6 +177,7 @@ def test_a_blind_suite_shows_no_test_figure_while_a_cell_is_unfinished(blind):
     assert "--unblind" in blind["rest"].stderr and blind["rest.traces"] == []  # all trained, still blind
 
 
+@pytest.mark.timeout(2400)  # the fixture's six suite runs: ~10 min on the busy 2-core machine
 def test_unblinding_writes_what_a_plain_run_writes(blind):
     assert blind["plain"].returncode == 0, blind["plain"].stderr[-3000:]
     assert blind["unblind"].returncode == 0, blind["unblind"].stderr[-3000:]
@@ -206,6 +208,7 @@ def test_unblinding_writes_what_a_plain_run_writes(blind):
     assert again.returncode == 0 and "2 finished before, 0 to run" in again.stderr  # scored once
 
 
+@pytest.mark.timeout(2400)  # the fixture's six suite runs: ~10 min on the busy 2-core machine
 def test_unblind_needs_a_blind_suite(blind):
     res = _run(blind["root"] / "plain.yaml", blind["root"] / "plain", "--unblind", "--no-track")
     assert res.returncode == 2 and "not blind" in res.stderr and "Traceback" not in res.stderr
