@@ -79,7 +79,7 @@ OPTIMIZERS = _registry(
          ("optim.lr", "optim.weight_decay", "optim.momentum", "optim.nesterov"), "fer_bench.training:sgd"),
 )  # fmt: skip
 
-_WARMUP = ("schedule.warmup_epochs",)
+_WARMUP = ("schedule.warmup_epochs", "schedule.warmup_fraction")
 
 SCHEDULES = _registry(
     "schedule", "schedules",

@@ -53,6 +53,7 @@ from fer_bench.training import (
     build_scheduler,
     check_targets,
     compiled,
+    ema_decay,
     resolve_device,
     resolve_precision,
 )
@@ -158,10 +159,14 @@ def run_model(
         write_json(run_dir / "protocol.json", pfields)
 
     start = time.perf_counter()
-    history, model, digests = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name, on_epoch)
+    history, model, digests, segments = _fit(model, recipe, data, proto, norms, ctx, opts, run_dir, model_name,
+                                             on_epoch)  # fmt: skip
     if not world.main:  # the other ranks trained in step; rank 0 tests, writes and tracks
         return {"run_id": rid, "world_size": world.size}
     row = _result_row(model_name, spec, recipe, data, proto, history, precision, ctx, size)
+    row |= segment_fields(history, segments)
+    steps = recipe.train.epochs * math.ceil(len(proto.train) / recipe.train.batch_size)  # what the run planned
+    row["ema_decay_used"] = ema_decay(recipe.train, steps)  # before its warm-up, if any
     row["world_size"] = world.size
     if world.active:  # each rank's trained parameters (sha256): equal when the ranks stayed in step
         row["distributed"] = {"world_size": world.size, "backend": torch.distributed.get_backend(),
@@ -434,15 +439,20 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
     """
     t = recipe.train
     loop = _make_loop(recipe, data, proto, norms, ctx, opts)
-    loop.ema = build_ema(model, t.ema_decay)  # before a resume restores it
+    loop.ema = build_ema(model, t, t.epochs * len(loop.train))  # before a resume restores it
     net = compiled(model, t.compile)  # trains and validates; checkpoints take ``model``'s own state dict
     world = loop.world
     tracker = _BestTracker(run_dir / "best.pt", writes=world.main)
     pos, history, saved = _Position(), [], None
     if opts.resume and (saved := _load_last(run_dir, recipe, world)) is not None:
         pos, history = _restore(saved, loop, model, tracker), saved["history"]
+        if loop.ema is not None:  # its warm-up goes on from the update it had reached
+            loop.ema.updates = pos.epoch * len(loop.train)
         if world.main:
             print(f"  resuming after epoch {pos.epoch} from {run_dir / 'last.pt'}", file=sys.stderr)
+    # epochs trained by each earlier process (segment) of this run; a checkpoint from before segments: one
+    before = list(saved.get("segments") or [saved["epoch"]]) if saved is not None else []
+    first = pos.epoch
     plan = stage_plan(recipe)
     while not pos.stopped and pos.stage < len(plan):
         si, (stage, n_epochs) = pos.stage, plan[pos.stage]
@@ -459,6 +469,7 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
             early = bool(t.early_stop_patience and tracker.stale >= t.early_stop_patience)
             pos = pos.after_epoch(early or pos.stage_epoch + 1 == n_epochs, early and t.early_stop_scope == "run")
             state = _state(recipe, pos, model, optimizer, scheduler, loop, history, tracker)
+            state["segments"] = [*before, pos.epoch - first]
             if world.main:
                 checkpoint.save(run_dir / "last.pt", state)
             if improved:
@@ -470,7 +481,21 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
     digests = distributed.gather(distributed.param_digest(model), world) if world.active else []
     if world.main:
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location=ctx.device, weights_only=True))
-    return history, model, digests
+    return history, model, digests, before + ([pos.epoch - first] if pos.epoch > first else [])
+
+
+def segment_fields(history: list[dict[str, Any]], segments: list[int]) -> dict[str, Any]:
+    """In how many segments (processes: a kill and a resume make two) the run trained, and each one's training time.
+
+    ``segments`` holds the epochs each segment trained, in order; a segment's time adds up its epochs' walls.
+
+    Example:
+        >>> segment_fields([{"epoch_wall_s": 60.0}, {"epoch_wall_s": 61.0}, {"epoch_wall_s": 59.0}], [1, 2])
+        {'segments': 2, 'segment_train_s': [60.0, 120.0]}
+    """
+    ends = np.cumsum([0, *segments])
+    walls = [sum(h.get("epoch_wall_s", 0.0) for h in history[a:b]) for a, b in zip(ends[:-1], ends[1:], strict=True)]
+    return {"segments": len(segments), "segment_train_s": [round(w, 1) for w in walls]}
 
 
 def _load_last(run_dir: Path, recipe: Recipe, world: distributed.World) -> dict | None:

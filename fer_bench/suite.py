@@ -8,13 +8,23 @@ cells whose rows are all FINISHED in the tracking store (or, untracked, on disk)
 from its last checkpoint. A cell's files live in ``OUT/<cell id>/<protocol hash>/``. ``--shard K/N`` takes a
 deterministic share of the cells, so N machines logging to one MLflow server run one suite together; the
 leaderboard then reads every shard's rows.
+
+Two fields serve a comparison planned before any figure exists. ``budget_s`` gives every cell the same training
+time: each line trains for E = max(1, round(budget_s / t)) epochs, t its median epoch wall time (training and
+validation) in the ``pilots`` file, which ``fer-bench run --suite S --pilot`` writes from a 2-epoch run of each
+line. ``blind: true`` trains every cell and picks its checkpoint on the validation split without scoring any test
+split (no test figure printed, logged or written: each cell leaves ``validation.json`` beside its checkpoints);
+``fer-bench run --suite S --unblind``, refused until every cell of the suite has its validation row, then scores
+the test splits once and writes the rows, predictions, MLflow runs and tables as a plain suite run does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -67,6 +77,11 @@ class SuiteSpec:
     # the corruption suite (fer_bench.corruptions) on every row a cell writes: names, or [all]; empty = none
     corruptions: tuple[str, ...] = ()
     corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    # Training seconds per cell: each line trains E = max(1, round(budget_s / t)) epochs, t its median epoch wall time
+    # in the pilots file. None: the recipes' epochs.
+    budget_s: float | None = None
+    pilots: str | None = None  # the pilots file, relative to the suite file (`fer-bench run --suite S --pilot`)
+    blind: bool = False  # no test figure until every cell has its validation row; then `fer-bench run --unblind`
 
 
 @dataclass(frozen=True)
@@ -77,10 +92,15 @@ class Cell:
     recipe: Recipe
     splits: tuple[str, ...]
     id: str
+    line: str = ""  # the suite line it belongs to (:func:`line_id`): the cell id without the seed
 
 
-def load_suite(path: Path) -> SuiteSpec:
-    """Read and validate a suite file: unknown keys, types, models, recipes, splits and every cell's recipe."""
+def load_suite(path: Path, pilot: bool = False) -> SuiteSpec:
+    """Read and validate a suite file: unknown keys, types, models, recipes, splits and every cell's recipe.
+
+    ``pilots`` is resolved against the suite file's folder; with ``budget_s`` the pilots file must time every line,
+    unless ``pilot`` (the run that writes it).
+    """
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -102,7 +122,13 @@ def load_suite(path: Path) -> SuiteSpec:
     bad = [f for f in suite.leaderboard.formats if f not in LEADERBOARD_FORMATS]
     if bad:
         raise ConfigError(f"{path}: leaderboard.formats has {bad}; expected some of {', '.join(LEADERBOARD_FORMATS)}.")
-    cells(suite, source=str(path))  # every cell's recipe must resolve, or the file is rejected now, not hours later
+    if suite.budget_s is not None and (suite.budget_s <= 0 or not suite.pilots):
+        raise ConfigError(f"{path}: budget_s = {suite.budget_s} needs a number > 0 and pilots: FILE (the epoch timings "
+                          f"`fer-bench run --suite {path} --pilot` writes).")  # fmt: skip
+    if suite.pilots:
+        suite = replace(suite, pilots=str(path.parent / suite.pilots))
+    # every cell's recipe must resolve, or the file is rejected now, not hours later
+    cells(suite, source=str(path), budget=not pilot)
     corruption_plan(suite, str(path))
     return suite
 
@@ -122,22 +148,32 @@ def corruption_plan(suite: SuiteSpec, source: str = "suite"):
     return CorruptionPlan(names, severities)
 
 
-def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite") -> list[Cell]:
-    """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe."""
+def cells(
+    suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite", budget: bool = True
+) -> list[Cell]:
+    """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe.
+
+    With ``budget_s`` (and ``budget``) each line's epochs come from the pilots file (:func:`budget_epochs`), before
+    ``extra_sets``: a command line's ``--epochs`` still wins (a smoke run).
+    """
     from fer_bench.models import get_spec
     from fer_bench.recipes import default_recipe
     from fer_bench.recipes.checks import frozen_without_weights
 
-    out = []
+    out, names = [], []
     for i, entry in enumerate(suite.models):
         try:
-            spec = get_spec(entry.model)
+            names.append(entry.recipe or default_recipe(get_spec(entry.model)))
         except ConfigError as exc:
             raise ConfigError(f"{source}: models[{i}].model: {exc}") from None
-        name = entry.recipe or default_recipe(spec)
+    lines = [line_id(entry, name) for entry, name in zip(suite.models, names, strict=True)]
+    budgeted = budget_epochs(suite, lines, source) if budget and suite.budget_s is not None else {}
+    for i, (entry, name, line) in enumerate(zip(suite.models, names, lines, strict=True)):
         splits = entry.splits or suite.splits
+        epochs = [f"train.epochs={budgeted[line]}"] if budgeted else []
         for seed in suite.seeds:
-            sets = [*suite.set, *entry.set, *(extra_sets or []), f"train.seed={seed}", f"eval.split={splits[0]}"]
+            sets = [*suite.set, *entry.set, *epochs, *(extra_sets or []), f"train.seed={seed}",
+                    f"eval.split={splits[0]}"]  # fmt: skip
             try:
                 recipe = load_recipe(name, sets)
             except ConfigError as exc:
@@ -149,7 +185,7 @@ def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "
                 )
             if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained):  # no --weights in suites
                 raise ConfigError(f"{source}: models[{i}] ({entry.model}): {reason}")
-            out.append(Cell(entry.model, recipe, tuple(splits), cell_id(entry, name, seed)))
+            out.append(Cell(entry.model, recipe, tuple(splits), cell_id(entry, name, seed), line))
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -159,10 +195,51 @@ def cells(suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "
 
 def cell_id(entry: SuiteModel, recipe: str | None, seed: int) -> str:
     """``<model>-<recipe>-s<seed>``, plus a short hash of the line's own overrides when it has any."""
+    return f"{line_id(entry, recipe)}-s{seed}"
+
+
+def line_id(entry: SuiteModel, recipe: str | None) -> str:
+    """``<model>-<recipe>``, plus a short hash of the line's own overrides when it has any: a line's cells' ids
+    without the seed, and its key in the pilots file."""
     base = f"{entry.model}-{recipe or 'defaults'}"
     if entry.set:
         base += "-" + hashlib.sha256("|".join(entry.set).encode()).hexdigest()[:6]
-    return f"{base}-s{seed}"
+    return base
+
+
+PILOT_EPOCHS = 2  # the epochs of a pilot run; the first one's wall includes warming up, hence the median
+
+
+def budget_epochs(suite: SuiteSpec, lines: list[str], source: str = "suite") -> dict[str, int]:
+    """The epochs of each of ``lines`` under ``budget_s``: max(1, round(budget_s / t)), t the line's
+    ``median_epoch_s`` in the pilots file.
+
+    Raises:
+        ConfigError: no pilots file, or one that does not time every line of the suite.
+    """
+    fix = f"run `fer-bench run --suite {source} --pilot` to write it"
+    try:
+        times = read_pilots(Path(suite.pilots or ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc} ({fix}).") from None
+    missing = [w for w in lines if w not in times]
+    if missing:
+        raise ConfigError(f"{source}: pilots file {suite.pilots!r} has no median_epoch_s > 0 for line(s) "
+                          f"{', '.join(missing)}; {fix}.")  # fmt: skip
+    return {w: max(1, round(suite.budget_s / times[w])) for w in lines}
+
+
+def read_pilots(path: Path) -> dict[str, float]:
+    """The ``median_epoch_s`` of each line in the pilots file ``path`` (the lines whose figure is a number > 0)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"pilots file {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
+    lines = data.get("lines") if isinstance(data, dict) else None
+    if not isinstance(lines, dict):
+        raise ConfigError(f"pilots file {str(path)!r} has no `lines:` mapping (line id -> median_epoch_s)")
+    times = {k: v.get("median_epoch_s") for k, v in lines.items() if isinstance(v, dict)}
+    return {k: float(t) for k, t in times.items() if isinstance(t, int | float) and not isinstance(t, bool) and t > 0}
 
 
 def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -275,11 +352,17 @@ def pending(job: SuiteRun) -> list[Cell]:
     return todo
 
 
-def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
-    """Train and evaluate every unfinished cell; the rows written in this call."""
+def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
+    """Train and evaluate every unfinished cell; the rows written in this call.
+
+    A blind suite (``blind: true``) only trains (:func:`train_blind`) unless ``unblind``: then the cells, trained,
+    resume from their last checkpoints without training and are scored on the test splits.
+    """
     from fer_bench.recipes import recipe_to_dict
     from fer_bench.runner import evaluate_on_split, run_model
 
+    if job.suite.blind and not unblind:
+        return train_blind(job)
     rows: list[dict[str, Any]] = []
     todo = pending(job)
     for n, cell in enumerate(todo, 1):
@@ -297,6 +380,8 @@ def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
             with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
                 if trained is None:  # the cell's training run
                     row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch)
+                    for entry in row["history"] if job.suite.blind else ():  # trained blind: its curve, logged now
+                        job.tracker.log_epoch(entry)
                 else:  # the same weights on another split: a row of its own, no retraining
                     row = evaluate_on_split(cell.model, recipe, job.data, resume, trained)
                     for entry in row["history"]:
@@ -309,6 +394,92 @@ def run_suite(job: SuiteRun) -> list[dict[str, Any]]:
                 job.tracker.log_result(row, resume.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
     return rows
+
+
+VALIDATION_FILE = "validation.json"  # a blind cell's row: training and validation only, beside its checkpoints
+
+
+def validation_file(job: SuiteRun, cell: Cell) -> Path:
+    """Where a blind suite keeps ``cell``'s validation row: ``OUT/<cell id>/<protocol hash>/validation.json``."""
+    return cell_dir(job.opts.out, cell, job.protocol_of(cell)) / VALIDATION_FILE
+
+
+def train_blind(job: SuiteRun) -> list[dict[str, Any]]:
+    """Train every cell without a validation row (resuming a killed one) and write that row; nothing is tested.
+
+    The checkpoint is picked on the validation split as in any run; the row holds the training and validation
+    figures only, and nothing goes to the tracking store (the learning curve is logged when the suite is unblinded).
+    """
+    from fer_bench.runner import run_model, write_json
+
+    todo = [c for c in job.cells if not finished_on_disk(validation_file(job, c), job.protocol_of(c))]
+    job.log(f"suite {job.suite.name} (blind): {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} "
+            f"with a validation row, {len(todo)} to train; no test split is scored")  # fmt: skip
+    rows = []
+    for n, cell in enumerate(todo, 1):
+        job.log(f"== [{n}/{len(todo)}] {cell.id} · blind")
+        opts = replace(job.opts, resume=True, evaluate_test=False, out=cell_dir(job.opts.out, cell,
+                                                                                 job.protocol_of(cell)))  # fmt: skip
+        row = run_model(cell.model, split_recipe(cell.recipe, cell.splits[0]), job.data, opts)
+        row |= {"suite": job.suite.name, "cell": cell.id, "blind": True}
+        write_json(validation_file(job, cell), row)
+        rows.append(row)
+    return rows
+
+
+def without_validation_row(job: SuiteRun, all_cells: list[Cell]) -> list[str]:
+    """The ids of the cells of ``all_cells`` (every shard's) that have no validation row under ``job.opts.out``."""
+    return [c.id for c in all_cells if not finished_on_disk(validation_file(job, c), job.protocol_of(c))]
+
+
+def check_unblind(job: SuiteRun, all_cells: list[Cell]) -> None:
+    """Refuse to score a blind suite's test splits before every cell has its validation row."""
+    if not job.suite.blind:
+        raise ConfigError(f"--unblind: suite {job.suite.name!r} is not blind (blind: true); run it without --unblind.")
+    if missing := without_validation_row(job, all_cells):
+        shown = ", ".join(missing[:4]) + (" …" if len(missing) > 4 else "")
+        raise ConfigError(f"--unblind: {len(missing)} of {len(all_cells)} cell(s) have no validation row under "
+                          f"{job.opts.out} ({shown}); train them first (the same command without --unblind), every "
+                          "shard's folders under one --out.")  # fmt: skip
+
+
+def blind_summary(job: SuiteRun, all_cells: list[Cell]) -> str:
+    """What a blind run prints instead of a table: how many cells have their validation row, and what is next."""
+    missing = without_validation_row(job, all_cells)
+    done = len(all_cells) - len(missing)
+    then = ("every cell has its validation row: score the test splits once with --unblind" if not missing
+            else "no test split is scored before all have one")  # fmt: skip
+    return f"suite {job.suite.name} (blind): {done} of {len(all_cells)} cell(s) have their validation row; {then}."
+
+
+def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
+    """Train one cell per line for :data:`PILOT_EPOCHS` epochs (no test) and write the pilots file ``path``.
+
+    ``job.cells`` are the pilot cells (one seed, the epochs set). The file (YAML) holds, per line id, the epochs'
+    wall times (training and validation) and their median, with the CPU, the commit and when it was written.
+    """
+    from fer_bench.provenance import device_name, git_sha
+    from fer_bench.runner import run_model
+    from fer_bench.training import resolve_device
+
+    lines = {}
+    for n, cell in enumerate(job.cells, 1):
+        job.log(f"== pilot [{n}/{len(job.cells)}] {cell.line}: {PILOT_EPOCHS} epochs, no test")
+        opts = replace(job.opts, resume=False, evaluate_test=False, out=job.opts.out / "pilot" / cell.id)
+        walls = [round(h["epoch_wall_s"], 2) for h in run_model(cell.model, cell.recipe, job.data, opts)["history"]]
+        lines[cell.line] = {"epoch_wall_s": walls, "median_epoch_s": round(statistics.median(walls), 2)}
+    machine = device_name(resolve_device(job.opts.device))  # the CPU's model and threads, or the GPU's name
+    data = {"suite": job.suite.name, "commit": git_sha(), "machine": machine, "epochs": PILOT_EPOCHS,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lines": lines}  # fmt: skip
+    budget = job.suite.budget_s
+    header = (f"# Pilot epoch timings of suite {job.suite.name}: per line, the wall time (training + validation) of "
+              f"each of {PILOT_EPOCHS} epochs and their median t.\n# A budgeted suite trains each line "
+              f"max(1, round(budget_s / t)) epochs{f' (budget_s {budget:g})' if budget else ''}.\n")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return data
 
 
 def render_leaderboard(job: SuiteRun, frame, out_dir: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from fer_bench.errors import ConfigError
 from fer_bench.parts import LOSSES, OPTIMIZERS, SCHEDULES
-from fer_bench.recipes.schema import LossCfg, OptimCfg, ScheduleCfg
+from fer_bench.recipes.schema import LossCfg, OptimCfg, ScheduleCfg, TrainCfg
 
 
 def class_weights(counts: np.ndarray, power: float, clip: float | None = None) -> np.ndarray:
@@ -143,8 +143,9 @@ def constant_shape(t: float, min_lr_ratio: float) -> float:
 class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
     """The one writer of a stage's learning rate: ``lr = base × warm-up × (cosine | constant) × plateau scale``.
 
-    The cosine runs from the end of the warm-up until ``schedule.hold_fraction`` of the stage's steps are left, and
-    the LR holds its floor for those (``hold_fraction: 0``: the cosine spans the stage, as before the option existed).
+    The warm-up lasts ``schedule.warmup_epochs`` epochs, or ``schedule.warmup_fraction`` of the stage's steps when
+    that is set. The cosine runs from the end of the warm-up until ``schedule.hold_fraction`` of the stage's steps
+    are left, and the LR holds its floor for those (``hold_fraction: 0``: the cosine spans the stage).
 
     Stepped once per batch (``step``, after the optimizer's step) and fed the validation top-1 once per epoch
     (``end_epoch``). ``schedule.name: plateau`` is a constant LR whose scale is multiplied by ``plateau_factor``
@@ -164,7 +165,9 @@ class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.shape, self.min_lr_ratio = cfg.name, cfg.min_lr_ratio
         self.plateau_factor, self.plateau_patience = cfg.plateau_factor, cfg.plateau_patience
         self.total = max(epochs * steps_per_epoch, 1)
-        self.warmup = min(int(cfg.warmup_epochs * steps_per_epoch), self.total // 2)  # a short stage keeps half
+        fraction = cfg.warmup_fraction
+        warm = fraction * self.total if fraction is not None else cfg.warmup_epochs * steps_per_epoch
+        self.warmup = min(int(warm), self.total // 2)  # a short stage keeps half
         # The cosine ends ``hold_fraction`` of the stage early (never before the warm-up does); the LR holds its floor.
         self.anneal_end = max(self.total - int(cfg.hold_fraction * self.total), self.warmup + 1)
         self.scale, self.best, self.bad_epochs = 1.0, -math.inf, 0
@@ -216,17 +219,51 @@ def compiled(model: nn.Module, mode: str | None) -> nn.Module:
     return torch.compile(model, mode=mode, dynamic=False)
 
 
-def build_ema(model: nn.Module, decay: float | None) -> nn.Module | None:
-    """An exponential moving average of ``model``'s weights and buffers (timm's ModelEmaV3), or None when off.
+def ema_decay(cfg: TrainCfg, total_steps: int) -> float | None:
+    """The EMA decay a run of ``total_steps`` optimizer steps uses (before any warm-up), or None when it is off.
 
-    Its ``module`` is an eval-mode copy of ``model`` updated by ``update(model)``: ema ← decay·ema + (1−decay)·model,
-    batch-norm statistics included, integer buffers copied. Updates run on the device without a host sync.
+    ``train.ema_horizon_fraction`` f gives a horizon of f x total_steps updates: decay = 1 - 1/(f x total_steps)
+    (at least 0: a horizon under one step is the model itself).
+
+    Example:
+        >>> ema_decay(TrainCfg(ema_horizon_fraction=0.1), total_steps=10_000)
+        0.999
     """
-    if decay is None:
-        return None
-    from timm.utils import ModelEmaV3
+    if cfg.ema_horizon_fraction is not None:
+        return 1.0 - 1.0 / max(cfg.ema_horizon_fraction * total_steps, 1.0)
+    return cfg.ema_decay
 
-    return ModelEmaV3(model, decay=decay)
+
+class StepEma:
+    """An exponential moving average of ``model``'s weights and buffers (timm's ModelEmaV3 does the averaging).
+
+    Its ``module`` is an eval-mode copy of ``model``; ``update(model)`` after each optimizer step applies
+    ema <- d_n * ema + (1 - d_n) * model, batch-norm statistics included, integer buffers copied, where ``d_n`` is
+    :meth:`decay_at` of the update's index n. ``updates`` counts them (a resumed run sets it back).
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False) -> None:
+        from timm.utils import ModelEmaV3
+
+        self.average = ModelEmaV3(model, decay=decay)
+        self.module = self.average.module
+        self.decay, self.warmup, self.updates = decay, warmup, 0
+
+    def decay_at(self, n: int) -> float:
+        """The decay of update ``n`` (0-based): with warm-up min(decay, (1 + n) / (10 + n)), timm's ModelEma rule."""
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.average.apply_update_(model, self.decay_at(self.updates))
+        self.updates += 1
+
+
+def build_ema(model: nn.Module, cfg: TrainCfg, total_steps: int) -> StepEma | None:
+    """The weight average of ``train`` (:func:`ema_decay`, ``train.ema_warmup``) for a run of ``total_steps``
+    optimizer steps, or None when it is off."""
+    decay = ema_decay(cfg, total_steps)
+    return None if decay is None else StepEma(model, decay, cfg.ema_warmup)
 
 
 def resolve_device(name: str) -> torch.device:

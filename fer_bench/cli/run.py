@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus", metavar="I,…",
                    help="with --suite: the GPUs the jobs take in turn (CUDA_VISIBLE_DEVICES ids; default: every "
                         "visible one; more jobs than GPUs share them)")  # fmt: skip
+    p.add_argument("--pilot", action="store_true",
+                   help="with --suite: train each line 2 epochs (first seed, no test) and write the suite's pilots "
+                        "file, the epoch timings its budget_s divides")  # fmt: skip
+    p.add_argument("--unblind", action="store_true",
+                   help="with a blind suite (blind: true): once every cell has its validation row, score the test "
+                        "splits and write the rows and tables")  # fmt: skip
     p.add_argument("--worker-cell", help=argparse.SUPPRESS)  # --jobs: one cell, in a process of its own
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # --jobs: the suite's MLflow run the cell's rows go under
     p.add_argument("--seeds", type=int_list, metavar="S,…",
@@ -81,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FerBenchError("--jobs and --gpus apply to a suite: use them with --suite FILE.")
     if args.shard:
         raise FerBenchError("--shard applies to a suite: use it with --suite FILE.")
+    if args.pilot or args.unblind:
+        raise FerBenchError("--pilot and --unblind apply to a suite: use them with --suite FILE.")
     seeds = _seeds(args)
     args.dataset = args.dataset or "synthetic"
     from fer_bench import distributed
@@ -155,7 +163,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench.provenance import git_sha
     from fer_bench.runner import RunOptions
 
-    suite = st.load_suite(args.suite)
+    suite = st.load_suite(args.suite, pilot=args.pilot)
     if args.seeds:
         suite = dataclasses.replace(suite, seeds=tuple(args.seeds))
     if args.recipe or args.pretrained or args.weights:
@@ -169,7 +177,10 @@ def _run_suite(args: argparse.Namespace) -> int:
             if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
     if args.seed is not None or args.split is not None:
         raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
-    all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite))
+    if args.pilot:  # one seed per line, PILOT_EPOCHS epochs, without the budget the pilots file is for
+        suite = dataclasses.replace(suite, seeds=suite.seeds[:1])
+        sets.append(f"train.epochs={st.PILOT_EPOCHS}")
+    all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite), budget=not args.pilot)
     cells = st.shard(all_cells, k, n)
     if args.worker_cell:  # one cell of a --jobs run, in its own process
         all_cells = cells = [c for c in cells if c.id == args.worker_cell]
@@ -204,10 +215,14 @@ def _run_suite(args: argparse.Namespace) -> int:
     else:
         finished = on_disk
     job = st.SuiteRun(suite, cells, data, opts, tracker, finished, protocol_of)
+    if args.pilot:
+        return _pilot(job, args)
+    if args.unblind:
+        st.check_unblind(job, all_cells)
     tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
     if args.worker_cell:  # its rows only, nested under the suite's run; the parent process writes the table
         tracker.parent_run_id = args.parent_run
-        st.run_suite(job)
+        st.run_suite(job, unblind=args.unblind)
         return 0
     failed = None
     try:
@@ -215,9 +230,14 @@ def _run_suite(args: argparse.Namespace) -> int:
             if parallel:
                 run_parallel(job, args.argv, n_jobs, gpus, parent_run)
             else:
-                st.run_suite(job)
+                st.run_suite(job, unblind=args.unblind)
     except CellsFailed as exc:  # the suite's run ends FAILED; the finished cells' rows still make the table
         failed = exc
+    if suite.blind and not args.unblind:  # no table: not one test figure before --unblind
+        print(st.blind_summary(job, all_cells), file=sys.stderr)
+        if failed is not None:
+            raise failed
+        return 0
     # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
     from fer_bench import leaderboard as lb
 
@@ -238,6 +258,18 @@ def _run_suite(args: argparse.Namespace) -> int:
     print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
     if failed is not None:
         raise failed
+    return 0
+
+
+def _pilot(job, args: argparse.Namespace) -> int:
+    from fer_bench import suite as st
+
+    if not job.suite.pilots:
+        raise FerBenchError(f"--pilot: suite {args.suite} names no pilots file; add pilots: FILE (beside budget_s).")
+    if args.shard or args.jobs or args.unblind:
+        raise FerBenchError("--pilot times each line in turn on this machine: without --shard, --jobs or --unblind.")
+    st.run_pilots(job, Path(job.suite.pilots))
+    print(f"pilots: {job.suite.pilots}", file=sys.stderr)
     return 0
 
 

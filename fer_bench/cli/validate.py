@@ -63,11 +63,11 @@ def _validators() -> dict[str, Callable[[Path], object]]:
     """Each kind of file `validate` knows, checked by the loader that `run`, `tune` or `leaderboard` uses."""
     from fer_bench.published import load_published
     from fer_bench.recipes import load_recipe
-    from fer_bench.suite import load_suite
+    from fer_bench.suite import load_suite, read_pilots
     from fer_bench.tune import read_space
 
     return {"recipe": lambda f: load_recipe(str(f)), "suite": load_suite, "search space": read_space,
-            "reference rows": load_published}  # fmt: skip
+            "reference rows": load_published, "pilot timings": read_pilots}  # fmt: skip
 
 
 def _file_kind(path: Path) -> str:
@@ -82,7 +82,7 @@ def _file_kind(path: Path) -> str:
         data = None  # the kind's own loader reports it
     if isinstance(data, list):
         return "reference rows"
-    for key, kind in (("models", "suite"), ("params", "search space")):
+    for key, kind in (("models", "suite"), ("params", "search space"), ("lines", "pilot timings")):
         if isinstance(data, dict) and key in data:
             return kind
     if path.name.startswith("published"):

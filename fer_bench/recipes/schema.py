@@ -94,6 +94,9 @@ class OptimCfg:
 class ScheduleCfg:
     name: str = "cosine"  # cosine | constant | plateau (constant, cut on a stall); one object owns the LR
     warmup_epochs: float = 0.5  # linear warm-up from 1 % of lr, stepped per batch, at the start of each stage
+    # The warm-up as a fraction of each stage's steps instead (then warmup_epochs must be 0): a schedule that keeps
+    # its shape whatever the run's length, e.g. when a suite's budget sets the epochs. None: warmup_epochs counts.
+    warmup_fraction: float | None = None
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
     # Fraction of each stage's epochs spent at the floor after the cosine reaches it (the cosine spans the rest): a
     # tail in which a converged run gains nothing, so the plateau rule can tell it from one its schedule cut short.
@@ -118,6 +121,13 @@ class TrainCfg:
     # Decay of an exponential moving average of the weights, updated after every optimizer step; validation,
     # checkpoint selection and the test use the averaged weights. None = off; e.g. 0.999 (~1000-step horizon).
     ema_decay: float | None = None
+    # The average's horizon as a fraction of the run's optimizer steps instead of a fixed decay (then ema_decay must
+    # be null): decay = 1 - 1/(fraction x train.epochs x steps per epoch), so the average spans the same share of a
+    # short run as of a long one. None: ema_decay alone.
+    ema_horizon_fraction: float | None = None
+    # timm's EMA warm-up: the decay at update n (0-based) is min(decay, (1 + n) / (10 + n)), so the first updates
+    # forget the random initial weights quickly (a horizon of about n/9 steps until it reaches the decay's).
+    ema_warmup: bool = False
     # Under torchrun (fer_bench.distributed): batch norms normalise over the global batch, not each rank's slice.
     # One process: plain batch norm, the same computation.
     sync_bn: bool = False
@@ -159,7 +169,8 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
 # hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
 # it had before they existed; set, they enter both.
 HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay",
-                   "schedule.hold_fraction", "train.sync_bn")
+                   "schedule.hold_fraction", "train.sync_bn", "schedule.warmup_fraction", "train.ema_horizon_fraction",
+                   "train.ema_warmup")
 
 
 def without_unset_additions(recipe_dict: dict) -> dict:
@@ -242,6 +253,31 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (r.train.epochs >= 1, "train.epochs", "an integer >= 1"),
         (r.train.batch_size >= 1, "train.batch_size", "an integer >= 1"),
         (0 <= r.schedule.warmup_epochs < r.train.epochs, "schedule.warmup_epochs", "in [0, train.epochs)"),
+        (
+            r.schedule.warmup_fraction is None or 0 <= r.schedule.warmup_fraction <= 0.5,
+            "schedule.warmup_fraction",
+            "null or a fraction of the steps in [0, 0.5]",
+        ),
+        (
+            r.schedule.warmup_fraction is None or r.schedule.warmup_epochs == 0,
+            "schedule.warmup_epochs",
+            "0 when schedule.warmup_fraction is set (one warm-up length: set schedule.warmup_epochs: 0)",
+        ),
+        (
+            r.train.ema_horizon_fraction is None or 0 < r.train.ema_horizon_fraction <= 1,
+            "train.ema_horizon_fraction",
+            "null or a fraction of the run's steps in (0, 1]",
+        ),
+        (
+            r.train.ema_horizon_fraction is None or r.train.ema_decay is None,
+            "train.ema_decay",
+            "null when train.ema_horizon_fraction is set (one EMA length: set train.ema_decay: null)",
+        ),
+        (
+            not r.train.ema_warmup or r.train.ema_decay is not None or r.train.ema_horizon_fraction is not None,
+            "train.ema_warmup",
+            "false unless train.ema_decay or train.ema_horizon_fraction turns the average on",
+        ),
         (0 < r.schedule.plateau_factor < 1, "schedule.plateau_factor", "a number in (0, 1)"),
         (0 <= r.schedule.hold_fraction < 1, "schedule.hold_fraction", "a number in [0, 1)"),
         (r.augment.train_crops in TRAIN_CROPS, "augment.train_crops", f"one of {', '.join(TRAIN_CROPS)}"),

@@ -1,0 +1,127 @@
+"""The comparison's project checks: the plan's commit precedes every row, and the CPU-share sampler."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import cpu_share  # noqa: E402
+import plan_check  # noqa: E402
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True, env=env).stdout.strip()
+
+
+def _commit(repo: Path, name: str, text: str) -> str:
+    (repo / name).parent.mkdir(parents=True, exist_ok=True)
+    (repo / name).write_text(text)
+    _git(repo, "add", name)
+    _git(repo, "commit", "-q", "-m", name)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _row(repo: Path, cell: str, sha: str, name: str = "result.json") -> None:
+    path = repo / "results" / "cmp" / cell / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"git_sha": sha}))
+
+
+def test_rows_must_descend_from_the_commit_of_the_plan(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    before = _commit(repo, "code.py", "x = 1\n")
+    plan_file = repo / "results" / "cmp" / "README.md"
+    assert plan_check.check_plan_precedes_rows(repo / "results" / "cmp", plan_file) == [
+        f"{plan_file}: not committed; commit the plan before the first row"]  # fmt: skip
+    plan = _commit(repo, "results/cmp/README.md", "# plan\n")
+    after = _commit(repo, "code.py", "x = 2\n")
+    _row(repo, "a", plan)  # the plan's own commit counts as its descendant
+    _row(repo, "b", after, "validation.json")  # a blind cell's row too
+    assert plan_check.check_plan_precedes_rows(repo / "results" / "cmp", plan_file) == []
+    assert plan_check.plan_commit(plan_file) == plan
+    _row(repo, "c", before)
+    _row(repo, "d", f"{after}-dirty")
+    _row(repo, "e", "0" * 40)
+    _git(repo, "checkout", "-q", "-b", "side", before)  # a branch that never saw the plan
+    side = _commit(repo, "other.py", "y = 1\n")
+    _git(repo, "checkout", "-q", "-")
+    _row(repo, "f", side)
+    problems = plan_check.check_plan_precedes_rows(repo / "results" / "cmp", plan_file)
+    assert [p.split("/cmp/")[1].split("/")[0] for p in problems] == ["c", "d", "e", "f"]
+    assert "does not descend" in problems[0] and "uncommitted" in problems[1] and "not a commit" in problems[2]
+    assert "does not descend" in problems[3]
+    assert len(plan_check.check_plan_precedes_rows(repo / "results" / "cmp", plan_file, allow_dirty=True)) == 3
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "plan_check.py"), str(repo / "results" / "cmp"),
+                          str(plan_file)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 1 and res.stdout.count("\n") == 4
+
+
+def test_a_plan_changed_after_a_row_fails_it(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    first = _commit(repo, "results/cmp/README.md", "# plan\n")
+    _row(repo, "a", first)
+    _commit(repo, "results/cmp/README.md", "# plan, changed after the row\n")
+    problems = plan_check.check_plan_precedes_rows(repo / "results" / "cmp", repo / "results" / "cmp" / "README.md")
+    assert len(problems) == 1 and "does not descend" in problems[0]
+
+
+BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
+
+
+def test_cpu_share_counts_the_trainers_tree_against_the_busy_machine(tmp_path):
+    # the "trainer" burns CPU itself and in a child, as a trainer with worker processes does
+    code = ("import subprocess, sys\n"
+            f"child = subprocess.Popen([sys.executable, '-c', {BURN.format(s=30)!r}])\n"
+            + BURN.format(s=30) + "child.wait()\n")  # fmt: skip
+    trainer = subprocess.Popen([sys.executable, "-c", code])
+    tree = [trainer.pid]
+    try:
+        deadline = time.time() + 60
+        while len(tree) < 2 and time.time() < deadline:  # the child is started
+            time.sleep(0.2)
+            tree = cpu_share.process_tree(trainer.pid)
+        assert len(tree) == 2
+        out = tmp_path / "cpu-share.txt"
+        start = time.time()
+        assert cpu_share.main(["--pid", str(trainer.pid), "--interval", "1", "--count", "3", "--out", str(out)]) == 0
+        assert time.time() - start >= 3
+        own = cpu_share.tree_cpu_s(trainer.pid)
+    finally:
+        for pid in reversed(tree):  # the child, then the trainer: each by its own id
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        trainer.wait()
+    lines = out.read_text().splitlines()
+    assert lines[0] == f"# utc trainer_cpu_s machine_busy_cpu_s share_pct (since start; pid {trainer.pid}; every 1 s)"
+    rows = [line.split() for line in lines[1:]]
+    assert len(rows) == 3 and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r[0]) for r in rows)
+    cpu, busy, share = ([float(r[i]) for r in rows] for i in (1, 2, 3))
+    assert cpu == sorted(cpu) and busy == sorted(busy) and busy[0] > 0
+    assert all(c <= b + 0.05 for c, b in zip(cpu, busy, strict=True))  # the trainer is part of the machine
+    for c, b, s in zip(cpu, busy, share, strict=True):  # 100 c / b from the unrounded seconds (printed to 0.05)
+        assert 100 * max(c - 0.05, 0) / (b + 0.05) - 0.05 <= s <= 100 * (c + 0.05) / max(b - 0.05, 1e-9) + 0.05
+    assert cpu[-1] <= own  # since the sampler's start, not since the trainer's
+
+
+def test_cpu_share_refuses_a_pid_that_is_not_running(capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert cpu_share.main(["--pid", str(dead.pid), "--count", "1"]) == 2
+    assert "no live process" in capsys.readouterr().out

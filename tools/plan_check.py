@@ -1,0 +1,82 @@
+"""Check that a results folder's plan was committed before any of its rows was produced.
+
+    python tools/plan_check.py results/fer2013-compare results/fer2013-compare/README.md
+
+A plan fixed before any figure exists is only shown to be so by git: the commit that last changed the plan file must
+be an ancestor of (or equal to) the commit every row (``result.json``, ``validation.json``) names in ``git_sha``. A
+row made from uncommitted changes (``<sha>-dirty``) or from a commit this repository does not hold fails too. Exit
+code 1 and one line per problem when any row fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROW_FILES = ("result.json", "validation.json")
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+
+def _checkout(path: Path) -> Path:
+    """The nearest existing folder at or above ``path``: where git runs (the plan may not exist yet)."""
+    path = path.resolve()
+    return next(p for p in (path, *path.parents) if p.is_dir())
+
+
+def plan_commit(plan_file: Path) -> str | None:
+    """The commit that last changed ``plan_file`` (``git log --format=%H -1 -- plan``), or None when none did."""
+    plan_file = plan_file.resolve()
+    sha = _git(_checkout(plan_file), "log", "--format=%H", "-1", "--", str(plan_file)).stdout.strip()
+    return sha or None
+
+
+def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bool = False) -> list[str]:
+    """The problems found: rows whose ``git_sha`` does not descend from the plan's commit; empty when all do.
+
+    Example (in a checkout whose results folder follows its plan): ``check_plan_precedes_rows(d, d / "README.md")
+    == []``.
+    """
+    plan = plan_commit(plan_file)
+    if plan is None:
+        return [f"{plan_file}: not committed; commit the plan before the first row"]
+    repo = _checkout(plan_file)
+    rows = sorted(f for name in ROW_FILES for f in Path(results_dir).rglob(name))
+    if not rows:
+        return [f"{results_dir}: no rows ({' or '.join(ROW_FILES)}) to check"]
+    problems = []
+    for path in rows:
+        sha = str(json.loads(path.read_text()).get("git_sha", ""))
+        base = sha.removesuffix("-dirty")
+        if sha != base and not allow_dirty:
+            problems.append(f"{path}: git_sha {sha} ran from uncommitted changes")
+            continue
+        rc = _git(repo, "merge-base", "--is-ancestor", plan, base).returncode if base else 128
+        if rc == 1:
+            problems.append(f"{path}: git_sha {sha} does not descend from the plan's commit {plan[:12]}")
+        elif rc != 0:
+            problems.append(f"{path}: git_sha {sha!r} is not a commit of this repository")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("results_dir", type=Path)
+    p.add_argument("plan_file", type=Path)
+    p.add_argument("--allow-dirty", action="store_true", help="accept rows made from uncommitted changes")
+    args = p.parse_args(argv)
+    problems = check_plan_precedes_rows(args.results_dir, args.plan_file, args.allow_dirty)
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"every row under {args.results_dir} descends from the commit of {args.plan_file}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
