@@ -176,7 +176,7 @@ def test_stages_are_logged_per_epoch(tmp_path):
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 0), (2, 0), (3, 0), (4, 1)]
 
 
-def test_no_figure_is_logged_under_two_keys(tracked):
+def test_the_headline_is_not_logged_again_as_the_none_tta():
     """The plain pass ("none") is the headline: test_* and gmacs hold it, no test_none_* or tta_gmacs_none copy."""
     from fer_bench.tracking import result_metrics
 
@@ -186,6 +186,9 @@ def test_no_figure_is_logged_under_two_keys(tracked):
     assert result_metrics(row) == {"test_top1": 50.0, "test_macro_f1": 40.0, "test_weighted_f1": 45.0,
                                    "test_hflip_top1": 51.0, "test_hflip_macro_f1": 41.0, "test_hflip_weighted_f1": 46.0,
                                    "tta_gmacs_hflip": 1.0, "gmacs": 0.5}  # fmt: skip
+
+
+def test_no_logged_run_holds_a_none_tta_copy(tracked):
     uri, _ = tracked
     for run in _runs(uri):
         assert not [k for k in run.data.metrics if k.startswith(("test_none_", "tta_gmacs_none"))], run.info.run_name
