@@ -1,8 +1,13 @@
 """Experiment tracking. This is the only module that imports mlflow; :class:`NullTracker` is used when it is off.
 
 A ``fer-bench run`` is one parent run; each model × seed is a child run holding the resolved recipe as
-params, per-epoch metrics at ``step=epoch``, the final test and cost metrics, provenance tags and
-artifacts. A run that raises is ended FAILED, an interrupted one KILLED; only a clean finish is FINISHED.
+params, per-epoch metrics at ``step=epoch``, the final test and cost metrics, provenance tags, artifacts and
+its dataset as an MLflow input (digest: the content fingerprint). The parent carries the summary: the best
+line per model as metrics and tags, the leaderboard as an artifact. A run that raises is ended FAILED, an
+interrupted one KILLED; only a clean finish is FINISHED.
+
+The experiment is marked as model development and holds a saved view of the runs table (children flat,
+sorted by macro-F1, top-1 and macro-F1 as columns); :meth:`MlflowTracker.runs_url` is the address that opens it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +24,16 @@ from typing import Any
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fer-bench"
 KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child: a result row once FINISHED)
+# NOTE: MLflow's UI (3.x) opens an experiment on its GenAI overview unless told otherwise: the kind tag asks for
+# the classic runs page where the UI reads it, the URL's workflowType where the UI reads that instead.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# A saved runs-table view is an experiment tag under this prefix; ?viewStateShareKey=<key> opens it.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "fer-bench-results"
+VIEW_SORT = "metrics.`test_macro_f1`"  # the leaderboard's order; sorting by a metric also lists children flat
+# the figures first, beside the run's name, so that a 1440 px screen shows them without scrolling sideways
+VIEW_COLUMNS = ("metrics.`test_top1`", "metrics.`test_macro_f1`", "attributes.`Dataset`", "tags.`fer_bench.recipe`",
+                "tags.`fer_bench.img_size`", "tags.`fer_bench.epochs`", "tags.`fer_bench.split`")  # fmt: skip
 
 
 class NullTracker:
@@ -44,6 +60,12 @@ class NullTracker:
     def set_tag(self, key: str, value: str) -> None:
         pass
 
+    def log_summary(self, run_id: str | None, frame: Any, files: list[Path]) -> None:
+        pass
+
+    def runs_url(self) -> str | None:
+        return None
+
 
 def resolve_uri(uri: str | None) -> str:
     """``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` > a SQLite file in the working directory."""
@@ -69,6 +91,7 @@ class MlflowTracker:
         # NOTE: get-or-create once here; concurrent creation races in MLflow (and SQLite migrations too).
         exp = mlflow.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else mlflow.create_experiment(experiment)
+        _mark_experiment(mlflow.MlflowClient(self.uri), mlflow.get_experiment(self.experiment_id))
 
     @contextlib.contextmanager
     def run(self, name: str, *, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[str]:
@@ -107,7 +130,7 @@ class MlflowTracker:
         self.mlflow.set_tag(key, value)
 
     def log_result(self, row: dict[str, Any], run_dir: Path, recipe: dict[str, Any]) -> None:
-        """Everything needed to rebuild the row: params, metrics, tags and artifacts."""
+        """Everything needed to rebuild the row: params, metrics, tags, its dataset as an input, and artifacts."""
         from fer_bench.recipes import flatten
 
         params = {k: json.dumps(v) if isinstance(v, list | tuple | dict) else v for k, v in flatten(recipe).items()}
@@ -115,6 +138,9 @@ class MlflowTracker:
         _log_params_batched(self.mlflow, params)
         self.mlflow.log_metrics(result_metrics(row))
         self.mlflow.set_tags(result_tags(row))
+        if row.get("data_fingerprint"):
+            dataset, context, tags = dataset_input(row)
+            self.mlflow.log_input(dataset, context=context, tags=tags)
         from fer_bench.plots import save_run_plots
 
         save_run_plots(row, run_dir)
@@ -138,13 +164,102 @@ class MlflowTracker:
         if self.log_checkpoint and (run_dir / "best.pt").exists():
             self.mlflow.log_artifact(str(run_dir / "best.pt"))
 
+    def log_summary(self, run_id: str | None, frame: Any, files: list[Path]) -> None:
+        """The parent run's summary, after its children: the best line (seed mean) of each model as metrics
+        ``best_top1/<model>``, ``best_macro_f1/<model>`` and a tag ``fer_bench.best.<model>``, those lines as the
+        run's description, and ``files`` (the leaderboard) as artifacts. ``frame``: the runs' leaderboard frame."""
+        if run_id is None:
+            return
+        client = self.mlflow.MlflowClient(self.uri)
+        best = best_lines(frame)
+        metrics = {f"best_{m}/{_key(line['model'])}": float(line[m]) for line in best for m in ("top1", "macro_f1")}
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        for line in best:
+            client.set_tag(run_id, f"fer_bench.best.{_key(line['model'])}", _describe(line))
+        note = "Best line per model (mean over seeds); the whole table is the artifact leaderboard.md.\n\n"
+        note += "\n".join(f"- **{line['model']}**: {_describe(line)}" for line in best)
+        client.set_tag(run_id, "mlflow.note.content", note)
+        for path in files:
+            if path.is_file():
+                client.log_artifact(run_id, str(path))
+
+    def runs_url(self) -> str:
+        """Where the runs table of this experiment opens on the saved results view (a command first, for a local
+        store that needs ``mlflow ui`` to be served)."""
+        query = f"#/experiments/{self.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/{query}"
+        return f"mlflow ui --backend-store-uri {self.uri}  then  http://127.0.0.1:5000/{query}"
+
+
+def _mark_experiment(client, exp) -> None:
+    """Land ``mlflow ui`` on the runs table: the experiment kind (unless a user chose one) and the results view.
+    Written only when missing or different, so that --jobs workers reading the experiment never write it."""
+    if EXPERIMENT_KIND[0] not in exp.tags:
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    key, value = VIEW_TAG_PREFIX + VIEW_KEY, runs_view(exp.creation_time or 0)
+    if exp.tags.get(key) != value:
+        client.set_experiment_tag(exp.experiment_id, key, value)
+
+
+def runs_view(created_ms: int) -> str:
+    """The saved view of the runs table as MLflow's UI stores one: a named envelope around its JSON state."""
+    state = {"orderByKey": VIEW_SORT, "orderByAsc": False, "selectedColumns": list(VIEW_COLUMNS),
+             "columnOrder": list(VIEW_COLUMNS)}
+    return json.dumps({"name": "fer-bench results", "createdAt": created_ms, "updatedAt": created_ms,
+                       "state": json.dumps(state)})  # fmt: skip
+
+
+def dataset_input(row: dict[str, Any]):
+    """(dataset, context, tags) of a row for ``mlflow.log_input``: named by the dataset, its digest the content
+    fingerprint the protocol hash covers, its source the file or folder it was read from where that is a path."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    where = str(row.get("data_source") or row["dataset"])
+    source = resolve_dataset_source(where) if Path(where).exists() else CodeDatasetSource({"source": where})
+    dataset = MetaDataset(source, name=row["dataset"], digest=row["data_fingerprint"])
+    # an eval row scored weights trained elsewhere: this dataset was only evaluated on
+    context = "evaluation" if "eval" in row or row.get("cross_dataset") else "training"
+    tags = {"fer_bench.split": str(row.get("split"))}
+    tags |= {f"fer_bench.{k}": str(row[k]) for k in ("n_train", "n_val", "n_test") if row.get(k) is not None}
+    return dataset, context, tags
+
+
+def best_lines(frame: Any) -> list[dict[str, Any]]:
+    """The best line of each model in a leaderboard frame: its seeds averaged, the highest macro-F1 (the
+    leaderboard's order), in the leaderboard's order."""
+    from fer_bench.leaderboard import aggregate
+
+    if frame is None or frame.empty:
+        return []
+    agg = aggregate(frame)
+    return agg.loc[agg.groupby("model", sort=False)["macro_f1"].idxmax()].to_dict("records")
+
+
+def _describe(line: dict[str, Any]) -> str:
+    """One line of the summary: "top-1 61.20 · macro-F1 58.10 · fast-48 v4 · fer2013 private · 48 px · …"."""
+    recipe = f"{line.get('recipe')} · " if line.get("recipe") else ""
+    return (f"top-1 {line['top1']:.2f} · macro-F1 {line['macro_f1']:.2f} · {recipe}{line['dataset']} "
+            f"{line['split']} · {line['img_size']} px · {line['epochs']} epochs · "
+            f"{line['seeds']} seed(s)")  # fmt: skip
+
+
+def _key(model: str) -> str:
+    """A model name as an MLflow key part: ``timm:name`` → ``timm_name`` (``:`` is refused on Windows)."""
+    return re.sub(r"[^\w.\- /]", "_", str(model))
+
 
 def result_metrics(row: dict[str, Any]) -> dict[str, float]:
     """The final metrics of a row under their MLflow keys (``test_top1``, ``test_f1_angry``, ``gmacs``...)."""
     out = {f"test_{k}": float(v) for k, v in row["test"].items()}
+    # "none" (no TTA) is the headline itself: already test_* and gmacs, never a second key for one figure
     for tta, m in row.get("test_tta", {}).items():
-        out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
-    out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items()}
+        if tta != "none":
+            out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
+    out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items() if t != "none"}
     if c := row.get("corruptions"):  # the corruption suite (fer_bench.evaluation.corruption_eval)
         out |= {"corruption_mca": float(c["mca"])} | ({"corruption_mca_ratio": float(c["mca_ratio"])}
                                                        if c["mca_ratio"] is not None else {})  # fmt: skip

@@ -25,6 +25,7 @@ def tracked(tmp_path_factory):
                     "300", "--out", str(root / "out"), "--no-progress", "--tracking-uri", uri,
                     "--experiment", "t")  # fmt: skip
     assert res.returncode == 0, res.stderr
+    (root / "stderr.txt").write_text(res.stderr)
     return uri, root
 
 
@@ -173,3 +174,66 @@ def test_stages_are_logged_per_epoch(tmp_path):
     assert stages == ["warmup", "warmup", "warmup", "finetune"]
     history = mlflow.MlflowClient(uri).get_metric_history(child.info.run_id, "stage_index")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 0), (2, 0), (3, 0), (4, 1)]
+
+
+def test_the_headline_is_not_logged_again_as_the_none_tta():
+    """The plain pass ("none") is the headline: test_* and gmacs hold it, no test_none_* or tta_gmacs_none copy."""
+    from fer_bench.tracking import result_metrics
+
+    test = {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 45.0}
+    row = {"test": test, "test_tta": {"none": test, "hflip": {"top1": 51.0, "macro_f1": 41.0, "weighted_f1": 46.0}},
+           "test_tta_gmacs": {"none": 0.5, "hflip": 1.0}, "gmacs": 0.5}  # fmt: skip
+    assert result_metrics(row) == {"test_top1": 50.0, "test_macro_f1": 40.0, "test_weighted_f1": 45.0,
+                                   "test_hflip_top1": 51.0, "test_hflip_macro_f1": 41.0, "test_hflip_weighted_f1": 46.0,
+                                   "tta_gmacs_hflip": 1.0, "gmacs": 0.5}  # fmt: skip
+
+
+def test_no_logged_run_holds_a_none_tta_copy(tracked):
+    uri, _ = tracked
+    for run in _runs(uri):
+        assert not [k for k in run.data.metrics if k.startswith(("test_none_", "tta_gmacs_none"))], run.info.run_name
+
+
+def test_the_parent_run_carries_the_best_line_per_model_and_the_leaderboard(tracked):
+    uri, root = tracked
+    runs = _runs(uri)
+    parent = next(r for r in runs if r.data.tags.get("fer_bench.kind") == "suite")
+    children = {r.data.tags["fer_bench.model"]: r for r in runs if r.data.tags.get("fer_bench.kind") == "model"}
+    keys = {"simple_cnn": "simple_cnn", "timm:mobilenetv3_small_050": "timm_mobilenetv3_small_050"}
+    for model, key in keys.items():  # one seed each: the best line is the child's own figures
+        child = children[model].data.metrics
+        assert parent.data.metrics[f"best_top1/{key}"] == pytest.approx(child["test_top1"])
+        assert parent.data.metrics[f"best_macro_f1/{key}"] == pytest.approx(child["test_macro_f1"])
+        tag = parent.data.tags[f"fer_bench.best.{key}"]
+        assert tag.startswith(f"top-1 {child['test_top1']:.2f} · macro-F1 {child['test_macro_f1']:.2f} · "), tag
+        assert f"**{model}**: {tag}" in parent.data.tags["mlflow.note.content"]
+    client = mlflow.MlflowClient(uri)
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["leaderboard.md"]
+    logged = open(client.download_artifacts(parent.info.run_id, "leaderboard.md")).read()
+    assert logged == (root / "out" / "leaderboard.md").read_text()
+
+
+def test_each_row_logs_its_dataset_as_an_input_with_its_content_fingerprint(tracked):
+    uri, _ = tracked
+    children = [r for r in _runs(uri) if r.data.tags.get("fer_bench.kind") == "model"]
+    for child in children:
+        (used,) = child.inputs.dataset_inputs
+        assert used.dataset.name == "synthetic"
+        assert used.dataset.digest == child.data.tags["fer_bench.data_fingerprint"]
+        tags = {t.key: t.value for t in used.tags}
+        assert tags["mlflow.data.context"] == "training" and tags["fer_bench.split"] == "test"
+        assert tags["fer_bench.n_train"] == str(int(child.data.metrics["n_train"]))
+
+
+def test_the_experiment_opens_on_a_runs_table_of_the_results_and_the_run_prints_its_address(tracked):
+    uri, root = tracked
+    exp = mlflow.MlflowClient(uri).get_experiment_by_name("t")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI overview
+    view = json.loads(exp.tags["mlflow.sharedViewState.fer-bench-results"])
+    state = json.loads(view["state"])
+    assert isinstance(view["name"], str) and isinstance(view["createdAt"], int)
+    assert state["orderByKey"] == "metrics.`test_macro_f1`" and state["orderByAsc"] is False
+    assert {"metrics.`test_top1`", "metrics.`test_macro_f1`", "attributes.`Dataset`"} <= set(state["selectedColumns"])
+    printed = (root / "stderr.txt").read_text()
+    assert (f"runs in MLflow: mlflow ui --backend-store-uri {uri}  then  http://127.0.0.1:5000/#/experiments/"
+            f"{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=fer-bench-results") in printed

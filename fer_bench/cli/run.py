@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
     from fer_bench.data import load_dataset
-    from fer_bench.leaderboard import render_rows
+    from fer_bench.leaderboard import frame_from_rows, render_rows
     from fer_bench.models import get_spec
     from fer_bench.provenance import git_sha
     from fer_bench.recipes import recipe_to_dict
@@ -136,7 +136,7 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
 
     tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
     rows = []
-    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
+    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}) as parent_run:
         for spec, recipe in runs:
             if world.main:
                 print(f"== {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · {data.name} "
@@ -151,8 +151,11 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
         return 0
     table = render_rows(rows, root=args.out)
     (args.out / "leaderboard.md").write_text(table + "\n")
+    tracker.log_summary(parent_run, frame_from_rows(rows), [args.out / "leaderboard.md"])
     print(table)
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
+    if url := tracker.runs_url():
+        print(f"runs in MLflow: {url}", file=sys.stderr)
     return 0
 
 
@@ -254,8 +257,11 @@ def _run_suite(args: argparse.Namespace) -> int:
         frame = frame[frame["protocol_hash"].isin(set(hashes.values()))]
     out.mkdir(parents=True, exist_ok=True)
     written = st.render_leaderboard(job, frame, out)
+    tracker.log_summary(parent_run, frame, written)
     print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))
     print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if url := tracker.runs_url():
+        print(f"runs in MLflow: {url}", file=sys.stderr)
     if failed is not None:
         raise failed
     return 0
