@@ -126,16 +126,16 @@ def check_data_args(dataset: str | None, data_dir: str | Path | None, split: str
     from fer_bench.data.spec import DATASETS, split_name
     from fer_bench.errors import ConfigError
 
-    if dataset is None:
-        return
-    base, text = split_name(dataset)
-    spec = DATASETS.get(base)
-    spec.parse_options(text)
+    spec = None
+    if dataset is not None:  # None: a suite's own dataset, checked when the suite is read
+        name, options = split_name(dataset)
+        spec = DATASETS.get(name)
+        spec.parse_options(options)
     if data_dir is not None and not Path(data_dir).expanduser().exists():
-        raise ConfigError(f"--data-dir {data_dir}: no such file or folder. {spec.get}")
-    if split in ("public", "private") and split not in spec.splits:
+        raise ConfigError(f"--data-dir {data_dir}: does not exist. {spec.get if spec else ''}".rstrip())
+    if spec is not None and split in ("public", "private") and split not in spec.splits:
         have = ", ".join(f"{ours} ({theirs})" for ours, theirs in spec.splits.items())
-        raise ConfigError(f"--split {split}: {base} has no {split} split (its splits: {have}). Use --split test.")
+        raise ConfigError(f"--split {split}: {spec.name} has no {split} split (its splits: {have}). Use --split test.")
 
 
 def flag_sets(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:

@@ -81,12 +81,13 @@ def _plan(args: argparse.Namespace):
                             "--model/--recipe/--img-size/--trained-on (or score best.pt with --weights FILE "
                             "--model NAME).")  # fmt: skip
     check_data_args(args.dataset, args.data_dir, args.split)
-    if not args.corruptions:
-        return None
     from fer_bench.corruptions import parse_corruptions, parse_severities
     from fer_bench.evaluation import CorruptionPlan
 
-    return CorruptionPlan(parse_corruptions(args.corruptions), parse_severities(args.severities), args.corruption_seed)
+    severities = parse_severities(args.severities)  # checked even when no --corruptions uses it
+    if not args.corruptions:
+        return None
+    return CorruptionPlan(parse_corruptions(args.corruptions), severities, args.corruption_seed)
 
 
 def _checkpoint(args: argparse.Namespace):

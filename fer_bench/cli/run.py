@@ -73,7 +73,6 @@ def add_parser(sub) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.suite):
         raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
-    check_data_args(args.dataset, args.data_dir, args.split)  # names, options and paths before anything loads
     if args.suite:
         from fer_bench.distributed import from_env
 
@@ -121,6 +120,7 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
         check_weights_file(Path(args.weights))
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
     runs = [(spec, _recipe_for(args, spec, seed)) for spec in specs for seed in seeds]
+    check_data_args(args.dataset, args.data_dir, args.split)  # names, options and paths before anything loads
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -181,6 +181,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     cells = st.shard(all_cells, k, n)
     if args.worker_cell:  # one cell of a --jobs run, in its own process
         all_cells = cells = [c for c in cells if c.id == args.worker_cell]
+    check_data_args(args.dataset, args.data_dir)
     git_sha()
     data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
     for note in data.notes:
