@@ -71,7 +71,13 @@ def load(path: Path, recipe_hash: str, seed: int) -> dict[str, Any] | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise ConfigError(f"{path}: cannot read the checkpoint ({exc}). Delete it to start the run afresh.") from None
+        from fer_bench.models.weights import one_line
+
+        raise ConfigError(f"{path}: cannot read the checkpoint ({one_line(exc)}). Delete it to start the run "
+                          "afresh.") from None  # fmt: skip
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a training checkpoint (found {type(state).__name__}). Delete it to start the "
+                          "run afresh.")  # fmt: skip
     if state.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: the checkpoint has format {state.get('format', 1)}, this fer-bench reads format {FORMAT}. "

@@ -29,7 +29,7 @@ from fer_bench import corruptions, cross_dataset, engine, predictions, provenanc
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics
 from fer_bench.models import create_model
-from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, head_keys, read_state_dict
+from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, check_weights_file, head_keys, read_state_dict
 from fer_bench.parts import TTA_MODES
 from fer_bench.protocol import data_fingerprint, file_sha256, precision_label, protocol_hash
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
@@ -104,6 +104,7 @@ def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | N
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file. Pass a .pth/.pt/.safetensors state dict, or a run "
                           "folder with --run DIR.")  # fmt: skip
+    check_weights_file(path)  # a file that is no checkpoint fails before the data loads
     spec = get_spec(model)
     return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size,
                       classes=tuple(classes) if classes else None, trained_on=trained_on)
@@ -164,7 +165,8 @@ def split_indices(data, recipe: Recipe, split: str, drop: dict | None = None) ->
         return make_protocol(data, recipe, drop).val
     if split not in EVAL_SPLITS:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(EVAL_SPLITS)}.")
-    return make_protocol(data, replace(recipe, eval=replace(recipe.eval, split=split)), drop).test
+    # scoring needs no training images: a copy of a dataset's test split alone (RAF-DB's test_*) can be scored
+    return make_protocol(data, replace(recipe, eval=replace(recipe.eval, split=split)), drop, scoring=True).test
 
 
 def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Checkpoint, data, n_head: int) -> None:

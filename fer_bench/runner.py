@@ -84,18 +84,21 @@ class Protocol:
     name: str = "standard"  # or the name of a leakage-free protocol file
 
 
-def make_protocol(data: FerData, recipe: Recipe, drop: dict | None = None) -> Protocol:
+def make_protocol(data: FerData, recipe: Recipe, drop: dict | None = None, scoring: bool = False) -> Protocol:
     """Training/validation/test indices: validation never overlaps test, test never feeds training.
 
     ``drop`` (a protocol from ``fer-bench data check --write-protocol``) removes held-out images by content hash.
+    ``scoring`` (``eval`` of a test split): no training images are needed, and train (and a hold-out of it) is empty.
     """
     cfg = recipe.data
     # NOTE: every index set is put in content order (fer_bench.protocol.content_rank) before it is split, subset or
     # batched, so a CSV and a folder tree of the same faces give the same hold-out and batches (one protocol hash).
     rank = content_rank(data)
     canon = lambda idx: idx[np.argsort(rank[idx], kind="stable")]  # noqa: E731
-    train = canon(data.split_indices("train"))
-    if cfg.val_source == "train":
+    train = np.empty(0, dtype=np.int64) if scoring else canon(data.split_indices("train"))
+    if cfg.val_source == "train" and scoring:
+        val = train
+    elif cfg.val_source == "train":
         train, val = (canon(i) for i in stratified_split(data.labels, train, cfg.val_fraction, cfg.split_seed))
     else:
         val = canon(data.split_indices(cfg.val_source))

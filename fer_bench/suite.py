@@ -175,7 +175,7 @@ def cells(
             sets = [*suite.set, *entry.set, *epochs, *(extra_sets or []), f"train.seed={seed}",
                     f"eval.split={splits[0]}"]  # fmt: skip
             try:
-                recipe = load_recipe(name, sets)
+                recipe = load_recipe(name, sets, _origins(suite.set, entry.set, extra_sets or []))
             except ConfigError as exc:
                 raise ConfigError(f"{source}: models[{i}] ({entry.model}, recipe {name}): {exc}") from None
             if recipe.data.val_source in splits:
@@ -191,6 +191,12 @@ def cells(
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigError(f"{source}: the same cell is listed twice ({', '.join(dup)}); remove the duplicate line.")
     return sorted(out, key=lambda c: c.id)
+
+
+def _origins(suite_sets, entry_sets, extra_sets) -> dict[str, str]:
+    """Each overridden key -> where its value came from: the suite file's ``set:`` lists, or the command line."""
+    written = [*(f"set {s}" for s in (*suite_sets, *entry_sets)), *(f"--set {s}" for s in extra_sets)]
+    return {w.split(" ", 1)[1].partition("=")[0].strip(): w for w in written}
 
 
 def cell_id(entry: SuiteModel, recipe: str | None, seed: int) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +124,302 @@ def _assert_clean_failure(tmp_path, data_args: list[str], expected: list[str]) -
     for part in expected:
         assert part in res.stderr, (part, res.stderr)
     assert not out.exists() or not list(out.rglob("result.json"))
+
+
+# ---- The paths added since FER2013: datasets, eval and options (each case failed before it was fixed) ----
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, float]:
+    """``fer-bench ARGV`` in this process: (exit code, stderr, seconds); argparse's own exits count as returns."""
+    from fer_bench.cli import main
+
+    start = time.perf_counter()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err, time.perf_counter() - start
+
+
+def one_line_error(code: int, err: str, *named: str) -> None:
+    """Exit 2, one line on stderr, no traceback, and ``named`` (the option or file) in it."""
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for part in named:
+        assert part in err, (part, err)
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def write_folder(root: Path, classes=("angry", "happy", "sad"), n: int = 2, splits=("train", "test")) -> Path:
+    """root/<split>/<class>/<i>.png: tiny 20-pixel grey faces."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return write_folder(tmp_path / "faces")
+
+
+@pytest.fixture
+def weights3(tmp_path) -> Path:
+    """A state dict of simple_cnn with a 3-class head (the folder fixture's classes)."""
+    import torch
+
+    from fer_bench.models import create_model
+
+    model, _ = create_model("simple_cnn", num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "w3.pt")
+    return tmp_path / "w3.pt"
+
+
+def eval_args(weights: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+    return ["eval", "--weights", str(weights), "--model", "simple_cnn", "--dataset", "folder", "--data-dir",
+            str(folder), "--no-track", "--out", str(out), *extra]  # fmt: skip
+
+
+def run_args(out: Path, *extra: str) -> list[str]:
+    return ["run", "--models", "simple_cnn", "--no-track", "--no-progress", "--out", str(out), *extra]
+
+
+# Item 1: tracebacks instead of one line.
+
+
+@pytest.mark.parametrize("size", ["abc", "-3"])
+def test_folder_size_not_a_positive_integer_is_one_line(capsys, tmp_path, folder, size):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", f"folder:size={size}", "--data-dir", folder))
+    one_line_error(code, err, f"size={size!r}", "folder:size")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dataset", ["folder"])
+def test_data_dir_naming_an_image_file_is_one_line(capsys, tmp_path, folder, dataset):
+    image = folder / "train" / "happy" / "0.png"
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", dataset, "--data-dir", image))
+    one_line_error(code, err, "--data-dir", "0.png")
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--set", "eval.batch_size=0"], "--set eval.batch_size=0"),
+        (["--img-size", "-4"], "--img-size"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_eval_option_mistakes_are_one_line_before_anything_loads_or_is_written(
+    capsys, tmp_path, folder, weights3, extra, named
+):
+    out = tmp_path / "out"
+    code, err, _ = cli(capsys, *eval_args(weights3, folder, out, *extra))
+    one_line_error(code, err, named)
+    assert not out.exists()
+
+
+def test_eval_out_naming_an_existing_file_is_one_line_before_the_evaluation(capsys, tmp_path, folder, weights3):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    code, err, seconds = cli(capsys, *eval_args(weights3, folder, out))
+    one_line_error(code, err, "--out", "taken")
+    assert out.read_text() == "not a folder"
+
+
+# Item 2: bad input accepted.
+
+
+def test_folder_classes_listing_a_class_twice_is_rejected(capsys, tmp_path, folder):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "folder:classes=happy+happy+angry+sad",
+                                         "--data-dir", folder))  # fmt: skip
+    one_line_error(code, err, "classes=", "happy")
+
+
+def test_ferplus_negative_vote_is_rejected_naming_the_line(tmp_path):
+    from test_datasets import write_ferplus
+
+    from fer_bench.data import load_dataset
+    from fer_bench.errors import DataError
+
+    write_ferplus(tmp_path)
+    path = tmp_path / "fer2013new.csv"
+    lines = path.read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[2] = "-8"
+    lines[3] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 4: .*neutral=-8"):
+        load_dataset("ferplus", tmp_path)
+
+
+def test_eval_img_size_0_is_rejected_not_replaced_by_the_recipes(capsys, tmp_path, folder, weights3):
+    code, err, _ = cli(capsys, *eval_args(weights3, folder, tmp_path / "out", "--img-size", "0"))
+    one_line_error(code, err, "--img-size")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_empty_class_folder_in_train_is_rejected(capsys, tmp_path, folder):
+    (folder / "train" / "fear").mkdir()
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "folder", "--data-dir", folder))
+    one_line_error(code, err, "train/fear", "no images")
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_folder_hidden_folder_is_skipped_with_a_note(folder, split):
+    from fer_bench.data import load_dataset
+
+    hidden = folder / split / ".ipynb_checkpoints"
+    hidden.mkdir()
+    Image.new("L", (20, 20)).save(hidden / "0-checkpoint.png")
+    data = load_dataset("folder", folder)
+    assert data.classes == ("angry", "happy", "sad") and len(data) == 12
+    assert any("hidden folder" in n and ".ipynb_checkpoints" in n for n in data.notes), data.notes
+
+
+def test_fer2013_tree_hidden_folder_is_skipped_with_a_note(tmp_path):
+    from fer_bench.data import load_dataset
+
+    root = _tree(tmp_path)
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    data = load_dataset("fer2013", root)
+    assert any("hidden folder" in n for n in data.notes), data.notes
+
+
+def test_folder_images_in_nested_sub_folders_are_noted(folder):
+    from fer_bench.data import load_dataset
+
+    nested = folder / "train" / "happy" / "more"
+    nested.mkdir()
+    for i in range(3):
+        Image.new("L", (20, 20)).save(nested / f"{i}.png")
+    data = load_dataset("folder", folder)
+    assert len(data) == 12
+    assert any("skipped 3 image(s) in sub-folders" in n for n in data.notes), data.notes
+
+
+# Item 3: valid input refused or misdescribed.
+
+
+def test_rafdb_copy_with_only_its_test_split_is_scored_by_eval(capsys, tmp_path):
+    import torch
+
+    from test_datasets import write_rafdb
+
+    from fer_bench.models import create_model
+
+    root = tmp_path / "rafdb"
+    write_rafdb(root, n_per=0, n_test=2)
+    model, _ = create_model("simple_cnn", num_classes=7)
+    torch.save(model.state_dict(), tmp_path / "w7.pt")
+    out = tmp_path / "out"
+    code, err, _ = cli(capsys, "eval", "--weights", tmp_path / "w7.pt", "--model", "simple_cnn", "--dataset", "rafdb",
+                       "--data-dir", root, "--split", "test", "--no-track", "--out", out)  # fmt: skip
+    assert code == 0, err
+    assert len(list(out.rglob("result.json"))) == 1
+
+
+def test_ferplus_csv_with_a_utf8_byte_order_mark_loads(tmp_path):
+    from test_datasets import write_ferplus
+
+    from fer_bench.data import load_dataset
+
+    write_ferplus(tmp_path)
+    path = tmp_path / "fer2013new.csv"
+    plain = len(load_dataset("ferplus", tmp_path))
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(load_dataset("ferplus", tmp_path, tmp_path / "cache2")) == plain
+
+
+def test_folder_size_0_names_the_option_not_the_first_image(capsys, tmp_path, folder):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "folder:size=0", "--data-dir", folder))
+    one_line_error(code, err, "size='0'")
+    assert ".png" not in err
+
+
+def test_split_public_on_rafdb_says_what_rafdb_has(capsys, tmp_path):
+    from test_datasets import write_rafdb
+
+    write_rafdb(tmp_path / "rafdb", n_per=1, n_test=1)
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "rafdb", "--data-dir", tmp_path / "rafdb",
+                                         "--split", "public"))  # fmt: skip
+    one_line_error(code, err, "--split public", "rafdb", "test_*")
+    assert "PublicTest" not in err
+
+
+def test_split_public_message_of_a_loaded_rafdb_names_rafdb(tmp_path):
+    from test_datasets import write_rafdb
+
+    from fer_bench.data import load_dataset
+    from fer_bench.errors import DataError
+
+    write_rafdb(tmp_path / "rafdb", n_per=1, n_test=1)
+    data = load_dataset("rafdb", tmp_path / "rafdb")
+    with pytest.raises(DataError, match="rafdb has no public split") as exc:
+        data.split_indices("public")
+    assert "PublicTest" not in str(exc.value)
+
+
+def test_ferplus_file_missing_contempt_names_the_missing_column(tmp_path):
+    from test_datasets import write_ferplus
+
+    from fer_bench.data import load_dataset
+    from fer_bench.errors import DataError
+
+    write_ferplus(tmp_path)
+    path = tmp_path / "fer2013new.csv"
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    path.write_text("\n".join(",".join(r[:9] + r[10:]) for r in rows) + "\n")  # column 9: contempt
+    with pytest.raises(DataError, match=r"missing column\(s\) contempt"):
+        load_dataset("ferplus", tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"", b"\x89PNG\r\n\x1a\n" + bytes(64)])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_before_the_data_loads(capsys, tmp_path, folder, content):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    code, err, _ = cli(capsys, *eval_args(bad, folder, out))
+    one_line_error(code, err, "model.pt", "not a checkpoint")
+    assert not out.exists()
+
+
+def test_unknown_set_key_names_the_key_and_the_recipe_not_its_file(capsys, tmp_path, folder, weights3):
+    code, err, _ = cli(capsys, *eval_args(weights3, folder, tmp_path / "out", "--set", "eval.foo=1"))
+    one_line_error(code, err, "--set eval.foo=1", "recipe baseline", "'eval.foo'")
+    assert "baseline.yaml" not in err
+
+
+def test_unknown_split_is_one_line_not_the_usage(capsys, tmp_path, folder, weights3):
+    code, err, _ = cli(capsys, *eval_args(weights3, folder, tmp_path / "out", "--split", "bogus"))
+    one_line_error(code, err, "--split", "bogus")
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--epochs", "0"], "--epochs 0"),
+        (["--lr", "-1"], "--lr -1"),
+        (["--img-size", "8"], "--img-size 8"),
+        (["--set", "train.epochs=0"], "--set train.epochs=0"),
+        (["--set", "optim.lr=abc"], "--set optim.lr=abc"),
+    ],
+)
+def test_set_or_flag_error_names_the_option_as_typed(capsys, tmp_path, extra, named):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", *extra))
+    one_line_error(code, err, named)
+    assert "baseline.yaml" not in err
+
+
+def test_the_real_entry_point_gives_one_line_for_a_bad_split_and_a_bad_dataset_option(tmp_path, folder):
+    res = fer_bench("eval", "--weights", "w.pt", "--model", "simple_cnn", "--split", "bogus", timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--split" in res.stderr
+    res = fer_bench(*run_args(tmp_path / "out", "--dataset", "folder:size=abc", "--data-dir", str(folder)),
+                    timeout=120)  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "size='abc'" in res.stderr

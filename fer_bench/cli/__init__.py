@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
-from fer_bench.cli.common import RUN_OVERRIDES, make_tracker
+from fer_bench.cli.common import RUN_OVERRIDES, OneLineParser, make_tracker
 from fer_bench.cli.run import _recipe_for
 from fer_bench.errors import FerBenchError
 
@@ -33,7 +33,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fer-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = OneLineParser(prog="fer-bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in COMMANDS:

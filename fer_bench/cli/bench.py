@@ -6,38 +6,39 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_bench.cli.common import add_tracking, csv_list, int_list
+from fer_bench.cli.common import add_tracking, at_least, check_data_args, csv_list, device, list_of, out_dir
 from fer_bench.errors import FerBenchError
-from fer_bench.recipes.schema import PRECISIONS
+from fer_bench.recipes.schema import COMPILE_MODES, MIN_IMG_SIZE, PRECISIONS
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency, memory and cost (or the data path with --data)")
     p.add_argument("--models", type=csv_list, default=["resnet18"], help="comma-separated models")
-    p.add_argument("--img-size", type=int_list, default=[48],
+    p.add_argument("--img-size", type=list_of(at_least(MIN_IMG_SIZE)), default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=at_least(1), default=64)
     p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", choices=COMPILE_MODES,
                    help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats (>= 5 for a meaningful IQR)")
+    p.add_argument("--steps", type=at_least(1), default=10, help="timed steps per repeat")
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
-    p.add_argument("--warmup-s", type=float, default=1.0, help="untimed warm-up before each timed loop, seconds")
-    p.add_argument("--pairs", type=int, default=7, help="--data: interleaved pairs per ratio (>= 5)")
-    p.add_argument("--data-batch-size", type=int, default=256, help="--data: batch size of the two data paths")
-    p.add_argument("--window", type=int_list, default=[60, 15], metavar="OURS,TV",
+    p.add_argument("--warmup-s", type=at_least(0.0, float), default=1.0,
+                   help="untimed warm-up before each timed loop, seconds")  # fmt: skip
+    p.add_argument("--pairs", type=at_least(5), default=7, help="--data: interleaved pairs per ratio (>= 5)")
+    p.add_argument("--data-batch-size", type=at_least(1), default=256, help="--data: batch size of the two data paths")
+    p.add_argument("--window", type=list_of(at_least(1)), default=[60, 15], metavar="OURS,TV",
                    help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
     p.add_argument("--e2e-model", default="resnet18", help="--data: the model of the end-to-end ratio")
-    p.add_argument("--e2e-steps", type=int, default=1, help="--data: training steps per end-to-end window")
-    p.add_argument("--e2e-pairs", type=int, default=61, help="--data: end-to-end/model-only pairs (>= 5)")
+    p.add_argument("--e2e-steps", type=at_least(1), default=1, help="--data: training steps per end-to-end window")
+    p.add_argument("--e2e-pairs", type=at_least(5), default=61, help="--data: end-to-end/model-only pairs (>= 5)")
     p.add_argument("--data-dir", type=Path, help="FER2013 folder tree or CSV (default: the synthetic set)")
     p.add_argument("--dataset", default=None,
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
                         "synthetic); 'none' skips them")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
+    p.add_argument("--out", type=out_dir, default=Path("results/bench"), help="output folder for the CSV/JSON files")
     add_tracking(p)
     p.set_defaults(handler=cmd_bench)
 
@@ -45,6 +46,12 @@ def add_parser(sub) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    from fer_bench.models import get_spec
+
+    for m in (*args.models, args.e2e_model):
+        get_spec(m)  # unknown names fail before any measuring
+    if args.dataset != "none":
+        check_data_args(args.dataset or ("fer2013" if args.data_dir else "synthetic"), args.data_dir)
     if args.data:
         from fer_bench.bench_data import run_data_bench
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 # CLI flag → the recipe path it overrides (CLI > YAML > defaults).
 RUN_OVERRIDES = {
@@ -18,7 +22,19 @@ RUN_OVERRIDES = {
 
 
 def int_list(value: str) -> list[int]:
-    return [int(x) for x in csv_list(value)]
+    try:
+        return [int(x) for x in csv_list(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 1,2,3, got {value!r}") from None
+
+
+def list_of(convert: Callable[[str], Any]) -> Callable[[str], list]:
+    """An argparse type: comma-separated values, each checked by ``convert`` (e.g. :func:`at_least`)."""
+
+    def convert_all(value: str) -> list:
+        return [convert(x) for x in csv_list(value)]
+
+    return convert_all
 
 
 def csv_list(value: str) -> list[str]:
@@ -29,7 +45,8 @@ def add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic")
     shown = default or "synthetic, or the suite's"
     p.add_argument("--dataset", default=default, help=f"registered dataset (default: {shown})")
     p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
-    p.add_argument("--cache-dir", help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")
+    p.add_argument("--cache-dir", type=out_dir,
+                   help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")  # fmt: skip
 
 
 def add_tracking(p: argparse.ArgumentParser) -> None:
@@ -43,3 +60,89 @@ def make_tracker(args: argparse.Namespace):
     from fer_bench.tracking import MlflowTracker, NullTracker
 
     return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment, args.log_checkpoint)
+
+
+# ---- option checks: every value's type and range, before any work starts ----
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (what, which option, where to look), exit 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}. See `{self.prog} --help`.\n")
+
+
+def at_least(low: float, kind: type = int, most: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` (int or float) in ``[low, most]``; argparse names the option in the message."""
+    what = "an integer" if kind is int else "a number"
+    rule = f"{what} >= {low}" if most is None else f"{what} in [{low}, {most}]"
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
+        if value != value or value < low or (most is not None and value > most):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+SEED = at_least(0, int, 2**32 - 1)  # what numpy's seeding accepts
+
+
+def device(text: str) -> str:
+    """An argparse type: auto, cpu, cuda, cuda:N or mps (whether CUDA is there is checked when it is resolved)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N, mps or auto, got {text!r}")
+    return text
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: a path that is a file."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is {'a folder' if path.is_dir() else 'not there'}; give a file")
+    return path
+
+
+def out_dir(text: str) -> Path:
+    """An argparse type: an output folder (made later, when there is something to write), never an existing file."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder to write into")
+    return path
+
+
+def check_data_args(dataset: str | None, data_dir: str | Path | None, split: str | None = None) -> None:
+    """--dataset NAME[:options], --data-dir and --split checked against the dataset's spec, before anything loads.
+
+    Raises:
+        ConfigError: unknown dataset or option, an option value of the wrong type or range, a missing data dir,
+            or a split the dataset does not have.
+    """
+    from fer_bench.data.spec import DATASETS, split_name
+    from fer_bench.errors import ConfigError
+
+    spec = None
+    if dataset is not None:  # None: a suite's own dataset, checked when the suite is read
+        name, options = split_name(dataset)
+        spec = DATASETS.get(name)
+        spec.parse_options(options)
+    if data_dir is not None and not Path(data_dir).expanduser().exists():
+        raise ConfigError(f"--data-dir {data_dir}: does not exist. {spec.get if spec else ''}".rstrip())
+    if spec is not None and split in ("public", "private") and split not in spec.splits:
+        have = ", ".join(f"{ours} ({theirs})" for ours, theirs in spec.splits.items())
+        raise ConfigError(f"--split {split}: {spec.name} has no {split} split (its splits: {have}). Use --split test.")
+
+
+def flag_sets(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """The recipe overrides of the RUN_OVERRIDES flags that were given, and each path's flag as the user wrote it."""
+    given = {flag: getattr(args, flag, None) for flag in RUN_OVERRIDES if flag not in skip}
+    given = {flag: v for flag, v in given.items() if v is not None}
+    sets = [f"{RUN_OVERRIDES[flag]}={v}" for flag, v in given.items()]
+    origins = {s.partition("=")[0].strip(): f"--set {s}" for s in getattr(args, "sets", None) or []}
+    origins |= {RUN_OVERRIDES[flag]: f"--{flag.replace('_', '-')} {v}" for flag, v in given.items()}  # applied last
+    return sets, origins

@@ -7,9 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_bench.cli.common import add_data_args, add_tracking
+from fer_bench.cli.common import (
+    SEED, add_data_args, add_tracking, at_least, check_data_args, device, existing_file, out_dir,
+)  # fmt: skip
 from fer_bench.errors import FerBenchError
-from fer_bench.recipes.schema import EVAL_SPLITS
+from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
 
 
 def add_parser(sub) -> None:
@@ -26,19 +28,20 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=(*EVAL_SPLITS, "valid"),
                    help="what to score (default: the run's split, else test); valid = the run's Training hold-out, "
                         "rebuilt from its recipe's data.val_fraction and data.split_seed")  # fmt: skip
-    p.add_argument("--img-size", type=int, help="with --weights: input side in pixels (default: the recipe's)")
+    p.add_argument("--img-size", type=at_least(MIN_IMG_SIZE),
+                   help="with --weights: input side in pixels (default: the recipe's)")  # fmt: skip
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set eval.tta=[none] --set eval.batch_size=512")  # fmt: skip
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--protocol", type=Path, metavar="FILE", help="a leakage-free protocol (as the run had)")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--protocol", type=existing_file, metavar="FILE", help="a leakage-free protocol (as the run had)")
     p.add_argument(
         "--corruptions",
         metavar="all|NAME,…",
         help="also score under these corruptions (all, or names from `fer-bench ls corruptions`)",
     )
     p.add_argument("--severities", default="1,2,3,4,5", metavar="S,…", help="corruption severities (default: 1–5)")
-    p.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruptions' random draws")
-    p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder (default: runs/eval)")
+    p.add_argument("--corruption-seed", type=SEED, default=0, help="seed of the corruptions' random draws")
+    p.add_argument("--out", type=out_dir, default=Path("runs/eval"), help="output folder (default: runs/eval)")
     add_tracking(p)
     p.set_defaults(handler=cmd_eval)
 
@@ -77,12 +80,14 @@ def _plan(args: argparse.Namespace):
         raise FerBenchError("--run DIR takes the model, recipe, input size and classes from the run; drop "
                             "--model/--recipe/--img-size/--trained-on (or score best.pt with --weights FILE "
                             "--model NAME).")  # fmt: skip
-    if not args.corruptions:
-        return None
+    check_data_args(args.dataset, args.data_dir, args.split)
     from fer_bench.corruptions import parse_corruptions, parse_severities
     from fer_bench.evaluation import CorruptionPlan
 
-    return CorruptionPlan(parse_corruptions(args.corruptions), parse_severities(args.severities), args.corruption_seed)
+    severities = parse_severities(args.severities)  # checked even when no --corruptions uses it
+    if not args.corruptions:
+        return None
+    return CorruptionPlan(parse_corruptions(args.corruptions), severities, args.corruption_seed)
 
 
 def _checkpoint(args: argparse.Namespace):
@@ -103,6 +108,7 @@ def _data(args: argparse.Namespace, ck):
     data_dir = args.data_dir
     if data_dir is None and ck.run and name == ck.run["dataset"] and Path(str(ck.run.get("data_source"))).exists():
         data_dir = ck.run["data_source"]
+    check_data_args(name, data_dir, args.split)  # a run's own dataset, before it loads
     data = load_dataset(name, data_dir, args.cache_dir)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -8,7 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from fer_bench.cli.common import RUN_OVERRIDES, add_data_args, add_tracking, csv_list, int_list, make_tracker
+from fer_bench.cli.common import (
+    RUN_OVERRIDES, SEED, add_data_args, add_tracking, check_data_args, csv_list, device, existing_file, flag_sets,
+    list_of, make_tracker, out_dir,
+)  # fmt: skip
 from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import EVAL_SPLITS, PRECISIONS
 from fer_bench.tracking import KIND_TAG
@@ -17,7 +20,7 @@ from fer_bench.tracking import KIND_TAG
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
     p.add_argument("--models", type=csv_list, help="comma-separated registry names or timm:<name>")
-    p.add_argument("--suite", type=Path, metavar="FILE",
+    p.add_argument("--suite", type=existing_file, metavar="FILE",
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
     p.add_argument("--shard", metavar="K/N|auto",
@@ -37,7 +40,7 @@ def add_parser(sub) -> None:
                         "splits and write the rows and tables")  # fmt: skip
     p.add_argument("--worker-cell", help=argparse.SUPPRESS)  # --jobs: one cell, in a process of its own
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # --jobs: the suite's MLflow run the cell's rows go under
-    p.add_argument("--seeds", type=int_list, metavar="S,…",
+    p.add_argument("--seeds", type=list_of(SEED), metavar="S,…",
                    help="train each model once per seed (a row, run folder and MLflow child each); with --suite: "
                         "these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
@@ -50,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", choices=EVAL_SPLITS, help="final evaluation split (test = both)")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
     p.add_argument("--precision", choices=PRECISIONS)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)")
     p.add_argument(
@@ -62,9 +65,9 @@ def add_parser(sub) -> None:
                         "fraction loaded); without it every backbone tensor must load")  # fmt: skip
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe value, e.g. --set optim.lr=0.01 (repeatable)")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs/)")
+    p.add_argument("--out", type=out_dir, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
-    p.add_argument("--protocol", type=Path, metavar="FILE",
+    p.add_argument("--protocol", type=existing_file, metavar="FILE",
                    help="a leakage-free protocol from `fer-bench data check --write-protocol`")  # fmt: skip
     p.add_argument(
         "--resume", action="store_true", help="continue each model from its last checkpoint under --out (same options)"
@@ -119,8 +122,13 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
     from fer_bench.runner import RunOptions, run_model
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
+    if args.weights:
+        from fer_bench.models.weights import check_weights_file
+
+        check_weights_file(Path(args.weights))
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
     runs = [(spec, _recipe_for(args, spec, seed)) for spec in specs for seed in seeds]
+    check_data_args(args.dataset, args.data_dir, args.split)  # names, options and paths before anything loads
     data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -187,6 +195,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     cells = st.shard(all_cells, k, n)
     if args.worker_cell:  # one cell of a --jobs run, in its own process
         all_cells = cells = [c for c in cells if c.id == args.worker_cell]
+    check_data_args(args.dataset, args.data_dir)
     git_sha()
     data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
     for note in data.notes:
@@ -295,14 +304,14 @@ def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
     from fer_bench.recipes import default_recipe, load_recipe
 
     name = args.recipe or default_recipe(spec)
-    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items() if getattr(args, flag) is not None]
+    sets, origins = flag_sets(args)
     if seed is not None:  # one of --seeds
         sets.append(f"train.seed={seed}")
     if args.pretrained:
         sets.append("input.pretrained=true")
     if getattr(args, "sync_bn", False):
         sets.append("train.sync_bn=true")
-    recipe = load_recipe(name, list(args.sets) + sets)
+    recipe = load_recipe(name, list(args.sets) + sets, origins)
     from fer_bench.errors import ConfigError
     from fer_bench.recipes.checks import frozen_without_weights
 

@@ -5,32 +5,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_bench.cli.common import RUN_OVERRIDES, add_data_args, add_tracking, int_list
+from fer_bench.cli.common import (
+    SEED, add_data_args, add_tracking, at_least, check_data_args, device, existing_file, flag_sets, list_of, out_dir,
+)  # fmt: skip
 from fer_bench.errors import ConfigError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("tune", help="Optuna search over recipe values (loss weighting, augmentation strength...)")
-    p.add_argument("--search", type=Path, required=True, help="search space YAML, e.g. configs/search/loss-aug.yaml")
+    p.add_argument("--search", type=existing_file, required=True,
+                   help="search space YAML, e.g. configs/search/loss-aug.yaml")  # fmt: skip
     p.add_argument("--model", default="resnet18")
     p.add_argument("--recipe", default="baseline", help="base recipe the search starts from")
     add_data_args(p)
-    p.add_argument("--trials", type=int, default=10, help="trials to add to the study (re-running resumes it)")
+    p.add_argument("--trials", type=at_least(1), default=10, help="trials to add to the study (re-running resumes it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--img-size", type=int)
     p.add_argument("--limit-train", type=int, metavar="N")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=at_least(1), default=1,
                    help="worker processes sharing the storage, one GPU each (round-robin over --gpus)")  # fmt: skip
     p.add_argument("--gpus", metavar="I,…",
                    help="the GPUs the workers take in turn (CUDA_VISIBLE_DEVICES ids; default: every visible one; "
                         "none visible: the CPU)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto (default: the GPUs, else the CPU) or cpu")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.add_argument("--device", type=device, default="auto", help="auto (default: the GPUs, else the CPU) or cpu")
+    p.add_argument("--seed", type=SEED, default=0, help="sampler seed")
+    p.add_argument("--out", type=out_dir, default=Path("runs/tune"))
     p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
-    p.add_argument("--final-seeds", type=int_list, metavar="S,…",
+    p.add_argument("--final-seeds", type=list_of(SEED), metavar="S,…",
                    help="then train the best and the base recipe with each seed on the same budget and compare "
                         "them on the test split (OUT/final.md)")  # fmt: skip
     add_tracking(p)
@@ -40,13 +43,15 @@ def add_parser(sub) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
-    from fer_bench.tune import TuneJob, final_compare, plan_devices, report, tune
+    from fer_bench.models import get_spec
+    from fer_bench.recipes import load_recipe
+    from fer_bench.tune import TuneJob, final_compare, plan_devices, read_space, report, tune
 
-    sets = [
-        f"{path}={getattr(args, flag)}"
-        for flag, path in RUN_OVERRIDES.items()
-        if flag != "seed" and getattr(args, flag, None) is not None
-    ]  # fmt: skip (--seed seeds the sampler)
+    sets, origins = flag_sets(args, skip=("seed",))  # --seed seeds the sampler
+    get_spec(args.model)  # every name, value and path is checked before the study starts
+    load_recipe(args.recipe, args.sets + sets, origins)
+    check_data_args(args.dataset, args.data_dir)
+    read_space(args.search)
     experiment = args.experiment if args.experiment != "fer-bench" else "fer-bench-tune"
     job = TuneJob(args.search, args.recipe, args.model, args.dataset, args.data_dir, tuple(args.sets + sets),
                   args.out, args.storage, args.trials, args.seed, args.tracking_uri, experiment,

@@ -40,6 +40,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str |
         raise DataError(f"--dataset {base} needs --data-dir PATH. {spec.get}")
     if root is not None and not root.exists():
         raise DataError(f"data dir {str(root)!r} does not exist (looked at {root.resolve()}). {spec.get}")
+    if root is not None and not root.is_dir() and not spec.reads_file:
+        raise DataError(f"--data-dir {root}: a file, but --dataset {base} reads a folder. {spec.get}")
     data = spec.reader(root, Path(cache_dir) if cache_dir else cache.default_cache_dir(), options)
     wanted = run_name(spec, options)
     return data if data.name == wanted else replace(data, name=wanted)

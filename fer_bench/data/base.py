@@ -67,6 +67,13 @@ class FerData:
 
     def _missing_split_message(self, split: str) -> str:
         present = ", ".join(SPLITS[s] for s in np.unique(self.splits)) or "none"
+        from fer_bench.data.spec import DATASETS
+
+        base = self.name.split("-")[0]
+        spec = DATASETS.get(base) if base in DATASETS else None
+        if spec is not None and split not in spec.splits and split != "test":  # e.g. RAF-DB: train and test only
+            have = ", ".join(f"{ours} ({theirs})" for ours, theirs in spec.splits.items())
+            return f"{self.source}: {base} has no {split} split (its splits: {have}). Use --split test."
         if split in ("public", "private") and (self.splits == TEST).any():
             return (
                 f"{self.source}: the test images carry no PublicTest/PrivateTest origin (file names without the "

@@ -15,7 +15,7 @@ import numpy as np
 from fer_bench.data import cache
 from fer_bench.data.base import FerData
 from fer_bench.data.csv import read_fer2013_csv
-from fer_bench.data.folder import GET_FER2013, decode_images, scan_folder_tree
+from fer_bench.data.folder import GET_FER2013, decode_images, scan_folder_tree, skipped_notes
 from fer_bench.data.labels import FER2013_CLASSES
 from fer_bench.data.spec import DatasetSpec, register
 
@@ -42,7 +42,7 @@ def _from_csv(name: str, path: Path, cache_dir: Path) -> FerData:
 
 
 def _from_folders(name: str, root: Path, cache_dir: Path) -> FerData:
-    entries, stray = scan_folder_tree(root, FER2013_CLASSES)
+    entries, skipped = scan_folder_tree(root, FER2013_CLASSES)
     rel = [e[0] for e in entries]
     labels = np.array([e[1] for e in entries], dtype=np.int64)
     splits = np.array([e[2] for e in entries], dtype=np.int8)
@@ -53,7 +53,7 @@ def _from_folders(name: str, root: Path, cache_dir: Path) -> FerData:
     else:
         images, conversions = decode_images(root, rel, size=SIZE, channels=1)
         notes = tuple(f"{n} image(s) converted ({what}) to 48×48 grey" for what, n in sorted(conversions.items()))
-        notes += (f"skipped {stray} non-image file(s)",) if stray else ()
+        notes += skipped_notes(skipped)
         cache.save(cache_dir, key, {"images": images, "labels": labels, "splits": splits}, {"notes": notes})
     return FerData(name, images, labels, splits, classes=FER2013_CLASSES, source=str(root), notes=notes,
                    paths=tuple(rel))  # fmt: skip
@@ -69,4 +69,5 @@ register(DatasetSpec(
     split_sizes={"train": 28_709, "public": 3_589, "private": 3_589},
     citation="Goodfellow et al., Challenges in Representation Learning (ICML 2013 workshop), arXiv 1307.0414",
     get=GET_FER2013,
+    reads_file=True,
 ))  # fmt: skip

@@ -52,13 +52,14 @@ import numpy as np
 from fer_bench.data.base import FerData
 from fer_bench.data.fer2013 import CSV_NAMES, read_fer2013
 from fer_bench.data.labels import USAGE_TO_SPLIT
-from fer_bench.data.spec import DatasetSpec, Option, register
+from fer_bench.data.spec import DatasetSpec, Option, existing_path, register
 from fer_bench.errors import DataError
 
 CLASSES: tuple[str, ...] = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 HEADER = ("Usage", "Image name", *VOTE_COLUMNS)
 N_EMOTIONS = len(CLASSES)  # columns from here on (unknown, NF) are not emotions
+MAX_VOTES = 10  # ten annotators per face: a column's count is 0..10
 LABEL_FILE, JOIN_FILE = "fer2013new.csv", "msambare_to_ferplus.csv"
 GET = (
     "Point --data-dir at the folder holding fer2013new.csv (github.com/microsoft/FERPlus) with fer2013.csv beside it, "
@@ -77,14 +78,16 @@ class VoteRows:
 
 
 def read_votes(path: Path) -> VoteRows:
-    """Parse ``fer2013new.csv``; a wrong header, field count, usage or vote is a DataError naming the line."""
+    """Parse ``fer2013new.csv`` (a UTF-8 byte-order mark is fine); a wrong header, field count, usage or vote is a
+    DataError naming the line."""
     if not path.is_file():
         raise DataError(f"{path}: not found. {GET}")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or tuple(c.strip() for c in rows[0]) != HEADER:
-        found = ",".join(rows[0])[:80] if rows else "an empty file"
-        raise DataError(f"{path}, line 1: expected the header {','.join(HEADER)}, found {found!r}. {GET}")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a text CSV ({exc}). {GET}") from None
+    _check_header(path, rows[0] if rows else None)
     usage, names, votes = [], [], []
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(HEADER) or row[0].strip() not in USAGE_TO_SPLIT:
@@ -93,12 +96,28 @@ def read_votes(path: Path) -> VoteRows:
                 f"{', '.join(USAGE_TO_SPLIT)}, found {','.join(row)[:80]!r}. Use the unchanged FER+ file."
             )
         try:
-            votes.append([int(v) for v in row[2:]])
+            row_votes = [int(v) for v in row[2:]]
         except ValueError:
             raise DataError(f"{path}, line {line}: votes must be integers, found {row[2:]}.") from None
+        if bad := [f"{c}={v}" for c, v in zip(VOTE_COLUMNS, row_votes, strict=True) if not 0 <= v <= MAX_VOTES]:
+            raise DataError(f"{path}, line {line}: {', '.join(bad)}: a vote count is 0..{MAX_VOTES} (ten annotators "
+                            "per face). Use the unchanged FER+ file.")  # fmt: skip
+        votes.append(row_votes)
         usage.append(row[0].strip())
         names.append(row[1].strip())
     return VoteRows(path, usage, names, np.array(votes, dtype=np.int64).reshape(-1, len(VOTE_COLUMNS)))
+
+
+def _check_header(path: Path, header: list[str] | None) -> None:
+    """The header names HEADER's columns in HEADER's order; else the missing, unexpected or misplaced ones."""
+    found = [c.strip() for c in header or []]
+    if tuple(found) == HEADER:
+        return
+    missing, extra = [c for c in HEADER if c not in found], [c for c in found if c not in HEADER]
+    parts = [f"missing column(s) {', '.join(missing)}"] if missing else []
+    parts += [f"unexpected column(s) {', '.join(extra)}"] if extra else []
+    problem = "; ".join(parts) or ("the file is empty" if header is None else "the columns are in another order")
+    raise DataError(f"{path}, line 1: expected the header {','.join(HEADER)}; {problem}. {GET}")
 
 
 def majority(votes: np.ndarray) -> int | None:
@@ -255,7 +274,7 @@ def _read_join(join_file: Path, faces: FerData, rows: VoteRows) -> list[tuple[in
     """Per face (in ``faces`` order), its candidate rows from the join file; every face must be listed."""
     index = {p: i for i, p in enumerate(faces.paths)}
     out: list[tuple[int, ...] | None] = [None] * len(faces)
-    with join_file.open(newline="") as f:
+    with join_file.open(newline="", encoding="utf-8-sig") as f:
         for line, rec in enumerate(csv.DictReader(f), start=2):
             i = index.get(rec.get("path", ""))
             try:
@@ -288,6 +307,8 @@ register(DatasetSpec(
     get=GET,
     options={
         "labels": Option("majority", ("majority", "crossentropy"), "training labels: majority, or vote distributions"),
-        "fer2013": Option("", None, "FER2013's fer2013.csv or Kaggle tree (default: beside or ../fer2013)"),
+        "fer2013": Option("", None, "FER2013's fer2013.csv or Kaggle tree (default: beside or ../fer2013)",
+                          check=existing_path),
     },
+    reads_file=True,
 ))  # fmt: skip

@@ -29,11 +29,15 @@ Reader = Callable[[Path | None, Path, Mapping[str, str]], "FerData"]
 
 @dataclass(frozen=True)
 class Option:
-    """A dataset option: its default and allowed values (``choices`` None: any text)."""
+    """A dataset option: its default and allowed values (``choices`` None: any text that ``check`` accepts).
+
+    ``check(value)`` returns what is wrong with a non-default value (e.g. "expected an integer >= 1"), or None.
+    """
 
     default: str
     choices: tuple[str, ...] | None = None
     help: str = ""
+    check: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class DatasetSpec:
         needs_data_dir: False for generated data.
         get: how to obtain the data (said when --data-dir is missing or wrong).
         options: name -> :class:`Option`.
+        reads_file: --data-dir may name a file (a CSV); else it must be a folder.
     """
 
     name: str
@@ -69,6 +74,7 @@ class DatasetSpec:
     needs_data_dir: bool = True
     get: str = ""
     options: Mapping[str, Option] = field(default_factory=dict)
+    reads_file: bool = False
 
     def parse_options(self, text: str) -> dict[str, str]:
         """``"k=v,k2=v2"`` -> every option's value (defaults filled in); an unknown key or value is a ConfigError.
@@ -91,6 +97,8 @@ class DatasetSpec:
                 raise ConfigError(
                     f"--dataset {self.name}:{text}: {key}={value!r} is not one of {', '.join(opt.choices)}."
                 )
+            if opt.check is not None and value.strip() != opt.default and (problem := opt.check(value.strip())):
+                raise ConfigError(f"--dataset {self.name}:{text}: {key.strip()}={value.strip()!r}: {problem}.")
             values[key.strip()] = value.strip()
         return values
 
@@ -118,6 +126,16 @@ def run_name(spec: DatasetSpec, options: Mapping[str, str]) -> str:
     """
     changed = [v for k, v in options.items() if v != spec.options[k].default and k not in PATH_OPTIONS]
     return "-".join([spec.name, *(v.replace("+", "-").replace("/", "-") for v in changed)])
+
+
+def positive_int(value: str) -> str | None:
+    """An :class:`Option` check: an integer >= 1."""
+    return None if value.isdigit() and int(value) >= 1 else "expected an integer >= 1"
+
+
+def existing_path(value: str) -> str | None:
+    """An :class:`Option` check: a file or folder that exists."""
+    return None if Path(value).expanduser().exists() else "no such file or folder"
 
 
 # Options that say where files are, not what the data is: they never enter the dataset's name.

@@ -58,10 +58,27 @@ def pretrained_error(spec, exc: BaseException) -> str:
     )
 
 
+def check_weights_file(path: Path, flag: str = "--weights") -> None:
+    """A cheap look at the first bytes, so that a file that is no checkpoint fails before any data loads.
+
+    Raises:
+        ConfigError: no such file, or neither a torch.save file (a zip archive or a pickle) nor a safetensors file.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{flag} {path}: no such file. Pass a .pth/.pt/.safetensors state dict.")
+    with path.open("rb") as f:
+        head = f.read(9)
+    # torch.save: a zip archive (PK), or a pickle (protocol byte 0x80); safetensors: an 8-byte length, then '{'
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[8:9] == b"{"):
+        raise ConfigError(f"{flag} {path}: not a checkpoint (neither a torch.save file nor safetensors). Pass the "
+                          ".pth/.pt/.safetensors state dict that training wrote (a run keeps best.pt).")  # fmt: skip
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors or a torch file (``weights_only=True``: no code is executed)."""
     if not path.is_file():
         raise ConfigError(f"weights file {str(path)!r} does not exist. Pass a .pth/.pt/.safetensors state dict.")
+    check_weights_file(path, "weights file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -69,13 +86,21 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ConfigError(f"{path}: cannot read weights ({type(exc).__name__}: {exc}).") from None
+        raise ConfigError(f"{path}: cannot read weights ({one_line(exc)}). Pass a .pth/.pt/.safetensors state dict "
+                          "that torch.save or safetensors wrote.") from None  # fmt: skip
     for key in ("state_dict", "model", "model_state"):  # checkpoints nest the weights under one of these
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{path}: expected a state dict (name → tensor), found {type(obj).__name__}.")
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        found = type(obj).__name__ if not isinstance(obj, dict) else "a mapping of other things than tensors"
+        raise ConfigError(f"{path}: expected a state dict (name → tensor), found {found}.")
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in obj.items()}
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` on one line (torch's load errors run over several), cut to ``limit`` characters."""
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text[:limit]}" + ("…" if len(text) > limit else "")
 
 
 def sha256_file(path: Path) -> str:

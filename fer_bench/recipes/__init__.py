@@ -57,8 +57,15 @@ def recipe_path(name_or_path: str) -> Path:
     raise ConfigError(f"unknown recipe {name_or_path!r}.{hint} Run `fer-bench ls recipes` to list all, or pass a path.")
 
 
-def load_recipe(name_or_path: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+def load_recipe(
+    name_or_path: str | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    origins: dict[str, str] | None = None,
+) -> Recipe:
     """Build a validated :class:`Recipe` from defaults, a YAML file and overrides.
+
+    A mistake in an override is reported against the override as the user wrote it (``--set KEY=VALUE``, or
+    ``origins[KEY]`` for a flag that sets KEY, e.g. ``--epochs 0``) and the recipe it applies to, not the file.
 
     Example:
         >>> r = load_recipe(None, ["train.epochs=3", "optim.lr=0.01"])
@@ -70,16 +77,23 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | dict[str
     if name_or_path is not None:
         path = recipe_path(name_or_path)
         data, source = read_yaml(path), str(path)
-    sets = overrides.items() if isinstance(overrides, dict) else map(_parse_set, overrides or [])
+    if isinstance(overrides, dict):  # from code (a search space's values): its errors name the recipe file
+        sets, written = list(overrides.items()), [None] * len(overrides)
+    else:
+        sets, written = [_parse_set(s) for s in overrides or []], [f"--set {s}" for s in overrides or []]
+    over = f"recipe {Path(source).stem}" if name_or_path is not None else "the default recipe"
+    shown = {dotted: f"{(origins or {}).get(dotted, text)} (over {over})" if dotted in (origins or {}) or text
+             else source for (dotted, _), text in zip(sets, written, strict=True)}  # fmt: skip
     for dotted, value in sets:
+        from_dict(Recipe, _nested(dotted, value, shown[dotted]), shown[dotted])  # its key and type, on its own
         _set_dotted(data, dotted, value)
     recipe = from_dict(Recipe, data, source)
     problems = check_values(recipe)
     if problems:
         path, allowed = problems[0]
         value = _get_dotted(recipe, path)
-        shown = f"{path} = {list(value) if isinstance(value, tuple) else value!r}"
-        raise ConfigError(f"{source}: {shown} is not allowed; expected {allowed}.")
+        shown_value = f"{path} = {list(value) if isinstance(value, tuple) else value!r}"
+        raise ConfigError(f"{shown.get(path, source)}: {shown_value} is not allowed; expected {allowed}.")
     return recipe
 
 
@@ -208,6 +222,15 @@ def _parse_set(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=0.01")
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _nested(dotted: str, value: Any, shown: str) -> dict[str, Any]:
+    """``"a.b", 1`` → ``{"a": {"b": 1}}``."""
+    if not all(dotted.split(".")):
+        raise ConfigError(f"{shown}: {dotted!r} is not a dotted key; write e.g. optim.lr.")
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

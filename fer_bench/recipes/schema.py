@@ -16,6 +16,7 @@ EARLY_STOP_SCOPES = ("stage", "run")
 EVAL_SPLITS = ("public", "private", "test")
 # torch.compile modes (passed to it as they are); "reduce-overhead" adds CUDA graphs where shapes are static
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MIN_IMG_SIZE = 16  # the smallest input side a recipe or --img-size may ask for
 # How the LR follows train.batch_size away from optim.reference_batch_size: the factor for batch / reference.
 # "linear": Goyal et al. 2017 (SGD, large batches); "sqrt": Krizhevsky 2014, Hoffer et al. 2017 (often used for Adam).
 LR_SCALING = {"none": lambda ratio: 1.0, "linear": lambda ratio: ratio, "sqrt": math.sqrt}
@@ -252,6 +253,8 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (r.loss.class_weight_clip is None or r.loss.class_weight_clip > 0, "loss.class_weight_clip", "> 0 or null"),
         (r.train.epochs >= 1, "train.epochs", "an integer >= 1"),
         (r.train.batch_size >= 1, "train.batch_size", "an integer >= 1"),
+        (r.eval.batch_size >= 1, "eval.batch_size", "an integer >= 1"),
+        (0 <= r.train.seed < 2**32, "train.seed", "an integer in [0, 2**32)"),
         (0 <= r.schedule.warmup_epochs < r.train.epochs, "schedule.warmup_epochs", "in [0, train.epochs)"),
         (
             r.schedule.warmup_fraction is None or 0 <= r.schedule.warmup_fraction <= 0.5,
@@ -293,7 +296,8 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (all(s.lr is None or s.lr > 0 for s in r.stages), "stages", "each stage's lr null or a number > 0"),
         (0 < r.data.val_fraction < 1, "data.val_fraction", "a number in (0, 1)"),
         (r.data.limit_train is None or r.data.limit_train >= 7, "data.limit_train", "null or an integer >= 7"),
-        (r.input.img_size is None or r.input.img_size >= 16, "input.img_size", "null or an integer >= 16"),
+        (r.input.img_size is None or r.input.img_size >= MIN_IMG_SIZE, "input.img_size",
+         f"null or an integer >= {MIN_IMG_SIZE}"),
         (0 <= r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]"),
         (0 <= r.augment.erase_p <= 1, "augment.erase_p", "a probability in [0, 1]"),
         (
