@@ -29,8 +29,20 @@ def test_the_converged_readme_counts_its_test_looks_and_claims_no_target():
     assert "seed-to-seed spread" in text and "not yet measured" in text
 
 
-@pytest.mark.parametrize("readme", [ROOT / "README.md", RESULTS / "README.md"], ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("readme", [ROOT / "README.md", RESULTS / "README.md"], ids=["README.md", "results/README.md"])
 def test_the_top_level_readmes_use_the_same_wording(readme):
     text = readme.read_text()
     assert not TARGET_CLAIMS.search(text)
     assert "consistent with, not shown to exceed" in text
+
+
+def test_the_committed_recipe_choice_table_recomputes_from_the_histories():
+    import json
+
+    from fer_bench.runner import plateau_figure
+
+    text = (CONVERGED / "README.md").read_text()
+    row = json.loads((CONVERGED / "runs/resnet18-fast-48-fer2013-public-s0/result.json").read_text())
+    figure = plateau_figure(row["history"])["plateau_val_macro_f1"]
+    assert f"| fast-48 v4 | 64 | 61.60 (39) | {figure:.2f} (last 13) |" in text
+    assert f"{figure:.2f}" in (CONVERGED / "recipe-choice.md").read_text()
