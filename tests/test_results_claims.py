@@ -46,3 +46,28 @@ def test_the_committed_recipe_choice_table_recomputes_from_the_histories():
     figure = plateau_figure(row["history"])["plateau_val_macro_f1"]
     assert f"| fast-48 v4 | 64 | 61.60 (39) | {figure:.2f} (last 13) |" in text
     assert f"{figure:.2f}" in (CONVERGED / "recipe-choice.md").read_text()
+
+
+def test_committed_corruption_tables_use_todays_definitions_or_are_superseded():
+    import json
+
+    from fer_bench.corruptions import CORRUPTIONS
+
+    tables = sorted(RESULTS.rglob("corruptions.json"))
+    assert tables
+    for path in tables:
+        if "superseded" in path.relative_to(RESULTS).parts:
+            assert (path.parents[1] / "README.md").is_file(), f"{path}: superseded without a README saying why"
+            continue
+        for cell in json.loads(path.read_text())["table"]:
+            spec = CORRUPTIONS.get(cell["corruption"])
+            param = spec.params[cell["severity"] - 1]
+            assert cell["param"] == (list(param) if isinstance(param, tuple) else param), (path, cell)
+        assert "mca_above_majority" in json.loads(path.read_text()), path
+
+
+def test_readme_links_to_corruption_tables_resolve():
+    for readme in RESULTS.rglob("README.md"):
+        for ref in re.findall(r"`((?:[\w.-]+/)*corruptions-private)/", readme.read_text()):
+            where = ROOT / ref if ref.startswith("results/") else readme.parent / ref
+            assert where.is_dir(), f"{readme}: `{ref}/` does not exist"
