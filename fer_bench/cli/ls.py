@@ -44,7 +44,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5 at 48 px", "published at 32 px",
                                       "rule", "random", "what"]))  # fmt: skip
         print(f"\nPublished: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
-              "unchanged. Parameters in pixels scale with the image side beyond 48 px.")
+              "unchanged. Pixel parameters are for a 48-px face and scale with the image side.")
     elif args.what in PARTS:
         reg = PARTS[args.what]
         ordered = args.what == "augment-ops"  # in the order a batch goes through them
