@@ -16,6 +16,12 @@ The row's predictions file keeps the model's probabilities in its own class orde
 each label as a model class index, or that extra index for a class the model lacks: ``predictions.score`` on it
 with :attr:`ClassMap.scoring_classes` gives back ``top1`` exactly.
 
+**The same faces under both label sets.** A cross-dataset top-1 beside the model's top-1 on its own test split
+compares different faces. Where the two datasets share faces (FER+ relabels FER2013's), :func:`same_face_pairs`
+matches them by a label-free content id (:func:`face_ids`: pixels and occurrence number), and :func:`same_faces`
+scores the model on exactly those faces under each dataset's labels, from the two predictions files; two models are
+then compared face by face under each label set with an exact McNemar test (:func:`paired_same_faces`).
+
 Example:
     >>> m = class_map(("angry", "happy", "sad"), ("happy", "sad", "contempt"))
     >>> m.shared, m.lacking, m.to_model().tolist()
@@ -28,9 +34,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binomtest
 
 from fer_bench.errors import ConfigError
 from fer_bench.metrics import classification_metrics, confusion_matrix, per_class
@@ -133,3 +141,70 @@ def confusion(probs: np.ndarray, labels: np.ndarray, m: ClassMap) -> list[list[i
     """The confusion matrix in :attr:`ClassMap.scoring_classes` space (rows: true, columns: predicted)."""
     p_ext, y = extend(probs, labels, m)
     return confusion_matrix(y, p_ext[:, :-1].argmax(1), len(m.scoring_classes)).tolist()
+
+
+def face_ids(images: np.ndarray) -> np.ndarray:
+    """A 16-hex-digit id per face from its pixels alone (no label, no split), numbered among identical faces in order,
+    so two datasets that hold the same faces under other labels give them the same ids."""
+    seen: dict[bytes, int] = {}
+    ids = np.empty(len(images), dtype="<U16")
+    for i, img in enumerate(np.ascontiguousarray(images)):
+        d = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+        k = seen[d] = seen.get(d, -1) + 1
+        ids[i] = hashlib.blake2b(d + k.to_bytes(4, "little"), digest_size=8).hexdigest()
+    return ids
+
+
+def same_face_pairs(source_images, source_ids, target_images, target_ids) -> np.ndarray:
+    """(N, 2) sample ids ``[source id, target id]`` of the faces both sets hold, in the target's order: the faces
+    are matched by :func:`face_ids` over each set as given (pass one split of each, in its dataset order)."""
+    src = {f: s for f, s in zip(face_ids(source_images), source_ids, strict=True)}
+    pairs = [(src[f], t) for f, t in zip(face_ids(target_images), target_ids, strict=True) if f in src]
+    return np.array(pairs, dtype="<U16").reshape(-1, 2)
+
+
+def _rows(ids: np.ndarray, wanted: np.ndarray, where: str) -> np.ndarray:
+    pos = {i: j for j, i in enumerate(ids)}
+    missing = [w for w in wanted if w not in pos]
+    if missing:
+        raise ConfigError(f"{where}: {len(missing)} paired face(s) missing from its predictions (first: {missing[0]}). "
+                          "Pair the predictions files of the split the pairs were made for.")  # fmt: skip
+    return np.array([pos[w] for w in wanted], dtype=np.int64)
+
+
+def correct_on_pairs(own: dict, own_classes, cross: dict, m: ClassMap, pairs: np.ndarray, side: str = "source"):
+    """Per paired face: (right under the model's own dataset's labels, right under the other dataset's labels).
+
+    ``own``: the model's predictions file on its own dataset (``probs`` over ``own_classes``, labels in that order);
+    ``cross``: its cross-dataset file (:func:`extend`'s space, ``m``). ``side`` says which column of ``pairs``
+    (``source`` or ``target``) holds the own file's ids.
+    """
+    own_col, cross_col = (0, 1) if side == "source" else (1, 0)
+    io, ic = _rows(own["ids"], pairs[:, own_col], "own"), _rows(cross["ids"], pairs[:, cross_col], "cross")
+    to_model = np.array([m.model_classes.index(c) for c in own_classes])  # own labels → model class indices
+    pred_own = to_model[own["probs"][io].argmax(1)]
+    right_own = pred_own == to_model[own["labels"][io]]
+    right_cross = cross["probs"][ic][:, :-1].argmax(1) == cross["labels"][ic]
+    return right_own, right_cross
+
+
+def same_faces(right_own: np.ndarray, right_cross: np.ndarray) -> dict[str, float]:
+    """Top-1 (%) on the same faces under the model's own dataset's labels and under the other dataset's."""
+    return {"n_faces": int(len(right_own)), "top1_own_labels": float(np.mean(right_own) * 100),
+            "top1_other_labels": float(np.mean(right_cross) * 100)}  # fmt: skip
+
+
+def mcnemar_exact(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, float]:
+    """A − B top-1 (pt) on paired faces and the exact McNemar test: a two-sided binomial test on the discordant
+    faces (SciPy's ``binomtest``, p = 0.5)."""
+    a_only, b_only = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"diff_pt": float((np.mean(right_a) - np.mean(right_b)) * 100), "a_only": a_only, "b_only": b_only,
+            "n": int(len(right_a)), "p": float(p), "test": "exact McNemar (two-sided binomial on discordant faces)"}
+
+
+def paired_same_faces(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict[str, dict]:
+    """Two models' (right_own, right_cross) on the same paired faces → A − B under each label set."""
+    if len(a[0]) != len(b[0]):
+        raise ConfigError(f"paired same-faces figures over {len(a[0])} and {len(b[0])} faces: pair the same faces.")
+    return {"own_labels": mcnemar_exact(a[0], b[0]), "other_labels": mcnemar_exact(a[1], b[1])}

@@ -313,9 +313,32 @@ class _Corrupted:
 CORRUPTION_FILES = ("corruptions.csv", "corruptions.json", "corruptions.png")
 
 
+def mca_summary(table: list[dict[str, Any]], majority_rate: float, clean_top1: float | None) -> dict[str, Any]:
+    """mCA (the mean top-1 over every cell of ``table``) and its ratio to the clean top-1, both also without the
+    cells at or below the majority-class rate (a model that answers one class everywhere scores that much: such a
+    cell measures a collapse, not a graded loss). Marks each cell's ``at_or_below_majority`` in place."""
+    for r in table:
+        r["at_or_below_majority"] = bool(r["top1"] <= majority_rate)
+    above = [r["top1"] for r in table if not r["at_or_below_majority"]]
+    mca = float(np.mean([r["top1"] for r in table]))
+    mca_above = float(np.mean(above)) if above else None
+    ratio = lambda v: round(v / clean_top1, 4) if clean_top1 and v is not None else None  # noqa: E731
+    return {"mca": round(mca, 4), "mca_ratio": ratio(mca), "majority_rate": round(majority_rate, 4),
+            "mca_above_majority": None if mca_above is None else round(mca_above, 4),
+            "mca_above_majority_ratio": ratio(mca_above),
+            "cells_at_or_below_majority": [f"{r['corruption']} {r['severity']}" for r in table
+                                           if r["at_or_below_majority"]]}  # fmt: skip
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """The share (%) of the scored split's most frequent class: top-1 of always answering it."""
+    return float(np.bincount(np.asarray(labels)).max() / len(labels) * 100)
+
+
 def corruption_eval(p: Prepared, norm, plan: CorruptionPlan, out: Path, clean_top1: float) -> dict[str, Any]:
     """Top-1 and macro-F1 (plain single crop) per corruption and severity; mean corruption accuracy (mCA, the mean
-    top-1 over every (corruption, severity) scored) and its ratio to the clean top-1. Writes ``corruptions.csv``,
+    top-1 over every (corruption, severity) scored) and its ratio to the clean top-1, with and without the cells at
+    or below the split's majority-class rate (:func:`mca_summary`). Writes ``corruptions.csv``,
     ``corruptions.json`` and the grid ``corruptions.png`` to ``out``; returns the summary the row keeps."""
     batches = engine.Batches(*_device_tensors(p.data, p.idx, p.ctx.device), batch_size=p.ck.recipe.eval.batch_size)
     table = []
@@ -327,12 +350,11 @@ def corruption_eval(p: Prepared, norm, plan: CorruptionPlan, out: Path, clean_to
             probs = predictions.softmax(logits)
             m = cross_dataset.metrics(probs, y, p.cross) if p.cross else classification_metrics(probs, y, p.classes)
             table.append({"corruption": name, "severity": s, "param": spec.params[s - 1], "param_name": spec.param,
-                          "top1": m["top1"], "macro_f1": m["macro_f1"]})  # fmt: skip
-    mca = float(np.mean([r["top1"] for r in table]))
-    summary = {"mca": round(mca, 4), "clean_top1": clean_top1,
-               "mca_ratio": round(mca / clean_top1, 4) if clean_top1 else None, "seed": plan.seed,
-               "severities": list(plan.severities), "corruptions": list(plan.names), "batch_size": batches.batch_size,
-               "files": list(CORRUPTION_FILES)}  # fmt: skip
+                          "rule": corruptions.RULES[spec.rule][0], "top1": m["top1"],
+                          "macro_f1": m["macro_f1"]})  # fmt: skip
+    summary = mca_summary(table, majority_rate(p.data.labels[p.idx]), clean_top1) | {
+        "clean_top1": clean_top1, "seed": plan.seed, "severities": list(plan.severities),
+        "corruptions": list(plan.names), "batch_size": batches.batch_size, "files": list(CORRUPTION_FILES)}  # fmt: skip
     _write_table(out, table, summary)
     face = torch.from_numpy(np.ascontiguousarray(p.data.images[p.idx[:1]]))
     save_corruption_grid(face, plan, out / "corruptions.png")

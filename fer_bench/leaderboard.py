@@ -39,7 +39,7 @@ DESCRIBE = ["recipe", "img_size", "epochs", "weights", "precision"]
 RANK_GROUP = ["dataset", "train_dataset", "split"]
 CROSS = ["top1_shared", "n_lacking"]  # cross-dataset lines: top-1 on the shared classes' faces, faces of lacked classes
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
-           "train_min", "val_near_best_min", "mca", "mca_ratio", *CROSS]
+           "train_min", "val_near_best_min", "mca", "mca_ratio", "mca_above_majority", *CROSS]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
 SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
 HEADERS = {
@@ -51,6 +51,7 @@ HEADERS = {
     "bench_infer_img_s": "bench infer img/s", "bench_train_img_s": "bench train img/s",
     "bench_conditions": "bench conditions", "device_name": "device", "protocol_hash": "protocol", "seeds": "seeds",
     "tta": "TTA", "mca": "mCA % (corruptions)", "mca_ratio": "mCA / clean", "train_dataset": "trained on",
+    "mca_above_majority": "mCA % without cells ≤ majority class",
     "top1_shared": "top-1 % (shared classes' faces)", "n_lacking": "faces of classes the model lacks",
 }  # fmt: skip
 HEADERS |= leaderboard_stats.HEADERS  # intervals, calibration, significance (from the predictions files)
@@ -61,6 +62,8 @@ MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruptio
             "--corruptions all`, or a suite's corruptions option) on the same test images; mCA / clean: its ratio to "
             "that eval's clean top-1; – : the line was not scored under corruptions (pass the eval's --out with "
             "--corruption-runs).")
+MCA_MAJORITY_NOTE = (" mCA without cells ≤ majority class: the same mean leaving out every cell whose top-1 is at or "
+                     "below the scored split's majority-class rate (a collapse to one class, not a graded loss).")
 RUN_KEYS = [*KEYS, "seed"]  # one run of a line
 
 
@@ -120,7 +123,8 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["val_near_best_min"] = r.get("val_near_best_min")
         rec |= _prediction_refs(r)
         rec["corruptions_path"] = _corruptions_ref(r)
-        rec["mca"], rec["mca_ratio"] = ((r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio"))
+        rec["mca"], rec["mca_ratio"], rec["mca_above_majority"] = (
+            (r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio", "mca_above_majority"))
         cross = r.get("cross_dataset") or {}
         # a cross-dataset row whose weights file named no training dataset is still not the scored dataset's own
         rec["train_dataset"] = (cross.get("trained_on") or "(unnamed)") if cross else r.get("dataset")
@@ -186,6 +190,7 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     for m in ("gmacs", "infer_model_img_s", "train_e2e_img_s", "train_frozen_epochs", "val_near_best_min"):
         out[m] = runs.get(f"metrics.{m}")
     out["mca"], out["mca_ratio"] = runs.get("metrics.corruption_mca"), runs.get("metrics.corruption_mca_ratio")
+    out["mca_above_majority"] = runs.get("metrics.corruption_mca_above_majority")
     out["train_dataset"] = tag("trained_on").fillna(out["dataset"])
     for m in CROSS:
         out[m] = runs.get(f"metrics.test_{m}")
@@ -248,7 +253,7 @@ def apply_corruptions(frame: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     seed (model, protocol, split, device model, seed). The evals never become rows of their own; a run's own
     corruption figures are kept. An eval that matches no run is an error: its figures would silently go missing.
     """
-    cols = ["mca", "mca_ratio", "corruptions_path"]
+    cols = ["mca", "mca_ratio", "mca_above_majority", "corruptions_path"]
     evals = evals.dropna(subset=["mca"]) if "mca" in evals else evals.iloc[0:0]
     if evals.empty:
         return frame
@@ -265,6 +270,10 @@ def apply_corruptions(frame: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
         mine = out[c] if c in out else pd.Series([None] * len(out), index=out.index)
         out[c] = mine.where(mine.notna(), out[f"_e_{c}"])
     return _typed(out.drop(columns=[f"_e_{c}" for c in cols]))
+
+
+def _any(agg: pd.DataFrame, col: str) -> bool:
+    return col in agg and bool(agg[col].notna().any())
 
 
 def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -368,7 +377,8 @@ def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
         cols += [*BENCH, "bench_conditions"]
     shown = [c for c in leaderboard_stats.SHOWN if c != "ece_ts" or (c in agg and agg[c].notna().any())]
     cols += ["precision", "device_name", "protocol_hash", "seeds"]
-    return cols + shown[:-1] + ["mca", "mca_ratio"] + shown[-1:]  # mCA after the calibration, before ≈ best
+    mca = ["mca", "mca_ratio"] + (["mca_above_majority"] if _any(agg, "mca_above_majority") else [])
+    return cols + shown[:-1] + mca + shown[-1:]  # mCA after the calibration, before ≈ best
 
 
 def _class_order(col: str) -> int:
@@ -396,11 +406,12 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, publi
     text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
     if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
         text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-        text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$")
+        text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$").replace("≤", r"$\leq$")
         text = text.replace("−", "$-$").replace("—", "---")
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
         text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
-    return text + _note(leaderboard_stats.note(agg), fmt) + _note(MCA_NOTE, fmt)
+    mca_note = MCA_NOTE + (MCA_MAJORITY_NOTE if _any(agg, "mca_above_majority") else "")
+    return text + _note(leaderboard_stats.note(agg), fmt) + _note(mca_note, fmt)
 
 
 def with_published(agg: pd.DataFrame) -> pd.DataFrame:

@@ -324,8 +324,12 @@ def _corruptions(agg: pd.DataFrame, runs: pd.DataFrame) -> str:
         mca = data.get("mca")
         ratio = data.get("mca_ratio")
         summary = f"mCA {mca:.2f} % ({ratio:.3f} of clean)" if mca is not None and ratio is not None else ""
+        if data.get("mca_above_majority") is not None:
+            low = data.get("cells_at_or_below_majority", [])
+            summary += (f"; {data['mca_above_majority']:.2f} % without the {len(low)} cell(s) at or below the "
+                        f"majority-class rate ({data['majority_rate']:.1f} %)")  # fmt: skip
         title = f"{_run_title(r)}: {summary}".rstrip(": ")
-        fig = page_figures.corruption_figure(data["table"], data["clean_top1"], title)
+        fig = page_figures.corruption_figure(data["table"], data["clean_top1"], title, data.get("majority_rate"))
         figures.append(
             f"<figure>{img(page_figures.png(fig), 'corruption curves: ' + title)}"
             f"<figcaption>{esc(title)}</figcaption></figure>"

@@ -10,7 +10,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "macro_recall": True, "loss": False, "params": False, "gmacs": False, "infer_img_s": True, "train_img_s": True,
     "infer_model_img_s": True, "train_e2e_img_s": True, "train_wall_s": False, "train_min": False,
     "val_near_best_epoch": False, "val_near_best_min": False, "ece": False, "nll": False, "brier": False,
-    "mca": True, "mca_ratio": True, "top1_shared": True,
+    "mca": True, "mca_ratio": True, "mca_above_majority": True, "top1_shared": True,
 }  # fmt: skip
 
 

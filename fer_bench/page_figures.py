@@ -232,8 +232,9 @@ def reliability_png(probs: np.ndarray, labels: np.ndarray, title: str, temperatu
         return path.read_bytes()
 
 
-def corruption_figure(table: list[dict], clean_top1: float, title: str):
-    """Top-1 against severity, one line per corruption, severity 0 being the clean test set."""
+def corruption_figure(table: list[dict], clean_top1: float, title: str, majority_rate: float | None = None):
+    """Top-1 against severity, one line per corruption, severity 0 being the clean test set; with the scored split's
+    majority-class rate, a dashed line there (a cell on or under it is a collapse to one class)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     names = list(dict.fromkeys(r["corruption"] for r in table))
@@ -249,6 +250,8 @@ def corruption_figure(table: list[dict], clean_top1: float, title: str):
             label=plain(name),
         )
     ax.axhline(clean_top1, color="grey", ls=":", lw=1)
+    if majority_rate is not None:
+        ax.axhline(majority_rate, color="black", ls="--", lw=0.8, label=f"majority class ({majority_rate:.1f} %)")
     ax.set(xlabel="severity (0 = clean)", ylabel="top-1 % ↑", title=plain(title))
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)

@@ -697,7 +697,7 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
         # over epochs; epochs in a stage with frozen parameters are counted (a frozen backbone trains faster)
         "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in history), 1),
         "train_frozen_epochs": sum(1 for h in history if h["stage"] in _frozen_stages(recipe)),
-        **time_to_accuracy(history), **plateau(history, recipe.train.epochs),
+        **time_to_accuracy(history), **plateau(history, recipe.train.epochs), **plateau_figure(history),
         "history": history, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }  # fmt: skip
 
@@ -744,13 +744,52 @@ def plateau(history: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
         >>> plateau(h[:8], 10)["converged"], plateau(h + h[-2:], 12)["plateau_gain_pt"]
         (False, 0.0)
     """
-    window = max(5, math.ceil(0.2 * len(history)))
+    window = plateau_window(len(history))
     if len(history) <= window:
         return {"converged": None, "plateau_gain_pt": None, "plateau_window": window}
     gain = max(h[SELECT_BY] for h in history[-window:]) - max(h[SELECT_BY] for h in history[:-window])
     ran_out = len(history) >= epochs
     return {"converged": bool(ran_out and gain <= NEAR_BEST_PT), "plateau_gain_pt": round(gain, 3),
             "plateau_window": window}  # fmt: skip
+
+
+def plateau_window(n_epochs: int) -> int:
+    """The converged window of a run of ``n_epochs``: its last max(5, 20 %) epochs."""
+    return max(5, math.ceil(0.2 * n_epochs))
+
+
+def plateau_figure(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of :data:`SELECT_BY` over the converged window (None while the history is no longer than it).
+
+    A run's peak is the maximum of a noisy curve over as many draws as it has epochs, so a longer run's peak is
+    higher for nothing; the plateau mean compares what runs of different lengths settle at.
+
+    Example:
+        >>> plateau_figure([{"val_macro_f1": v} for v in (10, 20, 30, 40, 50, 62, 60, 60, 60, 60)])
+        {'plateau_val_macro_f1': 60.4, 'plateau_window': 5}
+    """
+    window = plateau_window(len(history))
+    if len(history) <= window:
+        return {"plateau_val_macro_f1": None, "plateau_window": window}
+    return {"plateau_val_macro_f1": round(statistics.fmean(h[SELECT_BY] for h in history[-window:]), 4),
+            "plateau_window": window}  # fmt: skip
+
+
+def recipe_choice(histories: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Which of several runs (name → history) a choice between recipes picks, on which validation figure.
+
+    Runs of one length compare their best :data:`SELECT_BY` (the peak, as the checkpoint rule does); runs of
+    different lengths compare :func:`plateau_figure`, since a longer run's peak has more epochs to be high by chance.
+    Returns ``figure`` (the key compared), ``values`` (name → figure) and ``chosen`` (the highest).
+    """
+    lengths = {len(h) for h in histories.values()}
+    if len(lengths) == 1:
+        figure, values = "best_val_macro_f1", {n: max(e[SELECT_BY] for e in h) for n, h in histories.items()}
+    else:
+        figure = "plateau_val_macro_f1"
+        values = {n: plateau_figure(h)[figure] for n, h in histories.items()}
+    scored = {n: v for n, v in values.items() if v is not None}
+    return {"figure": figure, "values": values, "chosen": max(scored, key=scored.get) if scored else None}
 
 
 def _lr_fields(recipe: Recipe) -> dict[str, Any]:

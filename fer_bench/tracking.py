@@ -263,6 +263,8 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
     if c := row.get("corruptions"):  # the corruption suite (fer_bench.evaluation.corruption_eval)
         out |= {"corruption_mca": float(c["mca"])} | ({"corruption_mca_ratio": float(c["mca_ratio"])}
                                                        if c["mca_ratio"] is not None else {})  # fmt: skip
+        if c.get("mca_above_majority") is not None:  # without the cells at or below the majority-class rate
+            out["corruption_mca_above_majority"] = float(c["mca_above_majority"])
     # NOTE: one key, one meaning: per-epoch figures are logged at step=epoch under epoch_* / val_* keys, never these
     for key in ("params", "trainable_params", "gmacs", "infer_model_img_s", "infer_batch_size", "train_e2e_img_s",
                 "train_frozen_epochs", "epochs_run", "best_epoch", "wall_s", "train_wall_s", "val_near_best_epoch",

@@ -30,3 +30,26 @@ def test_a_run_cut_short_or_too_short_to_judge_did_not_converge():
         "plateau_gain_pt": -11.0,
         "plateau_window": 5,
     }
+
+
+def test_the_plateau_figure_is_the_mean_over_the_converged_window():
+    import numpy as np
+
+    from fer_bench.runner import plateau_figure
+
+    values = [10.0 + e for e in range(30)] + [40.0 + (e % 3) / 10 for e in range(20)]  # 50 epochs: window 10
+    got = plateau_figure(_history(values))
+    assert got == {"plateau_val_macro_f1": round(float(np.mean(values[-10:])), 4), "plateau_window": 10}
+    assert plateau_figure(_history([50, 60, 61, 62]))["plateau_val_macro_f1"] is None  # no window yet
+
+
+def test_a_choice_between_runs_of_different_lengths_compares_plateaus_not_peaks():
+    from fer_bench.runner import recipe_choice
+
+    long = _history([40.0] * 40 + [62.0] + [60.9] * 23)  # 64 epochs: peaked early, settled lower
+    short = _history([40.0] * 30 + [61.2] * 14)  # 44 epochs: flat at 61.2
+    got = recipe_choice({"long": long, "short": short})
+    assert got["figure"] == "plateau_val_macro_f1" and got["chosen"] == "short"  # the peak would pick "long"
+    assert got["values"]["long"] < got["values"]["short"]
+    same = recipe_choice({"a": long, "b": _history([40.0] * 40 + [61.0] * 24)})  # equal lengths: the peak decides
+    assert same["figure"] == "best_val_macro_f1" and same["chosen"] == "a"

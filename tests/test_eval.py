@@ -107,6 +107,15 @@ def test_eval_under_corruptions_writes_the_table_and_the_grid(trained, tmp_path)
     summary = got["corruptions"]
     assert summary["mca"] == pytest.approx(np.mean([r["top1"] for r in table]), abs=1e-4)
     assert summary["mca_ratio"] == pytest.approx(summary["mca"] / row["test"]["top1"], abs=1e-4)
+    # cells at or below the scored split's majority-class rate are marked; mCA is also given without them
+    labels = load_dataset("synthetic").labels[load_dataset("synthetic").split_indices("public")]
+    majority = np.bincount(labels).max() / len(labels) * 100
+    assert summary["majority_rate"] == pytest.approx(majority, abs=1e-4)
+    low = [r for r in table if r["top1"] <= majority]
+    assert [r["at_or_below_majority"] for r in table] == [r["top1"] <= majority for r in table]
+    assert summary["cells_at_or_below_majority"] == [f"{r['corruption']} {r['severity']}" for r in low]
+    above = [r["top1"] for r in table if r["top1"] > majority]
+    assert summary["mca_above_majority"] == (pytest.approx(np.mean(above), abs=1e-4) if above else None)
     assert len((folder / "corruptions.csv").read_text().splitlines()) == 1 + 4
     assert Image.open(folder / "corruptions.png").size == grid_size(2, 2) == (3 * GRID_CELL_PX, 2 * GRID_CELL_PX)
     # cross-check one cell by hand: the eye box (no random draw) over the whole test set at once, in one batch
@@ -276,3 +285,14 @@ def test_a_dataset_that_shares_no_class_is_one_exit_2_line(trained, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "none of which the dataset" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_mca_is_given_with_and_without_the_cells_at_or_below_the_majority_rate():
+    from fer_bench.evaluation import mca_summary
+
+    table = [{"corruption": "contrast", "severity": s, "top1": v} for s, v in enumerate([60.0, 40.0, 24.5, 18.0], 1)]
+    got = mca_summary(table, 24.5, clean_top1=64.0)
+    assert [r["at_or_below_majority"] for r in table] == [False, False, True, True]  # at the rate counts as below
+    assert got["cells_at_or_below_majority"] == ["contrast 3", "contrast 4"]
+    assert got["mca"] == pytest.approx(35.625) and got["mca_above_majority"] == pytest.approx(50.0)
+    assert got["mca_above_majority_ratio"] == pytest.approx(50.0 / 64.0, abs=1e-4)

@@ -332,3 +332,15 @@ def test_a_predictions_file_that_is_not_the_rows_is_an_error(tmp_path):
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(DataError, match="sha256"):
         lb.aggregate(lb.frame_from_rows(rows))
+
+
+def test_mca_is_shown_with_and_without_the_cells_at_or_below_the_majority_rate():
+    runs = _runs().assign(mca=48.8, mca_ratio=0.744, mca_above_majority=52.3)
+    md = lb.render(lb.aggregate(runs), "md")
+    cells = _md_cells(md)
+    assert cells["mCA % (corruptions) ↑"].startswith("48.80")
+    assert cells["mCA % without cells ≤ majority class ↑"].startswith("52.30")
+    assert "at or below the scored split's majority-class rate" in md
+    assert r"$\leq$" in lb.render(lb.aggregate(runs), "latex")
+    plain = lb.render(lb.aggregate(_runs()), "md")  # no corruption run: the extra column and note stay out
+    assert "majority class" not in plain

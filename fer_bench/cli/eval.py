@@ -129,5 +129,10 @@ def _print(row: dict) -> None:
               f"{t['n_shared']} samples; {t['n_lacking']} samples of a class the model lacks "
               f"({', '.join(x['lacking']) or 'none'}) count as errors in top-1")  # fmt: skip
     if c := row.get("corruptions"):
-        print(f"corruptions: mCA {c['mca']:.2f} ({c['mca_ratio']:.3f} of clean) · {', '.join(c['files'])}")
+        low = c.get("cells_at_or_below_majority", [])
+        above = "" if c.get("mca_above_majority") is None else f"{c['mca_above_majority']:.2f}"
+        rate = c.get("majority_rate", float("nan"))
+        print(f"corruptions: mCA {c['mca']:.2f} ({c['mca_ratio']:.3f} of clean); without the {len(low)} cell(s) at or "
+              f"below the majority-class rate {rate:.2f} % ({', '.join(low) or 'none'}): {above or '–'} · "
+              f"{', '.join(c['files'])}")  # fmt: skip
     print(f"row: {row['run_id']}/result.json", file=sys.stderr)

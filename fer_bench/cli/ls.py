@@ -36,11 +36,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["recipe", "version", "description"]))
         print(f"\n(from {RECIPE_DIR})")
     elif args.what == "corruptions":
-        from fer_bench.corruptions import CORRUPTIONS
+        from fer_bench.corruptions import CORRUPTIONS, PUBLISHED, RULES, format_params
 
-        rows = [(c.name, c.param, ", ".join(f"{v:g}" for v in c.params), "yes" if c.random else "no", c.description)
+        rows = [(c.name, c.param, format_params(c.params), format_params(c.published) if c.published else "–",
+                 RULES[c.rule][0], "yes" if c.random else "no", c.description)
                 for c in map(CORRUPTIONS.get, CORRUPTIONS.names(args.pattern))]  # fmt: skip
-        print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5", "random", "what"]))
+        print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5 at 48 px", "published at 32 px",
+                                      "rule", "random", "what"]))  # fmt: skip
+        print(f"\nPublished: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
+              "unchanged. Pixel parameters are for a 48-px face and scale with the image side.")
     elif args.what in PARTS:
         reg = PARTS[args.what]
         ordered = args.what == "augment-ops"  # in the order a batch goes through them
