@@ -186,22 +186,20 @@ def run_isolated(cfg: GridConfig, timeout: float) -> list[dict[str, Any]]:
     """:func:`measure_setting` in a fresh process (compile caches and allocator state do not carry over); a failure
     or a timeout becomes one row per part with an ``error``."""
     cmd = [sys.executable, "-m", "fer_bench.cpu_grid", json.dumps(asdict(cfg))]
-    head = {"model": cfg.model, "setting": cfg.setting.name, "precision": cfg.setting.precision,
-            "channels_last": cfg.setting.channels_last, "compile": "default" if cfg.setting.compiled else None}  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
     except subprocess.TimeoutExpired:
-        return [head | {"part": p, "status": "error", "note": f"timed out after {timeout:.0f} s"} for p in PARTS]
+        return skipped_rows(cfg, f"timed out after {timeout:.0f} s", status="error")
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return [head | {"part": p, "status": "error", "note": tail} for p in PARTS]
+        return skipped_rows(cfg, (proc.stderr.strip().splitlines() or ["no output"])[-1][:300], status="error")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def skipped_rows(cfg: GridConfig, note: str) -> list[dict[str, Any]]:
+def skipped_rows(cfg: GridConfig, note: str, status: str = "skipped") -> list[dict[str, Any]]:
+    """One row per part for a setting that was not measured (skipped, or failed: ``status`` "error")."""
     s = cfg.setting
     return [{"model": cfg.model, "part": p, "setting": s.name, "precision": s.precision,
-             "channels_last": s.channels_last, "compile": "default" if s.compiled else None, "status": "skipped",
+             "channels_last": s.channels_last, "compile": "default" if s.compiled else None, "status": status,
              "note": note} for p in PARTS]  # fmt: skip
 
 
@@ -295,7 +293,8 @@ def summary_markdown(rows: list[dict[str, Any]], conditions: dict[str, Any], fac
              f"window (a compiled setting's holds its compile). Ceiling share: achieved GFLOP/s over a large matmul "
              f"at the setting's precision in the same process.", "",
              f"Command: `{c['command']}`", ""]  # fmt: skip
-    head = "| model | setting | speed-up (IQR) | img/s (IQR) | baseline img/s (IQR) | first call s | ceiling share | note |"
+    head = ("| model | setting | speed-up (IQR) | img/s (IQR) | baseline img/s (IQR) | first call s | ceiling share "
+            "| note |")
     for part in PARTS:
         lines += [f"## {'Training step' if part == 'train' else 'Inference'}", "", head, "|---" * 8 + "|"]
         for r in (r for r in rows if r.get("part") == part):

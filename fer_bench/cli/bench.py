@@ -29,8 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-s", type=float, default=1.0, help="untimed warm-up before each timed loop, seconds")
     p.add_argument("--pairs", type=int, default=7, help="--data, --grid: interleaved pairs per ratio (>= 5)")
     p.add_argument("--grid", action="store_true",
-                   help="CPU settings grid: fp32/bf16 autocast x NCHW/channels_last x eager/compile, training (fast-48's "
-                        "step) and inference, each in interleaved pairs against fp32 NCHW eager; --steps per window")
+                   help="CPU settings grid: fp32/bf16 autocast x NCHW/channels_last x eager/compile, training "
+                        "(fast-48's step) and inference, in interleaved pairs against fp32 NCHW eager; --steps per "
+                        "window")
     p.add_argument("--grid-cap-s", type=float, default=600.0,
                    help="--grid: seconds of probes and pairs per setting; a part that would overrun it is skipped")
     p.add_argument("--data-batch-size", type=int, default=256, help="--data: batch size of the two data paths")
