@@ -4,9 +4,11 @@
 processor's capability facts (:class:`CpuCaps`) and of what `fer-bench bench --grid` measured on that processor class
 (:data:`MEASURED`), so a test can hand it a fake processor. The rule:
 
-1. Precision: bf16 autocast (``amp_bf16``) where the processor has bf16 instructions (``avx512_bf16`` or
-   ``amx_bf16``), unless the class's committed grid measured it slower than fp32; fp32 otherwise. NOTE: without bf16
-   instructions oneDNN emulates bf16, and a resnet18 training step at 48 px ran 10-35x slower than fp32.
+1. Precision: bf16 autocast (``amp_bf16``) only where the processor has bf16 instructions (``avx512_bf16`` or
+   ``amx_bf16``) AND its class has a committed entry whose grid measured bf16 >= 1.05x fp32 and whose accuracy check
+   (fast-48 resnet18, 3 seeds each way, paired hold-out macro-F1 difference with a lower bound above -1 pt) passed;
+   fp32 otherwise. Speed is measured, accuracy is shown: neither instructions nor a grid alone change the numbers.
+   NOTE: without bf16 instructions oneDNN emulates bf16 (a resnet18 training step at 48 px ran 10-35x slower).
 2. Memory format: channels_last where the class's committed grid shows the training step >= 1.05x faster with it at
    the chosen precision (median over the grid's families); NCHW otherwise, and where nothing was measured.
 3. Compile: the rule proposes a mode only where the committed grid measured >= 1.05x; otherwise none. A recipe's
@@ -72,6 +74,7 @@ class GridFacts:
 
     source: str  # the committed grid these figures come from (results/...)
     amp_bf16: float | None = None  # bf16 autocast, NCHW, eager
+    bf16_accuracy_ok: bool = False  # the hold-out accuracy check of amp_bf16 passed (its results folder in source)
     channels_last: dict[str, float] = field(default_factory=dict)  # precision → channels_last eager ratio
     compile: dict[str, float] = field(default_factory=dict)  # precision → compiled NCHW ratio
 
@@ -94,16 +97,23 @@ def cpu_choice(caps: CpuCaps, measured: dict[str, GridFacts] | None = None) -> C
     Example:
         >>> cpu_choice(CpuCaps(frozenset({"avx2", "fma"}))).precision
         'fp32'
-        >>> cpu_choice(CpuCaps(frozenset({"avx512f", "avx512_bf16"}))).precision
+        >>> cpu_choice(CpuCaps(frozenset({"avx512f", "avx512_bf16"}))).precision  # nothing measured yet
+        'fp32'
+        >>> bf16 = {"avx512_bf16": GridFacts("results/x", amp_bf16=1.4, bf16_accuracy_ok=True)}
+        >>> cpu_choice(CpuCaps(frozenset({"avx512f", "avx512_bf16"})), bf16).precision
         'amp_bf16'
     """
     facts = (MEASURED if measured is None else measured).get(caps.processor_class)
     if not caps.bf16:
         precision, why = "fp32", "no bf16 instructions"
-    elif facts is not None and facts.amp_bf16 is not None and facts.amp_bf16 < 1.0:
+    elif facts is None or facts.amp_bf16 is None:
+        precision, why = "fp32", "bf16 instructions, but no committed grid for this processor class"
+    elif facts.amp_bf16 < PAYS:
         precision, why = "fp32", f"bf16 instructions, but amp_bf16 measured {facts.amp_bf16:.2f}x ({facts.source})"
+    elif not facts.bf16_accuracy_ok:
+        precision, why = "fp32", f"amp_bf16 {facts.amp_bf16:.2f}x, hold-out accuracy check not passed ({facts.source})"
     else:
-        precision, why = "amp_bf16", "bf16 instructions"
+        precision, why = "amp_bf16", f"bf16 instructions, {facts.amp_bf16:.2f}x, accuracy checked ({facts.source})"
     cl = facts.channels_last.get(precision) if facts else None
     comp = facts.compile.get(precision) if facts else None
     channels_last = cl is not None and cl >= PAYS

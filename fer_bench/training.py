@@ -241,7 +241,7 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, torch.dtype | None]:
     """``auto`` → amp_bf16 on CUDA devices that support it; on CPU the rule of :func:`fer_bench.cpu_caps.cpu_choice`
-    (amp_bf16 only where the processor has bf16 instructions); fp32 elsewhere."""
+    (amp_bf16 only with bf16 instructions, a committed grid and a passed accuracy check); fp32 elsewhere."""
     if precision == "auto":
         if device.type == "cuda":
             precision = "amp_bf16" if torch.cuda.is_bf16_supported() else "fp32"

@@ -33,13 +33,20 @@ def test_auto_without_bf16_instructions_is_fp32(processor):
 
 @pytest.mark.parametrize("caps", [AVX512_BF16, AMX])
 def test_auto_with_bf16_instructions_is_the_rules_choice(processor, caps):
-    processor(caps)
+    processor(caps)  # instructions alone: nothing measured, nothing shown for accuracy -> fp32, NCHW
+    assert resolve_precision("auto", CPU) == ("fp32", None)
+    assert resolve_channels_last(None, CPU) is False
+    cls = caps.processor_class
+    processor(caps, {cls: GridFacts("results/x", amp_bf16=1.4)})  # faster, accuracy not yet checked
+    assert resolve_precision("auto", CPU) == ("fp32", None)
+    processor(caps, {cls: GridFacts("results/x", amp_bf16=1.4, bf16_accuracy_ok=True)})
     assert resolve_precision("auto", CPU) == ("amp_bf16", torch.bfloat16)
-    assert resolve_channels_last(None, CPU) is False  # nothing measured for the class: NCHW
+    processor(caps, {cls: GridFacts("results/x", amp_bf16=1.02, bf16_accuracy_ok=True)})  # below the 1.05x bar
+    assert resolve_precision("auto", CPU) == ("fp32", None)
 
 
 def test_channels_last_follows_the_committed_grid(processor):
-    grid = GridFacts("results/x", amp_bf16=1.35, channels_last={"amp_bf16": 1.08, "fp32": 1.02})
+    grid = GridFacts("results/x", amp_bf16=1.35, bf16_accuracy_ok=True, channels_last={"amp_bf16": 1.08, "fp32": 1.02})
     processor(AVX512_BF16, {"avx512_bf16": grid})
     assert resolve_precision("auto", CPU)[0] == "amp_bf16" and resolve_channels_last(None, CPU) is True
     processor(AVX2, {"avx2": GridFacts("results/x", channels_last={"fp32": 1.04})})
