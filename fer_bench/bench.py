@@ -52,7 +52,7 @@ def _stats(prefix: str, values: list[float]) -> dict[str, float]:
 def _setup(cfg: BenchConfig):
     import torch
 
-    from fer_bench.cost import count_params, gmacs
+    from fer_bench.cost import count_params, gmacs, step_flops
     from fer_bench.models import create_model
     from fer_bench.training import resolve_device, resolve_precision
 
@@ -60,6 +60,7 @@ def _setup(cfg: BenchConfig):
     _, amp_dtype = resolve_precision(cfg.precision, device)
     model, spec = create_model(cfg.model)
     info = count_params(model) | {"gmacs": gmacs(model, spec.in_chans, cfg.img_size)}
+    info |= step_flops(model, spec.in_chans, cfg.img_size, cfg.batch_size)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=fmt)
     if cfg.compile:
@@ -171,7 +172,23 @@ def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
         row |= _measure_train(cfg, s.train, s.spec, device, s.fmt)
     if "memory" in parts:
         row |= _peak_memory(s.train, device)
-    return row | _conditions(device)
+    return row | ceiling_share(row, cfg.precision, device) | _conditions(device)
+
+
+def ceiling_share(row: dict[str, Any], precision: str, device) -> dict[str, Any]:
+    """Achieved GFLOP/s of the timed parts of ``row`` (FLOPs per step × steps/s) and their share of a large matmul
+    measured on the same device and threads at the row's precision (bf16 or fp16 for autocast, else fp32)."""
+    import torch
+
+    from fer_bench.cost import matmul_ceiling
+
+    dtype = {"amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}.get(precision, torch.float32)
+    out = dict(matmul_ceiling(dtype, device=str(device)))
+    for part in ("infer", "train"):
+        if f"{part}_img_s_median" in row:
+            achieved = row[f"{part}_gflop_per_step"] * row[f"{part}_img_s_median"] / row["batch_size"]
+            out |= {f"{part}_gflops_median": achieved, f"{part}_ceiling_share": achieved / out["ceiling_gflops"]}
+    return out
 
 
 def steps_per_repeat(cfg: BenchConfig, part: str) -> int:

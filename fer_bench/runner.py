@@ -54,6 +54,7 @@ from fer_bench.training import (
     check_targets,
     compiled,
     ema_decay,
+    resolve_channels_last,
     resolve_device,
     resolve_precision,
 )
@@ -238,7 +239,7 @@ def _resolve_lrs(resolved: dict[str, Any], recipe: Recipe) -> None:
 def _context(recipe: Recipe, opts: RunOptions) -> tuple[str, engine.StepContext]:
     device = resolve_device(opts.device)
     precision, amp_dtype = resolve_precision(recipe.train.precision, device)
-    channels_last = recipe.train.channels_last if recipe.train.channels_last is not None else device.type == "cuda"
+    channels_last = resolve_channels_last(recipe.train.channels_last, device)
     return precision, engine.StepContext(device, amp_dtype, channels_last)
 
 

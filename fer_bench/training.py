@@ -277,9 +277,28 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, torch.dtype | None]:
-    """``auto`` → amp_bf16 on CUDA devices that support it, fp32 elsewhere (CPU AMP is slower on these machines)."""
+    """``auto`` → amp_bf16 on CUDA devices that support it; on CPU the rule of :func:`fer_bench.cpu_caps.cpu_choice`
+    (amp_bf16 only with bf16 instructions, a committed grid and a passed accuracy check); fp32 elsewhere."""
     if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "amp_bf16" if bf16 else "fp32"
+        if device.type == "cuda":
+            precision = "amp_bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        else:
+            precision = _cpu_choice().precision if device.type == "cpu" else "fp32"
     dtype = {"fp32": None, "amp_bf16": torch.bfloat16, "amp_fp16": torch.float16}[precision]
     return precision, dtype
+
+
+def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """``None`` (the recipe's default) → on for CUDA; on CPU where the rule of :func:`fer_bench.cpu_caps.cpu_choice`
+    finds it pays on this processor class; off elsewhere."""
+    if channels_last is not None:
+        return channels_last
+    if device.type == "cpu":
+        return _cpu_choice().channels_last
+    return device.type == "cuda"
+
+
+def _cpu_choice():
+    from fer_bench import cpu_caps
+
+    return cpu_caps.cpu_choice(cpu_caps.probe())

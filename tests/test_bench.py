@@ -49,6 +49,15 @@ def test_every_column_present_and_sane(bench_out):
             assert (df[f"{p}_iqr"] >= 0).all()
         for col in ("precision", "channels_last", "device_name", "torch", "threads", "gmacs", "git_sha"):
             assert col in df, col
+    # achieved GFLOP/s = FLOPs per step x steps/s, a share of the matmul ceiling measured in the same process
+    for df, part in ((infer, "infer"), (train, "train")):
+        for col in (f"{part}_gflop_per_step", f"{part}_gflops_median", "ceiling_gflops", f"{part}_ceiling_share"):
+            assert col in df and (df[col] > 0).all(), col
+        achieved = df[f"{part}_gflop_per_step"] * df[f"{part}_img_s_median"] / df["batch_size"]
+        assert ((df[f"{part}_gflops_median"] - achieved).abs() <= 0.01 * achieved).all()
+        share = df[f"{part}_gflops_median"] / df["ceiling_gflops"]
+        assert ((df[f"{part}_ceiling_share"] - share).abs() <= 0.01 * share).all()
+    assert (train["train_gflop_per_step"] > 2 * infer["infer_gflop_per_step"]).all()
     assert (infer["latency_ms_p90"] >= infer["latency_ms_median"]).all()
     assert (train["peak_mem_mb"] > 0).all()
     # end-to-end: the same training step fed by the real data path (synthetic set, batched augmentation)
@@ -121,3 +130,40 @@ def test_bench_figures_are_tracked(bench_out):
 def test_unknown_model_fails_before_measuring(tmp_path):
     res = fer_bench("bench", "--models", "resnet81", "--out", str(tmp_path), "--no-track")
     assert res.returncode == 2 and "resnet18" in res.stderr and not list(tmp_path.glob("*.csv"))
+
+
+def test_flop_counter_counts_a_depthwise_conv_by_hand():
+    """A depthwise 3x3 convolution, 8 channels, batch 2, 10x10 (padding 1): forward 2·N·C·k²·H·W FLOPs (each output
+    reads one input channel); backward: grad_input and grad_weight cost as much each. torch's own counter takes
+    grad_weight as dense (C times the work)."""
+    from fer_bench.cost import count_flops
+
+    n, c, hw, k = 2, 8, 10, 3
+    conv = torch.nn.Conv2d(c, c, k, padding=1, groups=c, bias=False)
+    forward = 2 * n * c * k * k * hw * hw
+    x = torch.randn(n, c, hw, hw, requires_grad=True)
+    assert count_flops(lambda: conv(x)) == forward == 28_800
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward  # forward, grad_input, grad_weight
+    x0 = torch.randn(n, c, hw, hw)  # an input without grad (the first layer's): no grad_input product
+    assert count_flops(lambda: conv(x0).sum().backward()) == 2 * forward
+    dense = torch.nn.Conv2d(c, 4, k, padding=1, bias=False)  # groups=1: 2·N·C_out·C_in·k²·H·W, 3x with backward
+    assert count_flops(lambda: dense(x).sum().backward()) == 3 * 2 * n * 4 * c * k * k * hw * hw
+
+
+def test_step_flops_of_a_model_scale_with_the_batch():
+    from fer_bench.cost import step_flops
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 7))
+    f = step_flops(model, 1, 8, 64)
+    conv, linear = 2 * 4 * 9 * 36, 2 * 144 * 7  # forward FLOPs of one image
+    assert f["infer_gflop_per_step"] == pytest.approx(64 * (conv + linear) / 1e9)
+    # backward: the conv's grad_weight (its input needs no grad), the linear's grad_input and grad_weight
+    assert f["train_gflop_per_step"] == pytest.approx(64 * (2 * conv + 3 * linear) / 1e9)
+
+
+def test_matmul_ceiling_is_measured_at_the_precision():
+    from fer_bench.cost import matmul_ceiling
+
+    c = matmul_ceiling(torch.float32, min_s=0.05, max_n=256)
+    assert c["ceiling_gflops"] > 0 and c["ceiling_matmul_n"] == 256 and c["ceiling_dtype"] == "float32"
+    assert matmul_ceiling(torch.float32, min_s=0.05, max_n=256) is c  # once per process

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fer_bench import predictions
+from fer_bench import cpu_caps, predictions
 from fer_bench.data import load_dataset
 from fer_bench.data.labels import SPLITS
 from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, sample_ids, weights_identity
@@ -157,9 +157,31 @@ def test_sample_ids_are_unique_among_identical_faces_and_follow_content_not_load
 
 @pytest.mark.parametrize("sets", [["train.precision=fp32"], ["train.channels_last=false"], ["input.img_size=null"],
                                   ["eval.batch_size=64"], ["eval.tta=[tencrop]"]])  # fmt: skip
-def test_settings_that_resolve_to_the_same_run_share_a_protocol(sets):
-    """On a CPU, precision auto is fp32 and channels_last null is false; simple_cnn's native size is 48."""
+def test_settings_that_resolve_to_the_same_run_share_a_protocol(sets, monkeypatch):
+    """On a CPU without bf16 instructions (and no committed grid), precision auto is fp32 and channels_last null is
+    false; simple_cnn's native size is 48."""
+    monkeypatch.setattr(cpu_caps, "probe", lambda: cpu_caps.CpuCaps(frozenset({"avx2"}), "AVX2", 2))
+    monkeypatch.setattr(cpu_caps, "MEASURED", {})
     data = load_dataset("synthetic")
     opts = RunOptions(out=None, device="cpu", progress=False)
     base = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)[0]
     assert run_protocol("simple_cnn", load_recipe("baseline", sets), data, opts)[0] == base
+
+
+def test_what_the_cpu_rule_resolves_is_in_the_protocol(monkeypatch):
+    """On a processor with bf16 instructions precision auto is the run that amp_bf16 names, not the fp32 one; a
+    channels_last that the rule turns on (from a committed grid) is in the hash too."""
+    bf16 = cpu_caps.CpuCaps(frozenset({"avx512f", "avx512_bf16"}), "AVX512", 2)
+    monkeypatch.setattr(cpu_caps, "probe", lambda: bf16)
+    monkeypatch.setattr(cpu_caps, "MEASURED", {})
+    data = load_dataset("synthetic")
+    opts = RunOptions(out=None, device="cpu", progress=False)
+    auto = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)
+    assert auto[1]["precision"] == "amp_bf16" and auto[1]["recipe"]["train"]["channels_last"] is False
+    assert auto[0] == run_protocol("simple_cnn", load_recipe("baseline", ["train.precision=amp_bf16"]), data, opts)[0]
+    assert auto[0] != run_protocol("simple_cnn", load_recipe("baseline", ["train.precision=fp32"]), data, opts)[0]
+    grid = cpu_caps.GridFacts("results/x", amp_bf16=1.3, channels_last={"amp_bf16": 1.2})
+    monkeypatch.setattr(cpu_caps, "MEASURED", {"avx512_bf16": grid})
+    fields = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)[1]
+    assert fields["recipe"]["train"]["channels_last"] is True
+    assert protocol_hash(fields) != auto[0]

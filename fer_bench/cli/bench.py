@@ -13,7 +13,8 @@ from fer_bench.recipes.schema import COMPILE_MODES, MIN_IMG_SIZE, PRECISIONS
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency, memory and cost (or the data path with --data)")
-    p.add_argument("--models", type=csv_list, default=["resnet18"], help="comma-separated models")
+    p.add_argument("--models", type=csv_list, default=None,
+                   help="comma-separated models (default: resnet18; with --grid the four families)")  # fmt: skip
     p.add_argument("--img-size", type=list_of(at_least(MIN_IMG_SIZE)), default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
     p.add_argument("--batch-size", type=at_least(1), default=64)
@@ -27,7 +28,13 @@ def add_parser(sub) -> None:
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
     p.add_argument("--warmup-s", type=at_least(0.0, float), default=1.0,
                    help="untimed warm-up before each timed loop, seconds")  # fmt: skip
-    p.add_argument("--pairs", type=at_least(5), default=7, help="--data: interleaved pairs per ratio (>= 5)")
+    p.add_argument("--pairs", type=at_least(5), default=7, help="--data, --grid: interleaved pairs per ratio (>= 5)")
+    p.add_argument("--grid", action="store_true",
+                   help="CPU settings grid: fp32/bf16 autocast x NCHW/channels_last x eager/compile, training "
+                        "(fast-48's step) and inference, in interleaved pairs against fp32 NCHW eager; --steps per "
+                        "window")
+    p.add_argument("--grid-cap-s", type=at_least(1.0, float), default=600.0,
+                   help="--grid: seconds of probes and pairs per setting; a part that would overrun it is skipped")
     p.add_argument("--data-batch-size", type=at_least(1), default=256, help="--data: batch size of the two data paths")
     p.add_argument("--window", type=list_of(at_least(1)), default=[60, 15], metavar="OURS,TV",
                    help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
@@ -48,10 +55,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from fer_bench.models import get_spec
 
-    for m in (*args.models, args.e2e_model):
+    for m in (*(args.models or []), args.e2e_model):
         get_spec(m)  # unknown names fail before any measuring
     if args.dataset != "none":
         check_data_args(args.dataset or ("fer2013" if args.data_dir else "synthetic"), args.data_dir)
+    if args.grid:
+        return _bench_grid(args)
     if args.data:
         from fer_bench.bench_data import run_data_bench
 
@@ -76,6 +85,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _bench_models(args)
 
 
+def _bench_grid(args: argparse.Namespace) -> int:
+    from fer_bench.cpu_grid import FAMILIES, GridConfig, Setting, run_grid
+    from fer_bench.models import get_spec
+
+    models = args.models or list(FAMILIES)
+    for m in models:
+        get_spec(m)  # unknown names fail before any measuring
+    if args.pairs < 5 or args.steps < 1 or args.grid_cap_s <= 0:
+        raise FerBenchError(f"--pairs {args.pairs}, --steps {args.steps}, --grid-cap-s {args.grid_cap_s}: --grid needs "
+                            "at least 5 pairs, 1 step and a positive cap, e.g. --pairs 5 --steps 4 --grid-cap-s 600")
+    if args.device not in ("auto", "cpu"):
+        raise FerBenchError(f"--device {args.device}: --grid measures CPU settings; leave --device out or use cpu")
+    say = lambda msg: print(f"bench --grid: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    for size in args.img_size:
+        base = GridConfig(models[0], Setting(), size, pairs=args.pairs, steps=args.steps, cap_s=args.grid_cap_s)
+        for path in run_grid(models, base, args.out, say).values():
+            print(f"written: {path}", file=sys.stderr)
+    return 0
+
+
 def _bench_models(args: argparse.Namespace) -> int:
     import pandas as pd
     from tabulate import tabulate
@@ -83,6 +112,7 @@ def _bench_models(args: argparse.Namespace) -> int:
     from fer_bench.bench import BenchConfig, csv_name, run_isolated
     from fer_bench.models import get_spec
 
+    args.models = args.models or ["resnet18"]
     for m in args.models:
         get_spec(m)  # unknown names fail before any measuring
     rows, cfg = [], None
@@ -102,7 +132,7 @@ def _bench_models(args: argparse.Namespace) -> int:
         raise FerBenchError(f"every measurement failed; first error: {rows[0].get('error')}")
     common = [c for c in ("model", "img_size", "batch_size", "batch_size_requested", "precision", "channels_last",
                           "compile", "device_name", "torch", "cuda", "cudnn", "threads", "warmup", "warmup_s", "steps",
-                          "repeats", "params", "gmacs")
+                          "repeats", "params", "gmacs", "ceiling_gflops", "ceiling_matmul_n", "ceiling_dtype")
               if c in df]  # fmt: skip
     infer = common + [c for c in df if c.startswith(("infer_", "latency_"))] + ["git_sha", "timestamp"]
     train = (

@@ -113,8 +113,8 @@ class TrainCfg:
     seed: int = 0
     early_stop_patience: int = 0  # epochs without a better validation macro-F1 before stopping; 0 = off
     early_stop_scope: str = "stage"  # "stage": an early stop ends its stage, later stages still run; "run": all
-    precision: str = "auto"  # auto: amp_bf16 on CUDA when supported, else fp32
-    channels_last: bool | None = None  # None: on for CUDA, off on CPU
+    precision: str = "auto"  # auto: amp_bf16 on CUDA when supported; on CPU by fer_bench.cpu_caps' rule
+    channels_last: bool | None = None  # None: on for CUDA; on CPU by fer_bench.cpu_caps' rule
     grad_clip: float | None = None
     # torch.compile mode for training and validation (one of COMPILE_MODES); None = eager. Checkpoints keep the
     # uncompiled module's keys. Not in the protocol hash: like the device, it changes speed, not what is computed.
