@@ -74,9 +74,10 @@ def test_repeating_a_seed_pair_changes_no_p_and_no_interval():
 
 def test_compare_and_the_leaderboard_give_one_p_and_repeats_change_neither(tmp_path):
     """Same pair of lines: one p from `compare` (either side first) and the leaderboard; the same p when each line's
-    one run is repeated as three seeds; the face order of the files does not matter."""
+    one run is repeated as three seeds; the face order of the files does not matter (a moderate effect, so that p is
+    not the permutation floor and a different face order would change it)."""
     y = _labels()
-    a, b = _pred(y, 0.66, 3), _pred(y, 0.60, 4)
+    a, b = _pred(y, 0.58, 3), _pred(y, 0.60, 4)
     ps = []
     for seeds, tag in (([0], "one"), ([0, 1, 2], "three")):
         (tmp_path / tag).mkdir()
@@ -87,6 +88,7 @@ def test_compare_and_the_leaderboard_give_one_p_and_repeats_change_neither(tmp_p
         ps += [agg.loc["other", "p_vs_best"]]
         ps += [_compare(tmp_path, x, z)["paired"]["test"]["macro_f1"]["p"] for x, z in ((other, best), (best, other))]
     assert len(set(ps)) == 1, ps
+    assert 0.05 < ps[0] < 0.5
     assert ps[0] == stats.paired_test(y, b, a, 7)["macro_f1"]["p"]
 
 
