@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -130,6 +131,30 @@ def test_unequal_seed_lists_are_not_truncated(tmp_path):
     agg = _board(rows)
     assert agg.loc["other", "p_vs_best"] == stats.paired_test(y, np.stack(other), np.stack(best), 7)["macro_f1"]["p"]
     assert agg.loc["other", "sig"] == "<"  # with the third seed; its first two alone are close to the best
+
+
+def test_vs_best_adds_the_seeds_welch_interval_when_both_lines_have_several_seeds(tmp_path):
+    """The mark and face interval hold the trained runs fixed; the seeds' Welch t interval of the per-seed macro-F1
+    difference (as `compare` gives it) is the seed-to-seed part: in the CSV columns and the cell, NaN for one seed."""
+    y = _labels()
+    best, other, single = [_pred(y, 0.68, 60 + s) for s in range(2)], [_pred(y, 0.64, 70 + s) for s in range(3)], [
+        _pred(y, 0.62, 80)]  # fmt: skip
+    rows = [_run(tmp_path, f"{m}{s}", p, y, model=m, seed=s) for m, ps in (("best", best), ("other", other),
+            ("single", single)) for s, p in enumerate(ps)]  # fmt: skip
+    agg = _board(rows)
+    f1 = [[skm.f1_score(y, p, average="macro", labels=range(7), zero_division=0) * 100 for p in ps] for ps in (other,
+          best)]  # fmt: skip
+    ref = sst.ttest_ind(*f1, equal_var=False).confidence_interval(0.95)
+    lo, hi = agg.loc["other", "vs_best_seeds_lo"], agg.loc["other", "vs_best_seeds_hi"]
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    cell = agg.loc["other", "vs_best"]
+    assert f"seeds {lo:+.1f}, {hi:+.1f})".replace("-", "−") in cell and cell.endswith(agg.loc["other", "sig"])
+    assert np.isnan(agg.loc["single", "vs_best_seeds_lo"]) and np.isnan(agg.loc["single", "vs_best_seeds_hi"])
+    assert "seeds" not in agg.loc["single", "vs_best"]
+    csv = pd.read_csv(io.StringIO(lb.render(agg.reset_index(), "csv")))
+    assert {"vs_best_seeds_lo", "vs_best_seeds_hi"} <= set(csv.columns)
+    note = lb.render(agg.reset_index(), "md")
+    assert "seed-to-seed" in note and "before Holm's correction" in note
 
 
 def test_a_lone_line_shows_a_dash_and_lines_on_other_faces_show_na(tmp_path):
