@@ -9,8 +9,8 @@ an error, never a silent skip):
 - ``ece`` (15 equal-width bins, %), ``nll``, ``brier``, and after temperature scaling fitted on the validation
   hold-out's predictions (``ece_ts``, ``nll_ts``, ``brier_ts``, ``temperature``) when the runs wrote them: the
   mean over seeds.
-- ``vs_best`` (shown; numbers in ``vs_best_diff``, ``vs_best_lo``, ``vs_best_hi``, ``p_vs_best``,
-  ``p_vs_best_mc_se``, ``p_vs_best_holm``, ``sig``): within each (dataset, trained-on dataset, split) every line is
+- ``vs_best`` (shown; numbers in ``vs_best_diff``, ``vs_best_lo``, ``vs_best_hi``, ``vs_best_seeds_lo``,
+  ``vs_best_seeds_hi``, ``p_vs_best``, ``p_vs_best_mc_se``, ``p_vs_best_holm``, ``sig``): within each (dataset, trained-on dataset, split) every line is
   compared with the best (rank 1) on macro-F1, the ranking figure: the difference line − best of the seeds' means
   with the 95 % paired face-bootstrap interval, and the p of the project's one test
   (:func:`fer_bench.stats.paired_test`: a paired permutation test on the seed-averaged per-face predictions, the
@@ -18,9 +18,12 @@ an error, never a silent skip):
   α = :data:`fer_bench.stats.ALPHA` for the mark: ``≈`` not significantly different from the best, ``<``
   significantly below it; ``best`` for the best line, ``—`` for a line alone in its split (nothing to test),
   ``n/a`` where the lines cannot be compared (no predictions file, other faces). Lines are compared on all their
-  seeds, whatever seeds the other line has.
-- ``vs_best_mde``: the smallest macro-F1 difference the test detects in that split (α = 0.05, power 0.8):
-  :func:`fer_bench.stats.minimum_detectable_effect` of the median paired-bootstrap standard error of the split's
+  seeds, whatever seeds the other line has. The mark and the face interval hold the trained runs fixed; when both
+  lines have several seeds, ``vs_best_seeds_lo`` / ``vs_best_seeds_hi`` (also in the cell) are Welch's t interval of
+  the difference of their per-seed macro-F1 (:func:`fer_bench.stats.seed_difference`, as ``compare``), the
+  seed-to-seed part; NaN otherwise.
+- ``vs_best_mde``: the smallest macro-F1 difference the test detects in that split (α = 0.05 per comparison,
+  before Holm's correction, power 0.8): :func:`fer_bench.stats.minimum_detectable_effect` of the median paired-bootstrap standard error of the split's
   differences to the best line; the table's note states it once per split.
 
 Lines without predictions get "–" and a reason that the table's note repeats.
@@ -45,7 +48,7 @@ CSV = {  # a shown column → its CSV columns (numbers, not text)
     "macro_f1_ci": ["macro_f1_ci_lo", "macro_f1_ci_hi", "macro_f1_seeds_ci_lo", "macro_f1_seeds_ci_hi"],
     "ece": ["ece", "ece_ci_lo", "ece_ci_hi", "nll", "brier"],
     "ece_ts": ["ece_ts", "ece_ts_ci_lo", "ece_ts_ci_hi", "nll_ts", "brier_ts", "temperature"],
-    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "sig", "p_vs_best", "p_vs_best_mc_se", "p_vs_best_holm",
+    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "vs_best_seeds_lo", "vs_best_seeds_hi", "sig", "p_vs_best", "p_vs_best_mc_se", "p_vs_best_holm",
                 "vs_best_mde"],
 }
 HEADERS = {"top1_ci": "top-1 95 % CI", "macro_f1_ci": "macro-F1 95 % CI", "ece": "ECE %", "nll": "NLL",
@@ -135,7 +138,8 @@ def add_columns(frame: pd.DataFrame, agg: pd.DataFrame, keys: Sequence[str]) -> 
 
 
 MARKS = {"vs_best": None, "sig": None, "p_vs_best": np.nan, "p_vs_best_mc_se": np.nan, "p_vs_best_holm": np.nan,
-         "vs_best_diff": np.nan, "vs_best_lo": np.nan, "vs_best_hi": np.nan, "vs_best_mde": np.nan}  # fmt: skip
+         "vs_best_diff": np.nan, "vs_best_lo": np.nan, "vs_best_hi": np.nan, "vs_best_seeds_lo": np.nan,
+         "vs_best_seeds_hi": np.nan, "vs_best_mde": np.nan}  # fmt: skip
 
 
 def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.DataFrame:
@@ -163,9 +167,12 @@ def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.Dat
 
 
 def _cell(r: dict, sig: str) -> str:
-    """``−1.2 (−2.9, +0.4) ≈``: the difference to the best line, its interval and the mark."""
-    diff, lo, hi = (f"{r[k]:+.1f}".replace("-", "−") for k in ("vs_best_diff", "vs_best_lo", "vs_best_hi"))
-    return f"{diff} ({lo}, {hi}) {sig}"
+    """``−1.2 (−2.9, +0.4; seeds −4.1, +1.7) ≈``: the difference to the best line, its face interval, the seeds'
+    interval when both lines have several seeds, and the mark."""
+    diff, lo, hi, s_lo, s_hi = (f"{r[k]:+.1f}".replace("-", "−") for k in ("vs_best_diff", "vs_best_lo", "vs_best_hi",
+                                                                              "vs_best_seeds_lo", "vs_best_seeds_hi"))
+    seeds = "" if np.isnan(r["vs_best_seeds_lo"]) else f"; seeds {s_lo}, {s_hi}"
+    return f"{diff} ({lo}, {hi}{seeds}) {sig}"
 
 
 def _vs_best(best: dict[int, comparison.Side], other: dict[int, comparison.Side]) -> dict[str, float] | None:
@@ -179,8 +186,10 @@ def _vs_best(best: dict[int, comparison.Side], other: dict[int, comparison.Side]
         return None
     r = comparison.paired(sa, sb, calibration_too=False)
     d, t = r["bootstrap"]["macro_f1"], r["test"]["macro_f1"]
-    return {"vs_best_diff": d["diff"], "vs_best_lo": d["lo"], "vs_best_hi": d["hi"], "p_vs_best": t["p"],
-            "p_vs_best_mc_se": t["mc_se"], "_se": d["se"]}  # fmt: skip
+    seeds = r.get("seeds", {}).get("macro_f1", {"lo": np.nan, "hi": np.nan})  # both lines of ≥ 2 seeds only
+    return {"vs_best_diff": d["diff"], "vs_best_lo": d["lo"], "vs_best_hi": d["hi"], "vs_best_seeds_lo": seeds["lo"],
+            "vs_best_seeds_hi": seeds["hi"], "p_vs_best": t["p"], "p_vs_best_mc_se": t["mc_se"],
+            "_se": d["se"]}  # fmt: skip
 
 
 def note(agg: pd.DataFrame) -> str:
@@ -193,7 +202,9 @@ def note(agg: pd.DataFrame) -> str:
             f"test on seed-averaged per-face predictions ({stats.N_PERM} rounds, two-sided, p and its Monte Carlo "
             f"error in the CSV; the same p as `fer-bench compare`), Holm-corrected over the split's lines at α = "
             f"{ALPHA}: ≈ not significantly different, < significantly below, — alone in its split, n/a not "
-            "comparable.")  # fmt: skip
+            "comparable. The mark and the face interval hold the trained runs fixed; where both lines have several "
+            "seeds, the cell adds the seeds' Welch t 95 % interval of the difference of their per-seed macro-F1 (as "
+            "`fer-bench compare`), the seed-to-seed part.")  # fmt: skip
     text += _mde_note(agg)
     if "predictions_note" in agg:
         missing = agg.dropna(subset=["predictions_note"])
@@ -215,7 +226,8 @@ def _mde_note(agg: pd.DataFrame) -> str:
         trained = r.get("train_dataset")
         other = f" (trained on {trained})" if pd.notna(trained) and trained != r.get("dataset") else ""
         parts.append(f"{r.get('dataset')}{other} {r.get('split')} {r['vs_best_mde']:.1f} pt")
-    return (f" Smallest macro-F1 difference the test detects at this test-set size (α = {ALPHA}, power "
+    return (f" Smallest macro-F1 difference the test detects at this test-set size (α = {ALPHA} per comparison, "
+            f"before Holm's correction, power "
             f"{stats.POWER}; {stats.minimum_detectable_effect(1.0):.2f} × the median paired-bootstrap standard error "
             f"of the split's differences to the best line): {', '.join(parts)}.")  # fmt: skip
 

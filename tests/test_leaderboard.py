@@ -318,7 +318,7 @@ def test_the_new_columns_and_the_note_in_every_format(tmp_path):
         assert col in csv, col
     added = [c for c in csv.columns if any(c in cs for cs in leaderboard_stats.CSV.values())]
     assert csv.columns[-len(added) :].tolist() == added  # after the old ones
-    assert added[-8:] == leaderboard_stats.CSV["vs_best"]
+    assert added[-10:] == leaderboard_stats.CSV["vs_best"]
     latex, html = lb.render(agg, "latex"), lb.render(agg, "html")
     assert r"macro-F1 $-$ best" in latex and "% 95 % CI" in latex and "≈" not in latex.split("\n% ")[0]
     assert "top-1 95 % CI" in html and "<p>95 % CI" in html and "Holm" in html

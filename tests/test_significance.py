@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -74,9 +75,10 @@ def test_repeating_a_seed_pair_changes_no_p_and_no_interval():
 
 def test_compare_and_the_leaderboard_give_one_p_and_repeats_change_neither(tmp_path):
     """Same pair of lines: one p from `compare` (either side first) and the leaderboard; the same p when each line's
-    one run is repeated as three seeds; the face order of the files does not matter."""
+    one run is repeated as three seeds; the face order of the files does not matter (a moderate effect, so that p is
+    not the permutation floor and a different face order would change it)."""
     y = _labels()
-    a, b = _pred(y, 0.66, 3), _pred(y, 0.60, 4)
+    a, b = _pred(y, 0.58, 3), _pred(y, 0.60, 4)
     ps = []
     for seeds, tag in (([0], "one"), ([0, 1, 2], "three")):
         (tmp_path / tag).mkdir()
@@ -87,6 +89,7 @@ def test_compare_and_the_leaderboard_give_one_p_and_repeats_change_neither(tmp_p
         ps += [agg.loc["other", "p_vs_best"]]
         ps += [_compare(tmp_path, x, z)["paired"]["test"]["macro_f1"]["p"] for x, z in ((other, best), (best, other))]
     assert len(set(ps)) == 1, ps
+    assert 0.05 < ps[0] < 0.5
     assert ps[0] == stats.paired_test(y, b, a, 7)["macro_f1"]["p"]
 
 
@@ -128,6 +131,30 @@ def test_unequal_seed_lists_are_not_truncated(tmp_path):
     agg = _board(rows)
     assert agg.loc["other", "p_vs_best"] == stats.paired_test(y, np.stack(other), np.stack(best), 7)["macro_f1"]["p"]
     assert agg.loc["other", "sig"] == "<"  # with the third seed; its first two alone are close to the best
+
+
+def test_vs_best_adds_the_seeds_welch_interval_when_both_lines_have_several_seeds(tmp_path):
+    """The mark and face interval hold the trained runs fixed; the seeds' Welch t interval of the per-seed macro-F1
+    difference (as `compare` gives it) is the seed-to-seed part: in the CSV columns and the cell, NaN for one seed."""
+    y = _labels()
+    best, other, single = [_pred(y, 0.68, 60 + s) for s in range(2)], [_pred(y, 0.64, 70 + s) for s in range(3)], [
+        _pred(y, 0.62, 80)]  # fmt: skip
+    rows = [_run(tmp_path, f"{m}{s}", p, y, model=m, seed=s) for m, ps in (("best", best), ("other", other),
+            ("single", single)) for s, p in enumerate(ps)]  # fmt: skip
+    agg = _board(rows)
+    f1 = [[skm.f1_score(y, p, average="macro", labels=range(7), zero_division=0) * 100 for p in ps] for ps in (other,
+          best)]  # fmt: skip
+    ref = sst.ttest_ind(*f1, equal_var=False).confidence_interval(0.95)
+    lo, hi = agg.loc["other", "vs_best_seeds_lo"], agg.loc["other", "vs_best_seeds_hi"]
+    assert (lo, hi) == pytest.approx((ref.low, ref.high), rel=1e-9)
+    cell = agg.loc["other", "vs_best"]
+    assert f"seeds {lo:+.1f}, {hi:+.1f})".replace("-", "−") in cell and cell.endswith(agg.loc["other", "sig"])
+    assert np.isnan(agg.loc["single", "vs_best_seeds_lo"]) and np.isnan(agg.loc["single", "vs_best_seeds_hi"])
+    assert "seeds" not in agg.loc["single", "vs_best"]
+    csv = pd.read_csv(io.StringIO(lb.render(agg.reset_index(), "csv")))
+    assert {"vs_best_seeds_lo", "vs_best_seeds_hi"} <= set(csv.columns)
+    note = lb.render(agg.reset_index(), "md")
+    assert "seed-to-seed" in note and "before Holm's correction" in note
 
 
 def test_a_lone_line_shows_a_dash_and_lines_on_other_faces_show_na(tmp_path):

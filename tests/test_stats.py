@@ -255,6 +255,16 @@ def test_the_permutation_test_of_top1_is_mcnemars_exact_test(a_only, b_only):
     assert 0 < p["macro_f1"]["p"] <= 1
 
 
+def test_the_exact_top1_p_of_several_seeds_is_accurate_far_below_double_precision():
+    """Two seeds of A right on every face (one of them on the even faces only), B's one seed never: every per-face
+    difference is positive (2 or 1), so only all-plus or all-minus signs reach the observed sum, p = 2 / 2^n."""
+    n = 100
+    y = np.zeros(n, np.int64)
+    a = np.stack([y, np.where(np.arange(n) % 2 == 0, 0, 1)])
+    p = stats.paired_test(y, a, np.full(n, 2), 3)["top1"]["p"]
+    assert p == pytest.approx(2.0**-99, rel=1e-9, abs=0)  # ≈ 1.6e-30: an FFT convolution has noise of ~1e-16
+
+
 def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
     from fer_bench import predictions
     from fer_bench.plots import save_reliability
