@@ -415,7 +415,8 @@ def _table(table: layout.Table, fmt: str) -> str:
         return f"\\noindent\\textbf{{{_latex_escape(table.heading)}}}\\par\n" + _latex_symbols(text)
     if fmt == "html":
         return f'<p class="heading"><strong>{html.escape(table.heading)}</strong></p>\n{text}'
-    return f"**{table.heading}**\n\n{_without_outer_pipes(text)}"
+    heading = textwrap.fill(f"**{table.heading}**", WIDTH, break_long_words=False, break_on_hyphens=False)
+    return f"{heading}\n\n{_without_outer_pipes(text)}"
 
 
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -444,7 +445,8 @@ def _latex_escape(text: str) -> str:
 def _latex_symbols(text: str) -> str:
     """Plain-LaTeX symbols, so the table compiles without unicode-math."""
     for a, b in (("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‡", r"$\ddagger$"),
-                 ("≈", r"$\approx$"), ("†", r"$\dagger$"), ("−", "-")):  # fmt: skip
+                 ("≈", r"$\approx$"), ("†", r"$\dagger$"), ("−", "-"),
+                 ("Δ", r"$\Delta$")):  # fmt: skip
         text = text.replace(a, b)
     return text
 

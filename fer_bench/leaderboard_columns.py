@@ -37,7 +37,8 @@ PUBLISHED_MORE = ["epochs", "trained_on", "params_shown", "source"]  # the prove
 HEADERS = {"weights_kind": "weights", "epochs_shown": "epochs", "top1_pm": "top-1 % ↑", "macro_f1_pm": "macro-F1 ↑",
            "to_best": "Δ best", "params_shown": "params ↓", "infer_shown": "img/s ↑",
            "convergence": "converged",
-           "source_recipe": "recipe", "trained_on": "trained on"}  # fmt: skip
+           "source_recipe": "recipe", "trained_on": "trained on", "top1_shared": "shared top-1 %",
+           "n_lacking": "lacked faces"}  # fmt: skip
 CONVERGED, NOT_CONVERGED, SNAPSHOT = "converged", "not converged", "snapshot, not converged"
 # NOTE: fer_bench.runner.plateau judges a run on its last max(5, 20 %) epochs against the ones before them: a run of
 # at most this many epochs has no verdict (a snapshot). Rows from before the verdict was recorded are judged so too.
@@ -49,6 +50,8 @@ CONVERGENCE_NOTE = {
     SNAPSHOT: f"snapshot, not converged: {SNAPSHOT_EPOCHS} epochs or fewer, too few to judge; a snapshot, not a "
               "result",
 }  # fmt: skip
+CROSS_NOTE = ("A model trained on another dataset: macro-F1 over the classes both datasets have; shared top-1: top-1 on "
+              "those classes' faces; lacked faces: test faces of classes the model lacks (always wrong).")  # fmt: skip
 TO_BEST_NOTE = ("±: half-width of the 95 % interval (one decimal: the intervals are wider than a point). Δ best: "
                 "macro-F1 minus that of the table's best line; ≈: not significantly different from it, <: "
                 "significantly below it (the test is described below).")  # fmt: skip
@@ -251,4 +254,6 @@ def notes(agg: pd.DataFrame) -> list[str]:
     marked = [CONVERGENCE_NOTE[s] for s in (NOT_CONVERGED, SNAPSHOT) if s in found]
     if marked:
         out.append(f"{MARK} " + "; ".join(marked) + ".")
+    if "train_dataset" in agg and (agg["train_dataset"].notna() & (agg["train_dataset"] != agg["dataset"])).any():
+        out.append(CROSS_NOTE)
     return out

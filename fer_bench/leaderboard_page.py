@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from fer_bench import leaderboard as lb
+from fer_bench import leaderboard_columns as layout
 from fer_bench import leaderboard_stats, page_figures
 from fer_bench.errors import DataError, FerBenchError
 
@@ -97,7 +98,7 @@ def render(
     shown = lb.with_published(measured) if published else measured
     runs = _runs(frame)
     sections = [
-        ("table", "Ranking", _table(shown, lb.layout.groups(columns, per_class=per_class))),
+        ("table", "Ranking", _table(shown, layout.groups(columns, per_class=per_class))),
         ("conditions", "Conditions", _conditions(agg, shown, source)),
         ("pareto", "Accuracy against throughput (Pareto)", _pareto(agg)),
         ("per-class", "Per-class F1", _heatmap(shown)),
@@ -188,8 +189,8 @@ def _header(col: str) -> str:
 def _table(shown: pd.DataFrame, names: list[str]) -> str:
     """The lines as the other formats draw them: one sortable table per (dataset, trained on, split), each under its
     heading line; the notes follow the tables."""
-    tables = [_one_table(t, i) for i, t in enumerate(lb.layout.tables(shown, names, lb._ranks(shown)))]
-    notes = lb.layout.notes(shown) + [lb.INFER_NOTE]
+    tables = [_one_table(t, i) for i, t in enumerate(layout.tables(shown, names, lb._ranks(shown)))]
+    notes = layout.notes(shown) + [lb.INFER_NOTE]
     return (
         '<p class="hint">Click a header to sort (again to reverse); blanks stay last.</p>\n'
         + "\n".join(tables)
@@ -198,7 +199,7 @@ def _table(shown: pd.DataFrame, names: list[str]) -> str:
 
 
 def _one_table(table, index: int) -> str:
-    keys = [lb.layout.DERIVED.get(c, c) for c in table.columns]  # ?sort= takes the number's own key: top1, not top1_pm
+    keys = [layout.DERIVED.get(c, c) for c in table.columns]  # ?sort= takes the number's own key: top1, not top1_pm
     head = ['<th data-key="rank">#</th>'] + [f'<th data-key="{esc(k)}">{esc(_header(c))}</th>'
                                              for c, k in zip(table.columns, keys, strict=True)]  # fmt: skip
     body = []
@@ -208,8 +209,8 @@ def _one_table(table, index: int) -> str:
         cells = [f'<td data-v="{rank}">{rank}</td>' if rank.isdigit() else f'<td data-blank="1">{esc(rank)}</td>']
         cells += [_td(r, c, pub) for c in table.columns]
         status = r.get("convergence")
-        cls = "published" if pub else "measured" + (" not-converged" if status in lb.layout.CONVERGENCE_NOTE else "")
-        title = f' title="{esc(status)}"' if status in lb.layout.CONVERGENCE_NOTE else ""
+        cls = "published" if pub else "measured" + (" not-converged" if status in layout.CONVERGENCE_NOTE else "")
+        title = f' title="{esc(status)}"' if status in layout.CONVERGENCE_NOTE else ""
         body.append(f'<tr class="{cls}"{title}>{"".join(cells)}</tr>')
     return (
         f'<h3 class="table-heading">{esc(table.heading)}</h3>\n'
@@ -219,12 +220,12 @@ def _one_table(table, index: int) -> str:
 
 
 def _td(r: pd.Series, c: str, pub: bool) -> str:
-    text, v = lb._cell(r, c), _sort_value(r, lb.layout.DERIVED.get(c, c))
+    text, v = lb._cell(r, c), _sort_value(r, layout.DERIVED.get(c, c))
     text_html = f'{esc(text)} <span class="badge">published</span>' if c == "model" and pub else esc(text)
     attrs = f' data-v="{v}"' if v is not None else ""
     if c in WRAPPED:
         attrs += ' class="wrap"'
-    if c == "epochs_shown" and lb.layout.MARK in text:  # a line that did not converge
+    if c == "epochs_shown" and layout.MARK in text:  # a line that did not converge
         attrs += ' class="nc"'
     mark = text if c == "sig" else text.split()[-1] if c == "to_best" else None
     if mark in SIG_CLASS:
@@ -261,7 +262,7 @@ def _line_name(r: pd.Series) -> str:
 
 
 def _heatmap(shown: pd.DataFrame) -> str:
-    classes = lb.layout.GROUPS["per-class"](shown)
+    classes = layout.GROUPS["per-class"](shown)
     if not classes:
         return _missing("No row has per-class F1 scores.")
     have = shown[shown[classes].notna().any(axis=1)]

@@ -228,10 +228,10 @@ def test_a_model_scored_on_another_dataset_is_a_line_of_its_own_ranked_apart():
     assert table.count("**ferplus · private split") == table.count("**ferplus · trained on fer2013 · private") == 1
     cross_line = _md_cells(table.split("**ferplus · trained on fer2013 · private split")[1])  # a table of its own
     assert cross_line["model"] == "resnet18"
-    assert cross_line["top-1 % (shared classes' faces) ↑"] == "67.30"
-    assert cross_line["faces of classes the model lacks"] == "16"
+    assert cross_line["shared top-1 % ↑"] == "67.30" and cross_line["lacked faces"] == "16"
+    assert "lacked faces: test faces of classes the model lacks" in table
     plain = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows(rows[:1])), "md"))
-    assert "trained on" not in plain and "faces of classes the model lacks" not in plain  # only where there are any
+    assert "trained on" not in plain and "lacked faces" not in plain  # only where there are any
 
 
 def test_published_fer2013_figures_stand_only_beside_fer2013_lines():
@@ -476,3 +476,15 @@ def test_the_default_leaderboard_of_the_committed_converged_rows_fits_120_column
 def test_the_committed_snapshot_tables_say_they_are_snapshots(name):
     text = (Path(__file__).resolve().parents[1] / "results" / "fer2013-cpu" / name).read_text()
     assert "snapshot, not converged" in text
+
+
+def test_the_cli_takes_column_groups_and_refuses_an_unknown_one_in_one_line(capsys):
+    from fer_bench.cli import main
+
+    runs = str(Path(__file__).resolve().parents[1] / "results" / "fer2013-cpu" / "runs")
+    assert main(["leaderboard", "--from-results", runs, "--columns", "cost,robustness"]) == 0
+    head = _md_lines(capsys.readouterr().out)[0]
+    assert "train img/s (run, end-to-end) ↑" in head and "mCA / clean ↑" in head and "ECE" not in head
+    assert main(["leaderboard", "--from-results", runs, "--columns", "cots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Did you mean 'cost'?" in err
