@@ -15,15 +15,20 @@ model-only figures with their batch size and memory format.
 
 from __future__ import annotations
 
+import html
 import json
-from collections.abc import Iterable
+import re
+import textwrap
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import tabulate as tabulate_module
 from tabulate import tabulate
 
-from fer_bench import leaderboard_stats, parts
+from fer_bench import leaderboard_columns as layout
+from fer_bench import leaderboard_stats
 from fer_bench.comparison import macro_classes
 from fer_bench.errors import DataError
 from fer_bench.metrics import HIGHER_IS_BETTER
@@ -37,7 +42,7 @@ DESCRIBE = ["recipe", "img_size", "epochs", "weights", "precision"]
 # Lines are ranked (and marked ≈ best) within a group: a model scored on another dataset than it was trained on
 # (`fer-bench eval --dataset`, its macro-F1 over the shared classes) is never ranked against the dataset's own rows.
 RANK_GROUP = ["dataset", "train_dataset", "split"]
-CROSS = ["top1_shared", "n_lacking"]  # cross-dataset lines: top-1 on the shared classes' faces, faces of lacked classes
+CROSS = layout.CROSS
 METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
            "train_min", "val_near_best_min", "mca", "mca_ratio", "mca_above_majority", *CROSS]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
@@ -45,8 +50,9 @@ SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
 HEADERS = {
     "model": "model", "recipe": "recipe", "dataset": "dataset", "split": "split", "img_size": "px",
     "epochs": "epochs", "weights": "weights", "precision": "precision", "top1": "top-1 %", "macro_f1": "macro-F1",
-    "weighted_f1": "weighted-F1", "params_m": "params (M)", "gmacs": "GMACs",
-    "infer_model_img_s": "infer img/s (run, model-only, b64)", "train_e2e_img_s": "train img/s (run, end-to-end)",
+    "weighted_f1": "weighted-F1", "params_m": "params M", "gmacs": "GMACs",
+    "infer_model_img_s": "infer img/s (run, model-only, b64)",
+    "train_e2e_img_s": "train img/s (run, end-to-end)",
     "train_min": "train min (on its device)", "val_near_best_min": "min to val within 0.5 pt of best",
     "bench_infer_img_s": "bench infer img/s", "bench_train_img_s": "bench train img/s",
     "bench_conditions": "bench conditions", "device_name": "device", "protocol_hash": "protocol", "seeds": "seeds",
@@ -54,8 +60,9 @@ HEADERS = {
     "mca_above_majority": "mCA % without cells ≤ majority class",
     "top1_shared": "top-1 % (shared classes' faces)", "n_lacking": "faces of classes the model lacks",
 }  # fmt: skip
-HEADERS |= leaderboard_stats.HEADERS  # intervals, calibration, significance (from the predictions files)
+HEADERS |= leaderboard_stats.HEADERS | layout.HEADERS  # statistics (from the predictions files), shown-only columns
 FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
+WIDTH = 120  # the terminal the default table fits: notes wrap at it too
 PUBLISHED_DATASET = "fer2013"  # every row of fer_bench/configs/published.yaml is a FER2013 figure
 FROZEN_NOTE = "‡ training img/s includes epochs with frozen parameters (their backward pass is shorter)."
 MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruption suite (`fer-bench eval "
@@ -64,13 +71,10 @@ MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruptio
             "--corruption-runs).")
 MCA_MAJORITY_NOTE = (" mCA without cells ≤ majority class: the same mean leaving out every cell whose top-1 is at or "
                      "below the scored split's majority-class rate (a collapse to one class, not a graded loss).")
+INFER_NOTE = ("img/s: the run's own inference throughput, model only, batch 64, on the heading's device; params: "
+              "millions of parameters (M).")  # fmt: skip
 RUN_KEYS = [*KEYS, "seed"]  # one run of a line
-
-
-def tta_columns() -> tuple[str, ...]:
-    """Every registered TTA mode but the plain figure ("none"), which is the headline: TTA figures are columns of
-    their own (read from the registry when asked, so a mode registered at run time gets its columns too)."""
-    return tuple(t for t in parts.TTA_MODES if t != "none")
+tta_columns = layout.tta_columns
 
 
 def header(col: str) -> str:
@@ -121,6 +125,8 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["params_m"] = r["params"] / 1e6
         rec["train_min"] = r["train_wall_s"] / 60 if r.get("train_wall_s") is not None else None
         rec["val_near_best_min"] = r.get("val_near_best_min")
+        ran = r.get("epochs_run", len(r["history"]) if r.get("history") else None)
+        rec["convergence"] = layout.convergence(r.get("converged"), ran)
         rec |= _prediction_refs(r)
         rec["corruptions_path"] = _corruptions_ref(r)
         rec["mca"], rec["mca_ratio"], rec["mca_above_majority"] = (
@@ -184,6 +190,9 @@ def frame_from_mlflow(runs: pd.DataFrame) -> pd.DataFrame:
     out["precision"] = tag("precision_label").fillna(tag("precision"))
     for k in ("seed", "img_size", "epochs"):
         out[k] = pd.to_numeric(tag(k))
+    verdict = tag("converged").map({"True": True, "False": False})  # a tag where the run logged its verdict
+    ran = runs.get("metrics.epochs_run", pd.Series([None] * len(runs), index=runs.index))
+    out["convergence"] = [layout.convergence(c, e) for c, e in zip(verdict, ran, strict=True)]
     for m in ("top1", "macro_f1", "weighted_f1"):
         out[m] = runs[f"metrics.test_{m}"]
     out["params_m"] = runs["metrics.params"] / 1e6
@@ -298,6 +307,8 @@ def aggregate(frame: pd.DataFrame) -> pd.DataFrame:
     parts = [mean, std, grouped["seed"].nunique().rename("seeds")]
     if "train_frozen_epochs" in frame:
         parts.append(grouped["train_frozen_epochs"].max().rename("train_frozen_epochs"))
+    if "convergence" in frame:
+        parts.append(grouped["convergence"].agg(layout.line_convergence).rename("convergence"))
     agg = pd.concat([p for p in [desc, *parts] if p is not None], axis=1).reset_index()
     agg["_split"] = agg["split"].map(SPLIT_ORDER).fillna(9)
     agg["_cross"] = (agg["train_dataset"].notna() & (agg["train_dataset"] != agg["dataset"]) if "train_dataset" in agg
@@ -360,58 +371,94 @@ def _ranks(agg: pd.DataFrame) -> list[str]:
     return ranks
 
 
-def table_columns(agg: pd.DataFrame, per_class: bool = False) -> list[str]:
-    """Identity and conditions, headline metrics, [per-class F1], TTA with its cost, size, speed, device."""
+def csv_columns(agg: pd.DataFrame) -> list[str]:
+    """Every column a line has, for the CSV: identity and conditions, headline metrics, per-class F1, TTA with its
+    cost, size, speed, device, the statistics, mCA."""
     cols = ["model", "recipe", "dataset", "split", "img_size", "epochs", "weights", "tta", "top1", "macro_f1",
             "weighted_f1"]  # fmt: skip
     if "train_dataset" in agg and (agg["train_dataset"].notna() & (agg["train_dataset"] != agg["dataset"])).any():
         cols.insert(cols.index("dataset"), "train_dataset")
         cols += CROSS
-    if per_class:
-        cols += sorted((c for c in agg.columns if c.startswith("f1_") and not c.endswith("_std")), key=_class_order)
-    for t in tta_columns():
-        if f"top1_{t}" in agg and agg[f"top1_{t}"].notna().any():
-            cols += [f"top1_{t}", f"macro_f1_{t}", f"gmacs_{t}"]
-    cols += ["params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s", "train_min", "val_near_best_min"]
-    if "bench_infer_img_s" in agg and agg["bench_infer_img_s"].notna().any():
-        cols += [*BENCH, "bench_conditions"]
+    groups = {g: layout.GROUPS[g](agg) for g in layout.GROUPS}
+    cols += groups["per-class"] + groups["tta"] + ["params_m", "gmacs", "infer_model_img_s"] + groups["cost"]
+    cols += ["precision", "device_name", "protocol_hash", "seeds", "convergence"]
     shown = [c for c in leaderboard_stats.SHOWN if c != "ece_ts" or (c in agg and agg[c].notna().any())]
-    cols += ["precision", "device_name", "protocol_hash", "seeds"]
     mca = ["mca", "mca_ratio"] + (["mca_above_majority"] if _any(agg, "mca_above_majority") else [])
-    return cols + shown[:-1] + mca + shown[-1:]  # mCA after the calibration, before ≈ best
+    return cols + shown[:-1] + mca + shown[-1:] + (["source"] if "source" in agg else [])  # mCA before vs best
 
 
-def _class_order(col: str) -> int:
-    from fer_bench.data.labels import FER2013_CLASSES
-
-    name = col.removeprefix("f1_")
-    return FER2013_CLASSES.index(name) if name in FER2013_CLASSES else 99
-
-
-def render(agg: pd.DataFrame, fmt: str = "md", *, per_class: bool = False, published: bool = False) -> str:
-    """The ranked table as Markdown, CSV, LaTeX or HTML; every numeric header carries ↑ or ↓."""
+def render(agg: pd.DataFrame, fmt: str = "md", *, columns: Sequence[str] = (), per_class: bool = False,
+           published: bool = False) -> str:  # fmt: skip
+    """The ranked lines as Markdown, CSV, LaTeX or HTML: one table per (dataset, trained on, split), each under a
+    heading line, with the default columns and the named groups of ``columns`` (``per_class``: the per-class group);
+    CSV: one table of every column. Every numeric header carries ↑ or ↓."""
+    names = layout.groups(columns, per_class=per_class)  # checked before anything is drawn
     agg = agg.assign(tta="none")  # measured headlines are plain single-crop, always
     if published:
         agg = with_published(agg)
-    cols = table_columns(agg, per_class) + (["source"] if published else [])
     if fmt == "csv":
-        cols, stats_cols = [c for c in cols if c not in leaderboard_stats.SHOWN], leaderboard_stats.csv_columns(cols)
-        raw = [c for c in agg.columns if c in cols or c.removesuffix("_std") in cols]
-        ordered = [c for c in cols if c in raw] + [f"{c}_std" for c in cols if f"{c}_std" in raw]
-        ordered += [c for c in stats_cols if c in agg and c not in ordered]  # the statistics' columns come last
-        out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
-        return out.round(4).to_csv(index=False)
-    headers = ["#"] + [f"{header(c)} {arrow(c)}".strip() for c in cols]
-    body = [[rank] + [_cell(r, c) for c in cols] for rank, (_, r) in zip(_ranks(agg), agg.iterrows(), strict=True)]
-    text = tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
-    if fmt == "latex":  # plain-LaTeX symbols, so the table compiles without unicode-math
-        text = text.replace("±", r"$\pm$").replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$")
-        text = text.replace("‡", r"$\ddagger$").replace("≈", r"$\approx$").replace("≤", r"$\leq$")
-        text = text.replace("−", "$-$").replace("—", "---")
+        return _csv(agg)
+    text = "\n\n".join(_table(t, fmt) for t in layout.tables(agg, names, _ranks(agg)))
+    notes = layout.notes(agg) + [INFER_NOTE]
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
-        text += _note(FROZEN_NOTE.replace("‡", r"$\ddagger$") if fmt == "latex" else FROZEN_NOTE, fmt)
-    mca_note = MCA_NOTE + (MCA_MAJORITY_NOTE if _any(agg, "mca_above_majority") else "")
-    return text + _note(leaderboard_stats.note(agg), fmt) + _note(mca_note, fmt)
+        notes.append(FROZEN_NOTE)
+    notes += [leaderboard_stats.note(agg), MCA_NOTE + (MCA_MAJORITY_NOTE if _any(agg, "mca_above_majority") else "")]
+    return text + "".join(_note(n, fmt) for n in notes)
+
+
+def _csv(agg: pd.DataFrame) -> str:
+    cols = csv_columns(agg)
+    cols, stats_cols = [c for c in cols if c not in leaderboard_stats.SHOWN], leaderboard_stats.csv_columns(cols)
+    raw = [c for c in agg.columns if c in cols or c.removesuffix("_std") in cols]
+    ordered = [c for c in cols if c in raw] + [f"{c}_std" for c in cols if f"{c}_std" in raw]
+    ordered += [c for c in stats_cols if c in agg and c not in ordered]  # the statistics' columns come last
+    out = agg.reindex(columns=["rank", *ordered]).assign(rank=_ranks(agg))
+    return out.round(4).to_csv(index=False)
+
+
+def _table(table: layout.Table, fmt: str) -> str:
+    """One table under its heading line."""
+    headers = ["#"] + [f"{header(c)} {arrow(c)}".strip() for c in table.columns]
+    body = [[r["_rank"]] + [_cell(r, c) for c in table.columns] for _, r in table.rows.iterrows()]
+    text = _tabulate(body, headers, fmt)
+    if fmt == "latex":
+        return f"\\noindent\\textbf{{{_latex_escape(table.heading)}}}\\par\n" + _latex_symbols(text)
+    if fmt == "html":
+        return f'<p class="heading"><strong>{html.escape(table.heading)}</strong></p>\n{text}'
+    heading = textwrap.fill(f"**{table.heading}**", WIDTH, break_long_words=False, break_on_hyphens=False)
+    return f"{heading}\n\n{_without_outer_pipes(text)}"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                 "}": r"\}", "·": r"$\cdot$"}  # fmt: skip
+
+
+def _without_outer_pipes(text: str) -> str:
+    """A GitHub table without its optional outer pipes: four columns of a 120-column line more for the figures."""
+    return "\n".join(line[2:-2].rstrip() for line in text.splitlines())
+
+
+def _tabulate(body: list[list[str]], headers: list[str], fmt: str) -> str:
+    """tabulate without the two spaces it pads every header with (a column as wide as its widest text)."""
+    padding, tabulate_module.MIN_PADDING = tabulate_module.MIN_PADDING, 0
+    try:
+        return tabulate(body, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    finally:
+        tabulate_module.MIN_PADDING = padding
+
+
+def _latex_escape(text: str) -> str:
+    """Text as LaTeX prints it (a heading line: device names hold "_")."""
+    return _latex_symbols(re.sub("|".join(map(re.escape, LATEX_ESCAPES)), lambda m: LATEX_ESCAPES[m[0]], text))
+
+
+def _latex_symbols(text: str) -> str:
+    """Plain-LaTeX symbols, so the table compiles without unicode-math."""
+    for a, b in (("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‡", r"$\ddagger$"),
+                 ("≈", r"$\approx$"), ("≤", r"$\leq$"), ("†", r"$\dagger$"), ("−", "$-$"), ("—", "---"),
+                 ("Δ", r"$\Delta$")):  # fmt: skip
+        text = text.replace(a, b)
+    return text
 
 
 def with_published(agg: pd.DataFrame) -> pd.DataFrame:
@@ -428,8 +475,13 @@ def with_published(agg: pd.DataFrame) -> pd.DataFrame:
 
 
 def _note(note: str, fmt: str) -> str:
-    """A note under the table: a paragraph in HTML, a comment in LaTeX, plain text in Markdown."""
-    return f"\n\n{'<p>' + note + '</p>' if fmt == 'html' else ('% ' if fmt == 'latex' else '') + note}"
+    """A note under the tables: a paragraph in HTML, a comment in LaTeX, plain text in Markdown; wrapped at
+    :data:`WIDTH` columns but in HTML."""
+    if fmt == "html":
+        return f"\n\n<p>{note}</p>"
+    if fmt == "latex":
+        return "\n\n" + textwrap.fill(_latex_symbols(note), WIDTH, initial_indent="% ", subsequent_indent="% ")
+    return "\n\n" + textwrap.fill(note, WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
 def render_rows(rows: list[dict[str, Any]], fmt: str = "md", root: Path | None = None) -> str:

@@ -2,14 +2,16 @@
 
 Everything is inline: the CSS, a small vanilla script that sorts the table by a clicked header (numbers as numbers,
 blanks last in either direction), and every figure as a base64 ``data:`` PNG, so the file opens offline and can be
-mailed or committed as it is. Sections, in order: the conditions (datasets, splits, protocols, devices, seeds and
-the statistics' note: α, correction, the ≈ best rule), the ranked table with its ≈ best marks and the papers'
-published rows marked as such, the Pareto plot, the per-class F1 heatmap, the reliability diagram of every run
+mailed or committed as it is. Sections, in order: the ranked tables as every format draws them (one per dataset and
+split under its heading line, the default columns that fit a laptop's screen, the papers' published rows in a table
+of their own), the conditions (datasets, splits, protocols, devices, seeds and the statistics' note: α, correction,
+the ≈ best rule), the Pareto plot, the per-class F1 heatmap, the reliability diagram of every run
 with a predictions file, and the corruption curves of every run folder holding a corruption table. A section
 whose inputs are missing says so in one line. Every string from a row goes through ``html.escape``.
 
-``?sort=<column>&dir=asc|desc`` in the page's URL sorts on load (headless browsers cannot click); the script marks
-``<html data-page-ready="1">`` and the table's ``data-sorted`` when it has run.
+``?sort=<column>&dir=asc|desc`` in the page's URL sorts every table on load (headless browsers cannot click); the
+script marks ``<html data-page-ready="1">``, each table's ``data-sorted``, and ``data-tables-right``: the right edge
+of the widest table in CSS pixels, so a test can tell that the tables fit the window.
 
 Example:
     >>> from fer_bench import leaderboard as lb
@@ -26,12 +28,14 @@ import math
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fer_bench import leaderboard as lb
+from fer_bench import leaderboard_columns as layout
 from fer_bench import leaderboard_stats, page_figures
 from fer_bench.errors import DataError, FerBenchError
 
@@ -73,6 +77,7 @@ def render(
     *,
     published: bool = False,
     per_class: bool = False,
+    columns: Sequence[str] = (),
     source: str = "",
     corruption_runs: pd.DataFrame | None = None,
 ) -> str:
@@ -83,6 +88,7 @@ def render(
         agg: the ranked lines of ``frame``.
         published: add the papers' published rows to the table and the heatmap.
         per_class: per-class F1 columns in the table too (the heatmap has them always).
+        columns: named column groups to show beside the default ones (``fer_bench.leaderboard_columns.GROUPS``).
         source: where the rows came from, for the conditions block.
         corruption_runs: more runs (a frame of rows) whose corruption tables to draw, matched to the table's lines
             by model, protocol, split, device and seed; they never enter the table (an eval that scored the same
@@ -92,8 +98,8 @@ def render(
     shown = lb.with_published(measured) if published else measured
     runs = _runs(frame)
     sections = [
+        ("table", "Ranking", _table(shown, layout.groups(columns, per_class=per_class))),
         ("conditions", "Conditions", _conditions(agg, shown, source)),
-        ("table", "Ranking", _table(shown, per_class)),
         ("pareto", "Accuracy against throughput (Pareto)", _pareto(agg)),
         ("per-class", "Per-class F1", _heatmap(shown)),
         ("reliability", "Reliability diagrams", _reliability(agg, runs)),
@@ -180,35 +186,53 @@ def _header(col: str) -> str:
     return f"{lb.header(col)} {lb.arrow(col)}".strip()
 
 
-def _table(shown: pd.DataFrame, per_class: bool) -> str:
-    published = "device_name" in shown and (shown["device_name"] == "published").any()
-    cols = lb.table_columns(shown, per_class) + (["source"] if published else [])
-    head = ['<th data-key="rank">#</th>'] + [f'<th data-key="{esc(c)}">{esc(_header(c))}</th>' for c in cols]
+def _table(shown: pd.DataFrame, names: list[str]) -> str:
+    """The lines as the other formats draw them: one sortable table per (dataset, trained on, split), each under its
+    heading line; the notes follow the tables."""
+    tables = [_one_table(t, i) for i, t in enumerate(layout.tables(shown, names, lb._ranks(shown)))]
+    notes = layout.notes(shown) + [lb.INFER_NOTE]
+    return (
+        '<p class="hint">Click a header to sort (again to reverse); blanks stay last.</p>\n'
+        + "\n".join(tables)
+        + "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+    )
+
+
+def _one_table(table, index: int) -> str:
+    keys = [layout.DERIVED.get(c, c) for c in table.columns]  # ?sort= takes the number's own key: top1, not top1_pm
+    head = ['<th data-key="rank">#</th>'] + [f'<th data-key="{esc(k)}">{esc(_header(c))}</th>'
+                                             for c, k in zip(table.columns, keys, strict=True)]  # fmt: skip
     body = []
-    for rank, (_, r) in zip(lb._ranks(shown), shown.iterrows(), strict=True):
-        pub = r.get("device_name") == "published"
+    for _, r in table.rows.iterrows():
+        rank, pub = r["_rank"], r.get("device_name") == "published"
         # published rows are not ranked: their "pub" sorts with the blanks, last
         cells = [f'<td data-v="{rank}">{rank}</td>' if rank.isdigit() else f'<td data-blank="1">{esc(rank)}</td>']
-        for c in cols:
-            text, v = lb._cell(r, c), _sort_value(r, c)
-            if c == "model" and pub:
-                text_html = f'{esc(text)} <span class="badge">published</span>'
-            else:
-                text_html = esc(text)
-            attrs = f' data-v="{v}"' if v is not None else ""
-            if c in WRAPPED:
-                attrs += ' class="wrap"'
-            if c == "vs_best" and r.get("sig") in SIG_CLASS:
-                p, se, holm = r.get("p_vs_best"), r.get("p_vs_best_mc_se"), r.get("p_vs_best_holm")
-                title = f"p = {p:.3g} ± {se:.2g} (Monte Carlo SE), Holm-adjusted {holm:.3g}" if pd.notna(p) else ""
-                attrs += f' class="{SIG_CLASS[r["sig"]]}"' + (f' title="{title}"' if title else "")
-            cells.append(f"<td{attrs}>{text_html}</td>")
-        body.append(f'<tr class="{"published" if pub else "measured"}">{"".join(cells)}</tr>')
+        cells += [_td(r, c, pub) for c in table.columns]
+        status = r.get("convergence")
+        cls = "published" if pub else "measured" + (" not-converged" if status in layout.CONVERGENCE_NOTE else "")
+        title = f' title="{esc(status)}"' if status in layout.CONVERGENCE_NOTE else ""
+        body.append(f'<tr class="{cls}"{title}>{"".join(cells)}</tr>')
     return (
-        f'<p class="hint">Click a header to sort (again to reverse); blanks stay last.</p>\n'
-        f'<div class="scroll"><table id="leaderboard" class="lb">\n<thead><tr>{"".join(head)}</tr></thead>\n'
-        f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>"
+        f'<h3 class="table-heading">{esc(table.heading)}</h3>\n'
+        f'<div class="scroll"><table id="leaderboard-{index}" class="lb">\n<thead><tr>{"".join(head)}</tr></thead>\n'
+        "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table></div>"
     )
+
+
+def _td(r: pd.Series, c: str, pub: bool) -> str:
+    text, v = lb._cell(r, c), _sort_value(r, layout.DERIVED.get(c, c))
+    text_html = f'{esc(text)} <span class="badge">published</span>' if c == "model" and pub else esc(text)
+    attrs = f' data-v="{v}"' if v is not None else ""
+    if c in WRAPPED:
+        attrs += ' class="wrap"'
+    if c == "epochs_shown" and layout.MARK in text:  # a line that did not converge
+        attrs += ' class="nc"'
+    mark = r.get("sig") if c in ("sig", "vs_best") else text.split()[-1] if c == "to_best" and text else None
+    if mark in SIG_CLASS:  # the mark's class, and the test's p on hover
+        p, se, holm = r.get("p_vs_best"), r.get("p_vs_best_mc_se"), r.get("p_vs_best_holm")
+        title = f"p = {p:.3g} ± {se:.2g} (Monte Carlo SE), Holm-adjusted {holm:.3g}" if pd.notna(p) else ""
+        attrs += f' class="{SIG_CLASS[mark]}"' + (f' title="{title}"' if title else "")
+    return f"<td{attrs}>{text_html}</td>"
 
 
 # Figures -----------------------------------------------------------------------------------------------------------
@@ -239,7 +263,7 @@ def _line_name(r: pd.Series) -> str:
 
 
 def _heatmap(shown: pd.DataFrame) -> str:
-    classes = sorted((c for c in shown.columns if c.startswith("f1_") and not c.endswith("_std")), key=lb._class_order)
+    classes = layout.GROUPS["per-class"](shown)
     if not classes:
         return _missing("No row has per-class F1 scores.")
     have = shown[shown[classes].notna().any(axis=1)]
@@ -379,7 +403,10 @@ def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProc
     return done
 
 
-def screenshot(page: Path, png: Path, *, width: int = 2600, height: int = 2000) -> None:
+SCREEN = (1440, 900)  # a laptop's window: the default tables fit its width
+
+
+def screenshot(page: Path, png: Path, *, width: int = SCREEN[0], height: int = SCREEN[1]) -> None:
     """A PNG of the page as headless Chromium draws it, ``width`` × ``height`` pixels."""
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)  # so an old screenshot never passes for a new one
@@ -395,10 +422,11 @@ def screenshot(page: Path, png: Path, *, width: int = 2600, height: int = 2000) 
         raise FerBenchError(f"Chromium wrote no screenshot to {png}.")
 
 
-def dump_dom(page: Path, query: str = "") -> str:
-    """The page's DOM after its script ran (``query``: e.g. ``sort=top1&dir=asc``)."""
+def dump_dom(page: Path, query: str = "", *, width: int = SCREEN[0], height: int = SCREEN[1]) -> str:
+    """The page's DOM after its script ran in a ``width`` × ``height`` window (``query``: e.g.
+    ``sort=top1&dir=asc``)."""
     url = page.resolve().as_uri() + (f"?{query}" if query else "")
-    return _chromium(["--dump-dom", "--virtual-time-budget=3000", url]).stdout
+    return _chromium(["--dump-dom", f"--window-size={width},{height}", "--virtual-time-budget=3000", url]).stdout
 
 
 CSS = """
@@ -410,7 +438,9 @@ table.conditions td{padding:2px 0}
 .scroll{overflow-x:auto;max-width:100%}
 table.lb{border-collapse:collapse;font-size:12px;white-space:nowrap}
 table.lb th{background:#f2f2f5;cursor:pointer;position:sticky;top:0;padding:4px 6px;border-bottom:2px solid #bbb;
- user-select:none;white-space:normal;min-width:3.5em;max-width:9em;vertical-align:bottom}
+ user-select:none;white-space:nowrap;vertical-align:bottom}
+h3.table-heading{font-size:14px;margin:16px 0 4px;font-weight:600}
+td.nc{color:#b04000;font-weight:600}
 table.lb th.asc::after{content:" \\25B2"}table.lb th.desc::after{content:" \\25BC"}
 table.lb td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right}
 table.lb td:nth-child(2),table.lb td:nth-child(3){text-align:left;font-weight:600}
@@ -425,14 +455,14 @@ img{max-width:100%;height:auto;border:1px solid #eee}
 
 JS = """
 (function () {
-  var table = document.getElementById("leaderboard");
+  var tables = Array.prototype.slice.call(document.querySelectorAll("table.lb"));
   function cellValue(td) {
     if (td.hasAttribute("data-v")) { return parseFloat(td.getAttribute("data-v")); }
     if (td.hasAttribute("data-blank")) { return null; }
     var t = td.textContent.trim();
     return t === "" || t === "\\u2013" ? null : t;
   }
-  function sortBy(key, dir) {
+  function sortTable(table, key, dir) {
     var ths = Array.prototype.slice.call(table.tHead.rows[0].cells);
     var col = ths.findIndex(function (th) { return th.getAttribute("data-key") === key; });
     if (col < 0) { return false; }
@@ -454,15 +484,20 @@ JS = """
     table.setAttribute("data-sorted", key + ":" + dir);
     return true;
   }
-  if (table) {
+  function sortBy(key, dir) {
+    return tables.map(function (t) { return sortTable(t, key, dir); }).some(Boolean);
+  }
+  tables.forEach(function (table) {
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
       th.addEventListener("click", function () {
-        sortBy(th.getAttribute("data-key"), th.classList.contains("desc") ? "asc" : "desc");
+        sortTable(table, th.getAttribute("data-key"), th.classList.contains("desc") ? "asc" : "desc");
       });
     });
-    var q = new URLSearchParams(window.location.search);
-    if (q.get("sort")) { sortBy(q.get("sort"), q.get("dir") === "asc" ? "asc" : "desc"); }
-  }
+  });
+  var q = new URLSearchParams(window.location.search);
+  if (q.get("sort")) { sortBy(q.get("sort"), q.get("dir") === "asc" ? "asc" : "desc"); }
+  var right = tables.reduce(function (m, t) { return Math.max(m, t.getBoundingClientRect().right); }, 0);
+  document.documentElement.setAttribute("data-tables-right", String(Math.ceil(right)));
   window.ferBenchSort = sortBy;
   document.documentElement.setAttribute("data-page-ready", "1");
 })();

@@ -280,7 +280,7 @@ def result_tags(row: dict[str, Any]) -> dict[str, str]:
     for key in ("model", "family", "recipe", "recipe_version", "recipe_hash", "dataset", "data_source", "split",
                 "seed", "precision", "precision_label", "channels_last", "device", "device_name", "git_sha",
                 "batch_size", "img_size", "epochs", "protocol", "protocol_hash", "data_fingerprint", "weights_source",
-                "run_id", "suite", "cell", "trained_run_id"):  # fmt: skip
+                "run_id", "suite", "cell", "trained_run_id", "converged"):  # fmt: skip
         if key in row:
             tags[f"fer_bench.{key}"] = str(row[key])
     if cross := row.get("cross_dataset"):  # scored on another dataset than the one it was trained on

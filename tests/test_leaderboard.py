@@ -61,14 +61,14 @@ def test_ranking_and_aggregation():
 
 
 def test_every_numeric_header_has_a_direction():
-    text = lb.render(lb.aggregate(_runs()), "md")
-    header = text.splitlines()[0]
+    text = lb.render(lb.aggregate(_runs()), "md", columns=["all"])
+    header = _md_lines(text)[0]
     for name in (
         "top-1 % ↑",
         "macro-F1 ↑",
-        "params (M) ↓",
+        "params ↓",
         "GMACs ↓",
-        "infer img/s (run, model-only, b64) ↑",
+        "img/s ↑",
         "train img/s (run, end-to-end) ↑",
         "train min (on its device) ↓",
         "min to val within 0.5 pt of best ↓",
@@ -96,16 +96,22 @@ def test_training_minutes_and_minutes_to_near_best_come_from_the_row():
     rows = [_one(train_wall_s=600.0, val_near_best_min=4.0), _one(seed=1, train_wall_s=900.0, val_near_best_min=6.0)]
     agg = lb.aggregate(lb.frame_from_rows(rows))
     assert agg.iloc[0]["train_min"] == pytest.approx(12.5) and agg.iloc[0]["val_near_best_min"] == pytest.approx(5.0)
-    cells = _md_cells(lb.render(agg, "md"))
+    cells = _md_cells(lb.render(agg, "md", columns=["cost", "provenance"]))
     assert cells["train min (on its device) ↓"] == "12.50 ± 3.54" and cells["device"] == "x86_64 (2 threads)"
     assert cells["min to val within 0.5 pt of best ↓"] == "5.00 ± 1.41"
-    old = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows([_one()])), "md"))  # a row from before the fields
+    old = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows([_one()])), "md", columns=["cost"]))  # an old row
     assert old["train min (on its device) ↓"] == old["min to val within 0.5 pt of best ↓"] == "–"
 
 
+def _md_lines(table: str) -> list[str]:
+    """The lines of the Markdown tables (without their outer pipes), headers and separators included."""
+    return [line for line in table.splitlines() if "|" in line and not line.startswith("**")]
+
+
 def _md_cells(table: str) -> dict[str, str]:
-    """Header → cell of the first line of a Markdown table."""
-    header, _, first = ([c.strip() for c in line.split("|")] for line in table.splitlines()[:3])
+    """Header → cell of the first line of the first Markdown table (after its heading line)."""
+    lines = _md_lines(table)
+    header, _, first = ([c.strip() for c in line.split("|")] for line in lines[:3])
     return dict(zip(header, first, strict=True))
 
 
@@ -148,12 +154,12 @@ def test_tta_is_a_column_of_its_own_with_its_cost_never_the_headline():
                test_tta_gmacs={"none": 0.1, "tencrop": 1.0})  # fmt: skip
     agg = lb.aggregate(lb.frame_from_rows([row]))
     assert agg.iloc[0]["top1"] == 50.0 and agg.iloc[0]["top1_tencrop"] == 55.0 and agg.iloc[0]["gmacs_tencrop"] == 1.0
-    header = lb.render(agg, "md").splitlines()[0]
+    header = _md_lines(lb.render(agg, "md", columns=["tta"]))[0]
     assert "top-1 tencrop % ↑" in header and "GMACs tencrop ↓" in header
 
 
 def test_a_frozen_run_says_so_beside_its_training_speed():
-    text = lb.render(lb.aggregate(lb.frame_from_rows([_one(train_frozen_epochs=2)])), "md")
+    text = lb.render(lb.aggregate(lb.frame_from_rows([_one(train_frozen_epochs=2)])), "md", columns=["cost"])
     assert "180.0 ‡" in text and lb.FROZEN_NOTE in text
 
 
@@ -174,7 +180,7 @@ def test_bench_figures_are_columns_of_their_own_matched_on_the_device_model():
     assert same.iloc[0]["bench_infer_img_s"] == 5000.0 and same.iloc[0]["bench_conditions"] == "b256, fp32, NHWC"
     for other in (_bench("NVIDIA H200"), _bench("x86_64 (2 threads)", precision="amp_bf16")):
         assert pd.isna(lb.apply_bench(frame, other).iloc[0]["bench_infer_img_s"])
-    header = lb.render(lb.aggregate(same), "md").splitlines()[0]
+    header = _md_lines(lb.render(lb.aggregate(same), "md", columns=["cost"]))[0]
     assert "bench infer img/s ↑" in header and "bench conditions" in header
 
 
@@ -219,14 +225,13 @@ def test_a_model_scored_on_another_dataset_is_a_line_of_its_own_ranked_apart():
     assert list(zip(agg["model"], agg["train_dataset"], lb._ranks(agg), strict=True)) == [
         ("resnet18", "fer2013", "1"), ("vgg", "ferplus", "1"), ("resnet18", "fer2013", "1")]  # fmt: skip
     table = lb.render(agg, "md")
-    lines = [[c.strip() for c in line.split("|")] for line in table.splitlines()[:5]]
-    head = lines[0]
-    cross_line = next(line for line in lines[2:] if line[head.index("dataset")] == "ferplus" and line[2] == "resnet18")
-    assert cross_line[head.index("trained on")] == "fer2013"
-    assert cross_line[head.index("top-1 % (shared classes' faces) ↑")] == "67.30"
-    assert cross_line[head.index("faces of classes the model lacks")] == "16"
+    assert table.count("**ferplus · private split") == table.count("**ferplus · trained on fer2013 · private") == 1
+    cross_line = _md_cells(table.split("**ferplus · trained on fer2013 · private split")[1])  # a table of its own
+    assert cross_line["model"] == "resnet18"
+    assert cross_line["shared top-1 % ↑"] == "67.30" and cross_line["lacked faces"] == "16"
+    assert "lacked faces: test faces of classes the model lacks" in table
     plain = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows(rows[:1])), "md"))
-    assert "trained on" not in plain and "faces of classes the model lacks" not in plain  # only where there are any
+    assert "trained on" not in plain and "lacked faces" not in plain  # only where there are any
 
 
 def test_published_fer2013_figures_stand_only_beside_fer2013_lines():
@@ -306,20 +311,24 @@ def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
 
 def test_the_new_columns_and_the_note_in_every_format(tmp_path):
     agg = lb.aggregate(lb.frame_from_rows(_known_case(tmp_path)[0]))
-    md = lb.render(agg, "md")
+    md = lb.render(agg, "md", columns=["comparison", "calibration", "robustness"])
     cells = _md_cells(md)
-    assert list(cells)[-6:] == ["top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "mCA % (corruptions) ↑",
-                                "mCA / clean ↑", "macro-F1 − best (95 % CI)"]  # after every old column
+    for h in ("top-1 95 % CI", "macro-F1 95 % CI", "ECE % ↓", "mCA % (corruptions) ↑", "mCA / clean ↑",
+              "macro-F1 − best (95 % CI)"):  # fmt: skip
+        assert h in cells, h
     assert cells["mCA % (corruptions) ↑"] == cells["mCA / clean ↑"] == "–"  # no corruption run: said, not hidden
-    assert cells["macro-F1 − best (95 % CI)"] == "best" and cells["top-1 95 % CI"].startswith("[")
-    assert "Holm-corrected" in md and "α = 0.05" in md and "– for old: no predictions file recorded" in md
+    assert cells["macro-F1 − best (95 % CI)"] == cells["Δ best"] == "best" and cells["top-1 95 % CI"].startswith("[")
+    lo, hi = (float(v) for v in cells["top-1 95 % CI"].strip("[]").split(", "))
+    assert cells["top-1 % ↑"] == f"{agg.iloc[0]['top1']:.1f} ± {(hi - lo) / 2:.1f}"  # the default's ± is that CI
+    flat = " ".join(md.split())  # the notes wrap at 120 columns
+    assert "Holm-corrected" in flat and "α = 0.05" in flat and "– for old: no predictions file recorded" in flat
     csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))
     for col in ("top1_ci_lo", "top1_ci_hi", "macro_f1_ci_lo", "ece", "nll", "brier", "sig", "p_vs_best"):
         assert col in csv, col
     added = [c for c in csv.columns if any(c in cs for cs in leaderboard_stats.CSV.values())]
     assert csv.columns[-len(added) :].tolist() == added  # after the old ones
     assert added[-10:] == leaderboard_stats.CSV["vs_best"]
-    latex, html = lb.render(agg, "latex"), lb.render(agg, "html")
+    latex, html = lb.render(agg, "latex", columns=["comparison"]), lb.render(agg, "html", columns=["comparison"])
     assert r"macro-F1 $-$ best" in latex and "% 95 % CI" in latex and "≈" not in latex.split("\n% ")[0]
     assert "top-1 95 % CI" in html and "<p>95 % CI" in html and "Holm" in html
 
@@ -336,11 +345,162 @@ def test_a_predictions_file_that_is_not_the_rows_is_an_error(tmp_path):
 
 def test_mca_is_shown_with_and_without_the_cells_at_or_below_the_majority_rate():
     runs = _runs().assign(mca=48.8, mca_ratio=0.744, mca_above_majority=52.3)
-    md = lb.render(lb.aggregate(runs), "md")
+    md = lb.render(lb.aggregate(runs), "md", columns=["robustness"])  # the robustness group shows mCA
     cells = _md_cells(md)
     assert cells["mCA % (corruptions) ↑"].startswith("48.80")
     assert cells["mCA % without cells ≤ majority class ↑"].startswith("52.30")
     assert "at or below the scored split's majority-class rate" in md
-    assert r"$\leq$" in lb.render(lb.aggregate(runs), "latex")
-    plain = lb.render(lb.aggregate(_runs()), "md")  # no corruption run: the extra column and note stay out
+    assert r"$\leq$" in lb.render(lb.aggregate(runs), "latex", columns=["robustness"])
+    plain = lb.render(lb.aggregate(_runs()), "md", columns=["robustness"])  # no corruption run: no extra column, note
     assert "majority class" not in plain
+
+
+# The default table fits a screen; the rest is behind named column groups -------------------------------------------
+
+
+def _longest_names(n: int = 3) -> list[str]:
+    from fer_bench.models import MODELS
+
+    return sorted(MODELS.names(), key=len, reverse=True)[:n]
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory) -> pd.DataFrame:
+    return _wide_case(tmp_path_factory.mktemp("wide"))
+
+
+def _wide_case(tmp_path) -> pd.DataFrame:
+    """Three lines under the registry's longest model names on two splits, every figure at its widest (big counts,
+    intervals, a difference to the best, a line that did not converge, a snapshot), with TTA, corruptions and a
+    frozen stage so that every group has something to show."""
+    rows, y, preds = _known_case(tmp_path)
+    names = _longest_names()
+    wide = {"params": 143.7e6, "gmacs": 19.632, "infer_model_img_s": 12345.6, "img_size": 224, "epochs": 300,
+            "train_wall_s": 123456.0, "val_near_best_min": 1234.5, "train_frozen_epochs": 2,
+            "device_name": "Intel(R) Xeon(R) Processor (2 threads)", "precision_label": "fp32",
+            "recipe": "insideout-effnetv2s-scratch", "recipe_version": 12}  # fmt: skip
+    out = []
+    for split in ("public", "private"):
+        for r, name, conv in zip(rows[:4], [names[0], names[0], names[1], names[2]], [True, True, False, None],
+                                 strict=True):  # fmt: skip
+            t = r["test"]
+            tta = {"none": t, "hflip": {k: v + 0.5 for k, v in t.items()}}
+            row = r | wide | {"model": name, "split": split, "converged": conv, "test_tta": tta,
+                              "test_tta_gmacs": {"hflip": 39.264}, "epochs_run": 300 if conv is not None else 3,
+                              "corruptions": {"mca": 41.23, "mca_ratio": 0.612}}  # fmt: skip
+            out.append(row | {"run_id": f"{r['run_id']}-{split}"})
+        out[-1]["test"] = out[-1]["test"] | {f"f1_{c}": 10.0 + i for i, c in enumerate(CLASSES)}
+    return lb.aggregate(lb.frame_from_rows(out))
+
+
+def test_the_default_markdown_fits_120_columns_with_the_registrys_longest_names(wide):
+    agg = wide
+    md = lb.render(agg, "md")
+    assert max(map(len, md.splitlines())) <= 120, max(md.splitlines(), key=len)
+    for name in _longest_names():
+        assert name in md
+    head = _md_lines(md)[0]
+    assert 10 <= head.count("|") + 1 <= 14  # about a dozen columns
+    for needle in ("model", "weights", "px", "epochs", "top-1", "macro-F1", "best", "params", "GMACs", "img/s",
+                   "seeds"):  # fmt: skip
+        assert needle in head, needle
+    for moved in ("dataset", "split", "device", "precision", "protocol", "ECE", "mCA", "weighted-F1", "hflip"):
+        assert moved not in head, moved  # in the heading line, or behind a group
+    assert "Intel(R) Xeon(R) Processor (2 threads)" in md and "public" in md and "fp32" in md  # the heading line
+
+
+GROUP_HEADERS = {  # a group → headers only it adds
+    "comparison": ["top-1 95 % CI", "macro-F1 95 % CI", "weighted-F1 ↑"],
+    "tta": ["top-1 hflip % ↑", "macro-F1 hflip ↑", "GMACs hflip ↓"],
+    "cost": ["train img/s (run, end-to-end) ↑", "train min (on its device) ↓", "min to val within 0.5 pt of best ↓"],
+    "calibration": ["ECE % ↓"],
+    "robustness": ["mCA % (corruptions) ↑", "mCA / clean ↑"],
+    "per-class": ["F1 angry ↑", "F1 neutral ↑"],
+    "provenance": ["protocol", "device", "precision", "recipe"],
+}
+
+
+@pytest.mark.parametrize("group", GROUP_HEADERS)
+def test_each_column_group_adds_its_columns(wide, group):
+    agg = wide
+    default = set(_md_cells(lb.render(agg, "md")))
+    shown = _md_cells(lb.render(agg, "md", columns=[group]))
+    assert default <= set(shown)
+    for h in GROUP_HEADERS[group]:
+        assert h in shown and h not in default, h
+    everything = set(_md_cells(lb.render(agg, "md", columns=["all"])))
+    assert {h for hs in GROUP_HEADERS.values() for h in hs} <= everything
+
+
+def test_per_class_is_an_alias_of_its_group_and_an_unknown_group_says_which_exist(wide):
+    from fer_bench.errors import ConfigError
+
+    agg = wide
+    assert lb.render(agg, "md", per_class=True) == lb.render(agg, "md", columns=["per-class"])
+    with pytest.raises(ConfigError, match="calibration.*provenance.*all"):
+        lb.render(agg, "md", columns=["calibraton"])
+
+
+def test_csv_keeps_every_column_whatever_is_shown(wide):
+    agg = wide
+    csv = lb.render(agg, "csv")
+    assert csv == lb.render(agg, "csv", columns=["cost"])
+    got = pd.read_csv(io.StringIO(csv)).columns
+    for col in ("rank", "model", "recipe", "dataset", "split", "device_name", "precision", "protocol_hash", "weights",
+                "img_size", "epochs", "top1", "top1_std", "macro_f1", "weighted_f1", "f1_angry", "top1_hflip",
+                "gmacs_hflip", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s", "train_min",
+                "val_near_best_min", "mca", "mca_ratio", "top1_ci_lo", "ece", "p_vs_best", "seeds",
+                "convergence"):  # fmt: skip
+        assert col in got, col
+
+
+def test_a_line_that_did_not_converge_says_so_in_every_format(wide):
+    agg = wide
+    status = dict(zip(agg["model"], agg["convergence"], strict=False))
+    names = _longest_names()
+    assert status == {names[0]: "converged", names[1]: "not converged", names[2]: "snapshot, not converged"}
+    md = lb.render(agg, "md")
+    lines = _md_lines(md)
+    marked = {n: [("†" in line) for line in lines if f"| {n} " in line] for n in names}
+    assert marked == {names[0]: [False, False], names[1]: [True, True], names[2]: [True, True]}  # two splits each
+    assert "not converged" in md and "snapshot, not converged" in md
+    csv = pd.read_csv(io.StringIO(lb.render(agg, "csv")))
+    assert set(csv["convergence"]) == {"converged", "not converged", "snapshot, not converged"}
+    for fmt, mark in (("html", "†"), ("latex", r"$\dagger$")):
+        text = lb.render(agg, fmt)
+        assert "snapshot, not converged" in text and text.count(mark) >= 4 + 1, fmt  # 2 lines × 2 splits, the note
+
+
+def test_a_table_of_snapshots_says_so_in_its_heading():
+    md = lb.render(lb.aggregate(lb.frame_from_rows([_one(epochs_run=3), _one(model="vgg", epochs_run=2)])), "md")
+    heading = md.splitlines()[0]
+    assert "snapshot, not converged" in heading and "fer2013" in heading and "public" in heading
+
+
+def test_the_default_leaderboard_of_the_committed_converged_rows_fits_120_columns():
+    root = Path(__file__).resolve().parents[1] / "results" / "fer2013-converged"
+    agg = lb.aggregate(lb.frame_from_rows(lb.read_rows([root / "runs"])))
+    md = lb.render(agg, "md", published=True)
+    assert max(map(len, md.splitlines())) <= 120, max(md.splitlines(), key=len)
+    assert "resnet18" in md and "†" not in md.split("\n\n")[1]  # converged rows: no mark
+    committed = (root / "leaderboard.md").read_text()
+    assert max(map(len, committed.splitlines())) <= 120
+    assert committed.splitlines()[0] == md.splitlines()[0]  # regenerated with today's layout
+
+
+@pytest.mark.parametrize("name", ["leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard.tex"])
+def test_the_committed_snapshot_tables_say_they_are_snapshots(name):
+    text = (Path(__file__).resolve().parents[1] / "results" / "fer2013-cpu" / name).read_text()
+    assert "snapshot, not converged" in text
+
+
+def test_the_cli_takes_column_groups_and_refuses_an_unknown_one_in_one_line(capsys):
+    from fer_bench.cli import main
+
+    runs = str(Path(__file__).resolve().parents[1] / "results" / "fer2013-cpu" / "runs")
+    assert main(["leaderboard", "--from-results", runs, "--columns", "cost,robustness"]) == 0
+    head = _md_lines(capsys.readouterr().out)[0]
+    assert "train img/s (run, end-to-end) ↑" in head and "mCA / clean ↑" in head and "ECE" not in head
+    assert main(["leaderboard", "--from-results", runs, "--columns", "cots"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Did you mean 'cost'?" in err

@@ -82,7 +82,7 @@ def _case(tmp_path: Path) -> list[dict]:
 
 
 class _Tags(HTMLParser):
-    """Every start tag with its attributes, and the text of each <tr> of the leaderboard's body."""
+    """Every start tag with its attributes, and the text of each <tr> of the leaderboard tables' bodies, in order."""
 
     def __init__(self):
         super().__init__()
@@ -92,7 +92,7 @@ class _Tags(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        self._in_table = self._in_table or (tag == "table" and dict(attrs).get("id") == "leaderboard")
+        self._in_table = self._in_table or (tag == "table" and dict(attrs).get("class") == "lb")
         self._in_body = self._in_body or (self._in_table and tag == "tbody")  # a browser adds one to every table
         if tag == "tr" and self._in_body:
             self.rows.append([])
@@ -136,7 +136,7 @@ def test_the_page_holds_every_row_and_section_and_nothing_outside_itself(built):
             assert attrs["src"].startswith("data:image/png;base64,")
             assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     sections = [a["id"] for t, a in tags.tags if t == "section"]
-    assert sections == ["conditions", "table", "pareto", "per-class", "reliability", "corruptions"]
+    assert sections == ["table", "conditions", "pareto", "per-class", "reliability", "corruptions"]  # the answer first
     # the one line saying what is missing, never a vanished section: old has no predictions file
     assert "No predictions file: old · baseline · test · seed 0 (no predictions file recorded" in text
 
@@ -149,11 +149,15 @@ def test_every_string_from_a_row_is_escaped(built):
 
 def test_the_table_carries_its_marks_conditions_and_sort_keys(built):
     _, agg, text = built
-    assert '<td class="sig-best">best</td>' in text  # best is the first line: the best mark, no p
+    assert '<td data-v="0.0" class="sig-best">best</td>' in text  # best is the first line: the best mark, no p
     title = r'title="p = [0-9.e-]+ ± [0-9.e-]+ \(Monte Carlo SE\), Holm-adjusted [0-9.e-]+"'
+    assert re.search(rf'class="sig-near" {title}>−[0-9.]+ ≈</td>', text)  # the default's Δ best and its mark
+    assert re.search(rf'class="sig-below" {title}>−[0-9.]+ &lt;</td>', text)
+    full = page.render(built[0], agg, published=True, source="runs/x", columns=["comparison"])
+    assert '<td class="sig-best">best</td>' in full  # the comparison group's difference with its interval
     diff = r"[−+][0-9.]+ \([−+][0-9.]+, [−+][0-9.]+\)"  # the difference to the best line and its interval
-    assert re.search(rf'class="sig-near" {title}>{diff} ≈</td>', text)
-    assert re.search(rf'class="sig-below" {title}>{diff} &lt;</td>', text)
+    assert re.search(rf'class="sig-near" {title}>{diff} ≈</td>', full)
+    assert re.search(rf'class="sig-below" {title}>{diff} &lt;</td>', full)
     assert '<span class="badge">published</span>' in text
     for needle in ("α = 0.05", "Holm", "macro-F1 − best", "fer2013", "x86_64 (2 threads)", "runs/x", "seeds per line"):
         assert needle in text, needle
@@ -245,13 +249,13 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys
 
     plain = lb.aggregate(lb.frame_from_rows(lb.read_rows([runs])))
     assert plain["mca"].isna().all()  # the run folders hold no corruption table
-    args = ["leaderboard", "--from-results", str(runs), "--format", "md"]
+    args = ["leaderboard", "--from-results", str(runs), "--format", "md", "--columns", "robustness"]
     capsys.readouterr()
     assert main([*args, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)]) == 0
     table = capsys.readouterr().out
     assert "999.0" not in table and table.count(EVIL.replace("<", "&lt;")[:3]) <= 1  # the eval row is not a line
     # the same table as without the evals, except that the line they scored gets their mCA
-    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table.splitlines() if r.startswith("| ")]
+    cells = [[c.strip() for c in r.split("|")] for r in table.splitlines() if " | " in r and not r.startswith("**")]
     head, body = cells[0], {c[1]: c for c in cells[1:]}
     assert len(body) == len(plain)
     mca = [head.index("mCA % (corruptions) ↑"), head.index("mCA / clean ↑")]
@@ -283,7 +287,7 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
     shot = tmp_path / "page.png"
     page.screenshot(path, shot)
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert im.shape == (2000, 2600)
+    assert im.shape == (900, 1440)
     assert (im < 200).mean() > 0.02 and im.std() > 20  # text, table and figures drawn, not a blank page
 
     def order(query: str) -> list[str]:
@@ -319,7 +323,7 @@ def test_mean_corruption_accuracy_is_a_column_in_every_format(tmp_path):
     assert csv.set_index("model").loc[EVIL, "mca"] == pytest.approx(worse["mca"], abs=1e-4)
     for fmt, head in (("md", "mCA % (corruptions) ↑"), ("latex", r"mCA \% (corruptions) $\uparrow$"),
                       ("html", "mCA % (corruptions) ↑")):  # fmt: skip
-        text = lb.render(agg, fmt)
+        text = lb.render(agg, fmt, columns=["robustness"])
         assert head in text and f"{worse['mca']:.2f}" in text and f"{worse['mca_ratio']:.3f}" in text, fmt
         assert "mCA: mean top-1 over every corruption and severity" in text, fmt
     # matched on model, protocol, split, device and seed: an eval of other weights is refused
@@ -329,3 +333,28 @@ def test_mean_corruption_accuracy_is_a_column_in_every_format(tmp_path):
     plain = [r for r in rows if r["run_id"] != "worse"] + [{k: v for k, v in rows[3].items() if k != "corruptions"}]
     filled = lb.apply_corruptions(lb.frame_from_rows(plain), lb.frame_from_rows([dict(rows[3], run_id="eval-w")]))
     assert lb.aggregate(filled).set_index("model").loc[EVIL, "mca"] == pytest.approx(worse["mca"])
+
+
+def test_the_tables_fit_a_laptops_window(built, tmp_path):
+    """At 1440 × 900 the default tables (published rows included) fit the window: the models and their top-1 are
+    seen without scrolling sideways."""
+    _chromium_or_skip()
+    path = tmp_path / "page.html"
+    path.write_text(built[2], encoding="utf-8")
+    dom = page.dump_dom(path, width=1440, height=900)
+    right = re.search(r'data-tables-right="(\d+)"', dom)
+    assert right and 0 < int(right[1]) <= 1440, right
+    wide = page.render(built[0], built[1], published=True, columns=["all"])  # the test can fail: all is wider
+    path.write_text(wide, encoding="utf-8")
+    assert int(re.search(r'data-tables-right="(\d+)"', page.dump_dom(path, width=1440, height=900))[1]) > 1440
+
+
+def test_a_line_that_did_not_converge_is_marked_on_the_page(tmp_path):
+    rows = [_row("done", None, top1=60.0, f1=50.0, converged=True, epochs=40),
+            _row("short", None, top1=50.0, f1=40.0, epochs_run=3),
+            _row("rising", None, top1=55.0, f1=45.0, converged=False, epochs=40)]  # fmt: skip
+    frame = lb.frame_from_rows(rows)
+    text = page.render(frame, lb.aggregate(frame))
+    marked = re.findall(r'<tr class="measured not-converged" title="([^"]+)">.*?<td>(\w+)</td>', text)
+    assert sorted(marked) == [("not converged", "rising"), ("snapshot, not converged", "short")]
+    assert text.count('class="nc">') == 2 and "snapshot, not converged: 5 epochs or fewer" in text

@@ -16,7 +16,10 @@ def add_parser(sub) -> None:
     p.add_argument("--from-results", nargs="+", type=Path, metavar="DIR",
                    help="read result.json files instead of MLflow")  # fmt: skip
     p.add_argument("--format", choices=("md", "csv", "latex", "html"), default="md")
-    p.add_argument("--per-class", action="store_true", help="add per-class F1 columns")
+    p.add_argument("--columns", action="append", default=[], metavar="GROUP[,GROUP]",
+                   help="column groups beside the default ones: comparison, tta, cost, calibration, robustness, "
+                        "per-class, provenance, or all (CSV always has every column)")  # fmt: skip
+    p.add_argument("--per-class", action="store_true", help="add per-class F1 columns (= --columns per-class)")
     p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
     p.add_argument("--out", type=Path, help="write the table here (default: print it)")
     p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here")
@@ -28,8 +31,8 @@ def add_parser(sub) -> None:
                         "their mCA fills the table's mCA columns and, with --page, their curves are drawn; their rows "
                         "stay out of the table")  # fmt: skip
     p.add_argument("--screenshot", type=Path, metavar="PNG",
-                   help="with --page: a headless-Chromium screenshot of the page (2600 × 2000 px: the whole table "
-                        "without per-class columns)")  # fmt: skip
+                   help="with --page: a headless-Chromium screenshot of the page's first screen (1440 × 900 px, a "
+                        "laptop's window)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -37,6 +40,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from fer_bench import leaderboard as lb
 
     _check_page_args(args)  # before anything is read or written
+    lb.layout.groups(args.columns)
     if args.from_results:
         missing = [str(p) for p in args.from_results if not p.exists()]
         if missing:
@@ -56,7 +60,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first."
         )
     agg = lb.aggregate(frame)
-    table = lb.render(agg, args.format, per_class=args.per_class, published=args.published)
+    table = lb.render(agg, args.format, columns=args.columns, per_class=args.per_class, published=args.published)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table if table.endswith("\n") else table + "\n")
@@ -90,6 +94,7 @@ def _write_page(args: argparse.Namespace, frame, agg) -> None:
 
     source = (" ".join(str(p) for p in args.from_results) if args.from_results
               else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip
-    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class, source=source)
+    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class,
+                           columns=args.columns, source=source)  # fmt: skip
     if args.screenshot:
         leaderboard_page.screenshot(args.page, args.screenshot)
