@@ -39,6 +39,7 @@ from fer_bench.protocol import (
     precision_label,
     protocol_fields,
     protocol_hash,
+    run_name,
     sample_ids,
     weights_identity,
     weights_label,
@@ -149,9 +150,9 @@ def run_model(
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe, opts.protocol)
     distributed.check_batches(len(proto.train), recipe.train.batch_size, world, f"recipe {recipe.name!r}")
-    rid = run_id(model_name, recipe, data, proto.name)
-    run_dir = opts.out / rid
     phash, pfields = run_protocol(model_name, recipe, data, opts, precision, ctx.device.type, size)
+    rid = run_id(model_name, recipe, data, phash, proto.name)
+    run_dir = opts.out / rid
     if world.main:  # under torchrun rank 0 alone writes
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
@@ -249,7 +250,7 @@ def evaluate_on_split(
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     norms = make_norms(recipe, spec, trained["img_size"])
     proto = make_protocol(data, recipe, opts.protocol)
-    rid = run_id(model_name, recipe, data, proto.name)
+    rid = run_id(model_name, recipe, data, trained["protocol_hash"], proto.name)
     run_dir = opts.out / rid
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
@@ -281,11 +282,16 @@ def make_norms(recipe: Recipe, spec, size: int) -> dict[str, Normalize]:
     }
 
 
-def run_id(model_name: str, recipe: Recipe, data: FerData, protocol: str = "standard") -> str:
-    """``<model>-<recipe>-<dataset>-<split>[-<protocol>]-s<seed>``: one folder per distinct run."""
-    safe = model_name.replace(":", "_").replace("/", "_")
-    proto = "" if protocol == "standard" else f"-{protocol}"
-    return f"{safe}-{recipe.name}-{data.name}-{recipe.eval.split}{proto}-s{recipe.train.seed}"
+def run_id(model_name: str, recipe: Recipe, data: FerData, phash: str, protocol: str = "standard") -> str:
+    """The run's folder name (:func:`fer_bench.protocol.run_name`): its model, recipe, data, split, seed and protocol
+    hash ``phash``, so runs of other settings never share a folder."""
+    return run_name(model_name, recipe.name, data.name, recipe.eval.split, recipe.train.seed, phash, dedup=protocol)
+
+
+def run_folder(model_name: str, recipe: Recipe, data: FerData, opts: RunOptions) -> Path:
+    """Where :func:`run_model` writes this run, known before it trains (a finished row is looked up here)."""
+    phash, _ = run_protocol(model_name, recipe, data, opts)
+    return opts.out / run_id(model_name, recipe, data, phash, opts.protocol["name"] if opts.protocol else "standard")
 
 
 def _device_tensors(

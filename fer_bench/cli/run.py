@@ -104,7 +104,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
     from fer_bench.data import load_dataset
-    from fer_bench.leaderboard import render_rows
     from fer_bench.models import get_spec
     from fer_bench.provenance import git_sha
     from fer_bench.recipes import recipe_to_dict
@@ -127,7 +126,6 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
     from fer_bench.tracking import NullTracker
 
     tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
-    rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}):
         for spec, recipe in runs:
             if world.main:
@@ -138,10 +136,9 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
             with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
                 tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
-            rows.append(row)
     if not world.main:
         return 0
-    table = render_rows(rows, root=args.out)
+    table = _table_of_folder(args.out)  # this call's rows and those of earlier runs into --out
     (args.out / "leaderboard.md").write_text(table + "\n")
     print(table)
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
@@ -191,6 +188,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench.runner import run_protocol
 
     hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
+    st.check_distinct(all_cells, data, hashes, proto_name)
     protocol_of = lambda cell: hashes[cell.id]  # noqa: E731
 
     def on_disk(cell, split) -> bool:
@@ -239,6 +237,13 @@ def _run_suite(args: argparse.Namespace) -> int:
     if failed is not None:
         raise failed
     return 0
+
+
+def _table_of_folder(out: Path) -> str:
+    """The table of every run folder directly in ``out`` (this call's rows and earlier runs' of other settings)."""
+    from fer_bench import leaderboard as lb
+
+    return lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows(sorted(out.glob("*/result.json"))))), "md")
 
 
 def _seeds(args: argparse.Namespace) -> list[int | None]:
