@@ -16,12 +16,13 @@ def add_parser(sub) -> None:
     p.add_argument("--models", type=csv_list, default=["resnet18"], help="comma-separated models")
     p.add_argument("--img-size", type=int_list, default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size of the timed steps")
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32",
+                   help="numeric precision")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (>= 5 for a meaningful IQR)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
@@ -38,7 +39,7 @@ def add_parser(sub) -> None:
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
                         "synthetic); 'none' skips them")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder for the CSV/JSON files")
-    add_tracking(p)
+    add_tracking(p, checkpoint=False)
     p.set_defaults(handler=cmd_bench)
 
 
