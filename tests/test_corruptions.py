@@ -184,7 +184,7 @@ def test_option_parsing_and_its_errors():
 def test_ls_corruptions_lists_the_registry_with_its_parameters(capsys):
     from fer_bench.cli import main
 
-    assert main(["ls", "corruptions"]) == 0
+    assert main(["ls", "corruptions", "--long"]) == 0
     out = capsys.readouterr().out
     for name in NAMES:
         line = next(row for row in out.splitlines() if row.startswith(name + " "))
