@@ -124,7 +124,7 @@ def test_final_compares_best_and_base_on_the_test_split_over_seeds(finished):
     for f in (tmp_path / "final").rglob("result.json"):
         row = json.loads(f.read_text())
         assert row["split"] == "test" and row["n_train"] == 140 and row["epochs_run"] == 2
-        rows[f.parts[-3].rsplit("-", 1)[0]] = row  # <label>-s<seed>-<key>
+        rows[f"{f.parts[-3]}-s{row['seed']}"] = row  # final/<label>/<run folder>/result.json
     assert sorted(rows) == ["base-s0", "base-s1", "tuned-s0", "tuned-s1"]
     assert rows["tuned-s1"]["seed"] == 1 and rows["tuned-s1"]["recipe"] == "baseline-tuned"
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
