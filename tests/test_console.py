@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,9 +86,10 @@ def test_model_and_models_are_both_accepted(capsys):
 
     parser = build_parser()
     assert parser.parse_args(["run", "--model", "simple_cnn"]).models == ["simple_cnn"]
-    for cmd in (["tune", "--search", "x.yaml"], ["eval", "--weights", "w.pt"]):
+    search = str(Path(__file__).resolve().parents[1] / "fer_bench" / "configs" / "search" / "loss-aug.yaml")
+    for cmd in (["tune", "--search", search], ["eval", "--weights", "w.pt"]):
         assert parser.parse_args([*cmd, "--models", "simple_cnn"]).model == "simple_cnn"
-    assert main(["tune", "--search", "x.yaml", "--models", "resnet18,simple_cnn"]) == 2
+    assert main(["tune", "--search", search, "--models", "resnet18,simple_cnn"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "one model" in err and "resnet18,simple_cnn" in err
 
