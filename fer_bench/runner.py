@@ -798,12 +798,15 @@ def plateau_figure(history: list[dict[str, Any]]) -> dict[str, Any]:
             "plateau_window": window}  # fmt: skip
 
 
-def recipe_choice(histories: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def recipe_choice(histories: dict[str, list[dict[str, Any]]],
+                  converged: dict[str, bool | None] | None = None) -> dict[str, Any]:
     """Which of several runs (name → history) a choice between recipes picks, on which validation figure.
 
     Runs of one length compare their best :data:`SELECT_BY` (the peak, as the checkpoint rule does); runs of
     different lengths compare :func:`plateau_figure`, since a longer run's peak has more epochs to be high by chance.
-    Returns ``figure`` (the key compared), ``values`` (name → figure) and ``chosen`` (the highest).
+    ``converged`` (name → the row's ``converged``): only runs that converged are eligible; None or unknown is not.
+    Returns ``figure`` (the key compared), ``values`` (name → figure, every run), ``eligible`` (names) and
+    ``chosen`` (the highest eligible).
     """
     lengths = {len(h) for h in histories.values()}
     if len(lengths) == 1:
@@ -811,8 +814,10 @@ def recipe_choice(histories: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     else:
         figure = "plateau_val_macro_f1"
         values = {n: plateau_figure(h)[figure] for n, h in histories.items()}
-    scored = {n: v for n, v in values.items() if v is not None}
-    return {"figure": figure, "values": values, "chosen": max(scored, key=scored.get) if scored else None}
+    eligible = [n for n in histories if converged is None or converged.get(n) is True]
+    scored = {n: values[n] for n in eligible if values[n] is not None}
+    return {"figure": figure, "values": values, "eligible": eligible,
+            "chosen": max(scored, key=scored.get) if scored else None}  # fmt: skip
 
 
 def _lr_fields(recipe: Recipe) -> dict[str, Any]:
