@@ -14,6 +14,8 @@ Dietterich, ICLR 2019; the parameter tables of ``ImageNet-C/create_c/make_cifar_
 defined on 32-px images, adapted to 48 px by one rule (:data:`RULES`):
 
 - parameters in pixels (Gaussian blur σ; motion blur radius and σ) are multiplied by 48/32 = 1.5;
+  CIFAR-10-C's motion blur has one σ at severities 3 and 4 (only the radius grows, adding taps of weight < 1e-8),
+  so those two severities are nearly identical;
 - parameters of intensity (noise σ, brightness shift, contrast factor, JPEG quality) are unchanged: they do not
   depend on the image side;
 - pixelate's factor is a fraction of the side (the image is resized to side × factor and back), so it is unchanged.

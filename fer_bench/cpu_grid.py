@@ -84,7 +84,8 @@ class _Side:
         self.batch_size, self.grad_clip = recipe.train.batch_size, recipe.train.grad_clip
         self.criterion = build_loss(recipe.loss, np.ones(7), self.ctx.device)
         self.optimizer = build_optimizer(recipe.optim, self.model)
-        self.ema = build_ema(self.model, recipe.train.ema_decay)
+        # the length of a fast-48 run at batch 64 (25,838 images): only a run-relative EMA horizon reads it
+        self.ema = build_ema(self.model, recipe.train, total_steps=recipe.train.epochs * 404)
         self.net = compiled(self.model, "default" if setting.compiled else None)
         self.x = torch.randn(self.batch_size, spec.in_chans, cfg.img_size, cfg.img_size)
         self.y = torch.randint(0, 7, (self.batch_size,))

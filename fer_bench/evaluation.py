@@ -15,6 +15,7 @@ never enters a leaderboard beside the run it reproduces.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from fer_bench.metrics import classification_metrics
 from fer_bench.models import create_model
 from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, check_weights_file, head_keys, read_state_dict
 from fer_bench.parts import TTA_MODES
-from fer_bench.protocol import data_fingerprint, file_sha256, precision_label, protocol_hash
+from fer_bench.protocol import data_fingerprint, file_sha256, precision_label, protocol_hash, run_name
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import Recipe
 from fer_bench.runner import (
@@ -73,7 +74,8 @@ def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
     """
     if not (run_dir / "result.json").is_file():
         raise ConfigError(f"--run {run_dir}: no result.json there, so not the folder of a finished run. Give a folder "
-                          "that `fer-bench run` wrote (OUT/<model>-<recipe>-<dataset>-<split>-s<seed>/).")  # fmt: skip
+                          "that `fer-bench run` wrote (OUT/<model>-<recipe>-<dataset>-<split>-s<seed>-<hash>/)."
+                          )  # fmt: skip
     if not (run_dir / "best.pt").is_file():
         raise ConfigError(f"--run {run_dir}: no best.pt (the checkpoint a run keeps). Copy it back into the folder, "
                           "or score another weights file with --weights FILE --model NAME.")  # fmt: skip
@@ -191,9 +193,13 @@ def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Che
 
 
 def eval_id(p: Prepared) -> str:
-    """``eval-<model>-<dataset>-<split>-<checkpoint sha256[:10]>``: one folder per (checkpoint, data, split)."""
-    safe = p.ck.model.replace(":", "_").replace("/", "_")
-    return f"eval-{safe}-{p.data.name}-{p.split}-{p.sha256[:10]}"
+    """The evaluation's folder name (:func:`fer_bench.protocol.run_name` with kind ``eval``); its key covers the
+    checkpoint's bytes, the data's content, the samples scored, the input size and the precision."""
+    ident = {"checkpoint_sha256": p.sha256, "data_fingerprint": data_fingerprint(p.data), "img_size": p.size,
+             "samples": hashlib.sha256(np.ascontiguousarray(p.idx, dtype=np.int64).tobytes()).hexdigest(),
+             "precision": precision_label(p.precision, p.ctx.device.type)}  # fmt: skip
+    seed = p.ck.run.get("seed") if p.ck.run else None
+    return run_name(p.ck.model, p.ck.recipe.name, p.data.name, p.split, seed, protocol_hash(ident), kind="eval")
 
 
 def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) -> dict[str, Any]:

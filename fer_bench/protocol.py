@@ -201,3 +201,31 @@ def protocol_fields(
 def protocol_hash(fields: dict[str, Any]) -> str:
     """12 hex digits of sha256 over the canonical JSON of :func:`protocol_fields`."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_name(
+    model: str,
+    recipe: str,
+    dataset: str,
+    split: str,
+    seed: int | None,
+    key: str,
+    *,
+    dedup: str = "standard",
+    kind: str | None = None,
+) -> str:
+    """The one name of a run folder: ``[<kind>-]<model>-<recipe>-<dataset>-<split>[-<dedup>][-s<seed>]-<key>``.
+
+    ``key`` is what makes the numbers: a trained run's protocol hash (:func:`protocol_hash`: its epochs, overrides,
+    weights and data), an evaluation's digest of checkpoint and samples. Runs of another protocol never share a
+    folder, so a rerun with other settings writes beside the earlier one; a rerun of the same protocol finds its
+    folder (and ``last.pt``) again. ``kind`` marks folders that are not trainings (``eval``).
+
+    Example:
+        >>> run_name("timm:resnet18", "baseline", "fer2013", "test", 0, "0123456789ab")
+        'timm_resnet18-baseline-fer2013-test-s0-0123456789ab'
+    """
+    safe = model.replace(":", "_").replace("/", "_")
+    parts = [kind, safe, recipe, dataset, split, None if dedup == "standard" else dedup,
+             None if seed is None else f"s{seed}", key]  # fmt: skip
+    return "-".join(p for p in parts if p)

@@ -39,6 +39,7 @@ from fer_bench.protocol import (
     precision_label,
     protocol_fields,
     protocol_hash,
+    run_name,
     sample_ids,
     weights_identity,
     weights_label,
@@ -154,9 +155,9 @@ def run_model(
     norms = make_norms(recipe, spec, size)
     proto = make_protocol(data, recipe, opts.protocol)
     distributed.check_batches(len(proto.train), recipe.train.batch_size, world, f"recipe {recipe.name!r}")
-    rid = run_id(model_name, recipe, data, proto.name)
-    run_dir = opts.out / rid
     phash, pfields = run_protocol(model_name, recipe, data, opts, precision, ctx.device.type, size)
+    rid = run_id(model_name, recipe, data, phash, proto.name)
+    run_dir = opts.out / rid
     if world.main:  # under torchrun rank 0 alone writes
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
@@ -180,18 +181,32 @@ def run_model(
             "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
     if not opts.evaluate_test:
         return row | {"run_id": rid}
+    phase(f"testing on {recipe.eval.split}: {len(proto.test)} images, {_tta_said(recipe)}")
     row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(model, recipe, data, proto.test, norms, ctx)
     row["predictions"] = _save_predictions(run_dir, data, proto.test, *plain)
     # the hold-out's predictions of the same weights: what temperature scaling is fitted on (fer_bench.calibration)
+    phase(f"predicting the validation hold-out: {len(proto.val)} images")
     valid = predict_plain(model, recipe, data, proto.val, norms, ctx)
     row["predictions_valid"] = _save_predictions(run_dir, data, proto.val, *valid, name=predictions.VALID_FILE)
+    phase("measuring parameters, GMACs and inference throughput")
     row |= _cost(model, spec, size, ctx)
     row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["run_id"] = rid
     write_json(run_dir / "result.json", row)
+    phase(f"writing plots to {run_dir}")
     save_run_plots(row, run_dir)
     return row
+
+
+def phase(what: str) -> None:
+    """One line as a phase after training starts (each takes seconds on a CPU), so the console never goes quiet."""
+    print(f"  {what} …", file=sys.stderr, flush=True)
+
+
+def _tta_said(recipe: Recipe) -> str:
+    extra = [t for t in dict.fromkeys(recipe.eval.tta) if t != "none"]
+    return f"plain and TTA {', '.join(extra)}" if extra else "plain"
 
 
 def run_protocol(
@@ -258,10 +273,11 @@ def evaluate_on_split(
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     norms = make_norms(recipe, spec, trained["img_size"])
     proto = make_protocol(data, recipe, opts.protocol)
-    rid = run_id(model_name, recipe, data, proto.name)
+    rid = run_id(model_name, recipe, data, trained["protocol_hash"], proto.name)
     run_dir = opts.out / rid
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+    phase(f"testing the same weights on {recipe.eval.split}: {len(proto.test)} images, {_tta_said(recipe)}")
     row = dict(trained) | {"split": recipe.eval.split, "recipe_hash": recipe_hash(recipe), "n_test": len(proto.test),
                            "run_id": rid, "trained_run_id": trained["run_id"],
                            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
@@ -290,11 +306,16 @@ def make_norms(recipe: Recipe, spec, size: int) -> dict[str, Normalize]:
     }
 
 
-def run_id(model_name: str, recipe: Recipe, data: FerData, protocol: str = "standard") -> str:
-    """``<model>-<recipe>-<dataset>-<split>[-<protocol>]-s<seed>``: one folder per distinct run."""
-    safe = model_name.replace(":", "_").replace("/", "_")
-    proto = "" if protocol == "standard" else f"-{protocol}"
-    return f"{safe}-{recipe.name}-{data.name}-{recipe.eval.split}{proto}-s{recipe.train.seed}"
+def run_id(model_name: str, recipe: Recipe, data: FerData, phash: str, protocol: str = "standard") -> str:
+    """The run's folder name (:func:`fer_bench.protocol.run_name`): its model, recipe, data, split, seed and protocol
+    hash ``phash``, so runs of other settings never share a folder."""
+    return run_name(model_name, recipe.name, data.name, recipe.eval.split, recipe.train.seed, phash, dedup=protocol)
+
+
+def run_folder(model_name: str, recipe: Recipe, data: FerData, opts: RunOptions) -> Path:
+    """Where :func:`run_model` writes this run, known before it trains (a finished row is looked up here)."""
+    phash, _ = run_protocol(model_name, recipe, data, opts)
+    return opts.out / run_id(model_name, recipe, data, phash, opts.protocol["name"] if opts.protocol else "standard")
 
 
 def _device_tensors(
@@ -463,7 +484,7 @@ def _fit(model, recipe: Recipe, data, proto, norms, ctx, opts: RunOptions, run_d
         frozen, optimizer, scheduler = _open_stage(model, recipe, stage, n_epochs, loop, pos, saved, tracker)
         train_net = distributed.wrap(net, world, ctx.device)  # per stage: DDP takes the parameters trainable now
         while pos.stage == si and not pos.stopped:
-            entry = _one_epoch(train_net, loop, optimizer, scheduler, frozen, pos.epoch + 1)
+            entry = _one_epoch(train_net, loop, optimizer, scheduler, frozen, pos.epoch + 1, t.epochs)
             history.append({"epoch": pos.epoch + 1, "stage": stage.name, **entry})
             if world.main:
                 _log_epoch(history[-1], t.epochs, opts.progress)
@@ -594,15 +615,16 @@ def _restore(state: dict, loop: _Loop, model, tracker: _BestTracker) -> _Positio
     return _Position(**state["position"])
 
 
-def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int) -> dict:
-    """Train epoch ``epoch`` (1-based), validate, feed the schedule validation top-1; the epoch's history entry.
+def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int, total: int) -> dict:
+    """Train epoch ``epoch`` (1-based, of ``total``), validate, feed the schedule validation top-1; the epoch's
+    history entry.
 
     ``epoch_wall_s`` is the epoch's wall time, training and validation (checkpoint writes aside): a run's time to
     accuracy adds these up, so a resumed run counts the epochs of every segment (:func:`time_to_accuracy`).
     """
     start = time.perf_counter()
     # NOTE: no bar when stderr is not a terminal: in a log file every redraw is a line (megabytes per demo)
-    bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}", unit="img", leave=False,
+    bar = tqdm(total=len(loop.train.labels), desc=f"epoch {epoch}/{total}", unit="img", leave=False,
                disable=not (loop.progress and sys.stderr.isatty()), file=sys.stderr)  # fmt: skip
     report = lambda seen, loss: (bar.update(seen - bar.n), bar.set_postfix(loss=f"{loss:.3f}"))  # noqa: E731
     if loop.share is not None:
@@ -776,12 +798,15 @@ def plateau_figure(history: list[dict[str, Any]]) -> dict[str, Any]:
             "plateau_window": window}  # fmt: skip
 
 
-def recipe_choice(histories: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def recipe_choice(histories: dict[str, list[dict[str, Any]]],
+                  converged: dict[str, bool | None] | None = None) -> dict[str, Any]:
     """Which of several runs (name → history) a choice between recipes picks, on which validation figure.
 
     Runs of one length compare their best :data:`SELECT_BY` (the peak, as the checkpoint rule does); runs of
     different lengths compare :func:`plateau_figure`, since a longer run's peak has more epochs to be high by chance.
-    Returns ``figure`` (the key compared), ``values`` (name → figure) and ``chosen`` (the highest).
+    ``converged`` (name → the row's ``converged``): only runs that converged are eligible; None or unknown is not.
+    Returns ``figure`` (the key compared), ``values`` (name → figure, every run), ``eligible`` (names) and
+    ``chosen`` (the highest eligible).
     """
     lengths = {len(h) for h in histories.values()}
     if len(lengths) == 1:
@@ -789,8 +814,10 @@ def recipe_choice(histories: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     else:
         figure = "plateau_val_macro_f1"
         values = {n: plateau_figure(h)[figure] for n, h in histories.items()}
-    scored = {n: v for n, v in values.items() if v is not None}
-    return {"figure": figure, "values": values, "chosen": max(scored, key=scored.get) if scored else None}
+    eligible = [n for n in histories if converged is None or converged.get(n) is True]
+    scored = {n: values[n] for n in eligible if values[n] is not None}
+    return {"figure": figure, "values": values, "eligible": eligible,
+            "chosen": max(scored, key=scored.get) if scored else None}  # fmt: skip
 
 
 def _lr_fields(recipe: Recipe) -> dict[str, Any]:

@@ -5,7 +5,8 @@ entry × one seed) trains once and is evaluated on every split the suite lists; 
 row and one MLflow child run tagged ``fer_bench.suite`` and ``fer_bench.cell``. Running a suite again skips the
 cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
 (fer_bench.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed mid-way
-from its last checkpoint. A cell's files live in ``OUT/<cell id>/<protocol hash>/``. ``--shard K/N`` takes a
+from its last checkpoint. Each row has its run folder in ``OUT`` (:func:`fer_bench.runner.run_id`: model, recipe,
+dataset, split, seed and protocol hash), named as ``fer-bench run`` names it. ``--shard K/N`` takes a
 deterministic share of the cells, so N machines logging to one MLflow server run one suite together; the
 leaderboard then reads every shard's rows.
 
@@ -307,17 +308,24 @@ def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
     return [c for i, c in enumerate(all_cells) if i % n == k - 1]
 
 
-def cell_dir(out: Path, cell: Cell, phash: str) -> Path:
-    """A cell's folder for one protocol: ``OUT/<cell id>/<protocol hash>`` (checkpoints, rows, plots)."""
-    return out / cell.id / phash
-
-
 def result_file(out: Path, cell: Cell, split: str, data, phash: str, protocol: str = "standard") -> Path:
-    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<cell id>/<protocol hash>/<run id>/result.json``."""
+    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<run id>/result.json``."""
     from fer_bench.runner import run_id
 
-    run = run_id(cell.model, split_recipe(cell.recipe, split), data, protocol)
-    return cell_dir(out, cell, phash) / run / "result.json"
+    return out / run_id(cell.model, split_recipe(cell.recipe, split), data, phash, protocol) / "result.json"
+
+
+def check_distinct(all_cells: list[Cell], data, hashes: dict[str, str], protocol: str = "standard") -> None:
+    """Refuse two cells whose rows would share a run folder (lines that differ only in settings outside the protocol
+    hash, such as eval.tta): the second would overwrite the first's files or be taken as finished."""
+    seen: dict[Path, str] = {}
+    for c in all_cells:
+        for s in c.splits:
+            path = result_file(Path("."), c, s, data, hashes[c.id], protocol)
+            if path in seen and seen[path] != c.id:
+                raise ConfigError(f"suite cells {seen[path]} and {c.id} train the same protocol (their lines differ "
+                                  "only in settings that do not change the numbers); remove one of the lines.")
+            seen[path] = c.id
 
 
 def finished_on_disk(path: Path, phash: str) -> bool:
@@ -374,8 +382,8 @@ def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
     for n, cell in enumerate(todo, 1):
         job.log(f"== [{n}/{len(todo)}] {cell.id} · splits {', '.join(cell.splits)}")
         trained: dict[str, Any] | None = None
-        # a cell cut short by a crash continues from its last.pt; each cell × protocol has its own folder
-        resume = replace(job.opts, resume=True, out=cell_dir(job.opts.out, cell, job.protocol_of(cell)))
+        # a cell cut short by a crash continues from its last.pt; each protocol has its own run folder
+        resume = replace(job.opts, resume=True)
         for split in cell.splits:
             recipe = split_recipe(cell.recipe, split)
             if job.finished(cell, split):
@@ -406,8 +414,10 @@ VALIDATION_FILE = "validation.json"  # a blind cell's row: training and validati
 
 
 def validation_file(job: SuiteRun, cell: Cell) -> Path:
-    """Where a blind suite keeps ``cell``'s validation row: ``OUT/<cell id>/<protocol hash>/validation.json``."""
-    return cell_dir(job.opts.out, cell, job.protocol_of(cell)) / VALIDATION_FILE
+    """Where a blind suite keeps ``cell``'s validation row: in the run folder of its first split, beside ``last.pt``."""
+    protocol = job.opts.protocol["name"] if job.opts.protocol else "standard"
+    return result_file(job.opts.out, cell, cell.splits[0], job.data, job.protocol_of(cell), protocol).with_name(
+        VALIDATION_FILE)
 
 
 def train_blind(job: SuiteRun) -> list[dict[str, Any]]:
@@ -424,8 +434,7 @@ def train_blind(job: SuiteRun) -> list[dict[str, Any]]:
     rows = []
     for n, cell in enumerate(todo, 1):
         job.log(f"== [{n}/{len(todo)}] {cell.id} · blind")
-        opts = replace(job.opts, resume=True, evaluate_test=False, out=cell_dir(job.opts.out, cell,
-                                                                                 job.protocol_of(cell)))  # fmt: skip
+        opts = replace(job.opts, resume=True, evaluate_test=False)  # the run folder --unblind resumes from
         row = run_model(cell.model, split_recipe(cell.recipe, cell.splits[0]), job.data, opts)
         row |= {"suite": job.suite.name, "cell": cell.id, "blind": True}
         write_json(validation_file(job, cell), row)

@@ -367,9 +367,9 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     search's training budget (the job's overrides: epochs, subset, size).
 
     The choice is fixed (the study's best trial, read once) before any run touches the test split. Runs go to
-    ``OUT/final/<base|tuned>-s<seed>-<key>/`` (``key``: :func:`final_key`): a finished one is read back only under
-    the same key, an interrupted one resumes from its last epoch. Writes ``OUT/final.md`` and ``OUT/final.csv``
-    (mean ± std over seeds, per-class F1).
+    ``OUT/final/<base|tuned>/<run folder>/`` (:func:`fer_bench.runner.run_id`: the folder names the protocol): a
+    finished one is read back only under the same settings, an interrupted one resumes from its last epoch. Writes
+    ``OUT/final.md`` and ``OUT/final.csv`` (mean ± std over seeds, per-class F1).
     """
     import pandas as pd
 
@@ -387,7 +387,7 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
         for label, recipe in recipes.items():
             for seed in seeds:
                 recipe_s = replace(recipe, train=replace(recipe.train, seed=seed))
-                out = job.out / "final" / f"{label}-s{seed}-{final_key(job, recipe_s, data)}"
+                out = job.out / "final" / label
                 rows[label].append(_final_row(job, label, recipe_s, data, out, tracker, name))
     # NOTE: one line per label: when the best trial is the base's own values both share a protocol and the
     # leaderboard's grouping would merge them into one line.
@@ -407,31 +407,15 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     return f"{head}\n\n{table}"
 
 
-def final_key(job: TuneJob, recipe, data) -> str:
-    """A final run's identity as 12 hex digits: its protocol hash (the resolved recipe without its name, the data's
-    content, input size, weights, precision: fer_bench.protocol), evaluation split, model and seed.
-
-    A finished run is read back only from the folder of the same key, so a new best trial or other ``--set``
-    values train afresh instead of reusing a stale row (a result file's age says nothing of its settings).
-    """
-    import hashlib
-    import json
-
-    from fer_bench.runner import RunOptions, run_protocol
-
-    phash, _ = run_protocol(job.model, recipe, data, RunOptions(out=job.out))
-    ident = {"protocol": phash, "split": recipe.eval.split, "model": job.model, "seed": recipe.train.seed}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _final_row(job: TuneJob, label: str, recipe, data, out: Path, tracker, study: str) -> dict[str, Any]:
-    """One final run in ``out`` (named by its key): its finished row read back, or trained (resuming a killed one)."""
+    """One final run in ``out``: its finished row read back from its run folder (named by its protocol, so only a
+    run of the same settings is reused), or trained (resuming a killed one)."""
     import json
 
-    from fer_bench.runner import RunOptions, run_model
+    from fer_bench.runner import RunOptions, run_folder, run_model
 
-    if done := sorted(out.glob("*/result.json")):
-        return json.loads(done[-1].read_text())
+    if (done := run_folder(job.model, recipe, data, RunOptions(out=out)) / "result.json").is_file():
+        return json.loads(done.read_text())
     print(f"== final: {recipe.name} seed {recipe.train.seed}", file=sys.stderr)
     tags = {KIND_TAG: "model", "fer_bench.tune_final": label, "fer_bench.study": study}
     with tracker.run(f"{recipe.name}-s{recipe.train.seed}", nested=True, tags=tags):

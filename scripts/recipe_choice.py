@@ -19,18 +19,20 @@ from fer_bench.runner import SELECT_BY, plateau_figure, recipe_choice
 def table(rows: dict[str, dict]) -> str:
     """Markdown: one line per run, then the rule's verdict."""
     histories = {n: r["history"] for n, r in rows.items()}
-    choice = recipe_choice(histories)
+    choice = recipe_choice(histories, {n: r.get("converged") for n, r in rows.items()})
     lines = [
-        "| run | epochs | peak val macro-F1 (epoch) | plateau window | plateau val macro-F1 (mean over the window) |",
-        "|---|---|---|---|---|"]  # fmt: skip
+        "| run | epochs | converged | peak val macro-F1 (epoch) | plateau window | plateau val macro-F1 (mean over "
+        "the window) |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, h in histories.items():
         best = max(h, key=lambda e: e[SELECT_BY])
         p = plateau_figure(h)
         value = "–" if p["plateau_val_macro_f1"] is None else f"{p['plateau_val_macro_f1']:.2f}"
-        lines.append(f"| {name} | {len(h)} | {best[SELECT_BY]:.2f} ({best['epoch']}) | last {p['plateau_window']} "
-                     f"| {value} |")  # fmt: skip
+        conv = {True: "yes", False: "no"}.get(rows[name].get("converged"), "–")
+        lines.append(f"| {name} | {len(h)} | {conv} | {best[SELECT_BY]:.2f} ({best['epoch']}) "
+                     f"| last {p['plateau_window']} | {value} |")  # fmt: skip
     lengths = "different lengths" if choice["figure"].startswith("plateau") else "one length"
-    lines.append(f"\nCompared on `{choice['figure']}` (runs of {lengths}): the highest is **{choice['chosen']}**.")
+    lines.append(f"\nCompared on `{choice['figure']}` (runs of {lengths}); only converged runs are eligible: the "
+                 f"highest of {', '.join(choice['eligible'])} is **{choice['chosen']}**.")
     return "\n".join(lines) + "\n"
 
 

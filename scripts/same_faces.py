@@ -9,6 +9,7 @@ faces and labels. Two steps (``fer_bench.cross_dataset``: the matching and the f
     # the table, and each cross-dataset row's ``same_faces`` block, from the predictions files and the pairs
     python scripts/same_faces.py table --pairs results/ferplus-converged/same-faces-pairs.csv \\
         --line "fast-48 v4=OWN_RUN_DIR:CROSS_RUN_DIR" … --compare "fast-48 v4|fast-48 v1" \\
+        --split "fast-48 v4|fast-48 v1" \\
         --out results/ferplus-converged/same-faces
 """
 
@@ -20,11 +21,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from statsmodels.stats.multitest import multipletests
 
 from fer_bench import cross_dataset, predictions
 from fer_bench.runner import write_json
 
 COLUMNS = ("fer2013", "ferplus", "ferplus-crossentropy")  # the datasets whose sample ids the pairs file holds
+ELSEWHERE = "fer2013_copy_outside_private"  # 1: the face's pixels also occur in FER2013 Training or PublicTest
 
 
 def make_pairs(fer2013_dir: str, ferplus_dir: str, out: Path) -> None:
@@ -39,16 +42,23 @@ def make_pairs(fer2013_dir: str, ferplus_dir: str, out: Path) -> None:
     a = cross_dataset.same_face_pairs(*split["fer2013"], *split["ferplus"])
     b = cross_dataset.same_face_pairs(*split["ferplus"], *split["ferplus:labels=crossentropy"])
     assert np.array_equal(a[:, 1], b[:, 0]), "the two FER+ label modes hold the same faces in the same order"
-    with out.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        w.writerows(zip(a[:, 0], a[:, 1], b[:, 1], strict=True))
+    f = sets["fer2013"]
+    outside = {x.tobytes() for x in np.ascontiguousarray(f.images[f.splits != PRIVATE])}
+    row = dict(zip(split["fer2013"][1], np.ascontiguousarray(split["fer2013"][0]), strict=True))
+    elsewhere = [int(row[i].tobytes() in outside) for i in a[:, 0]]
+    with out.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow((*COLUMNS, ELSEWHERE))
+        w.writerows(zip(a[:, 0], a[:, 1], b[:, 1], elsewhere, strict=True))
 
 
 def read_pairs(path: Path) -> dict[str, np.ndarray]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return {c: np.array([r[c] for r in rows], dtype="<U16") for c in COLUMNS}
+    out = {c: np.array([r[c] for r in rows], dtype="<U16") for c in COLUMNS}
+    if rows and ELSEWHERE in rows[0]:
+        out[ELSEWHERE] = np.array([r[ELSEWHERE] == "1" for r in rows])
+    return out
 
 
 def _load(run_dir: Path) -> tuple[dict, dict]:
@@ -70,25 +80,58 @@ def line(own_dir: Path, cross_dir: Path, pairs: dict[str, np.ndarray]) -> dict:
     return {"own": str(own_dir), "cross": str(cross_dir), "figures": figures, "right": right}
 
 
-def table(lines: dict[str, dict], compare: list[tuple[str, str]]) -> tuple[str, dict]:
-    """Markdown and JSON: each line's two top-1 figures on the same faces, then each asked-for paired difference."""
+def _holm(tests: list[dict]) -> None:
+    """Holm-adjusted p (statsmodels) over one table's family of tests, written beside each raw p."""
+    if tests:
+        for d, q in zip(tests, multipletests([d["p"] for d in tests], method="holm")[1], strict=True):
+            d["p_holm"] = float(q)
+
+
+def _cells(p: dict) -> list[str]:
+    return [f"{d['diff_pt']:+.2f} ({d['a_only']} / {d['b_only']}), p = {d['p']:.2g} (Holm {d['p_holm']:.2g})"
+            for d in (p["own_labels"], p["other_labels"])]  # fmt: skip
+
+
+def table(lines: dict[str, dict], compare: list[tuple[str, str]], split: list[tuple[str, str]] = (),
+          elsewhere: np.ndarray | None = None) -> tuple[str, dict]:
+    """Markdown and JSON: each line's two top-1 figures on the same faces, then each asked-for paired difference.
+
+    ``split``: pairs also compared separately on the faces with a copy outside PrivateTest (``elsewhere``, one bool
+    per paired face) and on the rest; its tests are a second, exploratory family.
+    """
     first = next(iter(lines.values()))["figures"]
     own, other = first["own_dataset"], first["other_dataset"]
     md = [f"Same {first['n_faces']:,} faces (FER2013 PrivateTest faces that FER+ test keeps), matched by content id.",
           "", f"| model | top-1 % with {own} labels | top-1 % with {other} labels |", "|---|---|---|"]  # fmt: skip
     md += [f"| {n} | {x['figures']['top1_own_labels']:.2f} | {x['figures']['top1_other_labels']:.2f} |"
            for n, x in lines.items()]  # fmt: skip
+    head = (f"| A − B | with {own} labels: pt (only A / only B right), p | with {other} labels: pt "
+            "(only A / only B right), p |")  # fmt: skip
     pairs = {f"{a} − {b}": cross_dataset.paired_same_faces(lines[a]["right"], lines[b]["right"]) for a, b in compare}
+    _holm([d for p in pairs.values() for d in (p["own_labels"], p["other_labels"])])
     if pairs:
-        md += ["", f"| A − B | with {own} labels: pt (only A / only B right), p | with {other} labels: pt "
-               "(only A / only B right), p |", "|---|---|---|"]  # fmt: skip
-        for name, p in pairs.items():
-            cells = [f"{d['diff_pt']:+.2f} ({d['a_only']} / {d['b_only']}), p = {d['p']:.2g}"
-                     for d in (p["own_labels"], p["other_labels"])]  # fmt: skip
-            md.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        md += ["", head, "|---|---|---|"]
+        md += [f"| {name} | {' | '.join(_cells(p))} |" for name, p in pairs.items()]
         md += ["", "p: exact McNemar, a two-sided binomial test on the faces only one of the two models gets right "
-               "(scipy.stats.binomtest); one seed per model, so a difference is between two runs, not two recipes."]
+               "(scipy.stats.binomtest); Holm: adjusted over this table's "
+               f"{2 * len(pairs)} tests (statsmodels `multipletests`). The comparisons were chosen after seeing the "
+               "results and one seed per model, so a difference is between two runs, not two recipes: exploratory."]
+    by_copy = {}
+    if split and elsewhere is not None:
+        for a, b in split:
+            for where, mask in (("copy outside PrivateTest", elsewhere), ("no copy outside PrivateTest", ~elsewhere)):
+                ra, rb = (tuple(r[mask] for r in lines[n]["right"]) for n in (a, b))
+                by_copy[f"{a} − {b}, {where}"] = cross_dataset.paired_same_faces(ra, rb) | {"n_faces": int(mask.sum())}
+        _holm([d for p in by_copy.values() for d in (p["own_labels"], p["other_labels"])])
+        md += ["", f"Split by whether the face's pixels also occur in FER2013 Training or PublicTest "
+               f"({int(elsewhere.sum()):,} of {len(elsewhere):,} faces; `{ELSEWHERE}` in the pairs file):", "",
+               head.replace("| A − B |", "| A − B, faces |"), "|---|---|---|"]  # fmt: skip
+        md += [f"| {name} ({p['n_faces']:,}) | {' | '.join(_cells(p))} |" for name, p in by_copy.items()]
+        md += ["", f"Holm over these {2 * len(by_copy)} tests, a second family; the split was asked after seeing "
+               "the table above: exploratory."]
     out = {"lines": {n: {k: v for k, v in x.items() if k != "right"} for n, x in lines.items()}, "paired": pairs}
+    if by_copy:
+        out["paired_by_copy_outside_private"] = by_copy
     return "\n".join(md) + "\n", out
 
 
@@ -102,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--pairs", type=Path, required=True)
     t.add_argument("--line", action="append", required=True, metavar="NAME=OWN_RUN_DIR:CROSS_RUN_DIR")
     t.add_argument("--compare", action="append", default=[], metavar="A|B")
+    t.add_argument("--split", action="append", default=[], metavar="A|B",
+                   help="also compare A and B on the faces with and without a copy outside PrivateTest")
     t.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.json; rows get a same_faces block")
     args = ap.parse_args(argv)
     if args.cmd == "pairs":
@@ -112,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         name, _, dirs = spec.partition("=")
         own_dir, cross_dir = (Path(d) for d in dirs.split(":"))
         lines[name] = line(own_dir, cross_dir, pairs)
-    md, out = table(lines, [tuple(c.split("|")) for c in args.compare])
+    md, out = table(lines, [tuple(c.split("|")) for c in args.compare], [tuple(c.split("|")) for c in args.split],
+                    pairs.get(ELSEWHERE))
     args.out.with_suffix(".md").write_text(md)
     write_json(args.out.with_suffix(".json"), out)
     for x in lines.values():  # the cross-dataset row carries its own same-faces figures

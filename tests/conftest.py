@@ -36,3 +36,26 @@ def real_fer2013() -> Path:
 
 def pytest_addoption(parser):
     parser.addoption("--accept", action="store_true", help="rewrite golden files with the current output")
+
+
+# The slow tier: modules and tests that train several models, start servers or launch many processes (each 30 s to
+# several minutes on 2 cores, measured with --durations). `scripts/test.sh` leaves them out so that a newcomer has an
+# answer in about ten minutes; `scripts/test.sh --all` (what CI runs) includes them. Mark a new slow test with
+# @pytest.mark.slow, or list its module here when the whole module is slow.
+SLOW_MODULES = {
+    "test_distributed.py", "test_gpu_check.py", "test_mlflow_ui.py", "test_packaging.py", "test_recipe_runs.py",
+    "test_suite.py", "test_suite_compare.py", "test_suite_jobs.py", "test_tracking.py", "test_tracking_servers.py",
+    "test_tune.py",
+}  # fmt: skip
+SLOW_TESTS = {
+    "test_timing.py::test_bench_vs_timer_check_pairs_every_ratio",
+    "test_timing.py::test_data_bench_every_ratio_comes_from_paired_windows",
+    "test_cli.py::test_seeds_train_each_model_once_per_seed_and_a_pipe_gets_one_line_per_epoch",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        if name in SLOW_MODULES or f"{name}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

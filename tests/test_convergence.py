@@ -53,3 +53,15 @@ def test_a_choice_between_runs_of_different_lengths_compares_plateaus_not_peaks(
     assert got["values"]["long"] < got["values"]["short"]
     same = recipe_choice({"a": long, "b": _history([40.0] * 40 + [61.0] * 24)})  # equal lengths: the peak decides
     assert same["figure"] == "best_val_macro_f1" and same["chosen"] == "a"
+
+
+def test_a_choice_between_recipes_never_picks_an_unconverged_run():
+    from fer_bench.runner import recipe_choice
+
+    settled = _history([40.0] * 30 + [60.0] * 14)
+    climbing = _history([40.0] * 30 + [61.0 + e / 10 for e in range(10)])  # higher, but still rising: not converged
+    got = recipe_choice({"settled": settled, "climbing": climbing}, converged={"settled": True, "climbing": False})
+    assert got["chosen"] == "settled" and got["eligible"] == ["settled"]
+    assert got["values"]["climbing"] > got["values"]["settled"]  # still reported, just not eligible
+    unknown = recipe_choice({"a": settled, "b": climbing}, converged={"a": None, "b": True})
+    assert unknown["chosen"] == "b"  # unknown convergence is not convergence

@@ -76,3 +76,38 @@ def test_the_committed_same_faces_table_holds_the_v4_v1_paired_test():
         d = got[labels]
         assert d["n"] == 3152
         assert d["p"] == pytest.approx(binomtest(d["a_only"], d["a_only"] + d["b_only"], 0.5).pvalue)
+
+
+def test_the_committed_table_holm_adjusts_its_family_and_splits_v4_v1_by_copies_outside_private():
+    from statsmodels.stats.multitest import multipletests
+
+    got = json.loads(SAME_FACES.read_text())
+    family = [d for p in got["paired"].values() for d in (p["own_labels"], p["other_labels"])]
+    assert len(family) == 8
+    holm = multipletests([d["p"] for d in family], method="holm")[1]
+    assert [d["p_holm"] for d in family] == pytest.approx(list(holm))
+    pairs = np.loadtxt(ROOT / "results/ferplus-converged/same-faces-pairs.csv", delimiter=",", dtype=str, skiprows=1)
+    elsewhere = pairs[:, 3] == "1"
+    assert elsewhere.sum() == 284
+    split = got["paired_by_copy_outside_private"]
+    assert [v["n_faces"] for v in split.values()] == [284, 2868]
+    rows = {}
+    for name in ("fast-48 v4", "fast-48 v1"):
+        line = got["lines"][name]
+        own_row = json.loads((ROOT / line["own"] / "result.json").read_text())
+        cross_row = json.loads((ROOT / line["cross"] / "result.json").read_text())
+        own = predictions.read(ROOT / line["own"] / own_row["predictions"]["file"])
+        cross = predictions.read(ROOT / line["cross"] / cross_row["predictions"]["file"])
+        block = cross_row["cross_dataset"]
+        m = cross_dataset.ClassMap(tuple(block["model_classes"]), tuple(block["data_classes"]))
+        rows[name] = cross_dataset.correct_on_pairs(own, tuple(own_row["classes"]), cross, m, pairs[:, :2])
+    for (where, d), mask in zip(split.items(), (elsewhere, ~elsewhere), strict=True):
+        for k, labels in enumerate(("own_labels", "other_labels")):
+            a, b = rows["fast-48 v4"][k][mask], rows["fast-48 v1"][k][mask]
+            n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+            assert (d[labels]["a_only"], d[labels]["b_only"]) == (n10, n01), where
+            assert d[labels]["p"] == pytest.approx(binomtest(n10, n10 + n01, 0.5).pvalue)
+    sub = [d for p in split.values() for d in (p["own_labels"], p["other_labels"])]
+    assert [d["p_holm"] for d in sub] == pytest.approx(list(multipletests([d["p"] for d in sub], method="holm")[1]))
+    assert split["fast-48 v4 − fast-48 v1, copy outside PrivateTest"]["own_labels"]["diff_pt"] == pytest.approx(6.34,
+                                                                                                                abs=0.01)

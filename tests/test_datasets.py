@@ -35,7 +35,7 @@ USAGE_SPLIT = {"Training": TRAIN, "PublicTest": PUBLIC, "PrivateTest": PRIVATE}
 
 
 def test_ls_datasets_lists_every_dataset_with_classes_size_channels_and_splits(capsys):
-    assert main(["ls", "datasets"]) == 0
+    assert main(["ls", "datasets", "--long"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert set(lines) == {"fer2013", "ferplus", "rafdb", "folder", "synthetic"}

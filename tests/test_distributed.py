@@ -186,7 +186,7 @@ def test_ranks_stay_in_step_and_rank_0_alone_writes_and_tracks(runs):
     # file in the folder must have been logged: a file another rank wrote there from C++ would not be.
     assert {p.name for p in run_dir.iterdir()} <= written, {p.name for p in run_dir.iterdir()} - written
     err = runs["two"].stderr
-    assert err.count("rows and recipes:") == 1 and err.count("== simple_cnn") == 1  # rank 1 printed no row
+    assert err.count("rows and recipes:") == 1 and err.count("== model 1/1: simple_cnn") == 1  # rank 1 printed no row
     assert "2 processes" in err and runs["two"].stdout.count("| simple_cnn") == 1
     mlflow = pytest.importorskip("mlflow")  # the files and output above are checked without it
     mlflow.set_tracking_uri(runs["uri"])

@@ -103,6 +103,7 @@ CASES = [
     ("bench", "--img-size", "48,0", None),
     ("bench", "--batch-size", "0", None),
     ("bench", "--precision", "fp8", None),
+    ("bench", "--grid-cap-s", "0", None),
     ("bench", "--compile", "fastest", None),
     ("bench", "--device", "tpu", None),
     ("bench", "--repeats", "0", None),
@@ -152,11 +153,12 @@ def _command(base: str) -> str:
 
 
 def documented_options(command: str) -> set[str]:
-    """The options `fer-bench COMMAND --help` shows that take a value."""
+    """The options `fer-bench COMMAND --help` shows that take a value, each by its first long spelling (an alias
+    such as `run --model` for `--models` is the same option)."""
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
-    return {s for a in sub._actions if a.option_strings and a.nargs != 0 and a.help != argparse.SUPPRESS
-            for s in a.option_strings if s.startswith("--")}  # fmt: skip
+    return {next(s for s in a.option_strings if s.startswith("--")) for a in sub._actions
+            if a.option_strings and a.nargs != 0 and a.help != argparse.SUPPRESS}  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["run", "eval", "bench", "tune"])

@@ -23,7 +23,14 @@ def test_the_converged_readme_counts_its_test_looks_and_claims_no_target():
     text = (CONVERGED / "README.md").read_text()
     configs = len(_test_looked_variants())
     assert configs == 6
-    assert f"{configs} configurations" in text and f"{2 * configs} test looks" in text
+    assert f"{configs} configurations" in text and f"{2 * configs} clean test looks" in text
+    # the FER+ test scorings and the corruption runs score the same PrivateTest faces: they are looks too
+    ferplus = len(list(CONVERGED.rglob("cross-dataset/**/result.json")))
+    corrupted = len(list(CONVERGED.rglob("corruptions-private/result.json")))
+    assert (ferplus, corrupted) == (5, 5)
+    flat = " ".join(text.split())
+    assert f"{ferplus} FER+ test scorings" in flat and f"{corrupted} PrivateTest corruption runs" in flat
+    assert f"{2 * configs + ferplus + corrupted} test looks in all, {configs + ferplus + corrupted} of them" in flat
     assert "consistent with, not shown to exceed" in text
     assert not TARGET_CLAIMS.search(text)
     assert "seed-to-seed spread" in text and "not yet measured" in text

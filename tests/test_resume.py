@@ -17,7 +17,7 @@ from fer_bench import checkpoint, engine
 from fer_bench.data import load_dataset
 from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_id, run_model, time_to_accuracy
+from fer_bench.runner import RunOptions, run_folder, run_model, time_to_accuracy
 
 # 280 images: a kill lands mid-run all the same (the poll below takes 0.2 s, an epoch far longer), in half the time
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "280", "--seed", "1", "--no-progress",
@@ -68,11 +68,15 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, full_cli):
     assert a["test"] == b["test"] and a["confusion_matrix"] == b["confusion_matrix"]
 
 
-def test_resume_with_another_recipe_is_refused(tmp_path, full_cli):
+def test_resume_with_another_recipe_starts_a_run_of_its_own(tmp_path, full_cli):
     shutil.copytree(full_cli, tmp_path, dirs_exist_ok=True)  # a copy: the finished run's last.pt, left as it was
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "leaderboard.md"}
     other = _cli(*ARGS, "--out", str(tmp_path), "--resume", "--lr", "0.01")
-    assert other.returncode == 2 and "recipe hash" in other.stderr and "Traceback" not in other.stderr
-    assert _row(tmp_path) == _row(full_cli)  # refused before anything was written
+    assert other.returncode == 0, other.stderr
+    assert "resuming" not in other.stderr  # another protocol's folder: the first run's last.pt is not taken
+    assert {p: p.read_bytes() for p in before} == before  # the first run's files are left as they were
+    rows = [json.loads(p.read_text()) for p in tmp_path.glob("*/result.json")]
+    assert len(rows) == 2 and sum(0.01 in r["lr_used"].values() for r in rows) == 1
 
 
 # Two stages that both train every layer (so no frozen-random check can refuse them) at different LRs: the
@@ -189,7 +193,8 @@ def test_resume_refuses_a_checkpoint_of_another_seed(tmp_path, synthetic, uninte
     seed2 = [*TWO_STAGES, "train.seed=2"]  # the recipe hash leaves the seed out: only the seed differs
     # the seed is in the folder name, so only a copied checkpoint can meet a run of another seed
     s1 = uninterrupted[2] / uninterrupted[0]["run_id"] / "last.pt"  # seed 1
-    s2 = tmp_path / run_id("simple_cnn", load_recipe(None, seed2), synthetic) / "last.pt"
+    s2 = run_folder("simple_cnn", load_recipe(None, seed2), synthetic, RunOptions(out=tmp_path, device="cpu"))
+    s2 = s2 / "last.pt"
     s2.parent.mkdir()
     shutil.copy(s1, s2)
     with pytest.raises(ConfigError, match="made with seed 1, this run has seed 2"):
@@ -198,6 +203,9 @@ def test_resume_refuses_a_checkpoint_of_another_seed(tmp_path, synthetic, uninte
 
 def test_resume_refuses_a_checkpoint_of_another_recipe_in_process(tmp_path, synthetic, uninterrupted):
     full, _, out = uninterrupted
-    shutil.copytree(out / full["run_id"], tmp_path / full["run_id"])  # a copy: the module's run stays as it was
+    other = [*TWO_STAGES, "optim.weight_decay=0.01"]
+    # the protocol is in the folder name, so only a copied checkpoint can meet a run of another recipe
+    folder = run_folder("simple_cnn", load_recipe(None, other), synthetic, RunOptions(out=tmp_path, device="cpu"))
+    shutil.copytree(out / full["run_id"], folder)  # a copy: the module's run stays as it was
     with pytest.raises(ConfigError, match="recipe hash"):
-        _run(tmp_path, synthetic, [*TWO_STAGES, "optim.weight_decay=0.01"], resume=True)
+        _run(tmp_path, synthetic, other, resume=True)

@@ -124,7 +124,7 @@ def test_final_compares_best_and_base_on_the_test_split_over_seeds(finished):
     for f in (tmp_path / "final").rglob("result.json"):
         row = json.loads(f.read_text())
         assert row["split"] == "test" and row["n_train"] == 140 and row["epochs_run"] == 2
-        rows[f.parts[-3].rsplit("-", 1)[0]] = row  # <label>-s<seed>-<key>
+        rows[f"{f.parts[-3]}-s{row['seed']}"] = row  # final/<label>/<run folder>/result.json
     assert sorted(rows) == ["base-s0", "base-s1", "tuned-s0", "tuned-s1"]
     assert rows["tuned-s1"]["seed"] == 1 and rows["tuned-s1"]["recipe"] == "baseline-tuned"
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
@@ -198,11 +198,11 @@ def test_final_reuses_a_finished_run_only_under_the_same_settings(finished, tmp_
                                               distributions=best.distributions, value=best.value + 50))  # fmt: skip
     final_compare(job, [0])
     assert trained == [("baseline-tuned", 0, 2)]
-    lrs = {f.parts[-3]: yaml.safe_load(f.read_text())["optim"]["lr"]
-           for f in (tmp_path / "final").glob("tuned-s0-*/*/recipe.yaml")}  # fmt: skip
+    lrs = {f.parts[-2]: yaml.safe_load(f.read_text())["optim"]["lr"]
+           for f in (tmp_path / "final" / "tuned").glob("*-s0-*/recipe.yaml")}  # fmt: skip
     assert sorted(lrs.values()) == sorted([0.0004, best.params["optim.lr"]])  # the old run is kept, not used
     new_dir = next(d for d, lr in lrs.items() if lr == 0.0004)
-    (new_row,) = [json.loads(f.read_text()) for f in (tmp_path / "final" / new_dir).glob("*/result.json")]
+    new_row = json.loads((tmp_path / "final" / "tuned" / new_dir / "result.json").read_text())
     table = pd.read_csv(tmp_path / "final.csv").set_index("recipe")
     assert table.loc[f"baseline-tuned v{new_row['recipe_version']}", "macro_f1"] == pytest.approx(
         new_row["test"]["macro_f1"], abs=1e-3)  # fmt: skip

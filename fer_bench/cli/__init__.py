@@ -14,6 +14,7 @@ from collections.abc import Callable
 from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, OneLineParser, make_tracker
 from fer_bench.cli.run import _recipe_for
+from fer_bench.console import quiet_libraries
 from fer_bench.errors import FerBenchError
 
 __all__ = ["RUN_OVERRIDES", "_recipe_for", "build_parser", "main", "make_tracker"]
@@ -32,9 +33,54 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 )
 
 
+DESCRIPTION = (
+    "Train, measure and rank facial-emotion-recognition backbones under one protocol. `fer-bench run --models "
+    "simple_cnn` trains on a built-in synthetic set and prints a ranked table (top-1, macro-F1 with confidence "
+    "intervals, parameters, speed); add --dataset fer2013 --data-dir DIR for FER2013. `fer-bench ls models` lists "
+    "the backbones; `fer-bench COMMAND --help` explains each command."
+)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default where its text does not say it already (flags are off by default)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        value = action.default
+        if action.option_strings and not action.required and "default" not in text and not (
+            value is None or value is False or value == argparse.SUPPRESS
+        ):
+            shown = (",".join(map(str, value)) or "none") if isinstance(value, list | tuple) else value
+            text += f" (default: {shown})".replace("%", "%%")
+        return text
+
+
+class Parser(OneLineParser):
+    """One-line errors (exit 2) and help that shows defaults; subcommands get the same class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def version() -> str:
+    """The installed distribution's version, else the source tree's."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("fer-bench")
+    except PackageNotFoundError:
+        from fer_bench import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="fer-bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="fer-bench", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--verbose", action="store_true", help="also show the INFO lines of libraries (MLflow, …)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in COMMANDS:
         add_parser(sub)
@@ -46,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --jobs` starts each cell with the same options
     handler: Callable[[argparse.Namespace], int] = args.handler
+    quiet_libraries(verbose=args.debug or args.verbose)
     try:
         return handler(args)
     except FerBenchError as exc:

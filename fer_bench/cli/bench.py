@@ -17,12 +17,13 @@ def add_parser(sub) -> None:
                    help="comma-separated models (default: resnet18; with --grid the four families)")  # fmt: skip
     p.add_argument("--img-size", type=list_of(at_least(MIN_IMG_SIZE)), default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
-    p.add_argument("--batch-size", type=at_least(1), default=64)
-    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="batch size of the timed steps")
+    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32",
+                   help="numeric precision")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", choices=COMPILE_MODES,
                    help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
-    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats (>= 5 for a meaningful IQR)")
     p.add_argument("--steps", type=at_least(1), default=10, help="timed steps per repeat")
     p.add_argument("--data", action="store_true", help="benchmark the data path instead (fast-data figures)")
@@ -46,7 +47,7 @@ def add_parser(sub) -> None:
                    help="dataset feeding the end-to-end training figures (default: fer2013 with --data-dir, else "
                         "synthetic); 'none' skips them")  # fmt: skip
     p.add_argument("--out", type=out_dir, default=Path("results/bench"), help="output folder for the CSV/JSON files")
-    add_tracking(p)
+    add_tracking(p, checkpoint=False)
     p.set_defaults(handler=cmd_bench)
 
 

@@ -44,22 +44,35 @@ def csv_list(value: str) -> list[str]:
 def add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic") -> None:
     shown = default or "synthetic, or the suite's"
     p.add_argument("--dataset", default=default, help=f"registered dataset (default: {shown})")
-    p.add_argument("--data-dir", help="the dataset's folder tree or CSV file")
+    p.add_argument("--data-dir", help="the dataset's folder tree or CSV file (default: none; synthetic needs none)")
     p.add_argument("--cache-dir", type=out_dir,
                    help="where decoded datasets are cached (default: $FER_BENCH_CACHE or ~/.cache)")  # fmt: skip
 
 
-def add_tracking(p: argparse.ArgumentParser) -> None:
+def add_tracking(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
+    """The MLflow options; ``checkpoint``: the command writes a best.pt that can be logged."""
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default="fer-bench", help="MLflow experiment name (default: fer-bench)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
-    p.add_argument("--log-checkpoint", action="store_true", help="also log the best checkpoint (best.pt) to MLflow")
+    if checkpoint:
+        p.add_argument("--log-checkpoint", action="store_true", help="also log the best checkpoint (best.pt) to MLflow")
 
 
 def make_tracker(args: argparse.Namespace):
     from fer_bench.tracking import MlflowTracker, NullTracker
 
-    return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment, args.log_checkpoint)
+    logged = getattr(args, "log_checkpoint", False)
+    return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment, logged)
+
+
+def one_model(value: str | None, command: str) -> str | None:
+    """The single model ``tune``/``eval`` take, whichever of --model/--models named it (a list is refused)."""
+    from fer_bench.errors import FerBenchError
+
+    if value is not None and "," in value:
+        raise FerBenchError(f"--model {value}: `fer-bench {command}` takes one model; give one name, or use "
+                            f"`fer-bench run --models {value}` to train several.")  # fmt: skip
+    return value
 
 
 # ---- option checks: every value's type and range, before any work starts ----

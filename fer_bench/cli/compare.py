@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000, at least 1000)")
     p.add_argument("--rounds", type=int, default=None, help="permutation test rounds (default and least 10000)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's and the test's random seed (default 0)")
-    p.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON here")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON here (default: none)")
     p.set_defaults(handler=cmd_compare)
 
 

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 from fer_bench.cli.common import (
-    SEED, add_data_args, add_tracking, at_least, check_data_args, device, existing_file, out_dir,
+    SEED,
+    add_data_args,
+    add_tracking,
+    at_least,
+    check_data_args,
+    device,
+    existing_file,
+    one_model,
+    out_dir,
 )  # fmt: skip
 from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
@@ -17,9 +25,12 @@ from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a checkpoint (--run DIR or --weights FILE --model NAME) on a dataset split")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, metavar="DIR", help="a run folder (result.json, recipe.yaml, best.pt)")
-    src.add_argument("--weights", type=Path, metavar="FILE", help="a .pth/.pt/.safetensors state dict (with --model)")
-    p.add_argument("--model", help="with --weights: the registry name (or timm:<name>) the weights are for")
+    src.add_argument("--run", type=Path, metavar="DIR",
+                     help="a run folder (result.json, recipe.yaml, best.pt); this or --weights (default: none)")
+    src.add_argument("--weights", type=Path, metavar="FILE",
+                     help="a .pth/.pt/.safetensors state dict (with --model; default: none)")
+    p.add_argument("--model", "--models",
+                   help="with --weights: the registry name (or timm:<name>) the weights are for (default: none)")
     p.add_argument("--recipe", help="with --weights: the recipe whose evaluation settings apply (default: the model's)")
     p.add_argument("--trained-on", metavar="DATASET",
                    help="with --weights: the dataset whose classes the head predicts (default: the scored dataset's); "
@@ -33,16 +44,17 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set eval.tta=[none] --set eval.batch_size=512")  # fmt: skip
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--protocol", type=existing_file, metavar="FILE", help="a leakage-free protocol (as the run had)")
+    p.add_argument("--protocol", type=existing_file, metavar="FILE",
+                   help="a leakage-free protocol (as the run had; default: the standard splits)")
     p.add_argument(
         "--corruptions",
         metavar="all|NAME,…",
-        help="also score under these corruptions (all, or names from `fer-bench ls corruptions`)",
+        help="also score under these corruptions (all, or names from `fer-bench ls corruptions`; default: none)",
     )
     p.add_argument("--severities", default="1,2,3,4,5", metavar="S,…", help="corruption severities (default: 1–5)")
     p.add_argument("--corruption-seed", type=SEED, default=0, help="seed of the corruptions' random draws")
     p.add_argument("--out", type=out_dir, default=Path("runs/eval"), help="output folder (default: runs/eval)")
-    add_tracking(p)
+    add_tracking(p, checkpoint=False)
     p.set_defaults(handler=cmd_eval)
 
 
@@ -50,6 +62,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fer_bench import evaluation as ev
     from fer_bench.runner import RunOptions
 
+    one_model(args.model, "eval")
     plan = _plan(args)  # option mistakes first, before anything loads
     ck = _checkpoint(args)
     data = _data(args, ck)

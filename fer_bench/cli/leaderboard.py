@@ -14,25 +14,26 @@ def add_parser(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--filter", default="", help="extra MLflow filter, e.g. \"tags.`fer_bench.split` = 'public'\"")
     p.add_argument("--from-results", nargs="+", type=Path, metavar="DIR",
-                   help="read result.json files instead of MLflow")  # fmt: skip
-    p.add_argument("--format", choices=("md", "csv", "latex", "html"), default="md")
+                   help="read result.json files instead of MLflow (default: MLflow)")  # fmt: skip
+    p.add_argument("--format", choices=("md", "csv", "latex", "html"), default="md", help="table format")
     p.add_argument("--columns", action="append", default=[], metavar="GROUP[,GROUP]",
                    help="column groups beside the default ones: comparison, tta, cost, calibration, robustness, "
                         "per-class, provenance, or all (CSV always has every column)")  # fmt: skip
     p.add_argument("--per-class", action="store_true", help="add per-class F1 columns (= --columns per-class)")
     p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
     p.add_argument("--out", type=Path, help="write the table here (default: print it)")
-    p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here")
+    p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here (default: none)")
     p.add_argument("--page", type=Path, metavar="FILE",
                    help="write the leaderboard page here: one self-contained HTML file (sortable table, conditions, "
-                        "Pareto plot, per-class F1, reliability diagrams, corruption curves)")  # fmt: skip
+                        "Pareto plot, per-class F1, reliability diagrams, corruption curves; default: none)"
+                   )  # fmt: skip
     p.add_argument("--corruption-runs", nargs="+", type=Path, metavar="DIR",
                    help="run folders (or their parents) of `fer-bench eval --corruptions` on the ranked runs' weights: "
                         "their mCA fills the table's mCA columns and, with --page, their curves are drawn; their rows "
-                        "stay out of the table")  # fmt: skip
+                        "stay out of the table (default: none)")  # fmt: skip
     p.add_argument("--screenshot", type=Path, metavar="PNG",
                    help="with --page: a headless-Chromium screenshot of the page's first screen (1440 × 900 px, a "
-                        "laptop's window)")  # fmt: skip
+                        "laptop's window; default: none)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
 

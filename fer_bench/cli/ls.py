@@ -13,52 +13,68 @@ KINDS = ("models", "recipes", "datasets", "corruptions", *PARTS)
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ls", help=f"list registered {', '.join(KINDS)}")
-    p.add_argument("what", choices=KINDS)
+    p.add_argument("what", choices=KINDS, help="the registry to list")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    p.add_argument("--long", action="store_true",
+                   help="every column, lines as long as they need (default: the main columns, wrapped to $COLUMNS)")
     p.set_defaults(handler=cmd_ls)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    if args.what == "models":
+    from fer_bench.console import fit_table, wrap
+
+    headers, rows, short, note = _listing(args.what, args.pattern)
+    if args.long:
+        print(tabulate(rows, headers=headers))
+    else:  # the main columns, wrapped to the terminal
+        print(fit_table([headers[i] for i in short], [[r[i] for i in short] for r in rows]))
+        hidden = [h for i, h in enumerate(headers) if i not in short]
+        note = " ".join([note, f"--long adds {', '.join(hidden)}." if hidden else ""]).strip()
+    if note:
+        print("\n" + (note if args.long else wrap(note)))
+    return 0
+
+
+def _listing(what: str, pattern: str) -> tuple[list[str], list[tuple], tuple[int, ...], str]:
+    """(headers, rows, the columns of the short form, a note below) of ``ls WHAT PATTERN``."""
+    if what == "models":
         from fer_bench.models import MODELS
 
         rows = [(s.name, s.source, s.family, s.input_size, s.in_chans, f"{s.params / 1e6:.2f}", s.default_recipe,
-                 s.paper) for s in map(MODELS.get, MODELS.names(args.pattern))]  # fmt: skip
+                 s.paper) for s in map(MODELS.get, MODELS.names(pattern))]  # fmt: skip
         headers = ["model", "source", "family", "input", "chans", "params (M, 7 classes)", "recipe", "paper"]
-        print(tabulate(rows, headers=headers))
-        print("\nAny timm architecture also works as timm:<name>, e.g. --models timm:convnext_atto.")
-    elif args.what == "recipes":
+        return headers, rows, (0, 2, 3, 5, 6, 7), "Any timm architecture also works as timm:<name>, e.g. --models " \
+            "timm:convnext_atto."  # fmt: skip
+    if what == "recipes":
         from fer_bench.recipes import RECIPE_DIR, list_recipes, load_recipe
 
         rows = [(n, (r := load_recipe(n)).version, r.description) for n in list_recipes()]
-        print(tabulate(rows, headers=["recipe", "version", "description"]))
-        print(f"\n(from {RECIPE_DIR})")
-    elif args.what == "corruptions":
+        return ["recipe", "version", "description"], rows, (0, 1, 2), f"(from {RECIPE_DIR})"
+    if what == "corruptions":
         from fer_bench.corruptions import CORRUPTIONS, PUBLISHED, RULES, format_params
 
         rows = [(c.name, c.param, format_params(c.params), format_params(c.published) if c.published else "–",
                  RULES[c.rule][0], "yes" if c.random else "no", c.description)
-                for c in map(CORRUPTIONS.get, CORRUPTIONS.names(args.pattern))]  # fmt: skip
-        print(tabulate(rows, headers=["corruption", "parameter", "severities 1–5 at 48 px", "published at 32 px",
-                                      "rule", "random", "what"]))  # fmt: skip
-        print(f"\nPublished: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
-              "unchanged. Pixel parameters are for a 48-px face and scale with the image side.")
-    elif args.what in PARTS:
-        reg = PARTS[args.what]
-        ordered = args.what == "augment-ops"  # in the order a batch goes through them
-        rows = [_part_row(reg.get(n)) for n in reg.names(args.pattern, ordered=ordered)]
-        print(tabulate(rows, headers=[reg.kind, "what", "set by (schema default)", "notes", "reference"]))
-        if args.what == "augment-ops":
-            print("\nIn the order a batch goes through them; an op set by a probability or a magnitude is off at 0.")
-    else:
-        from fer_bench.data import DATASETS
+                for c in map(CORRUPTIONS.get, CORRUPTIONS.names(pattern))]  # fmt: skip
+        headers = ["corruption", "parameter", "severities 1–5 at 48 px", "published at 32 px", "rule", "random", "what"]
+        note = (f"Published: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
+                "unchanged. Pixel parameters are for a 48-px face and scale with the image side.")
+        return headers, rows, (0, 1, 2, 4), note
+    if what in PARTS:
+        reg = PARTS[what]
+        ordered = what == "augment-ops"  # in the order a batch goes through them
+        rows = [_part_row(reg.get(n)) for n in reg.names(pattern, ordered=ordered)]
+        note = "In the order a batch goes through them; an op set by a probability or a magnitude is off at 0."
+        return ([reg.kind, "what", "set by (schema default)", "notes", "reference"], rows, (0, 1, 2),
+                note if ordered else "")  # fmt: skip
+    from fer_bench.data import DATASETS
 
-        rows = [_dataset_row(DATASETS.get(n)) for n in DATASETS.names(args.pattern)]
-        print(tabulate(rows, headers=["dataset", "classes (label order)", "size", "chans", "labels", "splits (images)",
-                                      "options", "description"]))  # fmt: skip
-    return 0
+    rows = [_dataset_row(DATASETS.get(n)) for n in DATASETS.names(pattern)]
+    headers = ["dataset", "classes (label order)", "size", "chans", "labels", "splits (images)", "options",
+               "description"]  # fmt: skip
+    return headers, rows, (0, 2, 3, 4, 7), ""
 
 
 def _dataset_row(spec) -> tuple:

@@ -9,9 +9,20 @@ import sys
 from pathlib import Path
 
 from fer_bench.cli.common import (
-    RUN_OVERRIDES, SEED, add_data_args, add_tracking, check_data_args, csv_list, device, existing_file, flag_sets,
-    list_of, make_tracker, out_dir,
+    RUN_OVERRIDES,
+    SEED,
+    add_data_args,
+    add_tracking,
+    check_data_args,
+    csv_list,
+    device,
+    existing_file,
+    flag_sets,
+    list_of,
+    make_tracker,
+    out_dir,
 )  # fmt: skip
+from fer_bench.console import wrap_notes
 from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import EVAL_SPLITS, PRECISIONS
 from fer_bench.tracking import KIND_TAG
@@ -19,13 +30,15 @@ from fer_bench.tracking import KIND_TAG
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
-    p.add_argument("--models", type=csv_list, help="comma-separated registry names or timm:<name>")
+    p.add_argument("--models", "--model", type=csv_list,
+                   help="comma-separated registry names or timm:<name> (default: none; this or --suite)")
     p.add_argument("--suite", type=existing_file, metavar="FILE",
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
-                        "instead of --models; cells already FINISHED in the tracking store are skipped")  # fmt: skip
+                        "instead of --models; cells already FINISHED in the tracking store are skipped (default: "
+                        "none)")  # fmt: skip
     p.add_argument("--shard", metavar="K/N|auto",
                    help="with --suite: run share K of N (N machines, one MLflow store); auto: this SLURM array "
-                        "task's share, from SLURM_ARRAY_TASK_ID/COUNT/MIN/MAX/STEP")  # fmt: skip
+                        "task's share, from SLURM_ARRAY_TASK_ID/COUNT/MIN/MAX/STEP (default: every cell)")  # fmt: skip
     p.add_argument("--jobs", metavar="N",
                    help="with --suite: run N cells at once, each in its own process; a failed cell fails alone "
                         "(default 1: one after another, in this process)")  # fmt: skip
@@ -42,24 +55,26 @@ def add_parser(sub) -> None:
     p.add_argument("--parent-run", help=argparse.SUPPRESS)  # --jobs: the suite's MLflow run the cell's rows go under
     p.add_argument("--seeds", type=list_of(SEED), metavar="S,…",
                    help="train each model once per seed (a row, run folder and MLflow child each); with --suite: "
-                        "these seeds instead of the suite's (e.g. a one-seed check)")  # fmt: skip
+                        "these seeds instead of the suite's (e.g. a one-seed check; default: the recipe's or "
+                        "suite's)")  # fmt: skip
     p.add_argument("--recipe", help="recipe name or YAML path (default: each model's own recipe)")
     add_data_args(p, default=None)
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default: the recipe's)")
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--split", choices=EVAL_SPLITS, help="final evaluation split (test = both)")
-    p.add_argument("--limit-train", type=int, metavar="N", help="train on a stratified subset of N images")
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--batch-size", type=int, help="training batch size (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="training seed (default: the recipe's, 0 in the shipped ones)")
+    p.add_argument("--lr", type=float, help="learning rate, = --set optim.lr=LR (default: the recipe's)")
+    p.add_argument("--split", choices=EVAL_SPLITS, help="final evaluation split (test = both; default: the recipe's)")
+    p.add_argument("--limit-train", type=int, metavar="N",
+                   help="train on a stratified subset of N images (default: all)")
+    p.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: the recipe's)")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)")
     p.add_argument(
         "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
     )
-    p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from")
+    p.add_argument("--weights", help="a local .pth/.pt/.safetensors state dict to start from (default: none)")
     p.add_argument("--allow-partial-weights", action="store_true",
                    help="with --weights: accept a file that fills only part of the backbone (the row records the "
                         "fraction loaded); without it every backbone tensor must load")  # fmt: skip
@@ -68,7 +83,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=out_dir, default=Path("runs"), help="output folder (default: runs/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines are still printed)")
     p.add_argument("--protocol", type=existing_file, metavar="FILE",
-                   help="a leakage-free protocol from `fer-bench data check --write-protocol`")  # fmt: skip
+                   help="a leakage-free protocol from `fer-bench data check --write-protocol` (default: the "
+                        "standard splits)")  # fmt: skip
     p.add_argument(
         "--resume", action="store_true", help="continue each model from its last checkpoint under --out (same options)"
     )
@@ -115,11 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
     from fer_bench.data import load_dataset
-    from fer_bench.leaderboard import frame_from_rows, render_rows
+    from fer_bench.leaderboard import frame_from_rows
     from fer_bench.models import get_spec
     from fer_bench.provenance import git_sha
     from fer_bench.recipes import recipe_to_dict
-    from fer_bench.runner import RunOptions, run_model
+    from fer_bench.runner import RunOptions, phase, run_model
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
     if args.weights:
@@ -145,22 +161,24 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
     tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
     rows = []
     with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}) as parent_run:
-        for spec, recipe in runs:
-            if world.main:
-                print(f"== {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · {data.name} "
-                      f"({data.source})" + (f" · {world.size} processes" if world.active else ""),
-                      file=sys.stderr)  # fmt: skip
+        for n, (spec, recipe) in enumerate(runs, 1):
+            if world.main:  # the data once: its source when it names the dataset ("synthetic(seed=0)"), else both
+                said = data.source if data.source.startswith(data.name) else f"{data.name} ({data.source})"
+                print(f"== model {n}/{len(runs)}: {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · "
+                      f"{said}" + (f" · {world.size} processes" if world.active else ""), file=sys.stderr)  # fmt: skip
             # tagged as a model run from its start, so that a killed or running one is found as such too
             with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
                 row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
+                if tracker.enabled:
+                    phase("logging the row, its files and plots to MLflow")
                 tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
     if not world.main:
         return 0
-    table = render_rows(rows, root=args.out)
+    table = _table_of_folder(args.out)  # this call's rows and those of earlier runs into --out
     (args.out / "leaderboard.md").write_text(table + "\n")
     tracker.log_summary(parent_run, frame_from_rows(rows), [args.out / "leaderboard.md"])
-    print(table)
+    print(wrap_notes(table))
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
     if url := tracker.runs_url():
         print(f"runs in MLflow: {url}", file=sys.stderr)
@@ -214,6 +232,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench.runner import run_protocol
 
     hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
+    st.check_distinct(all_cells, data, hashes, proto_name)
     protocol_of = lambda cell: hashes[cell.id]  # noqa: E731
 
     def on_disk(cell, split) -> bool:
@@ -267,7 +286,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written = st.render_leaderboard(job, frame, out)
     tracker.log_summary(parent_run, frame, written)
-    print(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published))
+    print(wrap_notes(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published)))
     print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
     if url := tracker.runs_url():
         print(f"runs in MLflow: {url}", file=sys.stderr)
@@ -286,6 +305,13 @@ def _pilot(job, args: argparse.Namespace) -> int:
     st.run_pilots(job, Path(job.suite.pilots))
     print(f"pilots: {job.suite.pilots}", file=sys.stderr)
     return 0
+
+
+def _table_of_folder(out: Path) -> str:
+    """The table of every run folder directly in ``out`` (this call's rows and earlier runs' of other settings)."""
+    from fer_bench import leaderboard as lb
+
+    return lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows(sorted(out.glob("*/result.json"))))), "md")
 
 
 def _seeds(args: argparse.Namespace) -> list[int | None]:

@@ -6,7 +6,17 @@ import argparse
 from pathlib import Path
 
 from fer_bench.cli.common import (
-    SEED, add_data_args, add_tracking, at_least, check_data_args, device, existing_file, flag_sets, list_of, out_dir,
+    SEED,
+    add_data_args,
+    add_tracking,
+    at_least,
+    check_data_args,
+    device,
+    existing_file,
+    flag_sets,
+    list_of,
+    one_model,
+    out_dir,
 )  # fmt: skip
 from fer_bench.errors import ConfigError
 
@@ -15,14 +25,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser("tune", help="Optuna search over recipe values (loss weighting, augmentation strength...)")
     p.add_argument("--search", type=existing_file, required=True,
                    help="search space YAML, e.g. configs/search/loss-aug.yaml")  # fmt: skip
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", "--models", default="resnet18", help="the one model whose recipe is searched")
     p.add_argument("--recipe", default="baseline", help="base recipe the search starts from")
     add_data_args(p)
     p.add_argument("--trials", type=at_least(1), default=10, help="trials to add to the study (re-running resumes it)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--img-size", type=int)
-    p.add_argument("--limit-train", type=int, metavar="N")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=int, help="epochs of each trial (default: the recipe's)")
+    p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
+    p.add_argument("--limit-train", type=int, metavar="N",
+                   help="train on a stratified subset of N images (default: all)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base recipe value, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
     p.add_argument("--workers", type=at_least(1), default=1,
                    help="worker processes sharing the storage, one GPU each (round-robin over --gpus)")  # fmt: skip
@@ -31,11 +43,11 @@ def add_parser(sub) -> None:
                         "none visible: the CPU)")  # fmt: skip
     p.add_argument("--device", type=device, default="auto", help="auto (default: the GPUs, else the CPU) or cpu")
     p.add_argument("--seed", type=SEED, default=0, help="sampler seed")
-    p.add_argument("--out", type=out_dir, default=Path("runs/tune"))
+    p.add_argument("--out", type=out_dir, default=Path("runs/tune"), help="output folder (study, trials, final runs)")
     p.add_argument("--report", action="store_true", help="print the best trials and importances, save plots")
     p.add_argument("--final-seeds", type=list_of(SEED), metavar="S,…",
                    help="then train the best and the base recipe with each seed on the same budget and compare "
-                        "them on the test split (OUT/final.md)")  # fmt: skip
+                        "them on the test split (OUT/final.md; default: no final runs)")  # fmt: skip
     add_tracking(p)
     p.set_defaults(handler=cmd_tune)
 
@@ -48,6 +60,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from fer_bench.tune import TuneJob, final_compare, plan_devices, read_space, report, tune
 
     sets, origins = flag_sets(args, skip=("seed",))  # --seed seeds the sampler
+    one_model(args.model, "tune")
     get_spec(args.model)  # every name, value and path is checked before the study starts
     load_recipe(args.recipe, args.sets + sets, origins)
     check_data_args(args.dataset, args.data_dir)

@@ -183,7 +183,7 @@ def read_image_folder(root: Path, cache_dir: Path, options: Mapping[str, str]) -
 
     Raises:
         DataError: no train/ or no held-out folder, a class folder that is not a class, an empty class folder in
-            train/, a listed class without training images.
+            train/. (A class listed in the option without a folder is kept: it holds a place in the label order.)
     """
     split_dirs = {FOLDER_SPLITS[d.name.lower()]: d for d in sorted(root.iterdir())
                   if d.is_dir() and d.name.lower() in FOLDER_SPLITS}  # fmt: skip
@@ -193,9 +193,6 @@ def read_image_folder(root: Path, cache_dir: Path, options: Mapping[str, str]) -
     entries, skipped = _folder_entries(split_dirs, classes)
     if not entries:
         raise DataError(f"{root}: no images under {', '.join(d.name for d in split_dirs.values())}.")
-    if lacking := [c for i, c in enumerate(classes) if not any(e[1] == i and e[2] == TRAIN for e in entries)]:
-        raise DataError(f"{split_dirs[TRAIN]}: no training images of class(es) {', '.join(lacking)} (listed in "
-                        "--dataset folder:classes=…). Add a folder of its images, or drop it from the list.")
     rel = [e[0] for e in entries]
     side, chans = image_format(root / rel[0])
     size = int(options.get("size") or side)
