@@ -130,5 +130,5 @@ def test_a_run_says_model_and_epoch_of_n_and_each_phase(tmp_path, capsys, monkey
     assert sum(line.strip().startswith("epoch 1/1") for line in err.splitlines()) == 2
     for said in ("testing on test", "TTA hflip", "validation hold-out", "inference throughput", "writing plots"):
         assert err.count(said) == 2, said
-    notes = [line for line in out.splitlines() if not line.startswith("|")]
+    notes = [line for line in out.splitlines() if "|" not in line and not line.startswith("**")]  # not the table
     assert notes and max(map(len, notes)) <= 100  # footnotes wrapped to the terminal

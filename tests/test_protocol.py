@@ -169,18 +169,19 @@ def test_settings_that_resolve_to_the_same_run_share_a_protocol(sets, monkeypatc
 
 
 def test_what_the_cpu_rule_resolves_is_in_the_protocol(monkeypatch):
-    """On a processor with bf16 instructions precision auto is the run that amp_bf16 names, not the fp32 one; a
-    channels_last that the rule turns on (from a committed grid) is in the hash too."""
+    """On a processor whose committed grid and accuracy check adopted bf16, precision auto is the run that amp_bf16
+    names, not the fp32 one; a channels_last that the rule turns on (from a committed grid) is in the hash too."""
     bf16 = cpu_caps.CpuCaps(frozenset({"avx512f", "avx512_bf16"}), "AVX512", 2)
     monkeypatch.setattr(cpu_caps, "probe", lambda: bf16)
-    monkeypatch.setattr(cpu_caps, "MEASURED", {})
+    adopted = cpu_caps.GridFacts("results/x", amp_bf16=1.3, bf16_accuracy_ok=True)
+    monkeypatch.setattr(cpu_caps, "MEASURED", {"avx512_bf16": adopted})
     data = load_dataset("synthetic")
     opts = RunOptions(out=None, device="cpu", progress=False)
     auto = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)
     assert auto[1]["precision"] == "amp_bf16" and auto[1]["recipe"]["train"]["channels_last"] is False
     assert auto[0] == run_protocol("simple_cnn", load_recipe("baseline", ["train.precision=amp_bf16"]), data, opts)[0]
     assert auto[0] != run_protocol("simple_cnn", load_recipe("baseline", ["train.precision=fp32"]), data, opts)[0]
-    grid = cpu_caps.GridFacts("results/x", amp_bf16=1.3, channels_last={"amp_bf16": 1.2})
+    grid = cpu_caps.GridFacts("results/x", amp_bf16=1.3, bf16_accuracy_ok=True, channels_last={"amp_bf16": 1.2})
     monkeypatch.setattr(cpu_caps, "MEASURED", {"avx512_bf16": grid})
     fields = run_protocol("simple_cnn", load_recipe("baseline"), data, opts)[1]
     assert fields["recipe"]["train"]["channels_last"] is True
