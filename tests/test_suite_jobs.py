@@ -98,11 +98,11 @@ def test_jobs_and_gpus_need_a_suite(capsys):
 
 
 def _rows(out: Path) -> dict[tuple[str, str], dict]:
-    """(cell, split) → row of every result file under a suite's ``OUT/<cell>/<protocol hash>/<run>/``."""
+    """(cell, split) → row of every result file under a suite's ``OUT/<run folder>/`` (a cell: model-recipe-s<seed>)."""
     rows = {}
     for f in out.rglob("result.json"):
         row = json.loads(f.read_text())
-        rows[f.relative_to(out).parts[0], row["split"]] = row
+        rows[row.get("cell") or f"{row['model']}-{row['recipe']}-s{row['seed']}", row["split"]] = row
     return rows
 
 
