@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from fer_bench import checkpoint, cost, distributed, engine, predictions, provenance
+from fer_bench import checkpoint, cost, cpu_caps, distributed, engine, predictions, provenance
 from fer_bench.data import FerData, stratified_split, stratified_subset
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.errors import ConfigError
@@ -647,7 +647,8 @@ def _one_epoch(model, loop: _Loop, optimizer, scheduler, frozen, epoch: int, tot
     val = distributed.broadcast(val, loop.world)
     scheduler.end_epoch(val["top1"])
     entry = stats | {f"val_{k}": val[k] for k in ("top1", "macro_f1", "loss")}
-    return entry | {"epoch_wall_s": time.perf_counter() - start}
+    # the processor class beside the wall time: a run resumed on another machine times its epochs on two classes
+    return entry | {"epoch_wall_s": time.perf_counter() - start, "cpu_class": cpu_caps.probe().processor_class}
 
 
 def _log_epoch(h: dict[str, float], total: int, progress: bool) -> None:

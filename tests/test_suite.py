@@ -36,7 +36,7 @@ leaderboard: {formats: [md, csv, latex, html], per_class: true, published: false
 def test_the_committed_suites_validate_and_hold_the_four_families():
     # the converged CPU suite and the GPU sprint are checked in tests/test_gpu_check.py
     assert {p.name for p in SUITES} == {"fer2013-cpu.yaml", "fer2013-gpu.yaml", "fer2013-cpu-converged.yaml",
-                                        "fer2013-gpu-sprint.yaml"}
+                                        "fer2013-gpu-sprint.yaml", "fer2013-compare.yaml"}
     for path in (ROOT / "benchmarks" / name for name in ("fer2013-cpu.yaml", "fer2013-gpu.yaml")):
         suite = load_suite(path)
         models = {m.model for m in suite.models}
@@ -76,8 +76,8 @@ def test_a_broken_suite_names_file_key_and_fix(tmp_path, text, expected):
 
 def test_validate_checks_suite_files_too(tmp_path):
     res = fer_bench("validate", str(ROOT / "benchmarks"))
-    every = sorted((ROOT / "benchmarks").glob("*.yaml"))  # the four FER2013 suites and the FER+ one
-    assert len(SUITES) == 4 and len(every) == 5 and "ferplus-cpu-converged.yaml" in {p.name for p in every}
+    every = sorted((ROOT / "benchmarks").glob("*.yaml"))  # the five FER2013 suites and the FER+ one
+    assert len(SUITES) == 5 and len(every) == 6 and "ferplus-cpu-converged.yaml" in {p.name for p in every}
     assert res.returncode == 0 and f"{len(every)} valid, 0 invalid" in res.stdout, res.stdout
     (tmp_path / "bad.yaml").write_text("name: x\nmodels: [{model: resnet18, sett: []}]")
     res = fer_bench("validate", str(tmp_path))
@@ -291,3 +291,47 @@ def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
     assert len(rows) == 6 * 2 - 1  # six model lines x two splits, khaireddin-vgg on PublicTest only
     assert {(r["dataset"], r["n_train"], r["n_test"], r["epochs_run"]) for r in rows} == {("fer2013", 14, 28, 2)}
     assert (tmp_path / "out" / "leaderboard.md").is_file()
+
+
+def test_the_comparison_suite_is_the_plan_it_cites():
+    """benchmarks/fer2013-compare.yaml holds what results/fer2013-compare/README.md fixes: five lines on three seeds,
+    45 minutes a cell, blind, one precision and memory format, and the VGG's learning rate as its only override."""
+    suite = load_suite(ROOT / "benchmarks" / "fer2013-compare.yaml", pilot=True)
+    assert suite.seeds == (0, 1, 2) and suite.budget_s == 2700 and suite.blind
+    assert set(suite.splits) == {"public", "private"}
+    assert set(suite.set) == {"train.precision=fp32", "train.channels_last=false"}
+    all_cells = cells(suite, budget=False)
+    assert len(all_cells) == 15 and len({c.line for c in all_cells}) == 5
+    assert {c.recipe.input.img_size for c in all_cells} == {48}
+    assert {(c.recipe.train.precision, c.recipe.train.channels_last, c.recipe.train.compile) for c in all_cells} == {
+        ("fp32", False, None)}
+    common = [c for c in all_cells if c.recipe.name == "compare-48"]
+    assert {c.model for c in common} == {"resnet18", "vgg_khaireddin", "efficientnet_b2", "efficientnetv2_s"}
+    assert {c.recipe.optim.lr for c in common if c.model != "vgg_khaireddin"} == {0.002}
+    assert {c.recipe.optim.lr for c in common if c.model == "vgg_khaireddin"} == {0.0005}
+    insideout = [c for c in all_cells if c.recipe.name == "insideout-effnetv2s-scratch"]
+    assert len(insideout) == 3 and {c.recipe.train.early_stop_patience for c in insideout} == {0}
+    assert all(c.recipe.input.pretrained is False for c in all_cells)
+    assert (ROOT / "results" / "fer2013-compare" / "README.md").is_file()
+
+
+def test_every_committed_comparison_row_descends_from_its_plan():
+    import subprocess
+    import sys
+
+    folder = ROOT / "results" / "fer2013-compare"
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    cmd = [sys.executable, str(ROOT / "tools" / "plan_check.py"), str(folder), str(folder / "README.md")]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_validate_passes_a_budgeted_suite_before_its_pilots_and_says_what_comes_first(tmp_path):
+    (tmp_path / "b.yaml").write_text(TINY + "budget_s: 60\npilots: pilots.yaml\n")
+    res = fer_bench("validate", str(tmp_path / "b.yaml"))
+    assert res.returncode == 0 and "1 valid, 0 invalid" in res.stdout, res.stdout
+    assert "pilots.yaml" in res.stdout and "--pilot" in res.stdout
+    (tmp_path / "pilots.yaml").write_text("lines: {other-line: {median_epoch_s: 5}}\n")
+    res = fer_bench("validate", str(tmp_path / "b.yaml"))  # a pilots file that misses a line is an error again
+    assert res.returncode == 2 and "simple_cnn-baseline" in res.stdout, res.stdout

@@ -63,11 +63,24 @@ def _validators() -> dict[str, Callable[[Path], object]]:
     """Each kind of file `validate` knows, checked by the loader that `run`, `tune` or `leaderboard` uses."""
     from fer_bench.published import load_published
     from fer_bench.recipes import load_recipe
-    from fer_bench.suite import load_suite, read_pilots
+    from fer_bench.suite import read_pilots
     from fer_bench.tune import read_space
 
-    return {"recipe": lambda f: load_recipe(str(f)), "suite": load_suite, "search space": read_space,
+    return {"recipe": lambda f: load_recipe(str(f)), "suite": _suite, "search space": read_space,
             "reference rows": load_published, "pilot timings": read_pilots}  # fmt: skip
+
+
+def _suite(path: Path) -> object:
+    """A suite as `run --suite` loads it; a budgeted suite whose pilots file is not written yet is valid (its
+    cells resolve at the recipes' epochs) and says that `--pilot` comes first."""
+    from fer_bench.suite import load_suite
+
+    suite = load_suite(path, pilot=True)
+    if suite.budget_s is not None and not Path(suite.pilots or "").is_file():
+        print(f"info    {'':<14} {path}: pilots file {suite.pilots} not written yet; "
+              f"`fer-bench run --suite {path} --pilot` writes it before the first cell")
+        return suite
+    return load_suite(path)
 
 
 def _file_kind(path: Path) -> str:
