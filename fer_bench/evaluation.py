@@ -106,10 +106,11 @@ def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | N
     if not path.is_file():
         raise ConfigError(f"--weights {path}: no such file. Pass a .pth/.pt/.safetensors state dict, or a run "
                           "folder with --run DIR.")  # fmt: skip
-    check_weights_file(path)  # a file that is no checkpoint fails before the data loads
     spec = get_spec(model)
-    return Checkpoint(spec.name, load_recipe(recipe or default_recipe(spec), sets), path, img_size,
-                      classes=tuple(classes) if classes else None, trained_on=trained_on)
+    resolved = load_recipe(recipe or default_recipe(spec), sets)  # --set and --recipe first: reading them is cheap
+    check_weights_file(path)  # a file that is no checkpoint fails before the data loads
+    return Checkpoint(spec.name, resolved, path, img_size, classes=tuple(classes) if classes else None,
+                      trained_on=trained_on)
 
 
 @dataclass

@@ -16,6 +16,7 @@ model-only figures with their batch size and memory format.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import re
 import textwrap
@@ -111,6 +112,20 @@ def _unknown_protocol(run_id: Any) -> str:
     return f"unknown:{run_id}"
 
 
+def learning_curve(history: list[dict[str, Any]] | None) -> tuple[tuple[float, float], ...] | None:
+    """A run's validation curve as (training minutes at the epoch's end, validation macro-F1) per epoch; None
+    without a timed history (a row from before epochs were timed, or a weights file scored by eval).
+
+    Example:
+        >>> learning_curve([{"epoch_wall_s": 60.0, "val_macro_f1": 30.0}, {"epoch_wall_s": 90.0, "val_macro_f1": 41.5}])
+        ((1.0, 30.0), (2.5, 41.5))
+    """
+    if not history or any("epoch_wall_s" not in h or h.get("val_macro_f1") is None for h in history):
+        return None
+    seconds = itertools.accumulate(float(h["epoch_wall_s"]) for h in history)
+    return tuple((round(t / 60, 3), float(h["val_macro_f1"])) for t, h in zip(seconds, history, strict=True))
+
+
 def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Normalise result rows (JSON) to one line per run."""
     records = []
@@ -127,6 +142,7 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec["val_near_best_min"] = r.get("val_near_best_min")
         ran = r.get("epochs_run", len(r["history"]) if r.get("history") else None)
         rec["convergence"] = layout.convergence(r.get("converged"), ran)
+        rec["curve"] = learning_curve(r.get("history"))
         rec |= _prediction_refs(r)
         rec["corruptions_path"] = _corruptions_ref(r)
         rec["mca"], rec["mca_ratio"], rec["mca_above_majority"] = (
@@ -388,10 +404,11 @@ def csv_columns(agg: pd.DataFrame) -> list[str]:
 
 
 def render(agg: pd.DataFrame, fmt: str = "md", *, columns: Sequence[str] = (), per_class: bool = False,
-           published: bool = False) -> str:  # fmt: skip
+           published: bool = False, title: str = "") -> str:  # fmt: skip
     """The ranked lines as Markdown, CSV, LaTeX or HTML: one table per (dataset, trained on, split), each under a
     heading line, with the default columns and the named groups of ``columns`` (``per_class``: the per-class group);
-    CSV: one table of every column. Every numeric header carries ↑ or ↓."""
+    CSV: one table of every column. Every numeric header carries ↑ or ↓. ``title`` (not in CSV) leads the tables:
+    what the comparison holds fixed, e.g. a training budget."""
     names = layout.groups(columns, per_class=per_class)  # checked before anything is drawn
     agg = agg.assign(tta="none")  # measured headlines are plain single-crop, always
     if published:
@@ -399,11 +416,21 @@ def render(agg: pd.DataFrame, fmt: str = "md", *, columns: Sequence[str] = (), p
     if fmt == "csv":
         return _csv(agg)
     text = "\n\n".join(_table(t, fmt) for t in layout.tables(agg, names, _ranks(agg)))
+    if title:
+        text = _title(title, fmt) + "\n\n" + text
     notes = layout.notes(agg) + [INFER_NOTE]
     if "train_frozen_epochs" in agg and (agg["train_frozen_epochs"].fillna(0) > 0).any():
         notes.append(FROZEN_NOTE)
     notes += [leaderboard_stats.note(agg), MCA_NOTE + (MCA_MAJORITY_NOTE if _any(agg, "mca_above_majority") else "")]
     return text + "".join(_note(n, fmt) for n in notes)
+
+
+def _title(title: str, fmt: str) -> str:
+    if fmt == "latex":
+        return f"\\section*{{{_latex_escape(title)}}}"
+    if fmt == "html":
+        return f"<h2>{html.escape(title)}</h2>"
+    return textwrap.fill(f"## {title}", WIDTH, break_long_words=False)
 
 
 def _csv(agg: pd.DataFrame) -> str:

@@ -45,6 +45,7 @@ RUN_KEYS = [*lb.KEYS, "seed"]
 WRAPPED = ("recipe", "device_name", "source", "bench_conditions")  # long text cells wrap, so the table fits a screen
 RUN_FIELDS = (
     "recipe",
+    "curve",
     "run_id",
     "predictions_path",
     "predictions_sha256",
@@ -80,6 +81,7 @@ def render(
     columns: Sequence[str] = (),
     source: str = "",
     corruption_runs: pd.DataFrame | None = None,
+    title: str = "",
 ) -> str:
     """The page as one HTML string.
 
@@ -90,6 +92,7 @@ def render(
         per_class: per-class F1 columns in the table too (the heatmap has them always).
         columns: named column groups to show beside the default ones (``fer_bench.leaderboard_columns.GROUPS``).
         source: where the rows came from, for the conditions block.
+        title: what the comparison holds fixed (e.g. "45 CPU-minutes per backbone"), after the page's title.
         corruption_runs: more runs (a frame of rows) whose corruption tables to draw, matched to the table's lines
             by model, protocol, split, device and seed; they never enter the table (an eval that scored the same
             weights under corruptions is the same run, its throughput measured again).
@@ -101,11 +104,13 @@ def render(
         ("table", "Ranking", _table(shown, layout.groups(columns, per_class=per_class))),
         ("conditions", "Conditions", _conditions(agg, shown, source)),
         ("pareto", "Accuracy against throughput (Pareto)", _pareto(agg)),
+        ("curves", "Validation macro-F1 against training minutes", _curves(agg, runs)),
         ("per-class", "Per-class F1", _heatmap(shown)),
         ("reliability", "Reliability diagrams", _reliability(agg, runs)),
         ("corruptions", "Corruption curves", _corruptions(agg, _with_corruption_runs(runs, corruption_runs))),
     ]
-    title = "fer-bench leaderboard · " + " · ".join(esc(v) for v in _distinct(agg, "dataset") + _distinct(agg, "split"))
+    parts = [*_distinct(agg, "dataset"), *_distinct(agg, "split"), *([title] if title else [])]
+    title = "fer-bench leaderboard · " + " · ".join(esc(v) for v in parts)
     body = "\n".join(f'<section id="{sid}"><h2>{name}</h2>\n{content}\n</section>' for sid, name, content in sections)
     head = f'<head>\n<meta charset="utf-8">\n<title>{title}</title>\n<style>{CSS}</style>\n</head>'
     tail = f"<script>{JS}</script>\n</body>\n</html>\n"
@@ -255,6 +260,25 @@ def _pareto(agg: pd.DataFrame) -> str:
         "no throughput and are not plotted." + note
     )
     return img(page_figures.png(fig), "top-1 and macro-F1 against inference img/s") + f'<p class="note">{esc(text)}</p>'
+
+
+def _curves(agg: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """One curve per trained line (its splits share the training), the seeds' mean with their range as a band."""
+    lines: dict[str, list] = {}
+    for r in _ordered_runs(agg, runs):
+        if r.get("device_name") == "published" or not isinstance(r.get("curve"), tuple | list):
+            continue
+        name = f"{r.get('model')} · {r.get('recipe')}"
+        seeds = lines.setdefault(name, {})
+        seeds.setdefault(r.get("seed"), r["curve"])  # the first split's row: the others repeat its training
+    if not lines:
+        return _missing("No line has a timed validation history (epoch times, validation macro-F1): nothing to plot.")
+    fig = page_figures.curves_figure({k: list(v.values()) for k, v in lines.items()})
+    text = ("Each line: the mean over its seeds of the validation (Training hold-out) macro-F1 at each epoch's end, "
+            "against the seeds' mean training minutes (training and validation); the band spans the seeds' lowest "
+            "to highest. A line whose seeds ran different numbers of epochs is drawn to the shortest.")  # fmt: skip
+    alt = "validation macro-F1 against training minutes"
+    return img(page_figures.png(fig), alt) + f'<p class="note">{esc(text)}</p>'
 
 
 def _line_name(r: pd.Series) -> str:

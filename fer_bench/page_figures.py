@@ -145,6 +145,27 @@ def pareto_figure(agg: pd.DataFrame, *, x: str = "infer_model_img_s", ys: tuple[
     return fig
 
 
+def curves_figure(lines: dict[str, list[list[tuple[float, float]]]]):
+    """Validation macro-F1 against training minutes: per line (name -> one (minutes, macro-F1) curve per seed), the
+    seeds' mean at each epoch, drawn at the seeds' mean minutes, with the seeds' range as a band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.4, 4.8), dpi=110)
+    for i, (name, seeds) in enumerate(lines.items()):
+        n = min(len(c) for c in seeds)
+        arr = np.array([c[:n] for c in seeds], dtype=float)  # seeds x epochs x (minutes, macro-F1)
+        minutes, f1 = arr[:, :, 0].mean(axis=0), arr[:, :, 1]
+        colour = f"C{i % 10}"
+        ax.plot(minutes, f1.mean(axis=0), "-o", ms=3, color=colour, label=f"{name} ({len(seeds)} seed(s))")
+        if len(seeds) > 1:
+            ax.fill_between(minutes, f1.min(axis=0), f1.max(axis=0), color=colour, alpha=0.2, lw=0)
+    ax.set_xlabel("training minutes (training + validation)")
+    ax.set_ylabel("validation macro-F1 ↑")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def _pad_limits(ax, xs: pd.Series, ys: pd.Series) -> None:
     """Room around the points for their labels (fixed, so pixel positions computed later stay true)."""
     lo, hi = float(xs.min()), float(xs.max())

@@ -60,6 +60,7 @@ class LeaderboardSpec:
     per_class: bool = True  # per-class F1 columns
     published: bool = True  # the papers' numbers as "published" rows
     plot: bool = True  # pareto.png
+    title: str = ""  # above the tables; a budgeted suite's default says its budget ("45 CPU-minutes per backbone")
 
 
 @dataclass(frozen=True)
@@ -497,6 +498,18 @@ def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
     return data
 
 
+def suite_title(suite: SuiteSpec) -> str:
+    """The line above a suite's tables: its own ``leaderboard.title``, else a budgeted suite's budget.
+
+    Example:
+        >>> suite_title(SuiteSpec(name="x", budget_s=2700))
+        '45 CPU-minutes per backbone'
+    """
+    if suite.leaderboard.title or suite.budget_s is None:
+        return suite.leaderboard.title
+    return f"{suite.budget_s / 60:g} CPU-minutes per backbone"
+
+
 def render_leaderboard(job: SuiteRun, frame, out_dir: Path) -> list[Path]:
     """The suite's tables (its formats) and Pareto plot from a leaderboard frame; the files written."""
     from fer_bench import leaderboard as lb
@@ -506,7 +519,7 @@ def render_leaderboard(job: SuiteRun, frame, out_dir: Path) -> list[Path]:
     written = []
     for fmt in spec.formats:
         path = out_dir / f"leaderboard.{'tex' if fmt == 'latex' else fmt}"
-        text = lb.render(agg, fmt, per_class=spec.per_class, published=spec.published)
+        text = lb.render(agg, fmt, per_class=spec.per_class, published=spec.published, title=suite_title(job.suite))
         path.write_text(text if text.endswith("\n") else text + "\n")
         written.append(path)
     if spec.plot:

@@ -423,3 +423,29 @@ def test_the_real_entry_point_gives_one_line_for_a_bad_split_and_a_bad_dataset_o
                     timeout=120)  # fmt: skip
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "size='abc'" in res.stderr
+
+
+# Review of the items above: slips that were still accepted.
+
+
+@pytest.mark.parametrize("seeds", ["1,,2", "1,2,", ","])
+def test_seeds_with_an_empty_item_is_one_line(capsys, tmp_path, seeds):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--seeds", seeds))
+    one_line_error(code, err, "--seeds", repr(seeds))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("dataset", "named"), [("folder:", "nothing after the colon"), ("folder:size=", "size="),
+                                                 ("folder:size=8,,", "empty option")])  # fmt: skip
+def test_dataset_option_left_empty_is_one_line(capsys, tmp_path, folder, dataset, named):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", dataset, "--data-dir", folder))
+    one_line_error(code, err, f"--dataset {dataset}", named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_set_mistake_is_named_before_the_checkpoint_is_read(capsys, tmp_path, folder):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint\n")
+    code, err, _ = cli(capsys, *eval_args(bad, folder, tmp_path / "out", "--set", "eval.batch_size=0"))
+    one_line_error(code, err, "--set eval.batch_size=0")
+    assert "not a checkpoint" not in err

@@ -136,7 +136,7 @@ def test_the_page_holds_every_row_and_section_and_nothing_outside_itself(built):
             assert attrs["src"].startswith("data:image/png;base64,")
             assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     sections = [a["id"] for t, a in tags.tags if t == "section"]
-    assert sections == ["table", "conditions", "pareto", "per-class", "reliability", "corruptions"]  # the answer first
+    assert sections == ["table", "conditions", "pareto", "curves", "per-class", "reliability", "corruptions"]
     # the one line saying what is missing, never a vanished section: old has no predictions file
     assert "No predictions file: old · baseline · test · seed 0 (no predictions file recorded" in text
 
@@ -171,7 +171,8 @@ def test_sections_without_inputs_say_so_in_one_line(tmp_path):
     frame = lb.frame_from_rows([_row("old", None, top1=30.0, f1=20.0, infer_model_img_s=None)])
     text = page.render(frame, lb.aggregate(frame))
     for needle in ("No line has an inference img/s figure", "No run has a predictions file",
-                   "No run folder among the inputs holds a corruption table"):  # fmt: skip
+                   "No run folder among the inputs holds a corruption table",
+                   "No line has a timed validation history"):  # fmt: skip
         assert text.count(needle) == 1, needle
     assert '<section id="per-class">' in text and "No row has" not in text  # per-class F1 is in the row
 
@@ -358,3 +359,43 @@ def test_a_line_that_did_not_converge_is_marked_on_the_page(tmp_path):
     marked = re.findall(r'<tr class="measured not-converged" title="([^"]+)">.*?<td>(\w+)</td>', text)
     assert sorted(marked) == [("not converged", "rising"), ("snapshot, not converged", "short")]
     assert text.count('class="nc">') == 2 and "snapshot, not converged: 5 epochs or fewer" in text
+
+
+def _history(walls: list[float], f1s: list[float]) -> list[dict]:
+    return [{"epoch": e, "epoch_wall_s": w, "val_macro_f1": f, "val_top1": f + 5}
+            for e, (w, f) in enumerate(zip(walls, f1s, strict=True), start=1)]  # fmt: skip
+
+
+def test_the_learning_curves_show_each_lines_seed_mean_and_range_against_training_minutes():
+    """One curve per trained line: both splits of a cell are one training, so they add no curve and no seed."""
+    f1s = {("a", 0): [20, 30, 40], ("a", 1): [22, 34, 38], ("a", 2): [18, 32, 45], ("b", 0): [10, 15, 19, 25]}
+    rows = [_row(m, None, top1=50.0, f1=f[-1], seed=s, split=split, history=_history([60.0] * len(f), f))
+            for (m, s), f in f1s.items() for split in ("public", "private")]  # fmt: skip
+    frame = lb.frame_from_rows(rows)
+    assert frame.loc[0, "curve"] == ((1.0, 20.0), (2.0, 30.0), (3.0, 40.0))
+    text = page.render(frame, lb.aggregate(frame))
+    sections = [a["id"] for t, a in _parse(text).tags if t == "section"]
+    assert "curves" in sections and "training minutes" in text
+    curves = {m: [list(enumerate(f1s[(m, s)], start=1)) for s in range(3) if (m, s) in f1s] for m in "ab"}
+    fig = page_figures.curves_figure(curves)
+    ax = fig.axes[0]
+    mean_a, only_b = ax.lines[0], ax.lines[1]
+    assert np.allclose(mean_a.get_ydata(), [20, 32, 41]) and np.allclose(only_b.get_ydata(), f1s[("b", 0)])
+    (band,) = ax.collections  # line b has one seed: no band
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(ys.min(), 18) and np.isclose(ys.max(), 45)
+    assert "(3 seed(s))" in mean_a.get_label() and "(1 seed(s))" in only_b.get_label()
+
+
+def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():
+    from fer_bench.suite import SuiteSpec, suite_title
+
+    title = suite_title(SuiteSpec(name="x", budget_s=2700))
+    assert title == "45 CPU-minutes per backbone" and suite_title(SuiteSpec(name="x")) == ""
+    frame = lb.frame_from_rows([_row("a", None, top1=50.0, f1=40.0), _row("b", None, top1=45.0, f1=38.0)])
+    agg = lb.aggregate(frame)
+    assert lb.render(agg, "md", title=title).splitlines()[0] == "## 45 CPU-minutes per backbone"
+    assert lb.render(agg, "html", title=title).startswith("<h2>45 CPU-minutes per backbone</h2>")
+    assert "CPU-minutes" not in lb.render(agg, "csv", title=title) and "##" not in lb.render(agg, "md")
+    assert "<title>fer-bench leaderboard · fer2013 · test · 45 CPU-minutes per backbone</title>" in page.render(
+        frame, agg, title=title)

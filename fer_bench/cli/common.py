@@ -38,7 +38,12 @@ def list_of(convert: Callable[[str], Any]) -> Callable[[str], list]:
 
 
 def csv_list(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """An argparse type: comma-separated names; an empty item (``a,,b``, a trailing comma, nothing) is refused."""
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected values separated by single commas, got {value!r} "
+                                         "(an empty item)")  # fmt: skip
+    return items
 
 
 def add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic") -> None:

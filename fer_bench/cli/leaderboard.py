@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
                         "per-class, provenance, or all (CSV always has every column)")  # fmt: skip
     p.add_argument("--per-class", action="store_true", help="add per-class F1 columns (= --columns per-class)")
     p.add_argument("--published", action="store_true", help="add the papers' published numbers as rows")
+    p.add_argument("--title", default="", help="a line above the tables and in the page's title, e.g. what the "
+                   "comparison holds fixed (default: none)")  # fmt: skip
     p.add_argument("--out", type=Path, help="write the table here (default: print it)")
     p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here (default: none)")
     p.add_argument("--page", type=Path, metavar="FILE",
@@ -61,7 +63,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first."
         )
     agg = lb.aggregate(frame)
-    table = lb.render(agg, args.format, columns=args.columns, per_class=args.per_class, published=args.published)
+    table = lb.render(agg, args.format, columns=args.columns, per_class=args.per_class, published=args.published,
+                      title=args.title)  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table if table.endswith("\n") else table + "\n")
@@ -96,6 +99,6 @@ def _write_page(args: argparse.Namespace, frame, agg) -> None:
     source = (" ".join(str(p) for p in args.from_results) if args.from_results
               else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip
     leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class,
-                           columns=args.columns, source=source)  # fmt: skip
+                           columns=args.columns, source=source, title=args.title)  # fmt: skip
     if args.screenshot:
         leaderboard_page.screenshot(args.page, args.screenshot)

@@ -84,8 +84,15 @@ class DatasetSpec:
             'crossentropy'
         """
         values = {k: o.default for k, o in self.options.items()}
-        for item in filter(None, text.split(",")):
+        items = text.split(",") if text.strip() else []
+        for item in items:
             key, eq, value = item.partition("=")
+            if not item.strip():  # "k=v,,k2=v2" or a trailing comma: a slip, never a request
+                raise ConfigError(f"--dataset {self.name}:{text}: an empty option between commas; write "
+                                  f"--dataset {self.name}:KEY=VALUE,KEY=VALUE.")  # fmt: skip
+            if eq and not value.strip():
+                raise ConfigError(f"--dataset {self.name}:{text}: {key.strip()}= has no value; give one, or leave "
+                                  f"{key.strip()} out for its default.")  # fmt: skip
             opt = self.options.get(key.strip())
             if opt is None or not eq:
                 known = ", ".join(f"{k}=…" for k in self.options) or "none"
@@ -113,7 +120,10 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 
 def split_name(text: str) -> tuple[str, str]:
     """``"ferplus:labels=crossentropy"`` -> ``("ferplus", "labels=crossentropy")``."""
-    name, _, options = text.partition(":")
+    name, colon, options = text.partition(":")
+    if colon and not options.strip():
+        raise ConfigError(f"--dataset {text}: nothing after the colon; write --dataset {name.strip()} (its defaults) "
+                          f"or --dataset {name.strip()}:KEY=VALUE.")  # fmt: skip
     return name.strip(), options.strip()
 
 
