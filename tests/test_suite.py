@@ -322,6 +322,8 @@ def test_every_committed_comparison_row_descends_from_its_plan():
     folder = ROOT / "results" / "fer2013-compare"
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
+    if not any(folder.rglob("result.json")) and not any(folder.rglob("validation.json")):
+        pytest.skip("no comparison row committed yet (its plan is)")
     cmd = [sys.executable, str(ROOT / "tools" / "plan_check.py"), str(folder), str(folder / "README.md")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
