@@ -32,9 +32,10 @@ def wrap(text: str, columns: int | None = None, indent: str = "") -> str:
 
 
 def wrap_notes(text: str, columns: int | None = None) -> str:
-    """A rendered table with its notes wrapped to ``columns``: table lines (``|``, ``-``, ``+``) stay as they are."""
+    """A rendered table with its notes wrapped to ``columns``: table lines (any line with a ``|``, rules of ``-``
+    and ``+``, indented lines) stay as they are; a table wider than the terminal overflows, never breaks."""
     cols = columns or width()
-    keep = lambda line: line.startswith(("|", "+", "-", " ")) or len(line) <= cols  # noqa: E731
+    keep = lambda line: "|" in line or line.startswith(("+", "-", " ")) or len(line) <= cols  # noqa: E731
     return "\n".join(line if keep(line) else wrap(line, cols) for line in text.split("\n"))
 
 
@@ -57,7 +58,8 @@ def fit_table(headers: Sequence[str], rows: Sequence[Sequence], columns: int | N
     widths = [max([len(headers[i])] + [len(r[i]) for r in texts]) for i in range(len(headers))]
 
     def render(ws: list[int]) -> str:
-        cell = lambda s, w: "\n".join(textwrap.wrap(s, w, break_on_hyphens=False)) or s  # noqa: E731
+        # names a user types (a recipe, a model, a path) are never cut: a word longer than its column overflows
+        cell = lambda s, w: "\n".join(textwrap.wrap(s, w, break_on_hyphens=False, break_long_words=False)) or s  # noqa: E731
         body = [[cell(c, ws[i]) for i, c in enumerate(r)] for r in texts]
         return tabulate(body, headers=[cell(h, ws[i]) for i, h in enumerate(headers)], disable_numparse=True)
 

@@ -244,8 +244,35 @@ def _measured(part: pd.DataFrame, names: Sequence[str]) -> Table:
         fields.append(status.pop())
     cross = CROSS if len(fields) > 1 and fields[1].startswith("trained on") else []
     cols = DEFAULT[:1] + varying + DEFAULT[1:6] + cross + DEFAULT[6:]
+    if "recipe" in varying:  # the recipe column pays for itself: what every line shares moves to the heading
+        part, shared = _mixed_recipes(part, fields)
+        cols = [c for c in cols if c not in shared]
     cols += [c for g in groups(names) for c in GROUPS[g](part)]
     return Table(" · ".join(fields), part, _unique(cols))
+
+
+SHARED_SHOWN = {"weights_kind": "{}", "img_size": "{:g} px", "seeds": "{:g} seeds"}  # heading form of a shared value
+RECIPE_KEYED = 16  # a mixed table's recipe names longer than this are shown as keys (A, B...) named in the heading
+
+
+def _mixed_recipes(part: pd.DataFrame, fields: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """A table whose lines mix recipes: the weights, input size and seeds every line shares join the heading
+    ``fields``, and long recipe names become keys that the heading spells out, so the table keeps to 120 columns.
+
+    Returns the lines (their recipe keyed where needed) and the columns that moved to the heading.
+    """
+    shared = []
+    for col, form in SHARED_SHOWN.items():
+        values = set(part[col].dropna()) if col in part else set()
+        if len(values) == 1 and part[col].notna().all():
+            fields.append(form.format(values.pop()))
+            shared.append(col)
+    recipes = list(dict.fromkeys(part["recipe"].astype(str)))
+    if max(map(len, recipes)) > RECIPE_KEYED:
+        keys = {r: chr(ord("A") + i) for i, r in enumerate(recipes)}
+        fields.append("recipes " + ", ".join(f"{k} = {r}" for r, k in keys.items()))
+        part = part.assign(recipe=part["recipe"].astype(str).map(keys))
+    return part, shared
 
 
 def _unique(cols: list[str]) -> list[str]:

@@ -474,6 +474,7 @@ def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
     ``job.cells`` are the pilot cells (one seed, the epochs set). The file (YAML) holds, per line id, the epochs'
     wall times (training and validation) and their median, with the CPU, the commit and when it was written.
     """
+    from fer_bench.cpu_caps import probe
     from fer_bench.provenance import device_name, git_sha
     from fer_bench.runner import run_model
     from fer_bench.training import resolve_device
@@ -485,8 +486,9 @@ def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
         walls = [round(h["epoch_wall_s"], 2) for h in run_model(cell.model, cell.recipe, job.data, opts)["history"]]
         lines[cell.line] = {"epoch_wall_s": walls, "median_epoch_s": round(statistics.median(walls), 2)}
     machine = device_name(resolve_device(job.opts.device))  # the CPU's model and threads, or the GPU's name
-    data = {"suite": job.suite.name, "commit": git_sha(), "machine": machine, "epochs": PILOT_EPOCHS,
-            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lines": lines}  # fmt: skip
+    data = {"suite": job.suite.name, "commit": git_sha(), "machine": machine, "cpu_class": probe().processor_class,
+            "epochs": PILOT_EPOCHS, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "lines": lines}  # fmt: skip
     budget = job.suite.budget_s
     header = (f"# Pilot epoch timings of suite {job.suite.name}: per line, the wall time (training + validation) of "
               f"each of {PILOT_EPOCHS} epochs and their median t.\n# A budgeted suite trains each line "

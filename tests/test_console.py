@@ -38,6 +38,31 @@ def test_ls_wraps_without_losing_words_and_long_gives_every_column(capsys, monke
     assert max(map(len, full.splitlines())) > 120 and "angry disgust fear happy sad surprise neutral" in full
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_ls_never_cuts_a_name_a_user_types(kind, capsys, monkeypatch):
+    from fer_bench.console import fit_table
+    from fer_bench.recipes import list_recipes
+
+    assert "naik-effnetb2" in fit_table(["name", "recipe"], [["a", "naik-effnetb2 and more"]], columns=12).split()
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["ls", kind, "--long"]) == 0
+    names = {w for w in capsys.readouterr().out.split() if w in set(list_recipes())}
+    assert main(["ls", kind]) == 0
+    short = capsys.readouterr().out.split()
+    assert names <= set(short), names - set(short)
+
+
+def test_a_table_on_a_narrow_console_overflows_and_never_breaks(capsys):
+    from fer_bench.console import wrap_notes
+
+    md = (Path(__file__).resolve().parents[1] / "results" / "fer2013-converged" / "leaderboard.md").read_text()
+    rows = [line for line in md.splitlines() if "|" in line]
+    assert rows and max(map(len, rows)) > 80  # the case: a table wider than a piped console's 80 columns
+    assert [line for line in wrap_notes(md, 80).splitlines() if "|" in line] == rows
+    notes = [line for line in wrap_notes(md, 80).splitlines() if "|" not in line and not line.startswith("-")]
+    assert notes and max(map(len, notes)) <= 80  # the notes wrap
+
+
 # ---- help on every option, its default shown; --version; both spellings of --model(s) ----
 
 
@@ -65,9 +90,11 @@ def test_every_option_has_help_that_shows_its_default():
         text = parser._get_formatter()._expand_help(a) if a.help else ""
         if not text.strip():
             no_help.append(f"{cmd} {a.option_strings[0]}")
-        elif a.nargs != 0 and not a.required and "default" not in text:  # a flag is off unless given
+        elif a.nargs != 0 and not a.required and "default:" not in text:  # a flag is off unless given
             no_default.append(f"{cmd} {a.option_strings[0]}")
     assert no_help == [] and no_default == []
+    assert not [f"{cmd} {a.option_strings[0]}" for cmd, parser, a in found
+                if "(default: )" in parser._get_formatter()._expand_help(a)]  # fmt: skip
 
 
 def test_version_and_what_fer_bench_is(capsys):

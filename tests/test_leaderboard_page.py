@@ -399,3 +399,22 @@ def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():
     assert "CPU-minutes" not in lb.render(agg, "csv", title=title) and "##" not in lb.render(agg, "md")
     assert "<title>fer-bench leaderboard · fer2013 · test · 45 CPU-minutes per backbone</title>" in page.render(
         frame, agg, title=title)
+
+
+def test_a_table_that_mixes_long_recipe_names_keeps_to_120_columns_and_names_each_recipe():
+    lines = [("resnet18", "compare-48"), ("vgg_khaireddin", "compare-48"), ("efficientnet_b2", "compare-48"),
+             ("efficientnetv2_s", "compare-48"), ("efficientnetv2_s", "insideout-effnetv2s-scratch")]  # fmt: skip
+    rows = [_row(m, None, top1=60.0 - i + s, f1=50.0 - i + s, seed=s, split=split, recipe=r, recipe_version=1,
+                 protocol_hash=f"{m}-{r}")
+            for i, (m, r) in enumerate(lines) for s in range(3) for split in ("public", "private")]  # fmt: skip
+    agg = lb.aggregate(lb.frame_from_rows(rows))
+    md = lb.render(agg, "md", published=True, title="45 CPU-minutes per backbone")
+    assert max(map(len, md.splitlines())) <= 120, max(md.splitlines(), key=len)
+    first = md.split("\n\n")[1].replace("\n", " ")  # the first table's heading
+    assert "recipes A = compare-48 v1, B = insideout-effnetv2s-scratch v1" in first
+    assert "scratch · 48 px · 3 seeds" in first
+    table = md.split("\n\n")[2].splitlines()
+    assert table[0].split(" | ")[:3] == ["#", "model           ", "recipe"]
+    assert [r.split(" | ")[2].strip() for r in table[2:]] == ["A", "A", "A", "A", "B"]
+    one = lb.render(lb.aggregate(lb.frame_from_rows([r for r in rows if r["recipe"] == "compare-48"])), "md")
+    assert "| weights |" in one.splitlines()[2] and "| seeds" in one.splitlines()[2]  # one recipe: the usual columns

@@ -30,3 +30,17 @@ def test_every_docs_page_is_linked_from_the_readme_and_every_link_resolves():
     assert all((ROOT / link).exists() for link in local), sorted(link for link in local if not (ROOT / link).exists())
     pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
     assert pages and pages <= local, sorted(pages - local)
+
+
+def test_the_docs_speak_of_the_tool_not_of_this_projects_machines():
+    """The docs/ pages explain the insider words, but none tells how this project's own machines were lent or named."""
+    machines = ("lent", "AMD VM", "Intel VM", "Intel Xeon VM", "issue #", "issue 1", "GPUs are")
+    found = {p.name: [w for w in machines if w in p.read_text()] for p in sorted((ROOT / "docs").glob("*.md"))}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_every_shipped_recipe_is_in_the_recipe_table():
+    from fer_bench.recipes import list_recipes
+
+    text = (ROOT / "docs" / "models-and-recipes.md").read_text()
+    assert [r for r in list_recipes() if f"| `{r}` |" not in text] == []

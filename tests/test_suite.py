@@ -294,7 +294,7 @@ def test_every_cell_of_the_gpu_suite_runs_on_cpu(tmp_path):
 
 
 def test_the_comparison_suite_is_the_plan_it_cites():
-    """benchmarks/fer2013-compare.yaml holds what results/fer2013-compare/README.md fixes: five lines on three seeds,
+    """benchmarks/fer2013-compare.yaml holds what results/fer2013-compare/PLAN.md fixes: five lines on three seeds,
     45 minutes a cell, blind, one precision and memory format, and the VGG's learning rate as its only override."""
     suite = load_suite(ROOT / "benchmarks" / "fer2013-compare.yaml", pilot=True)
     assert suite.seeds == (0, 1, 2) and suite.budget_s == 2700 and suite.blind
@@ -312,7 +312,7 @@ def test_the_comparison_suite_is_the_plan_it_cites():
     insideout = [c for c in all_cells if c.recipe.name == "insideout-effnetv2s-scratch"]
     assert len(insideout) == 3 and {c.recipe.train.early_stop_patience for c in insideout} == {0}
     assert all(c.recipe.input.pretrained is False for c in all_cells)
-    assert (ROOT / "results" / "fer2013-compare" / "README.md").is_file()
+    assert (ROOT / "results" / "fer2013-compare" / "PLAN.md").is_file()
 
 
 def test_every_committed_comparison_row_descends_from_its_plan():
@@ -324,7 +324,7 @@ def test_every_committed_comparison_row_descends_from_its_plan():
         pytest.skip("not a git checkout")
     if not any(folder.rglob("result.json")) and not any(folder.rglob("validation.json")):
         pytest.skip("no comparison row committed yet (its plan is)")
-    cmd = [sys.executable, str(ROOT / "tools" / "plan_check.py"), str(folder), str(folder / "README.md")]
+    cmd = [sys.executable, str(ROOT / "tools" / "plan_check.py"), str(folder), str(folder / "PLAN.md")]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stdout + res.stderr
 

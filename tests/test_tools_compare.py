@@ -125,3 +125,32 @@ def test_cpu_share_refuses_a_pid_that_is_not_running(capsys):
     dead.wait()
     assert cpu_share.main(["--pid", str(dead.pid), "--count", "1"]) == 2
     assert "no live process" in capsys.readouterr().out
+
+
+def _cell_row(path: Path, cell: str, walls: list[float], classes: list[str] | None = None) -> None:
+    classes = classes or ["avx2"] * len(walls)
+    history = [{"epoch": e, "epoch_wall_s": w, "cpu_class": c, "val_macro_f1": 10.0 * e}
+               for e, (w, c) in enumerate(zip(walls, classes, strict=True), start=1)]  # fmt: skip
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "validation.json").write_text(json.dumps({"cell": cell, "history": history, "segments": 1}))
+
+
+def test_budget_check_passes_cells_near_their_pilot_and_fails_one_off_by_more_than_the_tolerance(tmp_path, capsys):
+    import budget_check
+
+    pilots = tmp_path / "pilots.yaml"
+    pilots.write_text("lines:\n  r18-compare-48: {median_epoch_s: 100.0}\n"
+                      "  vgg-compare-48-0cb4b1: {median_epoch_s: 300}\n")
+    rows = tmp_path / "runs"
+    _cell_row(rows / "a", "r18-compare-48-s0", [104.0, 96.0, 109.0])  # mean 103: within 10 %
+    _cell_row(rows / "b", "vgg-compare-48-0cb4b1-s1", [300.0, 900.0], ["avx2", "avx512"])  # avx512: not judged
+    assert budget_check.main([str(rows), str(pilots), "--cpu-class", "avx2"]) == 0
+    out = capsys.readouterr().out
+    assert "| r18-compare-48-s0 | 3 | 3 | 0 | 1 | 5.2 | 103.0 | 100.0 | 1.030 | yes |" in out
+    assert "| vgg-compare-48-0cb4b1-s1 | 2 | 1 | 1 |" in out and "every cell within it" in out
+    _cell_row(rows / "c", "r18-compare-48-s1", [112.0, 111.0])  # 11.5 % slower than its pilot
+    assert budget_check.main([str(rows), str(pilots), "--cpu-class", "avx2"]) == 1
+    assert "| r18-compare-48-s1 | 2 | 2 | 0 | 1 | 3.7 | 111.5 | 100.0 | 1.115 | NO |" in capsys.readouterr().out
+    records, ok = budget_check.check(rows, pilots, "avx512")  # no pilot epoch on this class for r18: it fails
+    assert not ok and [r["on_class"] for r in records] == [0, 0, 1]
+    assert budget_check.line_of("x-s12") == "x" and budget_check.line_of("nosplit") == "nosplit"

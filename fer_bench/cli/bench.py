@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                    help="numeric precision")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", choices=COMPILE_MODES,
-                   help="torch.compile the model (mode: default, reduce-overhead, max-autotune)")  # fmt: skip
+                   help="torch.compile the model in MODE: default, reduce-overhead or max-autotune; --compile alone "
+                        "is mode default (default: eager, not compiled)")  # fmt: skip
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--repeats", type=at_least(1), default=5, help="timed repeats (>= 5 for a meaningful IQR)")
     p.add_argument("--steps", type=at_least(1), default=10, help="timed steps per repeat")

@@ -46,8 +46,9 @@ def csv_list(value: str) -> list[str]:
     return items
 
 
-def add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic") -> None:
-    shown = default or "synthetic, or the suite's"
+def add_data_args(p: argparse.ArgumentParser, default: str | None = "synthetic", shown: str | None = None) -> None:
+    """--dataset, --data-dir, --cache-dir; ``shown``: the help's default where ``default`` is None (decided later)."""
+    shown = shown or default or "synthetic, or the suite's"
     p.add_argument("--dataset", default=default, help=f"registered dataset (default: {shown})")
     p.add_argument("--data-dir", help="the dataset's folder tree or CSV file (default: none; synthetic needs none)")
     p.add_argument("--cache-dir", type=out_dir,

@@ -15,8 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("a", metavar="A", help="a run folder (result.json + predictions.npz) or a predictions file; for a "
                    "line of several seeds, a folder of its run folders or paths joined by commas")  # fmt: skip
     p.add_argument("b", metavar="B", help="the other row or line, on the same sample ids (any seeds)")
-    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000, at least 1000)")
-    p.add_argument("--rounds", type=int, default=None, help="permutation test rounds (default and least 10000)")
+    p.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: 2000; at least 1000)")
+    p.add_argument("--rounds", type=int, default=None, help="permutation test rounds (default: 10000, also the least)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's and the test's random seed (default 0)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON here (default: none)")
     p.set_defaults(handler=cmd_compare)

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--trained-on", metavar="DATASET",
                    help="with --weights: the dataset whose classes the head predicts (default: the scored dataset's); "
                         "another dataset's classes are matched by name (cross-dataset evaluation)")  # fmt: skip
-    add_data_args(p, default=None)
+    add_data_args(p, default=None, shown="the run's own with --run, else synthetic")
     p.add_argument("--split", choices=(*EVAL_SPLITS, "valid"),
                    help="what to score (default: the run's split, else test); valid = the run's Training hold-out, "
                         "rebuilt from its recipe's data.val_fraction and data.split_seed")  # fmt: skip

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
                         "task's share, from SLURM_ARRAY_TASK_ID/COUNT/MIN/MAX/STEP (default: every cell)")  # fmt: skip
     p.add_argument("--jobs", metavar="N",
                    help="with --suite: run N cells at once, each in its own process; a failed cell fails alone "
-                        "(default 1: one after another, in this process)")  # fmt: skip
+                        "(default: 1, one after another, in this process)")  # fmt: skip
     p.add_argument("--gpus", metavar="I,…",
                    help="with --suite: the GPUs the jobs take in turn (CUDA_VISIBLE_DEVICES ids; default: every "
                         "visible one; more jobs than GPUs share them)")  # fmt: skip

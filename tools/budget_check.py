@@ -1,0 +1,92 @@
+"""Check that every cell of a budgeted suite trained in the time its pilots promised (the plan's 10 % rule).
+
+    python tools/budget_check.py results/fer2013-compare/runs results/fer2013-compare/pilots.yaml --cpu-class avx2
+
+A budgeted suite gives each line E = round(budget_s / t) epochs, t the line's median pilot epoch (training and
+validation). The budget means what it says only if the cells' epochs took about t: for each cell (a row,
+``validation.json`` or ``result.json``, one per cell), the mean wall time of its epochs that ran on the pilots'
+processor class (each history entry's ``cpu_class``) is compared with t. A cell off by more than ``--tolerance``
+(default 10 %) fails; so does a cell with no epoch on that class. Epochs on other classes are counted and reported,
+never compared with these pilots: a session on another processor class checks them against its own pilots file
+(``--cpu-class`` of that class). Exit code 1 when any cell fails, 0 when every cell is within the tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+ROW_FILES = ("validation.json", "result.json")
+
+
+def line_of(cell: str) -> str:
+    """A cell id without its seed: ``resnet18-compare-48-s2`` -> ``resnet18-compare-48``."""
+    head, sep, seed = cell.rpartition("-s")
+    return head if sep and seed.isdigit() else cell
+
+
+def read_cells(rows_dir: Path) -> dict[str, dict]:
+    """Each cell's row under ``rows_dir`` (a cell's split rows repeat its training: the first one found)."""
+    cells: dict[str, dict] = {}
+    for path in sorted(p for name in ROW_FILES for p in Path(rows_dir).rglob(name)):
+        row = json.loads(path.read_text())
+        if row.get("cell") and row.get("history"):
+            cells.setdefault(row["cell"], row | {"_path": str(path)})
+    return cells
+
+
+def check(rows_dir: Path, pilots_file: Path, cpu_class: str, tolerance: float = 0.10) -> tuple[list[dict], bool]:
+    """One record per cell (line, epochs on the class and elsewhere, mean epoch s, the pilot's t, the ratio, ok)."""
+    lines = (yaml.safe_load(Path(pilots_file).read_text()) or {}).get("lines", {})
+    records, ok = [], True
+    for cell, row in sorted(read_cells(rows_dir).items()):
+        line = line_of(cell)
+        walls = [h["epoch_wall_s"] for h in row["history"] if h.get("cpu_class") == cpu_class]
+        other = sum(1 for h in row["history"] if h.get("cpu_class") != cpu_class)
+        t = (lines.get(line) or {}).get("median_epoch_s")
+        mean = statistics.fmean(walls) if walls else None
+        ratio = mean / t if mean is not None and t else None
+        good = ratio is not None and abs(ratio - 1) <= tolerance
+        ok &= good
+        train_s = round(sum(h["epoch_wall_s"] for h in row["history"]), 1)
+        records.append({"cell": cell, "line": line, "epochs": len(row["history"]), "on_class": len(walls),
+                        "elsewhere": other, "mean_epoch_s": mean, "pilot_s": t, "ratio": ratio, "ok": good,
+                        "segments": row.get("segments"), "train_s": train_s})  # fmt: skip
+    return records, ok and bool(records)
+
+
+def _fmt(v: object, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("rows_dir", type=Path, help="the folder holding the cells' rows (searched recursively)")
+    p.add_argument("pilots_file", type=Path, help="the suite's pilots file (`fer-bench run --suite S --pilot`)")
+    p.add_argument("--cpu-class", required=True, help="the processor class the pilots ran on (avx2, avx512, ...)")
+    p.add_argument("--tolerance", type=float, default=0.10, help="largest accepted |mean / t - 1| (default 0.10)")
+    args = p.parse_args(argv)
+    if not args.pilots_file.is_file() or not args.rows_dir.is_dir():
+        print(f"budget_check: {args.pilots_file if not args.pilots_file.is_file() else args.rows_dir} does not "
+              "exist", file=sys.stderr)  # fmt: skip
+        return 2
+    records, ok = check(args.rows_dir, args.pilots_file, args.cpu_class, args.tolerance)
+    print("| cell | epochs | on class | elsewhere | segments | train min | mean epoch s | pilot t s | ratio | within |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['cell']} | {r['epochs']} | {r['on_class']} | {r['elsewhere']} | {_fmt(r['segments'], 'd')} | "
+              f"{r['train_s'] / 60:.1f} | {_fmt(r['mean_epoch_s'], '.1f')} | {_fmt(r['pilot_s'], '.1f')} | "
+              f"{_fmt(r['ratio'], '.3f')} | {'yes' if r['ok'] else 'NO'} |")  # fmt: skip
+    total = sum(r["train_s"] for r in records)
+    print(f"\n{len(records)} cell(s), {total / 3600:.2f} h of training; tolerance ±{args.tolerance:.0%} on "
+          f"{args.cpu_class}: {'every cell within it' if ok else 'NOT every cell within it'}")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
