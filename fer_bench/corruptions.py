@@ -333,18 +333,22 @@ def format_params(values: tuple[Param, ...]) -> str:
 
 def parse_corruptions(text: str) -> tuple[str, ...]:
     """``all`` or ``name,name,…`` → registry names (unknown ones get the registry's did-you-mean error)."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",")]
     if names == ["all"]:
         return tuple(CORRUPTIONS.names())
-    if not names:
-        raise ConfigError("--corruptions is empty: give `all` or names, e.g. --corruptions gaussian_noise,jpeg.")
-    return tuple(CORRUPTIONS.get(n).name for n in names)
+    if not all(names):
+        raise ConfigError(f"--corruptions {text!r}: an empty name; give `all` or names separated by single commas, "
+                          "e.g. --corruptions gaussian_noise,jpeg.")  # fmt: skip
+    found = tuple(CORRUPTIONS.get(n).name for n in names)
+    if len(set(found)) != len(found):
+        raise ConfigError(f"--corruptions {text!r}: a corruption named twice; list each once.")
+    return found
 
 
 def parse_severities(text: str) -> tuple[int, ...]:
     """``1,2,3`` → (1, 2, 3), each in 1–5, each once."""
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(int(v) for v in text.split(","))  # an empty item fails here: a slip, never a request
     except ValueError:
         values = ()
     if not values or any(v not in SEVERITIES for v in values) or len(set(values)) != len(values):

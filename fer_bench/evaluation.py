@@ -79,7 +79,15 @@ def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
     if not (run_dir / "best.pt").is_file():
         raise ConfigError(f"--run {run_dir}: no best.pt (the checkpoint a run keeps). Copy it back into the folder, "
                           "or score another weights file with --weights FILE --model NAME.")  # fmt: skip
-    row = json.loads((run_dir / "result.json").read_text())
+    try:
+        row = json.loads((run_dir / "result.json").read_text())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--run {run_dir}: result.json cannot be read ({exc.__class__.__name__}); rerun the run, or "
+                          "score best.pt with --weights FILE --model NAME.") from None  # fmt: skip
+    lacking = [k for k in ("model", "img_size", "dataset") if not isinstance(row, dict) or k not in row]
+    if lacking:
+        raise ConfigError(f"--run {run_dir}: result.json is not a run's row (no {', '.join(lacking)}); score best.pt "
+                          "with --weights FILE --model NAME.")  # fmt: skip
     recipe = load_recipe(str(run_dir / "recipe.yaml"), sets) if (run_dir / "recipe.yaml").is_file() else None
     if recipe is None:
         raise ConfigError(f"--run {run_dir}: no recipe.yaml (the run's resolved recipe), so its input pipeline is "

@@ -449,3 +449,121 @@ def test_eval_set_mistake_is_named_before_the_checkpoint_is_read(capsys, tmp_pat
     code, err, _ = cli(capsys, *eval_args(bad, folder, tmp_path / "out", "--set", "eval.batch_size=0"))
     one_line_error(code, err, "--set eval.batch_size=0")
     assert "not a checkpoint" not in err
+
+
+# Second review: values, paths and files that still got past the checks.
+
+
+NOT_VALUES = ["eval.tta=[none", "optim.lr=!!python/name:os.system", "input.img_size=", "optim.lr=.inf",
+              "optim.weight_decay=.nan", "loss.class_weight_power=.inf"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", NOT_VALUES)
+def test_a_set_value_that_is_not_a_finite_value_is_one_line(capsys, tmp_path, value):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--set", value))
+    one_line_error(code, err, f"--set {value}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_infinite_number_for_a_cli_option_is_one_line(capsys, tmp_path):
+    code, err, _ = cli(capsys, "bench", "--models", "simple_cnn", "--warmup-s", "inf", "--out", tmp_path / "b")
+    one_line_error(code, err, "--warmup-s", "'inf'")
+
+
+@pytest.mark.parametrize("sub", ["below/a/file", "x" * 300])
+def test_an_out_folder_that_cannot_be_made_is_one_line_before_any_work(capsys, tmp_path, folder, weights3, sub):
+    (tmp_path / "below").write_text("a file")
+    out = tmp_path / sub
+    for argv in (run_args(out), eval_args(weights3, folder, out)):
+        code, err, _ = cli(capsys, *argv)
+        one_line_error(code, err, "--out")
+    assert (tmp_path / "below").read_text() == "a file"
+
+
+@pytest.mark.parametrize("content", ["not json", "{}", "[1, 2]"])
+def test_eval_run_whose_row_is_broken_is_one_line(capsys, tmp_path, folder, weights3, content):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "result.json").write_text(content)
+    (run / "best.pt").write_bytes(weights3.read_bytes())
+    code, err, _ = cli(capsys, "eval", "--run", run, "--dataset", "folder", "--data-dir", folder, "--no-track",
+                       "--out", tmp_path / "out")  # fmt: skip
+    one_line_error(code, err, "--run", "result.json")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_size_in_other_digits_is_one_line(capsys, tmp_path, folder):
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "folder:size=²", "--data-dir", folder))
+    one_line_error(code, err, "folder:size=²", "size")
+
+
+def test_a_gpu_device_without_a_gpu_is_one_line_before_the_data_loads(capsys, tmp_path, folder):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, err, seconds = cli(capsys, *run_args(tmp_path / "out", "--device", "cuda", "--dataset", "folder",
+                                               "--data-dir", folder))  # fmt: skip
+    one_line_error(code, err, "--device", "'cuda'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fer2013_csv_with_old_mac_line_endings_loads_like_the_unix_one(tmp_path):
+    from fer_bench.data import load_dataset
+    from fer_bench.protocol import data_fingerprint
+
+    unix = tmp_path / "unix" / "fer2013.csv"
+    unix.parent.mkdir()
+    write_csv(unix)
+    mac = tmp_path / "mac" / "fer2013.csv"
+    mac.parent.mkdir()
+    mac.write_bytes(unix.read_bytes().replace(b"\n", b"\r"))
+    a, b = load_dataset("fer2013", unix), load_dataset("fer2013", mac)
+    assert len(a) == len(b) > 0 and data_fingerprint(a) == data_fingerprint(b)
+
+
+def test_a_rafdb_list_file_with_a_bom_loads_and_one_with_a_bad_byte_is_one_line(tmp_path):
+    from test_datasets import write_rafdb
+
+    from fer_bench.data import load_dataset
+    from fer_bench.data.rafdb import LIST_FILE
+    from fer_bench.errors import DataError
+
+    root = tmp_path / "rafdb"
+    write_rafdb(root, n_per=1, n_test=1)
+    listing = root / LIST_FILE
+    plain = len(load_dataset("rafdb", root))
+    listing.write_bytes(b"\xef\xbb\xbf" + listing.read_bytes())
+    assert len(load_dataset("rafdb", root, cache_dir=tmp_path / "c1")) == plain
+    listing.write_bytes(listing.read_bytes() + b"\xff\n")
+    with pytest.raises(DataError, match=LIST_FILE):
+        load_dataset("rafdb", root, cache_dir=tmp_path / "c2")
+
+
+def test_an_image_whose_header_claims_a_huge_size_is_one_line(capsys, tmp_path, folder):
+    import struct
+    import zlib
+
+    path = folder / "train" / "happy" / "0.png"
+    png = bytearray(path.read_bytes())  # IHDR: length(4) "IHDR"(4) width(4) height(4) ... CRC over type + data
+    png[16:24] = struct.pack(">II", 20000, 20000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    path.write_bytes(bytes(png))
+    code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "folder", "--data-dir", folder))
+    one_line_error(code, err, "0.png")
+
+
+def test_tune_storage_that_is_no_study_is_one_line_and_the_file_is_untouched(capsys, tmp_path):
+    import importlib.util
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    (tmp_path / "dir").mkdir()
+    bad = [str(notes), str(tmp_path / "dir"), f"{notes}/x", "sqlite:///x.db", ""]
+    if not any(importlib.util.find_spec(m) for m in ("pymysql", "MySQLdb")):
+        bad.append("mysql://u@h/db")
+    for value in bad:
+        code, err, _ = cli(capsys, "tune", "--model", "simple_cnn", "--trials", "1", "--no-track", "--storage", value,
+                           "--out", tmp_path / "out")  # fmt: skip
+        one_line_error(code, err, "--storage")
+    assert notes.read_text() == "my notes\n" and not (tmp_path / "out").exists()

@@ -175,9 +175,13 @@ def test_option_parsing_and_its_errors():
     assert parse_severities("1,3,5") == (1, 3, 5)
     with pytest.raises(ConfigError, match="unknown corruption 'gausian_noise'.*gaussian_noise"):
         parse_corruptions("gausian_noise")
-    for bad in ("0,1", "1,1", "x", ""):
+    for bad in ("0,1", "1,1", "x", "", "1,,3", "1,3,"):
         with pytest.raises(ConfigError, match="--severities"):
             parse_severities(bad)
+    cases = (("jpeg,,jpeg", "empty name"), ("jpeg,", "empty name"), ("jpeg,jpeg", "named twice"), ("", "empty"))
+    for bad, why in cases:
+        with pytest.raises(ConfigError, match=f"--corruptions.*{why}"):
+            parse_corruptions(bad)
     with pytest.raises(ConfigError, match="severity 6"):
         corrupt(torch.zeros(1, 8, 8, dtype=torch.uint8), "jpeg", 6)
 

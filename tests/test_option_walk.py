@@ -20,7 +20,7 @@ SPACE = ROOT / "fer_bench" / "configs" / "search" / "loss-aug.yaml"
 MAX_SECONDS = 20  # a check, not a load: even this slow CPU answers well within it
 
 # Options whose value is free text that no local check can refuse (a name, a URL, a store).
-FREE = {"--experiment", "--tracking-uri", "--storage"}
+FREE = {"--experiment", "--tracking-uri"}
 
 # command -> the arguments every case starts from ({out}, {folder}, {weights}, {file}, {missing} are filled in)
 BASE = {
@@ -121,6 +121,8 @@ CASES = [
     ("bench", "--dataset", "no_such_data", "no_such_data"),
     ("bench", "--out", "{file}", None),
     ("tune", "--search", "{missing}", None),
+    ("tune", "--storage", "{file}", None),  # a file Optuna did not write: never appended to
+    ("tune", "--storage", "sqlite:///x.db", None),
     ("tune", "--model", "no_such_model", "no_such_model"),
     ("tune", "--recipe", "no_such_recipe", "no_such_recipe"),
     ("tune", "--dataset", "no_such_data", "no_such_data"),

@@ -104,3 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fer-bench: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the checks could not foresee (a name too long, a full disk): one line, no trace
+        if args.debug or os.environ.get("FER_BENCH_DEBUG") or exc.filename is None:
+            raise
+        where = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        print(f"fer-bench: error: {where[:200]}: {exc.strerror or exc}. Check the path and its folder; "
+              "FER_BENCH_DEBUG=1 shows where it failed.", file=sys.stderr)  # fmt: skip
+        return 2

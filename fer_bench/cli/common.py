@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -101,7 +102,7 @@ def at_least(low: float, kind: type = int, most: float | None = None) -> Callabl
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}") from None
-        if value != value or value < low or (most is not None and value > most):  # NaN fails too
+        if not math.isfinite(value) or value < low or (most is not None and value > most):  # NaN and inf fail too
             raise argparse.ArgumentTypeError(f"expected {rule}, got {text!r}")
         return value
 
@@ -116,6 +117,14 @@ def device(text: str) -> str:
     """An argparse type: auto, cpu, cuda, cuda:N or mps (whether CUDA is there is checked when it is resolved)."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N, mps or auto, got {text!r}")
+    if text.startswith(("cuda", "mps")):  # checked now, not after the data has loaded (torch only when asked)
+        import torch
+
+        count = torch.cuda.device_count() if text.startswith("cuda") else int(torch.backends.mps.is_available())
+        index = int(text.partition(":")[2] or 0)
+        if index >= count:
+            seen = f"{count} CUDA device(s)" if text.startswith("cuda") else "no MPS device"
+            raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees {seen}; use --device cpu or auto")
     return text
 
 
@@ -129,9 +138,17 @@ def existing_file(text: str) -> Path:
 
 def out_dir(text: str) -> Path:
     """An argparse type: an output folder (made later, when there is something to write), never an existing file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a folder to write into (. for this one)")
     path = Path(text).expanduser()
+    if any(len(part.encode()) > 255 for part in path.parts):  # before any stat: the system refuses such a name
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}…: a name in it is longer than 255 bytes, too long for a "
+                                         "folder")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder to write into")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} lies under {str(blocked)!r}, a file; give a folder to write into")
     return path
 
 

@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
                    help="train on a stratified subset of N images (default: all)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base recipe value, e.g. --set optim.lr=0.01 (repeatable)")
-    p.add_argument("--storage", help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")
+    p.add_argument("--storage", type=storage,
+                   help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")  # fmt: skip
     p.add_argument("--workers", type=at_least(1), default=1,
                    help="worker processes sharing the storage, one GPU each (round-robin over --gpus)")  # fmt: skip
     p.add_argument("--gpus", metavar="I,…",
@@ -79,3 +80,42 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.final_seeds:
         print("\n" + final_compare(job, args.final_seeds))
     return 0
+
+
+DB_DRIVERS = {"postgresql": ("psycopg2", "psycopg"), "mysql": ("pymysql", "MySQLdb")}
+
+
+def storage(text: str) -> str:
+    """An argparse type: a study journal file (new, or one Optuna wrote) or a postgresql:// / mysql:// URL whose
+    driver is installed; checked before any trial runs, so a wrong value never touches the user's files."""
+    import importlib.util
+    import json
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a journal file path or a postgresql:// URL")
+    if "://" in text:
+        scheme = text.split("://")[0].split("+")[0]
+        if scheme not in DB_DRIVERS:
+            raise argparse.ArgumentTypeError(f"{text.split('://')[0]}:// is not supported; give a journal file "
+                                             "path, or a postgresql:// or mysql:// URL")  # fmt: skip
+        if not any(importlib.util.find_spec(m) for m in DB_DRIVERS[scheme]):
+            raise argparse.ArgumentTypeError(f"{scheme}:// needs one of {', '.join(DB_DRIVERS[scheme])} installed "
+                                             f"(pip install {DB_DRIVERS[scheme][0]})")  # fmt: skip
+        return text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a journal file path (e.g. {text}/study.journal)")
+    blocked = next((q for q in path.parents if q.exists() and not q.is_dir()), None)
+    if blocked is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} lies under {str(blocked)!r}, a file; give a journal file path")
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            first = f.readline(4096)
+        try:
+            ok = isinstance(json.loads(first), dict) and "op_code" in json.loads(first)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is a file that Optuna did not write; give a new path or a "
+                                             "study's journal file")  # fmt: skip
+    return text

@@ -114,7 +114,7 @@ def _decode(path: Path, raw: bytes) -> str:
         ) from None
     if "\x00" in text[:4096]:
         raise DataError(f"{path}: binary data, not a CSV. Expected a CSV with header `emotion,pixels,Usage`.")
-    return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and old Mac line endings read as Unix ones
 
 
 def _split_header(text: str) -> tuple[str, str]:

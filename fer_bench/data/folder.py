@@ -140,7 +140,7 @@ def image_format(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.size[0], 1 if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "LA") else 3
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc}). Replace or delete the file.") from None
 
 
@@ -149,7 +149,7 @@ def _read(path: Path, size: int, channels: int) -> tuple[np.ndarray, str]:
         with Image.open(path) as img:
             img.load()
             return _convert(img, size, channels)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc}). Replace or delete the file.") from None
 
 

@@ -35,7 +35,11 @@ def read_list(root: Path) -> list[tuple[str, int, int]]:
     if not path.is_file():
         raise DataError(f"{root}: no {LIST_FILE}. {GET}")
     entries = []
-    for line, text in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        listing = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is an editor's, not part of a name
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file (undecodable byte at offset {exc.start}); {GET}") from None
+    for line, text in enumerate(listing.splitlines(), start=1):
         if not text.strip():
             continue
         parts = text.split()

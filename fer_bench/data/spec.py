@@ -140,7 +140,7 @@ def run_name(spec: DatasetSpec, options: Mapping[str, str]) -> str:
 
 def positive_int(value: str) -> str | None:
     """An :class:`Option` check: an integer >= 1."""
-    return None if value.isdigit() and int(value) >= 1 else "expected an integer >= 1"
+    return None if value.isascii() and value.isdigit() and int(value) >= 1 else "expected an integer >= 1"
 
 
 def existing_path(value: str) -> str | None:

@@ -221,7 +221,14 @@ def _parse_set(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=0.01")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():  # a slip, never a request: none is written null
+        raise ConfigError(f"--set {item}: no value after '='; give one, or write {key.strip()}=null for none.")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        why = str(getattr(exc, "problem", None) or exc.__class__.__name__)
+        raise ConfigError(f"--set {item}: {raw.strip()!r} is not a value ({why}); quote text, write lists as "
+                          "[a, b].") from None  # fmt: skip
 
 
 def _nested(dotted: str, value: Any, shown: str) -> dict[str, Any]:

@@ -309,4 +309,22 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (0 <= r.augment.rotate <= 180, "augment.rotate", "degrees in [0, 180]"),
         (0 <= r.augment.translate < 1, "augment.translate", "a fraction in [0, 1)"),
     ]
-    return [(path, allowed) for ok, path, allowed in rules if not ok]
+    first = [(path, "a finite number (not inf or nan)") for path in _not_finite(r)]  # before any range reads them
+    return first + [(path, allowed) for ok, path, allowed in rules if not ok and path not in dict(first)]
+
+
+def _not_finite(obj: object, prefix: str = "") -> list[str]:
+    """The dotted paths of every float in a recipe (nested sections, lists of numbers) that is inf or nan."""
+    found = []
+    for f in dataclasses.fields(obj):
+        value, path = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            found += _not_finite(value, path + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            found.append(path)
+        elif isinstance(value, list | tuple):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                found.append(path)
+            for i, v in enumerate(value):
+                found += _not_finite(v, f"{path}[{i}].") if dataclasses.is_dataclass(v) else []
+    return found
