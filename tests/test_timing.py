@@ -18,7 +18,7 @@ import torch
 from fer_bench.bench_data import ours_augment, same_work, torchvision_ops, torchvision_transform
 from fer_bench.recipes.schema import AugmentCfg
 from fer_bench.timing import MachineLoad, check_paired, paired
-from test_cli import fer_bench
+from helpers import fer_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
