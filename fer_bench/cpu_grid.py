@@ -125,7 +125,7 @@ def measure_setting(cfg: GridConfig) -> list[dict[str, Any]]:
     spent, rows = 0.0, []  # seconds of the cap used: probes and pairs (first calls are reported, not capped)
     for part in PARTS:
         a, b = getattr(other, part), getattr(base, part)
-        first = {"setting": _timed(lambda: a(1)), "base": _timed(lambda: b(1))}
+        first = {"setting": _timed(lambda a=a: a(1)), "base": _timed(lambda b=b: b(1))}
         t0 = time.perf_counter()
         step_b, step_a = base.batch_size / b(1), base.batch_size / a(1)  # one-step probe of each side, seconds
         spent += time.perf_counter() - t0
@@ -143,7 +143,7 @@ def measure_setting(cfg: GridConfig) -> list[dict[str, Any]]:
             continue
         t0 = time.perf_counter()
         with MachineLoad() as load:
-            result = paired(lambda: a(steps), lambda: b(steps), pairs=cfg.pairs, warmup=0,
+            result = paired(lambda a=a, n=steps: a(n), lambda b=b, n=steps: b(n), pairs=cfg.pairs, warmup=0,
                             names=("setting", "baseline"))  # fmt: skip
         spent += time.perf_counter() - t0
         rows.append(row | _figures(result, row["gflop_per_step"], base.batch_size, *ceilings)

@@ -1,25 +1,13 @@
 """Data-parallel training of one run under ``torchrun`` (DistributedDataParallel); nothing here when run plainly.
 
-``torchrun --nproc_per_node N -m fer_bench run …`` starts N processes (ranks) that hold the same on-device data and
-the same model. Every rank draws the same global batch (the shuffle depends only on the seed and epoch) and
-augments the *whole* global batch with the same seeded generator, then keeps its own contiguous slice of it: each
-sample gets exactly the crop, flip and erasing it gets in a one-process run, whatever N is (the augmentation of the
-other ranks' samples is recomputed, a small cost beside the model's forward and backward passes). Each rank's loss is
-scaled by ``N · S_r / S`` (S_r: the rank's share of the batch's sample weights, S: the batch's), so the gradients
-DistributedDataParallel averages are those of the one-process loss on the global batch, class weights included.
-
-Rank 0 alone validates (the others take its figures, so early stopping and the LR plateau decide alike), writes
-checkpoints, rows and files and logs to MLflow; the others train and leave. Dropout and drop-path (stochastic depth)
-masks are drawn the same way: every rank copies torch's default generator into a shared one (:func:`shared_generator`,
-alike on every rank and equal to the one-process default generator at that point), draws from it the mask of the
-*whole* global batch in each ``F.dropout`` / timm ``drop_path`` call (:func:`global_batch_dropout`) and keeps its own
-rows. On CPU each sample gets the mask it gets in a one-process run, bit for bit (as long as no other layer draws
-from the default generator in between), and the run does not depend on N beyond floating-point reordering
-(tests/test_distributed.py says how close). On GPUs the one-process run's fused
-dropout kernel draws from another stream: N ≥ 2 processes agree with each other, and with one process in
-distribution only. Other random layers (``dropout2d``, ``alpha_dropout``, DropBlock, attention dropout inside
-``scaled_dot_product_attention``) draw from the default generator, which every rank (0 too) then reseeds with its
-rank: their noise is independent across ranks and of the masks', but not the one-process draw.
+Every rank draws the same global batch, augments the *whole* batch with the same seeded generator and keeps its own
+contiguous slice, so each sample is augmented as in a one-process run whatever N is. Each rank's loss is scaled by
+``N · S_r / S`` (its share of the batch's sample weights), so the averaged gradients are the one-process gradients
+of the global batch, class weights included. Dropout and drop-path masks are drawn for the whole global batch from a
+generator shared by all ranks (:func:`shared_generator`, :func:`global_batch_dropout`), so on CPU the run does not
+depend on N beyond floating-point reordering (tests/test_distributed.py says how close). Rank 0 alone validates,
+writes files and logs; the others take its figures and leave. GPUs, other random layers and SyncBatchNorm:
+docs/scale-out.md.
 """
 
 from __future__ import annotations

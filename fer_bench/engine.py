@@ -110,8 +110,8 @@ def train_one_epoch(
     model.train()
     for module in frozen:
         module.eval()
-    # NOTE: .item() or int() on a device tensor waits for the GPU; once per step it keeps the GPU idle between steps
-    # (issue 15). float64, as the Python floats the sums were before, so the figures are the same.
+    # NOTE: .item() or int() on a device tensor waits for the GPU; once per step it keeps the GPU idle between steps,
+    # so the sums stay on the device until the epoch ends. float64, as Python floats are, so the figures match.
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     correct = torch.zeros((), dtype=torch.int64, device=ctx.device)
     seen, step, lr = 0, 0, optimizer.param_groups[0]["lr"]

@@ -511,14 +511,6 @@ def _note(note: str, fmt: str) -> str:
     return "\n\n" + textwrap.fill(note, WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
-def render_rows(rows: list[dict[str, Any]], fmt: str = "md", root: Path | None = None) -> str:
-    """Shortcut for ``fer-bench run``: rows → aggregated, ranked table (``root``: the ``--out`` folder that holds
-    the rows' run folders, for their predictions)."""
-    if root is not None:
-        rows = [{"_dir": str(root / r["run_id"])} | r for r in rows]
-    return render(aggregate(frame_from_rows(rows)), fmt)
-
-
 def pareto_plot(agg: pd.DataFrame, path: Path, *, x: str = "infer_model_img_s", y: str = "macro_f1") -> None:
     """macro-F1 against throughput, marker area ∝ parameters; the Pareto front joined by a line, per split."""
     import matplotlib

@@ -51,7 +51,8 @@ CONVERGENCE_NOTE = {
               "result",
 }  # fmt: skip
 CROSS_NOTE = ("A model trained on another dataset: macro-F1 over the classes both datasets have; shared top-1: top-1 "
-              "on those classes' faces; lacked faces: test faces of classes the model lacks (always wrong).")  # fmt: skip
+              "on those classes' faces; lacked faces: test faces of classes the model lacks "
+              "(always wrong).")  # fmt: skip
 TO_BEST_NOTE = ("±: half-width of the 95 % interval (one decimal: the intervals are wider than a point). Δ best: "
                 "macro-F1 minus that of the table's best line; ≈: not significantly different from it, <: "
                 "significantly below it (the test is described below).")  # fmt: skip

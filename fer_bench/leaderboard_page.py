@@ -1,4 +1,4 @@
-"""The leaderboard page: one self-contained HTML file (issue 18).
+"""The leaderboard page: one self-contained HTML file.
 
 Everything is inline: the CSS, a small vanilla script that sorts the table by a clicked header (numbers as numbers,
 blanks last in either direction), and every figure as a base64 ``data:`` PNG, so the file opens offline and can be

@@ -10,9 +10,10 @@ an error, never a silent skip):
   hold-out's predictions (``ece_ts``, ``nll_ts``, ``brier_ts``, ``temperature``) when the runs wrote them: the
   mean over seeds.
 - ``vs_best`` (shown; numbers in ``vs_best_diff``, ``vs_best_lo``, ``vs_best_hi``, ``vs_best_seeds_lo``,
-  ``vs_best_seeds_hi``, ``p_vs_best``, ``p_vs_best_mc_se``, ``p_vs_best_holm``, ``sig``): within each (dataset, trained-on dataset, split) every line is
-  compared with the best (rank 1) on macro-F1, the ranking figure: the difference line − best of the seeds' means
-  with the 95 % paired face-bootstrap interval, and the p of the project's one test
+  ``vs_best_seeds_hi``, ``p_vs_best``, ``p_vs_best_mc_se``, ``p_vs_best_holm``, ``sig``): within each (dataset,
+  trained-on dataset, split) every line is compared with the best (rank 1) on macro-F1, the ranking figure: the
+  difference line − best of the seeds' means with the 95 % paired face-bootstrap interval, and the p of the project's
+  one test
   (:func:`fer_bench.stats.paired_test`: a paired permutation test on the seed-averaged per-face predictions, the
   same call and so the same p as ``fer-bench compare``), Holm-corrected over the split's comparisons at
   α = :data:`fer_bench.stats.ALPHA` for the mark: ``≈`` not significantly different from the best, ``<``
@@ -23,8 +24,9 @@ an error, never a silent skip):
   the difference of their per-seed macro-F1 (:func:`fer_bench.stats.seed_difference`, as ``compare``), the
   seed-to-seed part; NaN otherwise.
 - ``vs_best_mde``: the smallest macro-F1 difference the test detects in that split (α = 0.05 per comparison,
-  before Holm's correction, power 0.8): :func:`fer_bench.stats.minimum_detectable_effect` of the median paired-bootstrap standard error of the split's
-  differences to the best line; the table's note states it once per split.
+  before Holm's correction, power 0.8): :func:`fer_bench.stats.minimum_detectable_effect` of the median
+  paired-bootstrap standard error of the split's differences to the best line; the table's note states it once per
+  split.
 
 Lines without predictions get "–" and a reason that the table's note repeats.
 """
@@ -48,8 +50,8 @@ CSV = {  # a shown column → its CSV columns (numbers, not text)
     "macro_f1_ci": ["macro_f1_ci_lo", "macro_f1_ci_hi", "macro_f1_seeds_ci_lo", "macro_f1_seeds_ci_hi"],
     "ece": ["ece", "ece_ci_lo", "ece_ci_hi", "nll", "brier"],
     "ece_ts": ["ece_ts", "ece_ts_ci_lo", "ece_ts_ci_hi", "nll_ts", "brier_ts", "temperature"],
-    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "vs_best_seeds_lo", "vs_best_seeds_hi", "sig", "p_vs_best", "p_vs_best_mc_se", "p_vs_best_holm",
-                "vs_best_mde"],
+    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "vs_best_seeds_lo", "vs_best_seeds_hi", "sig", "p_vs_best",
+                "p_vs_best_mc_se", "p_vs_best_holm", "vs_best_mde"],
 }
 HEADERS = {"top1_ci": "top-1 95 % CI", "macro_f1_ci": "macro-F1 95 % CI", "ece": "ECE %", "nll": "NLL",
            "brier": "Brier", "ece_ts": "ECE % (T-scaled)", "vs_best": "macro-F1 − best (95 % CI)"}  # fmt: skip

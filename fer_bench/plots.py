@@ -27,7 +27,7 @@ def save_run_plots(row: dict[str, Any], run_dir: Path) -> None:
 
 def save_reliability(run_dir: Path, title: str = "") -> None:
     """``reliability.png``: the reliability diagram of the row's headline probabilities (``predictions.npz``), and
-    after temperature scaling when the validation hold-out's predictions are beside them (issue 18)."""
+    after temperature scaling when the validation hold-out's predictions are beside them."""
     from fer_bench import calibration, comparison, predictions
 
     test = predictions.read(run_dir / predictions.FILE)

@@ -21,7 +21,7 @@ import numpy as np
 from fer_bench.recipes.schema import without_unset_additions
 
 # Bump when what a hash stands for changes, so old and new hashes never collide. 1: hold-outs and subsets drawn in
-# load order, recipe fields as written (rows regenerated in issue 13); 2: samples in content order, recipe fields
+# load order, recipe fields as written; 2: samples in content order, recipe fields
 # resolved (precision, channels_last, input size), evaluation batch size and TTA list left out.
 VERSION = 2
 # Recipe fields that do not change a row's headline numbers: names and descriptions, the seed and the split (grouping

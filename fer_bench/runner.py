@@ -728,7 +728,7 @@ def _result_row(name, spec, recipe: Recipe, data: FerData, proto, history, preci
 
 # The validation figure that selects the checkpoint (best.pt), the row's best epoch and early stopping.
 SELECT_BY = "val_macro_f1"
-NEAR_BEST_PT = 0.5  # "near best": within this many points of the run's best (issue 15's convergence tolerance)
+NEAR_BEST_PT = 0.5  # "near best": within this many points of the run's best (the convergence tolerance)
 
 
 def time_to_accuracy(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -755,7 +755,7 @@ def time_to_accuracy(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def plateau(history: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
-    """Whether the run converged in the sense every issue uses: its schedule ran to the end and validation (the
+    """Whether the run converged in the sense the results READMEs use: its schedule ran to the end and validation (the
     checkpoint figure) gained at most :data:`NEAR_BEST_PT` over the last max(5, 20 %) epochs.
 
     ``plateau_gain_pt`` is the best of the last window minus the best before it (negative: the window fell back);

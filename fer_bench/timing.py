@@ -3,7 +3,7 @@ the machine's speed (another process, clock and cache changes) hits both alike. 
 and IQR, and the ratio is taken pair by pair (A_i / B_i); its median is the headline.
 
 Used by the data-path benchmark (`fer-bench bench --data`) and by the cross-check of `fer-bench bench` against
-``torch.utils.benchmark.Timer`` (benchmarks/check_bench_vs_timer.py).
+``torch.utils.benchmark.Timer`` (tools/check_bench_vs_timer.py).
 """
 
 from __future__ import annotations

@@ -150,8 +150,8 @@ class StageSchedule(torch.optim.lr_scheduler.LRScheduler):
     Stepped once per batch (``step``, after the optimizer's step) and fed the validation top-1 once per epoch
     (``end_epoch``). ``schedule.name: plateau`` is a constant LR whose scale is multiplied by ``plateau_factor``
     after ``plateau_patience`` epochs without a better top-1, with torch's ReduceLROnPlateau rule (relative
-    threshold 1e-4, no cooldown); the cuts compound. NOTE: a per-batch LambdaLR beside a per-epoch
-    ReduceLROnPlateau gave the LR two writers, and the LambdaLR undid every cut one batch later (issue 13).
+    threshold 1e-4, no cooldown); the cuts compound. NOTE: one object writes the LR: a per-batch LambdaLR beside a
+    per-epoch ReduceLROnPlateau would be two writers, and the LambdaLR would undo every cut one batch later.
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

@@ -43,9 +43,9 @@ def pytest_addoption(parser):
 # answer in about ten minutes; `scripts/test.sh --all` (what CI runs) includes them. Mark a new slow test with
 # @pytest.mark.slow, or list its module here when the whole module is slow.
 SLOW_MODULES = {
-    "test_distributed.py", "test_gpu_check.py", "test_mlflow_ui.py", "test_packaging.py", "test_recipe_runs.py",
-    "test_suite.py", "test_suite_compare.py", "test_suite_jobs.py", "test_tracking.py", "test_tracking_servers.py",
-    "test_tune.py",
+    "test_distributed.py", "test_gpu_check.py", "test_hot_paths.py", "test_mlflow_ui.py", "test_packaging.py",
+    "test_recipe_runs.py", "test_suite.py", "test_suite_compare.py", "test_suite_jobs.py", "test_tracking.py",
+    "test_tracking_servers.py", "test_tune.py",
 }  # fmt: skip
 SLOW_TESTS = {
     "test_timing.py::test_bench_vs_timer_check_pairs_every_ratio",

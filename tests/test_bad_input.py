@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import write_csv, write_tree
-from test_cli import fer_bench
+from helpers import (
+    cli,
+    fer_bench,
+    one_line_error,
+    write_csv,
+    write_ferplus,
+    write_folder,
+    write_rafdb,
+    write_tree,
+)
 
 GOOD_ROW = "3," + " ".join(["7"] * 2304) + ",Training"
 
@@ -129,41 +136,6 @@ def _assert_clean_failure(tmp_path, data_args: list[str], expected: list[str]) -
 # ---- The paths added since FER2013: datasets, eval and options (each case failed before it was fixed) ----
 
 
-def cli(capsys, *argv: str) -> tuple[int, str, float]:
-    """``fer-bench ARGV`` in this process: (exit code, stderr, seconds); argparse's own exits count as returns."""
-    from fer_bench.cli import main
-
-    start = time.perf_counter()
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err, time.perf_counter() - start
-
-
-def one_line_error(code: int, err: str, *named: str) -> None:
-    """Exit 2, one line on stderr, no traceback, and ``named`` (the option or file) in it."""
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    for part in named:
-        assert part in err, (part, err)
-
-
-def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
-
-
-def write_folder(root: Path, classes=("angry", "happy", "sad"), n: int = 2, splits=("train", "test")) -> Path:
-    """root/<split>/<class>/<i>.png: tiny 20-pixel grey faces."""
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for c in classes:
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / split / c / f"{i}.png")
-    return root
-
-
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return write_folder(tmp_path / "faces")
@@ -242,8 +214,6 @@ def test_folder_classes_listing_a_class_twice_is_rejected(capsys, tmp_path, fold
 
 
 def test_ferplus_negative_vote_is_rejected_naming_the_line(tmp_path):
-    from test_datasets import write_ferplus
-
     from fer_bench.data import load_dataset
     from fer_bench.errors import DataError
 
@@ -309,8 +279,6 @@ def test_folder_images_in_nested_sub_folders_are_noted(folder):
 def test_rafdb_copy_with_only_its_test_split_is_scored_by_eval(capsys, tmp_path):
     import torch
 
-    from test_datasets import write_rafdb
-
     from fer_bench.models import create_model
 
     root = tmp_path / "rafdb"
@@ -325,8 +293,6 @@ def test_rafdb_copy_with_only_its_test_split_is_scored_by_eval(capsys, tmp_path)
 
 
 def test_ferplus_csv_with_a_utf8_byte_order_mark_loads(tmp_path):
-    from test_datasets import write_ferplus
-
     from fer_bench.data import load_dataset
 
     write_ferplus(tmp_path)
@@ -343,8 +309,6 @@ def test_folder_size_0_names_the_option_not_the_first_image(capsys, tmp_path, fo
 
 
 def test_split_public_on_rafdb_says_what_rafdb_has(capsys, tmp_path):
-    from test_datasets import write_rafdb
-
     write_rafdb(tmp_path / "rafdb", n_per=1, n_test=1)
     code, err, _ = cli(capsys, *run_args(tmp_path / "out", "--dataset", "rafdb", "--data-dir", tmp_path / "rafdb",
                                          "--split", "public"))  # fmt: skip
@@ -353,8 +317,6 @@ def test_split_public_on_rafdb_says_what_rafdb_has(capsys, tmp_path):
 
 
 def test_split_public_message_of_a_loaded_rafdb_names_rafdb(tmp_path):
-    from test_datasets import write_rafdb
-
     from fer_bench.data import load_dataset
     from fer_bench.errors import DataError
 
@@ -366,8 +328,6 @@ def test_split_public_message_of_a_loaded_rafdb_names_rafdb(tmp_path):
 
 
 def test_ferplus_file_missing_contempt_names_the_missing_column(tmp_path):
-    from test_datasets import write_ferplus
-
     from fer_bench.data import load_dataset
     from fer_bench.errors import DataError
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fer_bench.models import MODELS, ModelSpec, create_model
-from test_cli import fer_bench
+from helpers import fer_bench
 
 
 @pytest.fixture(scope="module")

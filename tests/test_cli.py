@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-
-def fer_bench(*args: str, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``fer-bench ARGS`` in a child process; one that hangs is killed after ``timeout`` s and fails the test."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "fer_bench", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+from helpers import fer_bench
 
 
 def test_run_on_synthetic_writes_a_row_with_provenance_and_a_table(tmp_path):

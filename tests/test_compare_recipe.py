@@ -13,8 +13,7 @@ from fer_bench.errors import ConfigError
 from fer_bench.recipes import list_recipes, load_recipe, recipe_hash
 from fer_bench.recipes.schema import TrainCfg
 from fer_bench.training import build_ema
-from test_cli import fer_bench
-from test_schedule import _run_recording
+from helpers import _Killed, _killed_after, _run, _run_recording, _untimed, fer_bench
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +113,6 @@ def test_the_decay_used_at_each_update_follows_the_horizon_and_the_warmup(warmup
 
 
 def test_a_killed_run_with_the_ema_warmup_resumes_to_the_same_numbers(tmp_path, synthetic, monkeypatch):
-    from test_resume import _Killed, _killed_after, _run, _untimed
-
     sets = ["train.epochs=3", "data.limit_train=140", "eval.batch_size=512", "eval.tta=[none]", "train.seed=1",
             "train.ema_horizon_fraction=0.5", "train.ema_warmup=true"]  # fmt: skip
     full = _run(tmp_path / "full", synthetic, sets)

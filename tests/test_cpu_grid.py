@@ -13,7 +13,7 @@ import torch
 from fer_bench import cpu_caps, cpu_grid
 from fer_bench.cpu_grid import BASELINE, SETTINGS, GridConfig, Setting, measure_setting
 from fer_bench.timing import check_paired
-from test_cli import fer_bench
+from helpers import fer_bench
 
 AVX2 = cpu_caps.CpuCaps(frozenset({"avx2", "fma"}), "AVX2", 2, "fake AVX2")
 BF16 = cpu_caps.CpuCaps(frozenset({"avx2", "avx512f", "avx512_bf16"}), "AVX512", 2, "fake bf16")

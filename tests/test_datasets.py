@@ -19,12 +19,12 @@ from fer_bench.cli import main
 from fer_bench.data import DATASETS, load_dataset
 from fer_bench.data.augment import Normalize
 from fer_bench.data.ferplus import CLASSES as FERPLUS_CLASSES
-from fer_bench.data.ferplus import HEADER, crossentropy, majority
+from fer_bench.data.ferplus import crossentropy, majority
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN
 from fer_bench.data.rafdb import CLASSES as RAFDB_CLASSES
 from fer_bench.errors import ConfigError, DataError
 from fer_bench.runner import _device_tensors
-from helpers import write_csv
+from helpers import write_ferplus, write_rafdb
 
 REAL_FERPLUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ferplus"
 REAL_FER2013 = REAL_FERPLUS.parent / "fer2013"
@@ -181,23 +181,6 @@ def test_ferplus_counts_equal_the_reference_rules_on_the_file(mode):
 # ---- FER+: the row-by-row join from fer2013.csv, and rows that do not line up ----
 
 
-def write_ferplus(folder: Path, n_per: int = 2, *, drop_row: bool = False) -> np.ndarray:
-    """fer2013.csv (helpers.write_csv) and a fer2013new.csv for it: row i's votes make label (i % 8) a majority,
-    every 5th row unknown; returns the votes."""
-    _, _, usages = write_csv(folder / "fer2013.csv", n_per)
-    votes = np.zeros((len(usages), 10), dtype=int)
-    for i in range(len(usages)):
-        votes[i, (i % 8) if i % 5 else 8] = 8
-        votes[i, 9 - (i % 2)] += 2 if i % 5 else 0
-        votes[i, (i + 1) % 8] += 2 - (2 if i % 5 == 0 else 0)
-    lines = [",".join(HEADER)]
-    lines += [
-        f"{u},fer{i:07d}.png," + ",".join(map(str, v)) for i, (u, v) in enumerate(zip(usages, votes, strict=True))
-    ]
-    (folder / "fer2013new.csv").write_text("\n".join(lines[:-1] if drop_row else lines) + "\n")
-    return votes
-
-
 def test_ferplus_from_fer2013_csv_row_by_row(tmp_path):
     votes = write_ferplus(tmp_path)
     data = load_dataset("ferplus", tmp_path)
@@ -309,22 +292,6 @@ def test_an_epoch_trains_on_distributions_through_the_runner_s_tensors(tmp_path)
 
 
 # ---- RAF-DB: the release layout, RGB 100 px end to end ----
-
-
-def write_rafdb(root: Path, n_per: int = 4, n_test: int = 2) -> list[tuple[str, int]]:
-    """A RAF-DB basic release in miniature: coloured 100×100 JPEGs, each class its own colour cast."""
-    rng = np.random.default_rng(0)
-    (root / "EmoLabel").mkdir(parents=True)
-    (root / "Image" / "aligned").mkdir(parents=True)
-    lines = []
-    for label in range(1, 8):
-        for k in range(n_per + n_test):
-            name = f"{'train' if k < n_per else 'test'}_{label:02d}{k:03d}"
-            img = rng.integers(0, 120, (100, 100, 3)) + np.array([label * 15, 100, 200 - label * 20])
-            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "Image" / "aligned" / f"{name}_aligned.jpg")
-            lines.append((f"{name}.jpg", label))
-    (root / "EmoLabel" / "list_patition_label.txt").write_text("".join(f"{n} {k}\n" for n, k in lines))
-    return lines
 
 
 def test_rafdb_store_keeps_100px_rgb_and_its_own_label_order(tmp_path):

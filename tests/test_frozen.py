@@ -15,7 +15,7 @@ from fer_bench.models import create_model
 from fer_bench.recipes import list_recipes, load_recipe
 from fer_bench.runner import RunOptions, run_model
 from fer_bench.suite import load_suite
-from test_cli import fer_bench
+from helpers import SUITES, fer_bench
 
 FROZEN = ("insideout-effnetv2s", "naik-effnetb2")  # the paper recipes that freeze a pretrained backbone
 QUICK = ["data.limit_train=140", "input.img_size=48", "eval.batch_size=512", "eval.tta=[none]"]
@@ -106,8 +106,6 @@ def test_each_freezing_recipe_has_a_scratch_variant_that_trains_everything(recip
 
 
 def test_every_freezing_recipe_names_a_variant_and_the_committed_suites_have_no_frozen_random_cell():
-    from test_suite import SUITES
-
     from fer_bench.recipes.checks import frozen_without_weights
     from fer_bench.suite import cells
 

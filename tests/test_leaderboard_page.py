@@ -254,7 +254,9 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys
     capsys.readouterr()
     assert main([*args, "--page", str(tmp_path / "p.html"), "--corruption-runs", str(evals)]) == 0
     table = capsys.readouterr().out
-    assert "999.0" not in table and table.count(EVIL.replace("<", "&lt;")[:3]) <= 1  # the eval row is not a line
+    assert "999.0" not in table
+    # the eval row is not a line of its own: the scored model's name is on exactly one line of the table
+    assert sum(EVIL in line for line in table.splitlines() if " | " in line) == 1, table
     # the same table as without the evals, except that the line they scored gets their mCA
     cells = [[c.strip() for c in r.split("|")] for r in table.splitlines() if " | " in r and not r.startswith("**")]
     head, body = cells[0], {c[1]: c for c in cells[1:]}

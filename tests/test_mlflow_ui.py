@@ -23,7 +23,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from test_cli import fer_bench  # noqa: E402
+from helpers import fer_bench  # noqa: E402
 
 SEEDS = (0, 1)
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from test_bad_input import cli, files_under, one_line_error, write_folder
-
 from fer_bench.cli import build_parser
 from fer_bench.data import DATASETS
+from helpers import cli, files_under, one_line_error, write_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "benchmarks" / "fer2013-cpu.yaml"
@@ -180,14 +179,13 @@ def inputs(tmp_path_factory) -> Path:
     """What the cases point at, made once: an image folder, a 3-class simple_cnn state dict, a plain file."""
     import torch
 
-    from fer_bench.models import create_model
-
     # The handlers' imports (torch, timm, pandas, optuna), once: the time limit is for the checks, not for imports.
     import fer_bench.bench  # noqa: F401
     import fer_bench.evaluation  # noqa: F401
     import fer_bench.leaderboard  # noqa: F401
     import fer_bench.runner  # noqa: F401
     import fer_bench.tune  # noqa: F401
+    from fer_bench.models import create_model
 
     root = tmp_path_factory.mktemp("inputs")
     write_folder(root / "faces")

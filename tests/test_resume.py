@@ -13,11 +13,12 @@ import time
 import pytest
 import torch
 
-from fer_bench import checkpoint, engine
+from fer_bench import engine
 from fer_bench.data import load_dataset
 from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_folder, run_model, time_to_accuracy
+from fer_bench.runner import RunOptions, run_folder, time_to_accuracy
+from helpers import TWO_STAGES, _Killed, _killed_after, _run, _untimed
 
 # 280 images: a kill lands mid-run all the same (the poll below takes 0.2 s, an epoch far longer), in half the time
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "280", "--seed", "1", "--no-progress",
@@ -79,41 +80,9 @@ def test_resume_with_another_recipe_starts_a_run_of_its_own(tmp_path, full_cli):
     assert len(rows) == 2 and sum(0.01 in r["lr_used"].values() for r in rows) == 1
 
 
-# Two stages that both train every layer (so no frozen-random check can refuse them) at different LRs: the
-# second must start from the first's weights with its own fresh optimizer and schedule.
-TWO_STAGES = ["stages=[{name: warm, epochs: 1, lr: 0.01}, {name: main, lr: 0.002}]", "train.epochs=3",
-              "data.limit_train=140", "input.img_size=48", "eval.batch_size=512", "eval.tta=[none]",
-              "train.seed=1"]  # fmt: skip
-
-
-class _Killed(Exception):
-    pass
-
-
 @pytest.fixture(scope="module")
 def synthetic():
     return load_dataset("synthetic")
-
-
-def _run(out, data, sets, *, resume: bool = False) -> dict:
-    return run_model("simple_cnn", load_recipe(None, sets), data,
-                     RunOptions(out=out, device="cpu", progress=False, resume=resume))  # fmt: skip
-
-
-def _killed_after(monkeypatch, epoch: int):
-    """Make the run die right after ``last.pt`` of ``epoch`` is on disk (before ``best.pt``, the worst moment)."""
-    real = checkpoint.save
-
-    def save(path, state):
-        real(path, state)
-        if path.name == "last.pt" and state["epoch"] == epoch:
-            raise _Killed
-
-    monkeypatch.setattr(checkpoint, "save", save)
-
-
-def _untimed(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if not k.endswith("_s")} for h in history]
 
 
 def _best_weights(out) -> dict:

@@ -7,39 +7,16 @@ import math
 
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fer_bench import engine
 from fer_bench.data import load_dataset
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_model
-
-BASE = ["data.limit_train=140", "input.img_size=48", "eval.batch_size=512", "eval.tta=[none]", "train.seed=3"]
+from helpers import _run_recording
 
 
 @pytest.fixture(scope="module")
 def synthetic():
     return load_dataset("synthetic")
-
-
-def _run_recording(tmp_path, data, sets: list[str]) -> tuple[dict, list[list[float]]]:
-    """Run simple_cnn; also return, per epoch, the LR of every optimizer step (all parameter groups agree)."""
-    steps: list[float] = []
-    per_epoch: list[list[float]] = []
-
-    def hook(optimizer, args, kwargs):
-        lrs = {g["lr"] for g in optimizer.param_groups}
-        assert len(lrs) == 1, f"parameter groups at different LRs: {lrs}"
-        steps.append(lrs.pop())
-
-    handle = register_optimizer_step_pre_hook(hook)
-    try:
-        recipe = load_recipe(None, [*BASE, *sets])
-        row = run_model("simple_cnn", recipe, data, RunOptions(out=tmp_path, device="cpu", progress=False),
-                        on_epoch=lambda _: (per_epoch.append(list(steps)), steps.clear()))  # fmt: skip
-    finally:
-        handle.remove()
-    return row, per_epoch
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_resume import TWO_STAGES, _Killed, _killed_after, _run
+from helpers import TWO_STAGES, _Killed, _killed_after, _run
 
 
 @pytest.fixture(scope="module")

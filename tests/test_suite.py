@@ -11,14 +11,13 @@ import pytest
 from fer_bench import predictions
 from fer_bench.errors import ConfigError
 from fer_bench.suite import SLURM_ARRAY_VARS, cells, load_suite, parse_shard, shard
-from helpers import write_csv
+from helpers import SUITES, write_csv
 
 mlflow = pytest.importorskip("mlflow")
 
-from test_cli import fer_bench  # noqa: E402
+from helpers import fer_bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITES = sorted((ROOT / "benchmarks").glob("fer2013-*.yaml"))
 FAMILIES = {"efficientnetv2_s", "efficientnet_b2"}
 
 TINY = """

@@ -1,6 +1,6 @@
 """Paired, interleaved measurement (fer_bench.timing) and the two benchmarks built on it: the data path against
 torchvision (`fer-bench bench --data`) and `fer-bench bench` against an independent torch.utils.benchmark.Timer
-statement (benchmarks/check_bench_vs_timer.py), each run with tiny settings."""
+statement (tools/check_bench_vs_timer.py), each run with tiny settings."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from fer_bench.bench_data import ours_augment, same_work, torchvision_ops, torchvision_transform
 from fer_bench.recipes.schema import AugmentCfg
 from fer_bench.timing import MachineLoad, check_paired, paired
-from test_cli import fer_bench
+from helpers import fer_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,7 +218,7 @@ def test_data_bench_bad_settings_exit_2(tmp_path, args, message):
 
 def test_bench_vs_timer_check_pairs_every_ratio(tmp_path):
     out = tmp_path / "check.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "check_bench_vs_timer.py"), "--model", "simple_cnn",
+    cmd = [sys.executable, str(ROOT / "tools" / "check_bench_vs_timer.py"), "--model", "simple_cnn",
            "--img-size", "16", "--batch-size", "8", "--pairs", "5,6", "--window", "2,1", "--warmup-s", "0",
            "--window-pairs", "5", "--process-pairs", "5", "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=540)  # inside pytest's 600 s, to see stderr
@@ -244,7 +244,7 @@ def test_bench_vs_timer_check_pairs_every_ratio(tmp_path):
     (["--model", "nope_net"], "nope_net"),
 ])  # fmt: skip
 def test_bench_vs_timer_check_bad_input_exits_2(tmp_path, args, message):
-    script = ROOT / "benchmarks" / "check_bench_vs_timer.py"
+    script = ROOT / "tools" / "check_bench_vs_timer.py"
     cmd = [sys.executable, str(script), *args, "--out", str(tmp_path / "c.json")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

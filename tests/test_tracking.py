@@ -13,7 +13,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from test_cli import fer_bench  # noqa: E402
+from helpers import fer_bench  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from test_cli import fer_bench  # noqa: E402
+from helpers import fer_bench  # noqa: E402
 
 PG_URI = os.environ.get("FER_BENCH_TEST_PG_MLFLOW")
 

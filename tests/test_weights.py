@@ -11,7 +11,7 @@ import torch
 
 from fer_bench.errors import ConfigError
 from fer_bench.models import create_model, get_spec
-from test_cli import fer_bench
+from helpers import fer_bench
 
 SIMPLE_CNN_TENSORS = 26  # simple_cnn's state dict: 4 × (conv weight + 5 BN entries) + head weight and bias
 SIMPLE_CNN_HEAD = 2

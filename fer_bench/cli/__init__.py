@@ -1,6 +1,6 @@
 """The `fer-bench` command. Heavy libraries (torch, timm) are imported inside the handlers only.
 
-One module per subcommand (issue 17); each has ``add_parser(sub)``, which registers the subcommand and its
+One module per subcommand; each has ``add_parser(sub)``, which registers the subcommand and its
 handler. Shared flags and helpers live in :mod:`fer_bench.cli.common`.
 """
 

@@ -22,13 +22,6 @@ RUN_OVERRIDES = {
 }
 
 
-def int_list(value: str) -> list[int]:
-    try:
-        return [int(x) for x in csv_list(value)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, e.g. 1,2,3, got {value!r}") from None
-
-
 def list_of(convert: Callable[[str], Any]) -> Callable[[str], list]:
     """An argparse type: comma-separated values, each checked by ``convert`` (e.g. :func:`at_least`)."""
 

@@ -120,9 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     distributed.teardown(world)
     if world.active and not world.main:
-        # A worker rank has written nothing and has nothing left to do. Leave now: on the AMD VM, under load, a worker
-        # once aborted in a C++ destructor at interpreter exit ("terminate called without an active exception")
-        # after its run had finished, which failed the whole torchrun job.
+        # A worker rank has written nothing and has nothing left to do. Leave now: under load a worker can abort in a
+        # C++ destructor at interpreter exit ("terminate called without an active exception") after its run has
+        # finished, which fails the whole torchrun job.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

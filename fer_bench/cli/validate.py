@@ -50,7 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _note_needs_weights(loaded: object, path: Path) -> None:
-    """A recipe that freezes part of the model is valid, but runs only with loaded weights: say so (issue 13)."""
+    """A recipe that freezes part of the model is valid, but runs only with loaded weights: say so."""
     from fer_bench.recipes.checks import frozen_without_weights, scratch_variant
     from fer_bench.recipes.schema import Recipe
 

@@ -1,42 +1,15 @@
 """FER+ (Barsoum et al. 2016): FER2013's faces relabelled by ten annotators each (``fer2013new.csv``).
 
-``--data-dir`` is the folder holding ``fer2013new.csv``. The faces come from FER2013, found as (first that exists):
-``fer2013.csv`` beside it (the reference code's input: row *i* of one file is row *i* of the other), or the Kaggle
-folder tree at ``../fer2013`` (or ``--dataset ferplus:fer2013=PATH``) joined through ``msambare_to_ferplus.csv``
-beside ``fer2013new.csv`` (its ``path`` → 0-based ``fer2013new_row_indices``).
+``--data-dir`` is the folder holding ``fer2013new.csv``. The faces come from ``fer2013.csv`` beside it (row *i* of one
+file is row *i* of the other, as in the reference code) or from the Kaggle folder tree at ``../fer2013`` (or
+``ferplus:fer2013=PATH``), joined through ``msambare_to_ferplus.csv``; both give the same samples.
 
-Labels, as the microsoft/FERPlus reference code (``src/ferplus.py``) builds them from a row's 10 votes (neutral,
-happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not-a-face):
-
-1. a class with a single vote loses it (outlier removal); ``total`` is the sum of what is left;
-2. ``majority`` (the default, and always the rule for PublicTest and PrivateTest): the top class if it holds more
-   than half of ``total``, else the image is left out;
-3. ``crossentropy`` (training only, ``--dataset ferplus:labels=crossentropy``): classes are taken by vote count,
-   highest first, a tie level at a time, until they hold 75 % of ``total`` or three are taken; at a level holding
-   unknown or not-a-face only the classes before it in column order are taken (and it alone if nothing else was)
-   and the taking stops; the image is left out when the taken classes hold no more than half of ``total`` or more
-   than three were taken. The label distribution is the taken votes over their sum, over the 8 emotions;
-4. an image whose top class (first in column order on a tie) is unknown or not-a-face is left out.
-
-Classes, in FER+'s own order: neutral, happy, surprise, sad, angry, disgust, fear, contempt (canonical names).
-Splits: Training → train, PublicTest → public (FER+'s validation), PrivateTest → private (FER+'s test); run with
-``--split private --set data.val_source=public`` for the FER+ protocol.
-
-The join of the folder tree is not one to one. The rules:
-
-- one candidate row: the image takes it;
-- several candidate rows (identical faces in the same usage: the tree holds as many identical images as there are
-  rows): images and rows are paired in order. The faces are identical, so which image takes which row changes
-  nothing: the result is the reference's set of (face, votes) pairs;
-- a row claimed by more identical images than it has rows: the reference reads a reused image name against the
-  later row's PNG, so the earlier row of that name joins the group when it is claimed by no image (2 such rows);
-- no candidate row: left out (175 images: 173 rows without an image name, which the reference never reads, all
-  not-a-face; and 2 faces whose FER+ name is reused by a later row with another face, so the reference trains
-  their votes on the wrong face: those 2 rows are left out too).
-
-Both inputs give the same samples; each load states its counts in ``FerData.notes``. A FER+ file whose rows do
-not line up with the faces (row count, usage, a join index out of range, a group that cannot be paired) is a
-DataError naming the file.
+Labels follow the microsoft/FERPlus reference code (``src/ferplus.py``): single votes are dropped as outliers, then
+``majority`` (the default, and always the rule for the test splits) keeps an image whose top class holds more than
+half of the votes, and ``crossentropy`` (training only) trains on the vote distribution of the top classes. Images
+whose top class is unknown or not-a-face are left out. Classes in FER+'s order; Training → train, PublicTest →
+public, PrivateTest → private. The rules in full, the join's edge cases and the counts: docs/data.md. Each load
+states its counts in ``FerData.notes``; a file whose rows do not line up with the faces is a DataError naming it.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
     return [(s, s.epochs if s.epochs is not None else r.train.epochs - fixed) for s in stages]
 
 
-# Fields added after protocol v2 (issue 15). At their defaults they are left out of the recipe hash and the protocol
+# Fields added after protocol v2. At their defaults they are left out of the recipe hash and the protocol
 # hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
 # it had before they existed; set, they enter both.
 HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay",

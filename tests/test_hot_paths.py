@@ -1,7 +1,8 @@
-"""pytest-benchmark suite for the hot paths (not part of the default test run: testpaths = tests/).
+"""pytest-benchmark timings of the hot paths. In the slow tier (tests/conftest.py), where pyproject's
+``--benchmark-disable`` runs each once as a plain test; to time them:
 
-    .venv/bin/python -m pytest benchmarks/test_hot_paths.py --benchmark-enable --benchmark-autosave
-    .venv/bin/python -m pytest benchmarks/test_hot_paths.py --benchmark-enable --benchmark-compare   # vs last save
+    .venv/bin/python -m pytest tests/test_hot_paths.py -n 0 --benchmark-enable --benchmark-autosave
+    .venv/bin/python -m pytest tests/test_hot_paths.py -n 0 --benchmark-enable --benchmark-compare   # vs last save
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Cross-check `fer-bench bench` against an independent ``torch.utils.benchmark.Timer`` statement of the same step.
 
-    python benchmarks/check_bench_vs_timer.py --model resnet18 --img-size 48 --out results/bench/check-vs-timer-1.json
+    python tools/check_bench_vs_timer.py --model resnet18 --img-size 48 --out results/bench/check-vs-timer-1.json
 
 One fresh process. The bench side is what `fer-bench bench` times: the step closures of ``fer_bench.bench.build_steps``
 (its model, input, inference_mode/autocast, optimizer) timed by ``fer_bench.bench.timed_steps`` (a device sync and a
