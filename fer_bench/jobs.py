@@ -103,6 +103,8 @@ def job_gpus(gpus: str | None, device: str) -> list[str]:
 
     None of them with ``--device cpu`` (jobs share the cores) and for a machine without CUDA.
     """
+    if gpus is not None and not gpus.strip():
+        raise ConfigError("--gpus is empty; give GPU ids such as --gpus 0,1, or leave it out for every visible GPU.")
     if device.startswith("cuda:"):
         raise ConfigError(f"--device {device} with --jobs: each job sees only its own GPU; "
                           f"pick them with --gpus {device.removeprefix('cuda:')} instead.")  # fmt: skip

@@ -464,7 +464,7 @@ def test_a_gpu_device_without_a_gpu_is_one_line_before_the_data_loads(capsys, tm
         pytest.skip("this machine has a GPU")
     code, err, seconds = cli(capsys, *run_args(tmp_path / "out", "--device", "cuda", "--dataset", "folder",
                                                "--data-dir", folder))  # fmt: skip
-    one_line_error(code, err, "--device", "'cuda'")
+    one_line_error(code, err, "--device cuda")
     assert not (tmp_path / "out").exists()
 
 

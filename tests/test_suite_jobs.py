@@ -80,7 +80,7 @@ def test_a_failing_job_fails_alone_and_says_why(monkeypatch):
     ("extra", "expected"),
     [(["--jobs", "0"], "--jobs '0'"), (["--jobs", "two"], "--jobs 'two'"), (["--gpus", "2"], "not among the visible"),
      (["--gpus", "0,0"], "distinct GPU ids"), (["--gpus", "0", "--device", "cpu"], "--device cpu"),
-     (["--jobs", "2", "--device", "cuda:1"], "--gpus 1")],
+     (["--jobs", "2", "--device", "cuda:1"], "--gpus 1"), (["--gpus", ""], "--gpus is empty")],
 )  # fmt: skip
 def test_bad_jobs_and_gpus_are_one_line_errors(tmp_path, monkeypatch, capsys, extra, expected):
     monkeypatch.setattr(jobs, "visible_gpus", lambda: ["0", "1"])  # a faked two-GPU machine

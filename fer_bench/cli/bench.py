@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_bench.cli.common import add_tracking, at_least, check_data_args, csv_list, device, list_of, out_dir
+from fer_bench.cli.common import (
+    add_tracking,
+    at_least,
+    check_data_args,
+    check_device,
+    csv_list,
+    device,
+    list_of,
+    out_dir,
+)  # fmt: skip
 from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import COMPILE_MODES, MIN_IMG_SIZE, PRECISIONS
 
@@ -61,6 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         get_spec(m)  # unknown names fail before any measuring
     if args.dataset != "none":
         check_data_args(args.dataset or ("fer2013" if args.data_dir else "synthetic"), args.data_dir)
+    check_device(args.device)
     if args.grid:
         return _bench_grid(args)
     if args.data:

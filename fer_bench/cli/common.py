@@ -110,14 +110,6 @@ def device(text: str) -> str:
     """An argparse type: auto, cpu, cuda, cuda:N or mps (whether CUDA is there is checked when it is resolved)."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N, mps or auto, got {text!r}")
-    if text.startswith(("cuda", "mps")):  # checked now, not after the data has loaded (torch only when asked)
-        import torch
-
-        count = torch.cuda.device_count() if text.startswith("cuda") else int(torch.backends.mps.is_available())
-        index = int(text.partition(":")[2] or 0)
-        if index >= count:
-            seen = f"{count} CUDA device(s)" if text.startswith("cuda") else "no MPS device"
-            raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees {seen}; use --device cpu or auto")
     return text
 
 
@@ -143,6 +135,27 @@ def out_dir(text: str) -> Path:
     if blocked is not None:
         raise argparse.ArgumentTypeError(f"{text!r} lies under {str(blocked)!r}, a file; give a folder to write into")
     return path
+
+
+def check_device(name: str) -> None:
+    """--device cuda/cuda:N/mps that this machine does not have: one line now, before any data loads (torch is
+    imported only for those names)."""
+    from fer_bench.errors import ConfigError
+
+    if name.startswith("cuda"):
+        from fer_bench.training import resolve_device
+
+        resolve_device(name)  # no CUDA at all: its one line
+        import torch
+
+        if int(name.partition(":")[2] or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s). Use cuda:0 "
+                              "or auto.")  # fmt: skip
+    elif name == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps asked for, but torch sees no MPS device. Use --device cpu or auto.")
 
 
 def check_data_args(dataset: str | None, data_dir: str | Path | None, split: str | None = None) -> None:

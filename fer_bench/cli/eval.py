@@ -13,6 +13,7 @@ from fer_bench.cli.common import (
     add_tracking,
     at_least,
     check_data_args,
+    check_device,
     device,
     existing_file,
     one_model,
@@ -94,6 +95,7 @@ def _plan(args: argparse.Namespace):
                             "--model/--recipe/--img-size/--trained-on (or score best.pt with --weights FILE "
                             "--model NAME).")  # fmt: skip
     check_data_args(args.dataset, args.data_dir, args.split)
+    check_device(args.device)
     from fer_bench.corruptions import parse_corruptions, parse_severities
     from fer_bench.evaluation import CorruptionPlan
 

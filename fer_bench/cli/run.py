@@ -14,6 +14,7 @@ from fer_bench.cli.common import (
     add_data_args,
     add_tracking,
     check_data_args,
+    check_device,
     csv_list,
     device,
     existing_file,
@@ -145,14 +146,15 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
     git_sha()  # NOTE: read once, up front: the row must name the code that started the run
     runs = [(spec, _recipe_for(args, spec, seed)) for spec in specs for seed in seeds]
     check_data_args(args.dataset, args.data_dir, args.split)  # names, options and paths before anything loads
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
+    check_device(device)
     protocol = None
-    if args.protocol:
+    if args.protocol:  # read before the data: a file that is no protocol fails in seconds
         from fer_bench.data.audit import load_protocol
 
         protocol = load_protocol(args.protocol)
+    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     opts = RunOptions(out=args.out, device=device, weights=args.weights, progress=not args.no_progress,
                       resume=args.resume, protocol=protocol, allow_partial_weights=args.allow_partial_weights,
                       world=world)  # fmt: skip
@@ -214,15 +216,17 @@ def _run_suite(args: argparse.Namespace) -> int:
     if args.worker_cell:  # one cell of a --jobs run, in its own process
         all_cells = cells = [c for c in cells if c.id == args.worker_cell]
     check_data_args(args.dataset, args.data_dir)
+    if not parallel:  # a parallel run's cells check their own GPUs (job_gpus above)
+        check_device(args.device)
     git_sha()
-    data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
     protocol = None
-    if args.protocol:
+    if args.protocol:  # read before the data: a file that is no protocol fails in seconds
         from fer_bench.data.audit import load_protocol
 
         protocol = load_protocol(args.protocol)
+    data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     out = args.out if args.out != Path("runs") else Path("runs") / suite.name
     opts = RunOptions(out=out, device=args.device, progress=not args.no_progress, protocol=protocol)
     experiment = args.experiment if args.experiment != "fer-bench" else suite.experiment or suite.name
