@@ -158,6 +158,9 @@ def run_model(
     phash, pfields = run_protocol(model_name, recipe, data, opts, precision, ctx.device.type, size)
     rid = run_id(model_name, recipe, data, phash, proto.name)
     run_dir = opts.out / rid
+    if world.main and not opts.resume and (run_dir / "result.json").is_file():  # the same protocol again: say so
+        print(f"note: {run_dir} already holds a finished row of this protocol; training again replaces it "
+              "(--resume continues from its last.pt instead)", file=sys.stderr)  # fmt: skip
     if world.main:  # under torchrun rank 0 alone writes
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))

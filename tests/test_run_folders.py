@@ -76,3 +76,12 @@ def test_an_evaluation_folder_is_named_by_the_same_function(two_runs, tmp_path):
     key = folder.name.rsplit("-", 1)[1]
     assert folder.name == run_name("simple_cnn", row["recipe"], "synthetic", "test", row["seed"], key, kind="eval")
     assert len(key) == 12 and key != row["protocol_hash"]
+
+
+def test_a_rerun_of_the_same_protocol_says_it_replaces_its_row(tmp_path, capsys):
+    assert main([*TINY, "--out", str(tmp_path)]) == 0
+    assert "already holds a finished row" not in capsys.readouterr().err
+    assert main([*TINY, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "already holds a finished row of this protocol" in err and "--resume" in err
+    assert len(list(tmp_path.glob("*/result.json"))) == 1
