@@ -121,6 +121,11 @@ def existing_file(text: str) -> Path:
     return path
 
 
+def file_above(path: Path) -> Path | None:
+    """The first parent of ``path`` that exists and is not a folder (nothing can be made below it), or None."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def out_dir(text: str) -> Path:
     """An argparse type: an output folder (made later, when there is something to write), never an existing file."""
     if not text.strip():
@@ -131,7 +136,7 @@ def out_dir(text: str) -> Path:
                                          "folder")
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder to write into")
-    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocked = file_above(path)
     if blocked is not None:
         raise argparse.ArgumentTypeError(f"{text!r} lies under {str(blocked)!r}, a file; give a folder to write into")
     return path

@@ -13,6 +13,7 @@ from fer_bench.cli.common import (
     check_data_args,
     device,
     existing_file,
+    file_above,
     flag_sets,
     list_of,
     one_model,
@@ -105,7 +106,7 @@ def storage(text: str) -> str:
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a journal file path (e.g. {text}/study.journal)")
-    blocked = next((q for q in path.parents if q.exists() and not q.is_dir()), None)
+    blocked = file_above(path)
     if blocked is not None:
         raise argparse.ArgumentTypeError(f"{text!r} lies under {str(blocked)!r}, a file; give a journal file path")
     if path.is_file() and path.stat().st_size:
