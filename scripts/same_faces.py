@@ -1,7 +1,7 @@
 """Cross-dataset rows on the same faces under both label sets, from committed predictions (no model, no retraining).
 
 FER+ relabels FER2013's faces, so a FER2013 model's FER+ test top-1 and its own PrivateTest top-1 are over different
-faces and labels. Two steps (``fer_bench.cross_dataset``: the matching and the figures):
+faces and labels. Two steps (``fer_bench.evaluation.cross_dataset``: the matching and the figures):
 
     # once, from the data: which FER2013 PrivateTest sample is which FER+ test sample (label-free face ids)
     python scripts/same_faces.py pairs --fer2013 ../shared/data/fer2013 --ferplus ../shared/data/ferplus \\
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
-from fer_bench import cross_dataset, predictions
-from fer_bench.runner import write_json
+from fer_bench.evaluation import cross_dataset, predictions
+from fer_bench.utils.io import write_json
 
 COLUMNS = ("fer2013", "ferplus", "ferplus-crossentropy")  # the datasets whose sample ids the pairs file holds
 ELSEWHERE = "fer2013_copy_outside_private"  # 1: the face's pixels also occur in FER2013 Training or PublicTest
@@ -34,7 +34,7 @@ def make_pairs(fer2013_dir: str, ferplus_dir: str, out: Path) -> None:
     """The PrivateTest faces FER+ keeps, with their sample ids in FER2013 and in both FER+ label modes."""
     from fer_bench.data import load_dataset
     from fer_bench.data.labels import PRIVATE
-    from fer_bench.protocol import sample_ids
+    from fer_bench.experiment.protocol import sample_ids
 
     sets = {n: load_dataset(n, fer2013_dir if n == "fer2013" else ferplus_dir)
             for n in ("fer2013", "ferplus", "ferplus:labels=crossentropy")}  # fmt: skip

@@ -141,8 +141,8 @@ class _Killed(Exception):
 
 
 def _run(out, data, sets, *, resume: bool = False) -> dict:
+    from fer_bench.experiment.runner import RunOptions, run_model
     from fer_bench.recipes import load_recipe
-    from fer_bench.runner import RunOptions, run_model
 
     return run_model("simple_cnn", load_recipe(None, sets), data,
                      RunOptions(out=out, device="cpu", progress=False, resume=resume))  # fmt: skip
@@ -150,7 +150,7 @@ def _run(out, data, sets, *, resume: bool = False) -> dict:
 
 def _killed_after(monkeypatch, epoch: int):
     """Make the run die right after ``last.pt`` of ``epoch`` is on disk (before ``best.pt``, the worst moment)."""
-    from fer_bench import checkpoint
+    from fer_bench.engine import checkpoint
 
     real = checkpoint.save
 
@@ -174,8 +174,8 @@ def _run_recording(tmp_path, data, sets: list[str]) -> tuple[dict, list[list[flo
     """Run simple_cnn; also return, per epoch, the LR of every optimizer step (all parameter groups agree)."""
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+    from fer_bench.experiment.runner import RunOptions, run_model
     from fer_bench.recipes import load_recipe
-    from fer_bench.runner import RunOptions, run_model
 
     steps: list[float] = []
     per_epoch: list[list[float]] = []

@@ -215,7 +215,7 @@ def test_folder_classes_listing_a_class_twice_is_rejected(capsys, tmp_path, fold
 
 def test_ferplus_negative_vote_is_rejected_naming_the_line(tmp_path):
     from fer_bench.data import load_dataset
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     write_ferplus(tmp_path)
     path = tmp_path / "fer2013new.csv"
@@ -318,7 +318,7 @@ def test_split_public_on_rafdb_says_what_rafdb_has(capsys, tmp_path):
 
 def test_split_public_message_of_a_loaded_rafdb_names_rafdb(tmp_path):
     from fer_bench.data import load_dataset
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     write_rafdb(tmp_path / "rafdb", n_per=1, n_test=1)
     data = load_dataset("rafdb", tmp_path / "rafdb")
@@ -329,7 +329,7 @@ def test_split_public_message_of_a_loaded_rafdb_names_rafdb(tmp_path):
 
 def test_ferplus_file_missing_contempt_names_the_missing_column(tmp_path):
     from fer_bench.data import load_dataset
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     write_ferplus(tmp_path)
     path = tmp_path / "fer2013new.csv"
@@ -470,7 +470,7 @@ def test_a_gpu_device_without_a_gpu_is_one_line_before_the_data_loads(capsys, tm
 
 def test_a_fer2013_csv_with_old_mac_line_endings_loads_like_the_unix_one(tmp_path):
     from fer_bench.data import load_dataset
-    from fer_bench.protocol import data_fingerprint
+    from fer_bench.experiment.protocol import data_fingerprint
 
     unix = tmp_path / "unix" / "fer2013.csv"
     unix.parent.mkdir()
@@ -487,7 +487,7 @@ def test_a_rafdb_list_file_with_a_bom_loads_and_one_with_a_bad_byte_is_one_line(
 
     from fer_bench.data import load_dataset
     from fer_bench.data.rafdb import LIST_FILE
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     root = tmp_path / "rafdb"
     write_rafdb(root, n_per=1, n_test=1)

@@ -98,7 +98,7 @@ class _KnownCost(torch.nn.Module):
 def test_reported_speed_matches_a_model_of_known_cost(monkeypatch, batch_size):
     """img/s, step time and latency against what the model is known to cost, not against each other: a wrong
     formula (batch size left out or counted twice) or a timed region that misses the step fails here."""
-    from fer_bench.bench import BenchConfig, measure
+    from fer_bench.bench.model import BenchConfig, measure
 
     spec = ModelSpec(name="known_cost", builder=lambda nc, ic, pretrained, drop: _KnownCost(nc, ic), source="ours",
                      family="test", input_size=16, in_chans=1, mean=(0.5,), std=(0.5,))  # fmt: skip
@@ -136,7 +136,7 @@ def test_flop_counter_counts_a_depthwise_conv_by_hand():
     """A depthwise 3x3 convolution, 8 channels, batch 2, 10x10 (padding 1): forward 2·N·C·k²·H·W FLOPs (each output
     reads one input channel); backward: grad_input and grad_weight cost as much each. torch's own counter takes
     grad_weight as dense (C times the work)."""
-    from fer_bench.cost import count_flops
+    from fer_bench.bench.cost import count_flops
 
     n, c, hw, k = 2, 8, 10, 3
     conv = torch.nn.Conv2d(c, c, k, padding=1, groups=c, bias=False)
@@ -151,7 +151,7 @@ def test_flop_counter_counts_a_depthwise_conv_by_hand():
 
 
 def test_step_flops_of_a_model_scale_with_the_batch():
-    from fer_bench.cost import step_flops
+    from fer_bench.bench.cost import step_flops
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 7))
     f = step_flops(model, 1, 8, 64)
@@ -162,7 +162,7 @@ def test_step_flops_of_a_model_scale_with_the_batch():
 
 
 def test_matmul_ceiling_is_measured_at_the_precision():
-    from fer_bench.cost import matmul_ceiling
+    from fer_bench.bench.cost import matmul_ceiling
 
     c = matmul_ceiling(torch.float32, min_s=0.05, max_n=256)
     assert c["ceiling_gflops"] > 0 and c["ceiling_matmul_n"] == 256 and c["ceiling_dtype"] == "float32"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_bench import predictions
+from fer_bench.evaluation import predictions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 ROWS = sorted(p for p in RESULTS.rglob("result.json") if (p.parent / predictions.FILE).is_file())

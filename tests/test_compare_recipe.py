@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from fer_bench.errors import ConfigError
+from fer_bench.engine.builders import build_ema
 from fer_bench.recipes import list_recipes, load_recipe, recipe_hash
 from fer_bench.recipes.schema import TrainCfg
-from fer_bench.training import build_ema
+from fer_bench.utils.errors import ConfigError
 from helpers import _Killed, _killed_after, _run, _run_recording, _untimed, fer_bench
 
 
@@ -71,7 +71,7 @@ def test_exclusive_or_out_of_range_lengths_are_refused(sets, where):
     "field", ["schedule.warmup_fraction=0.04", "train.ema_horizon_fraction=0.2", "train.ema_warmup=false"]
 )
 def test_the_new_lengths_are_in_the_recipe_and_protocol_hashes(field, synthetic):
-    from fer_bench.runner import RunOptions, run_protocol
+    from fer_bench.experiment.runner import RunOptions, run_protocol
 
     base, other = load_recipe("compare-48"), load_recipe("compare-48", [field])
     assert recipe_hash(base) != recipe_hash(other)

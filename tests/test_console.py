@@ -40,8 +40,8 @@ def test_ls_wraps_without_losing_words_and_long_gives_every_column(capsys, monke
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_ls_never_cuts_a_name_a_user_types(kind, capsys, monkeypatch):
-    from fer_bench.console import fit_table
     from fer_bench.recipes import list_recipes
+    from fer_bench.utils.console import fit_table
 
     assert "naik-effnetb2" in fit_table(["name", "recipe"], [["a", "naik-effnetb2 and more"]], columns=12).split()
     monkeypatch.setenv("COLUMNS", "80")
@@ -53,7 +53,7 @@ def test_ls_never_cuts_a_name_a_user_types(kind, capsys, monkeypatch):
 
 
 def test_a_table_on_a_narrow_console_overflows_and_never_breaks(capsys):
-    from fer_bench.console import wrap_notes
+    from fer_bench.utils.console import wrap_notes
 
     md = (Path(__file__).resolve().parents[1] / "results" / "fer2013-converged" / "leaderboard.md").read_text()
     rows = [line for line in md.splitlines() if "|" in line]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_bench.corruptions import (
+from fer_bench.data.corruptions import (
     CORRUPTIONS,
     EYES_BOX,
     MOUTH_BOX,
@@ -20,7 +20,7 @@ from fer_bench.corruptions import (
     parse_severities,
 )
 from fer_bench.data.synthetic import make_synthetic
-from fer_bench.errors import ConfigError
+from fer_bench.utils.errors import ConfigError
 
 NAMES = CORRUPTIONS.names()
 SAME_SIGMA = {("motion_blur", 3)}  # (corruption, severity) whose σ the next severity shares in the published table
@@ -56,7 +56,7 @@ def test_values_beyond_the_range_saturate_instead_of_wrapping(faces, name):
     """uint8 cannot leave [0, 255], so the range is kept only if values the corruption pushes past it are clipped
     (a bare cast wraps 256 to 0 and −1 to 255): on black, white and real faces the output equals the float result,
     rounded and clipped; the suite's additive corruptions do push past the range on those images."""
-    from fer_bench.corruptions import SAME_DRAWS_AT_EVERY_SEVERITY  # imported here: old code fails one test
+    from fer_bench.data.corruptions import SAME_DRAWS_AT_EVERY_SEVERITY  # imported here: old code fails one test
 
     spec = CORRUPTIONS.get(name)
     white, black = torch.full((4, 48, 48), 255, dtype=torch.uint8), torch.zeros(4, 48, 48, dtype=torch.uint8)
@@ -188,7 +188,7 @@ def test_option_parsing_and_its_errors():
 
 def test_ls_corruptions_lists_the_registry_with_its_parameters(capsys):
     from fer_bench.cli import main
-    from fer_bench.corruptions import format_params
+    from fer_bench.data.corruptions import format_params
 
     assert main(["ls", "corruptions", "--long"]) == 0
     out = capsys.readouterr().out

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_bench import cpu_caps
-from fer_bench.cpu_caps import CpuCaps, GridFacts, cpu_choice
-from fer_bench.training import resolve_channels_last, resolve_precision
+from fer_bench.engine.builders import resolve_channels_last, resolve_precision
+from fer_bench.utils import cpu_caps
+from fer_bench.utils.cpu_caps import CpuCaps, GridFacts, cpu_choice
 
 AVX2 = CpuCaps(frozenset({"avx", "avx2", "fma"}), "AVX2", 2, "fake AVX2")
 AVX512_BF16 = CpuCaps(frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), "AVX512", 2, "fake bf16")

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_bench import cpu_caps, cpu_grid
-from fer_bench.cpu_grid import BASELINE, SETTINGS, GridConfig, Setting, measure_setting
-from fer_bench.timing import check_paired
+from fer_bench.bench import cpu_grid
+from fer_bench.bench.cpu_grid import BASELINE, SETTINGS, GridConfig, Setting, measure_setting
+from fer_bench.bench.timing import check_paired
+from fer_bench.utils import cpu_caps
 from helpers import fer_bench
 
 AVX2 = cpu_caps.CpuCaps(frozenset({"avx2", "fma"}), "AVX2", 2, "fake AVX2")

@@ -1,4 +1,4 @@
-"""Cross-dataset rows on the same faces under both label sets (fer_bench.cross_dataset): faces matched by a
+"""Cross-dataset rows on the same faces under both label sets (fer_bench.evaluation.cross_dataset): faces matched by a
 label-free content id, top-1 under each dataset's labels, and an exact McNemar test checked against SciPy."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from fer_bench import cross_dataset, predictions
+from fer_bench.evaluation import cross_dataset, predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from PIL import Image
 from fer_bench.data import load_dataset, stratified_split, stratified_subset
 from fer_bench.data.labels import FER2013_CLASSES, PRIVATE, PUBLIC, TEST, TRAIN
 from fer_bench.data.synthetic import make_synthetic
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 from helpers import write_csv, write_tree
 
 

@@ -22,8 +22,8 @@ from fer_bench.data.ferplus import CLASSES as FERPLUS_CLASSES
 from fer_bench.data.ferplus import crossentropy, majority
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN
 from fer_bench.data.rafdb import CLASSES as RAFDB_CLASSES
-from fer_bench.errors import ConfigError, DataError
-from fer_bench.runner import _device_tensors
+from fer_bench.experiment.runner import _device_tensors
+from fer_bench.utils.errors import ConfigError, DataError
 from helpers import write_ferplus, write_rafdb
 
 REAL_FERPLUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ferplus"
@@ -216,7 +216,7 @@ def test_ferplus_bad_header_and_missing_faces_are_errors(tmp_path):
 
 
 def test_soft_ce_equals_torch_cross_entropy_on_one_hot_and_on_distributions():
-    from fer_bench.training import SoftTargetCrossEntropy
+    from fer_bench.engine.builders import SoftTargetCrossEntropy
 
     g = torch.Generator().manual_seed(0)
     logits, y = torch.randn(16, 8, generator=g), torch.randint(0, 8, (16,), generator=g)
@@ -230,8 +230,8 @@ def test_soft_ce_equals_torch_cross_entropy_on_one_hot_and_on_distributions():
 
 
 def test_soft_labels_with_a_hard_loss_are_refused(tmp_path):
+    from fer_bench.engine.builders import check_targets
     from fer_bench.recipes.schema import LossCfg
-    from fer_bench.training import check_targets
 
     write_ferplus(tmp_path)
     soft = load_dataset("ferplus:labels=crossentropy", tmp_path)
@@ -256,7 +256,7 @@ def test_run_with_soft_labels_and_a_hard_loss_exits_2_and_writes_nothing(tmp_pat
 def test_label_distributions_enter_the_data_fingerprint(tmp_path):
     from dataclasses import replace
 
-    from fer_bench.protocol import data_fingerprint
+    from fer_bench.experiment.protocol import data_fingerprint
 
     write_ferplus(tmp_path)
     soft = load_dataset("ferplus:labels=crossentropy", tmp_path)
@@ -267,11 +267,11 @@ def test_label_distributions_enter_the_data_fingerprint(tmp_path):
 
 def test_an_epoch_trains_on_distributions_through_the_runner_s_tensors(tmp_path):
     """The runner feeds soft_ce the vote distributions (not the majority labels); accuracy uses their argmax."""
-    from fer_bench import engine
     from fer_bench.data.augment import BatchAugment
+    from fer_bench.engine import steps as engine
+    from fer_bench.engine.builders import SoftTargetCrossEntropy
     from fer_bench.models import create_model
     from fer_bench.recipes.schema import AugmentCfg
-    from fer_bench.training import SoftTargetCrossEntropy
 
     write_ferplus(tmp_path)
     soft = load_dataset("ferplus:labels=crossentropy", tmp_path)
@@ -308,7 +308,7 @@ def test_rafdb_store_keeps_100px_rgb_and_its_own_label_order(tmp_path):
 def test_rafdb_trains_and_evaluates_end_to_end_without_going_grey_48(tmp_path, monkeypatch):
     """`fer-bench run --dataset rafdb`: the store stays 100-px RGB and a 3-channel model gets colour at --img-size
     (simple_cnn's one-channel path, RGB to luma, is checked on its own below: one model keeps this test short)."""
-    import fer_bench.runner as runner
+    import fer_bench.experiment.runner as runner
 
     write_rafdb(tmp_path / "raf")
     seen: list[tuple] = []

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (fer_bench.distributed): 2 CPU processes over gloo, SyncBatchNorm on.
+"""Data-parallel training under torchrun (fer_bench.engine.distributed): 2 CPU processes over gloo, SyncBatchNorm on.
 
 Launches of a tiny run (simple_cnn: batch norm and dropout on; 64 synthetic faces, batch 16, the default
 augmentation, SGD with momentum; two stages from a weights file: the head alone for an epoch, then everything for
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_bench.distributed import World, check_batches, from_env
-from fer_bench.errors import ConfigError
+from fer_bench.engine.distributed import World, check_batches, from_env
+from fer_bench.utils.errors import ConfigError
 
 ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "64", "--batch-size", "16", "--seed", "1",
         "--split", "public", "--device", "cpu", "--no-progress", "--sync-bn", "--set", "eval.tta=[none]",
@@ -33,9 +33,9 @@ ARGS = ["run", "--models", "simple_cnn", "--epochs", "3", "--limit-train", "64",
         "stages=[{name: head, epochs: 1, trainable: [head], lr: 0.05}, {name: all, trainable: [all]}]"]  # fmt: skip
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 
-# Fixed before the runs. With the dropout masks drawn for the global batch (fer_bench.distributed), the two-process
-# run computes the one-process loss and gradients on the same global batch of the same augmented, dropped-out
-# samples; what differs is the order of float32 sums (SyncBatchNorm's statistics gathered from two halves,
+# Fixed before the runs. With the dropout masks drawn for the global batch (fer_bench.engine.distributed), the
+# two-process run computes the one-process loss and gradients on the same global batch of the same augmented,
+# dropped-out samples; what differs is the order of float32 sums (SyncBatchNorm's statistics gathered from two halves,
 # gradients summed by all-reduce): ~1e-7 relative per step, grown over 8 SGD steps of every layer (after 4 of the
 # head alone, which agree to the bit) to ~1e-5 in the weights. SGD, not AdamW: Adam divides near-zero gradients by
 # their own size and so amplifies their reordering (observed with AdamW: 3e-6 relative in the loss after one epoch
@@ -230,7 +230,7 @@ def test_rank_slices_rebuild_the_global_batch_and_its_gradient(weighted):
     one-process run trains on, and the mean of their scaled losses' gradients (what DDP all-reduces) is the global
     loss's gradient, class weights included (10 images over 3 ranks: uneven slices)."""
     from fer_bench.data.augment import BatchAugment, Normalize
-    from fer_bench.distributed import BatchShare
+    from fer_bench.engine.distributed import BatchShare
     from fer_bench.recipes.schema import AugmentCfg
 
     torch.manual_seed(0)
@@ -261,8 +261,8 @@ def test_batch_norm_over_rank_slices_is_a_protocol_of_its_own():
     """N ranks without SyncBatchNorm normalise over B/N images: another protocol hash. With it, or in one process,
     the computation is the one-process one: the same hash."""
     from fer_bench.data import load_dataset
+    from fer_bench.experiment.runner import RunOptions, run_protocol
     from fer_bench.recipes import load_recipe
-    from fer_bench.runner import RunOptions, run_protocol
 
     data = load_dataset("synthetic")
     plain, synced = load_recipe(None), load_recipe(None, ["train.sync_bn=true"])
@@ -278,7 +278,7 @@ def test_ranks_draw_the_one_process_dropout_masks_for_their_rows(layer):
     ends where the one-process default generator does, and the default generator is not drawn from."""
     from timm.layers import DropPath
 
-    from fer_bench.distributed import global_batch_dropout, rank_rows, shared_generator
+    from fer_bench.engine.distributed import global_batch_dropout, rank_rows, shared_generator
 
     module = torch.nn.Dropout(0.3) if layer == "dropout" else DropPath(0.3)
     x = torch.randn(10, 6) if layer == "dropout" else torch.randn(10, 4, 3, 3)

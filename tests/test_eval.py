@@ -12,17 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_bench import predictions
 from fer_bench.cli import main
-from fer_bench.corruptions import corrupt
 from fer_bench.data import load_dataset
-from fer_bench.errors import ConfigError
-from fer_bench.evaluation import GRID_CELL_PX, grid_size
+from fer_bench.data.corruptions import corrupt
+from fer_bench.evaluation import predictions
+from fer_bench.experiment.rescoring import GRID_CELL_PX, grid_size
+from fer_bench.experiment.runner import RunOptions, make_norms, run_model
+from fer_bench.experiment.suite import load_suite
+from fer_bench.experiment.tracking import result_tags
 from fer_bench.models import create_model
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, make_norms, run_model
-from fer_bench.suite import load_suite
-from fer_bench.tracking import result_tags
+from fer_bench.utils.errors import ConfigError
 
 SETS = ["train.epochs=1", "data.limit_train=140", "eval.batch_size=512", "eval.tta=[none, hflip]", "train.seed=1",
         "eval.split=public"]  # fmt: skip
@@ -263,8 +263,8 @@ def test_a_head_with_a_class_the_dataset_lacks_counts_its_predictions_as_errors(
     assert got["test"]["top1_restricted"] >= got["test"]["top1"]  # dropping contempt's output can only help here
     # a bare weights file's --trained-on is recorded, so the leaderboard keeps the row apart from synthetic's own,
     # and its macro-F1 interval is over the shared classes (the figure's own classes), never all the columns
-    from fer_bench import leaderboard as lb
-    from fer_bench import stats
+    from fer_bench.evaluation import stats
+    from fer_bench.report import leaderboard as lb
 
     assert got["cross_dataset"]["trained_on"] == "ferplus"
     agg = lb.aggregate(lb.frame_from_rows(lb.read_rows([tmp_path / "out"])))
@@ -288,7 +288,7 @@ def test_a_dataset_that_shares_no_class_is_one_exit_2_line(trained, tmp_path, ca
 
 
 def test_mca_is_given_with_and_without_the_cells_at_or_below_the_majority_rate():
-    from fer_bench.evaluation import mca_summary
+    from fer_bench.experiment.rescoring import mca_summary
 
     table = [{"corruption": "contrast", "severity": s, "top1": v} for s, v in enumerate([60.0, 40.0, 24.5, 18.0], 1)]
     got = mca_summary(table, 24.5, clean_top1=64.0)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fer_bench.data import load_dataset
-from fer_bench.errors import ConfigError
+from fer_bench.experiment.runner import RunOptions, run_model
+from fer_bench.experiment.suite import load_suite
 from fer_bench.models import create_model
 from fer_bench.recipes import list_recipes, load_recipe
-from fer_bench.runner import RunOptions, run_model
-from fer_bench.suite import load_suite
+from fer_bench.utils.errors import ConfigError
 from helpers import SUITES, fer_bench
 
 FROZEN = ("insideout-effnetv2s", "naik-effnetb2")  # the paper recipes that freeze a pretrained backbone
@@ -106,8 +106,8 @@ def test_each_freezing_recipe_has_a_scratch_variant_that_trains_everything(recip
 
 
 def test_every_freezing_recipe_names_a_variant_and_the_committed_suites_have_no_frozen_random_cell():
+    from fer_bench.experiment.suite import cells
     from fer_bench.recipes.checks import frozen_without_weights
-    from fer_bench.suite import cells
 
     for name in list_recipes():
         reason = frozen_without_weights(load_recipe(name), has_weights=False)

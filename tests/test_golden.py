@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from fer_bench.data import load_dataset
-from fer_bench.protocol import data_fingerprint, protocol_hash, sample_ids
+from fer_bench.experiment.protocol import data_fingerprint, protocol_hash, sample_ids
 from helpers import write_csv, write_tree
 
 GOLDEN = Path(__file__).parent / "golden" / "runs.json"
@@ -242,9 +242,9 @@ def _recomputed(row: dict, folder: Path, data, version: int, tmp: Path) -> str:
     Version 2 (today's): what a run computes before it trains. Version 1, that of rows regenerated from their files:
     the recipe as written (not resolved), with the evaluation batch size and TTA list in it.
     """
-    from fer_bench.protocol import protocol_fields, weights_identity
+    from fer_bench.experiment.protocol import protocol_fields, weights_identity
+    from fer_bench.experiment.runner import RunOptions, run_protocol
     from fer_bench.recipes import load_recipe, recipe_to_dict
-    from fer_bench.runner import RunOptions, run_protocol
 
     recipe = load_recipe(str(folder / "recipe.yaml"))
     if version == 2:

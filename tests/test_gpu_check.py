@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fer_bench.suite import cells, load_suite
+from fer_bench.experiment.suite import cells, load_suite
 from helpers import write_tree
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fer_bench.data.augment import BatchAugment, Normalize
-from fer_bench.metrics import classification_metrics
+from fer_bench.evaluation.metrics import classification_metrics
 from fer_bench.models import create_model
 from fer_bench.recipes import load_recipe
 

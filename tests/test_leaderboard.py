@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_bench import leaderboard as lb
-from fer_bench import leaderboard_stats
+from fer_bench.report import leaderboard as lb
+from fer_bench.report import table_stats as leaderboard_stats
 
 GOLDEN = Path(__file__).parent / "golden"
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -77,7 +77,9 @@ def test_every_numeric_header_has_a_direction():
 
 
 def test_pareto_plot(tmp_path):
-    lb.pareto_plot(lb.aggregate(_runs()), tmp_path / "p.png")
+    from fer_bench.report.figures import save_pareto
+
+    save_pareto(lb.aggregate(_runs()), tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
@@ -255,8 +257,8 @@ def test_bench_matches_an_fp32_run_that_ran_in_tf32():
 
 def _predicted_row(tmp_path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -> dict:
     """A row with its run folder and predictions file (probabilities peaked on ``pred``), scored from them."""
-    from fer_bench import predictions
-    from fer_bench.metrics import classification_metrics
+    from fer_bench.evaluation import predictions
+    from fer_bench.evaluation.metrics import classification_metrics
 
     d = tmp_path / name
     d.mkdir()
@@ -290,7 +292,7 @@ def _known_case(tmp_path) -> tuple[list[dict], np.ndarray, dict[str, np.ndarray]
 
 
 def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
-    from fer_bench import calibration, stats
+    from fer_bench.evaluation import calibration, stats
 
     rows, y, preds = _known_case(tmp_path)
     agg = lb.aggregate(lb.frame_from_rows(rows)).set_index("model")
@@ -334,7 +336,7 @@ def test_the_new_columns_and_the_note_in_every_format(tmp_path):
 
 
 def test_a_predictions_file_that_is_not_the_rows_is_an_error(tmp_path):
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     rows = _known_case(tmp_path)[0]
     path = tmp_path / "near" / "predictions.npz"
@@ -433,7 +435,7 @@ def test_each_column_group_adds_its_columns(wide, group):
 
 
 def test_per_class_is_an_alias_of_its_group_and_an_unknown_group_says_which_exist(wide):
-    from fer_bench.errors import ConfigError
+    from fer_bench.utils.errors import ConfigError
 
     agg = wide
     assert lb.render(agg, "md", per_class=True) == lb.render(agg, "md", columns=["per-class"])

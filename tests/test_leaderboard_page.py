@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_bench import leaderboard as lb
-from fer_bench import leaderboard_page as page
-from fer_bench import page_figures
+from fer_bench.report import figures as page_figures
+from fer_bench.report import leaderboard as lb
+from fer_bench.report import page
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EVIL = '<script>alert("x")</script>'  # a model name is user input
@@ -36,8 +36,8 @@ def _row(model: str, run_dir: Path | None, *, top1: float, f1: float, seed: int 
 
 def _with_predictions(tmp_path: Path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -> dict:
     """A row whose folder holds its predictions file, scored from it."""
-    from fer_bench import predictions
-    from fer_bench.metrics import classification_metrics
+    from fer_bench.evaluation import predictions
+    from fer_bench.evaluation.metrics import classification_metrics
 
     d = tmp_path / name
     d.mkdir()
@@ -178,7 +178,7 @@ def test_sections_without_inputs_say_so_in_one_line(tmp_path):
 
 
 def test_a_corruption_table_that_is_not_one_is_an_error(tmp_path):
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     d = tmp_path / "r"
     d.mkdir()
@@ -309,7 +309,7 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
 def test_mean_corruption_accuracy_is_a_column_in_every_format(tmp_path):
     """mCA and its ratio to clean: averaged over a line's seeds, in md/CSV/LaTeX/HTML, "–" where a line was not
     scored under corruptions; an eval that scored no run's weights is an error, not a silent gap."""
-    from fer_bench.errors import DataError
+    from fer_bench.utils.errors import DataError
 
     rows = _case(tmp_path)
     second = tmp_path / "best1"  # line "best": seed 0 without, seed 1 with a corruption table → its mCA is seed 1's
@@ -390,7 +390,7 @@ def test_the_learning_curves_show_each_lines_seed_mean_and_range_against_trainin
 
 
 def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():
-    from fer_bench.suite import SuiteSpec, suite_title
+    from fer_bench.experiment.suite import SuiteSpec, suite_title
 
     title = suite_title(SuiteSpec(name="x", budget_s=2700))
     assert title == "45 CPU-minutes per backbone" and suite_title(SuiteSpec(name="x")) == ""

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fer_bench.metrics import classification_metrics, confusion_matrix
+from fer_bench.evaluation.metrics import classification_metrics, confusion_matrix
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 

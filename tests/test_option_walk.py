@@ -180,11 +180,11 @@ def inputs(tmp_path_factory) -> Path:
     import torch
 
     # The handlers' imports (torch, timm, pandas, optuna), once: the time limit is for the checks, not for imports.
-    import fer_bench.bench  # noqa: F401
-    import fer_bench.evaluation  # noqa: F401
-    import fer_bench.leaderboard  # noqa: F401
-    import fer_bench.runner  # noqa: F401
-    import fer_bench.tune  # noqa: F401
+    import fer_bench.bench.model  # noqa: F401
+    import fer_bench.experiment.rescoring  # noqa: F401
+    import fer_bench.experiment.runner  # noqa: F401
+    import fer_bench.experiment.tune  # noqa: F401
+    import fer_bench.report.leaderboard  # noqa: F401
     from fer_bench.models import create_model
 
     root = tmp_path_factory.mktemp("inputs")

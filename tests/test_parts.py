@@ -1,4 +1,4 @@
-"""The registries of recipe parts (fer_bench.parts): one list per kind, and everything derives from it."""
+"""The registries of recipe parts (fer_bench.recipes.parts): one list per kind, and everything derives from it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from fer_bench import engine, leaderboard, parts, runner, training
-from fer_bench.bench_data import torchvision_ops, torchvision_transform
+from fer_bench.bench.data_path import torchvision_ops, torchvision_transform
 from fer_bench.cli import build_parser
 from fer_bench.data.augment import BatchAugment, Normalize
-from fer_bench.errors import ConfigError
+from fer_bench.engine import builders as training
+from fer_bench.engine import steps as engine
+from fer_bench.experiment import runner
+from fer_bench.recipes import parts
 from fer_bench.recipes.schema import AugmentCfg, LossCfg, OptimCfg, Recipe, ScheduleCfg, check_values
+from fer_bench.report import leaderboard
+from fer_bench.utils.errors import ConfigError
 
 NAMED_BY = {"losses": "loss", "optimizers": "optim", "schedules": "schedule"}
 
@@ -213,6 +217,6 @@ def test_cli_choices_come_from_the_registries():
 
 
 def test_the_parts_registries_import_no_torch():
-    code = "import sys, fer_bench.parts, fer_bench.recipes.schema; print('torch' in sys.modules)"
+    code = "import sys, fer_bench.recipes.parts, fer_bench.recipes.schema; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

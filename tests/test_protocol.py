@@ -7,12 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fer_bench import cpu_caps, predictions
 from fer_bench.data import load_dataset
 from fer_bench.data.labels import SPLITS
-from fer_bench.protocol import data_fingerprint, protocol_fields, protocol_hash, sample_ids, weights_identity
+from fer_bench.evaluation import predictions
+from fer_bench.experiment.protocol import data_fingerprint, protocol_fields, protocol_hash, sample_ids, weights_identity
+from fer_bench.experiment.runner import RunOptions, run_protocol
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
-from fer_bench.runner import RunOptions, run_protocol
+from fer_bench.utils import cpu_caps
 from helpers import write_tree
 
 USAGE = {0: "Training", 1: "PublicTest", 2: "PrivateTest"}
@@ -96,7 +97,7 @@ def test_weights_enter_by_their_bytes_not_their_name(tmp_path):
 
 def test_a_run_and_its_suite_check_compute_one_protocol(tmp_path):
     """run_protocol before training (what a suite compares) equals the hash the run writes on its row."""
-    from fer_bench.runner import run_model
+    from fer_bench.experiment.runner import run_model
 
     data = load_dataset("synthetic")
     recipe = load_recipe("baseline", ["train.epochs=1", "data.limit_train=70", "eval.batch_size=512"])
@@ -109,7 +110,7 @@ def test_a_run_and_its_suite_check_compute_one_protocol(tmp_path):
 
 def test_the_load_order_changes_no_number(tmp_path):
     """A CSV and a folder tree of the same faces: one protocol, and the same hold-out, subset, batches and figures."""
-    from fer_bench.runner import run_model
+    from fer_bench.experiment.runner import run_model
 
     write_tree(tmp_path / "tree", n_per=6)
     tree = load_dataset("fer2013", tmp_path / "tree", tmp_path / "cache")

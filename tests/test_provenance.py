@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_bench import provenance
+from fer_bench.utils import provenance
 
 XEON = "model name\t: Intel(R) Xeon(R) Gold 6248R CPU @ 3.00GHz"
 EPYC = "model name\t: AMD EPYC 7763 64-Core Processor"

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
-from fer_bench import leaderboard as lb
-from fer_bench.errors import ConfigError
-from fer_bench.published import PUBLISHED, QUALIFIERS, ReferenceRow, load_published, published_frame
+from fer_bench.report import leaderboard as lb
+from fer_bench.report.published import PUBLISHED, QUALIFIERS, ReferenceRow, load_published, published_frame
+from fer_bench.utils.errors import ConfigError
 
 STATED = ("source", "split", "tta", "pretrained", "input_size", "epochs")  # the list: present on every row
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fer_bench.data import load_dataset
+from fer_bench.experiment.runner import RunOptions, run_model
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_model
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_the_headline_is_always_the_plain_single_crop_figure(tmp_path, synthetic
 
 
 def test_a_trainable_glob_that_matches_nothing_is_an_error(tmp_path, synthetic, backbone):
-    from fer_bench.errors import ConfigError
+    from fer_bench.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match="matches no parameter"):
         _run(

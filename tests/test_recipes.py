@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fer_bench.errors import ConfigError
 from fer_bench.recipes import load_recipe, recipe_hash
+from fer_bench.utils.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

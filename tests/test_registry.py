@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fer_bench.errors import ConfigError
 from fer_bench.models import MODELS, create_model, get_spec
-from fer_bench.registry import Registry
+from fer_bench.utils.errors import ConfigError
+from fer_bench.utils.registry import Registry
 
 
 def test_duplicate_registration_is_an_error():

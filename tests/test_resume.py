@@ -13,11 +13,11 @@ import time
 import pytest
 import torch
 
-from fer_bench import engine
 from fer_bench.data import load_dataset
-from fer_bench.errors import ConfigError
+from fer_bench.engine import steps as engine
+from fer_bench.experiment.runner import RunOptions, run_folder, time_to_accuracy
 from fer_bench.recipes import load_recipe
-from fer_bench.runner import RunOptions, run_folder, time_to_accuracy
+from fer_bench.utils.errors import ConfigError
 from helpers import TWO_STAGES, _Killed, _killed_after, _run, _untimed
 
 # 280 images: a kill lands mid-run all the same (the poll below takes 0.2 s, an epoch far longer), in half the time

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fer_bench.cli import main
-from fer_bench.protocol import run_name
+from fer_bench.experiment.protocol import run_name
 
 # a few seconds on a slow CPU: 140 images, one epoch, no TTA
 TINY = ["run", "--models", "simple_cnn", "--epochs", "1", "--limit-train", "140", "--no-progress", "--no-track",
@@ -49,8 +49,8 @@ def test_the_leaderboard_in_out_holds_both_runs(two_runs):
 def test_other_epochs_are_another_folder(tmp_path):
     """The epochs were missing from the folder name: a longer run took the shorter one's folder."""
     from fer_bench.data import load_dataset
+    from fer_bench.experiment.runner import RunOptions, run_folder
     from fer_bench.recipes import load_recipe
-    from fer_bench.runner import RunOptions, run_folder
 
     data, opts = load_dataset("synthetic"), RunOptions(out=tmp_path, device="cpu")
     a, b = (run_folder("simple_cnn", load_recipe(None, [f"train.epochs={e}"]), data, opts) for e in (1, 2))
@@ -60,7 +60,7 @@ def test_other_epochs_are_another_folder(tmp_path):
 def test_suite_rows_use_the_run_folder_name(tmp_path):
     """A suite cell's rows sit in ``OUT/<run folder>`` as `fer-bench run` names them, not a layout of their own."""
     from fer_bench.data import load_dataset
-    from fer_bench.suite import SuiteModel, SuiteSpec, cells, result_file
+    from fer_bench.experiment.suite import SuiteModel, SuiteSpec, cells, result_file
 
     (cell,) = cells(SuiteSpec(name="x", models=(SuiteModel("simple_cnn"),), splits=("public", "private")))
     got = result_file(tmp_path, cell, "private", load_dataset("synthetic"), "0123456789ab")

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from fer_bench import engine
 from fer_bench.data import load_dataset
+from fer_bench.engine import steps as engine
 from fer_bench.recipes import load_recipe
 from helpers import _run_recording
 
@@ -85,8 +85,8 @@ def test_hold_fraction_ends_the_cosine_early_and_keeps_the_floor(tmp_path, synth
 
 
 def test_hold_fraction_is_hashed_only_when_set_and_bounded():
-    from fer_bench.errors import ConfigError
     from fer_bench.recipes import recipe_hash
+    from fer_bench.utils.errors import ConfigError
 
     assert recipe_hash(load_recipe(None, [])) == recipe_hash(load_recipe(None, ["schedule.hold_fraction=0"]))
     assert recipe_hash(load_recipe(None, [])) != recipe_hash(load_recipe(None, ["schedule.hold_fraction=0.2"]))
@@ -95,7 +95,7 @@ def test_hold_fraction_is_hashed_only_when_set_and_bounded():
 
 
 def test_schedule_state_survives_a_checkpoint_round_trip(tmp_path):
-    from fer_bench.training import build_scheduler
+    from fer_bench.engine.builders import build_scheduler
 
     cfg = load_recipe(None, ["schedule.name=plateau", "schedule.plateau_patience=1", "schedule.warmup_epochs=1"])
 
@@ -126,7 +126,7 @@ def test_schedule_state_survives_a_checkpoint_round_trip(tmp_path):
 
 
 def test_khaireddin_recipe_gets_its_published_plateau_schedule():
-    from fer_bench.training import build_scheduler
+    from fer_bench.engine.builders import build_scheduler
 
     r = load_recipe("khaireddin-vgg")
     assert (r.schedule.name, r.schedule.plateau_factor, r.schedule.plateau_patience) == ("plateau", 0.75, 5)

@@ -13,10 +13,10 @@ import pytest
 from scipy import stats as sst
 from sklearn import metrics as skm
 
-from fer_bench import calibration as cal
-from fer_bench import comparison, predictions, stats
-from fer_bench import leaderboard as lb
-from fer_bench.metrics import classification_metrics
+from fer_bench.evaluation import calibration as cal
+from fer_bench.evaluation import comparison, predictions, stats
+from fer_bench.evaluation.metrics import classification_metrics
+from fer_bench.report import leaderboard as lb
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 N = 500

@@ -1,4 +1,5 @@
-"""fer_bench.stats and fer_bench.calibration against independent computations (scipy, scikit-learn, by hand)."""
+"""fer_bench.evaluation.stats and fer_bench.evaluation.calibration against independent computations (scipy,
+scikit-learn, by hand)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from scipy import stats as sst
 from sklearn import metrics as skm
 
-from fer_bench import calibration as cal
-from fer_bench import stats
+from fer_bench.evaluation import calibration as cal
+from fer_bench.evaluation import stats
 
 
 def _preds(n: int, k: int, acc: float, seed: int, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -178,13 +179,15 @@ def test_reliability_diagram_is_written(tmp_path):
     y, pred = _preds(400, 7, 0.6, seed=2)
     probs = np.full((400, 7), 0.05)
     probs[np.arange(400), pred] = 0.7
-    cal.reliability_diagram(probs, y, tmp_path / "r.png", title="t", temperature=1.5)
+    from fer_bench.report.run_plots import reliability_diagram
+
+    reliability_diagram(probs, y, tmp_path / "r.png", title="t", temperature=1.5)
     assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
 def _run_folder(root, name: str, probs, labels, ids, **row) -> object:
     """A run folder as `fer-bench run` leaves it, as far as `compare` reads it: result.json + predictions.npz."""
-    from fer_bench import predictions
+    from fer_bench.evaluation import predictions
 
     d = root / name
     d.mkdir()
@@ -226,8 +229,8 @@ def test_compare_pairs_two_run_folders_by_id(tmp_path, capsys):
 
 
 def test_compare_refuses_other_samples_and_a_changed_file(tmp_path, capsys):
-    from fer_bench import predictions
     from fer_bench.cli import main
+    from fer_bench.evaluation import predictions
 
     a, b, y, pa, pb = _two_rows(tmp_path)
     other = predictions.read(b / predictions.FILE)
@@ -266,8 +269,8 @@ def test_the_exact_top1_p_of_several_seeds_is_accurate_far_below_double_precisio
 
 
 def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
-    from fer_bench import predictions
-    from fer_bench.plots import save_reliability
+    from fer_bench.evaluation import predictions
+    from fer_bench.report.run_plots import save_reliability
 
     _, _, y, pa, _ = _two_rows(tmp_path)
     run = tmp_path / "a"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fer_bench.cpu_caps import probe
-from fer_bench.errors import ConfigError
-from fer_bench.suite import cells, load_suite
+from fer_bench.experiment.suite import cells, load_suite
+from fer_bench.utils.cpu_caps import probe
+from fer_bench.utils.errors import ConfigError
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -93,7 +93,7 @@ def test_a_budget_without_a_time_for_every_line_is_refused_in_one_line(tmp_path,
 
 
 def test_pilot_times_two_epochs_of_each_line_and_the_budget_uses_them(tmp_path):
-    from fer_bench.provenance import cpu_model, git_sha
+    from fer_bench.utils.provenance import cpu_model, git_sha
 
     path = _write(tmp_path, TWO_LINES + "budget_s: 60\npilots: timings/pilots.yaml\n")
     res = fer_bench("validate", str(path))

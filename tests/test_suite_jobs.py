@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fer_bench import cli, jobs
-from fer_bench.jobs import Failure, Slot, plan_slots, run_cells
+from fer_bench import cli
+from fer_bench.experiment import jobs
+from fer_bench.experiment.jobs import Failure, Slot, plan_slots, run_cells
 
 mlflow = pytest.importorskip("mlflow")
 

@@ -1,4 +1,4 @@
-"""Paired, interleaved measurement (fer_bench.timing) and the two benchmarks built on it: the data path against
+"""Paired, interleaved measurement (fer_bench.bench.timing) and the two benchmarks built on it: the data path against
 torchvision (`fer-bench bench --data`) and `fer-bench bench` against an independent torch.utils.benchmark.Timer
 statement (tools/check_bench_vs_timer.py), each run with tiny settings."""
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_bench.bench_data import ours_augment, same_work, torchvision_ops, torchvision_transform
+from fer_bench.bench.data_path import ours_augment, same_work, torchvision_ops, torchvision_transform
+from fer_bench.bench.timing import MachineLoad, check_paired, paired
 from fer_bench.recipes.schema import AugmentCfg
-from fer_bench.timing import MachineLoad, check_paired, paired
 from helpers import fer_bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def test_data_bench_every_ratio_comes_from_paired_windows(tmp_path):
 
 def test_data_bench_refuses_different_work_before_timing_anything(tmp_path, monkeypatch):
     """Two pipelines that do not do the same work stop the run before a single window is timed."""
-    from fer_bench import bench_data
+    from fer_bench.bench import data_path as bench_data
 
     timed = []
     monkeypatch.setattr(bench_data, "same_work", lambda ours, theirs: False)

@@ -178,7 +178,7 @@ def test_stages_are_logged_per_epoch(tmp_path):
 
 def test_the_headline_is_not_logged_again_as_the_none_tta():
     """The plain pass ("none") is the headline: test_* and gmacs hold it, no test_none_* or tta_gmacs_none copy."""
-    from fer_bench.tracking import result_metrics
+    from fer_bench.experiment.tracking import result_metrics
 
     test = {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 45.0}
     row = {"test": test, "test_tta": {"none": test, "hflip": {"top1": 51.0, "macro_f1": 41.0, "weighted_f1": 46.0}},

@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from fer_bench import checkpoint, engine
 from fer_bench.cli import main
 from fer_bench.data import load_dataset
+from fer_bench.engine import checkpoint
+from fer_bench.engine import steps as engine
+from fer_bench.experiment.protocol import protocol_fields, protocol_hash
+from fer_bench.experiment.runner import RunOptions, _context, run_model, run_protocol
 from fer_bench.models import create_model
-from fer_bench.protocol import protocol_fields, protocol_hash
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import lr_factor
-from fer_bench.runner import RunOptions, _context, run_model, run_protocol
 
 # --- the engine: sums on the device, read back only to report ------------------------------------------------------
 

@@ -19,12 +19,12 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 import fer_bench.data  # noqa: E402
-import fer_bench.errors  # noqa: E402
-import fer_bench.runner  # noqa: E402
-import fer_bench.tracking  # noqa: E402
-import fer_bench.tune  # noqa: E402
+import fer_bench.experiment.runner  # noqa: E402
+import fer_bench.experiment.tracking  # noqa: E402
+import fer_bench.experiment.tune  # noqa: E402
+import fer_bench.utils.errors  # noqa: E402
+from fer_bench.experiment.tune import TuneJob, create_study, final_compare, tune  # noqa: E402
 from fer_bench.recipes import load_recipe  # noqa: E402
-from fer_bench.tune import TuneJob, create_study, final_compare, tune  # noqa: E402
 
 SEARCH = Path(__file__).resolve().parents[1] / "configs" / "search" / "loss-aug.yaml"
 FAST = ("train.epochs=2", "data.limit_train=140", "eval.batch_size=512", "train.batch_size=64")
@@ -157,14 +157,14 @@ def test_final_seeds_read_the_test_split_only_after_the_choice(finished, tmp_pat
     job = _copy(finished[0], tmp_path, final=False)
     events: list[str] = []
     counts = _watch_test_rows(monkeypatch, lambda: events.append("test"))
-    choose = fer_bench.tune.best_recipe
+    choose = fer_bench.experiment.tune.best_recipe
 
     def best_recipe(*args):
         recipe = choose(*args)
         events.append("choice")
         return recipe
 
-    monkeypatch.setattr(fer_bench.tune, "best_recipe", best_recipe)
+    monkeypatch.setattr(fer_bench.experiment.tune, "best_recipe", best_recipe)
     n_trials = len(_study(job).trials)
     final_compare(job, [0])
     assert counts["all"] > 0 and events[0] == "choice" and events.count("choice") == 1 and "test" in events
@@ -174,13 +174,13 @@ def test_final_seeds_read_the_test_split_only_after_the_choice(finished, tmp_pat
 def _final_trainings(monkeypatch) -> list[tuple[str, int, int]]:
     """(recipe, seed, epochs) of each final run that trains (not read back)."""
     trained: list[tuple[str, int, int]] = []
-    run = fer_bench.runner.run_model
+    run = fer_bench.experiment.runner.run_model
 
     def counted(model, recipe, *args, **kw):
         trained.append((recipe.name, recipe.train.seed, recipe.train.epochs))
         return run(model, recipe, *args, **kw)
 
-    monkeypatch.setattr(fer_bench.runner, "run_model", counted)
+    monkeypatch.setattr(fer_bench.experiment.runner, "run_model", counted)
     return trained
 
 
@@ -270,7 +270,7 @@ def test_postgresql_rdb_storage(tmp_path):
     name = f"loss-aug-simple_cnn-baseline-{os.getpid()}"
     study = create_study(job, name)
     assert "RDBStorage" in type(study._storage).__name__ or "Cached" in type(study._storage).__name__
-    from fer_bench.tune import run_worker
+    from fer_bench.experiment.tune import run_worker
 
     run_worker(job, name, 2)
     assert len(create_study(job, name).trials) == 2
@@ -283,15 +283,16 @@ def test_tuning_workers_take_the_visible_gpus_in_turn(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert fer_bench.tune.plan_devices(4, None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
-    assert fer_bench.tune.plan_devices(2, "2,1") == ["cuda:2", "cuda:1"]  # --gpus: ids as `run --gpus` takes them
-    assert fer_bench.tune.plan_devices(2, None, device="cpu") == ["cpu", "cpu"]
+    assert fer_bench.experiment.tune.plan_devices(4, None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    # --gpus: ids as `run --gpus` takes them
+    assert fer_bench.experiment.tune.plan_devices(2, "2,1") == ["cuda:2", "cuda:1"]
+    assert fer_bench.experiment.tune.plan_devices(2, None, device="cpu") == ["cpu", "cpu"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")  # the ids this process sees are 4, 6, 7 = its cuda:0, 1, 2
-    assert fer_bench.tune.plan_devices(3, "7,4") == ["cuda:2", "cuda:0", "cuda:2"]
-    with pytest.raises(fer_bench.errors.ConfigError, match="not among the visible GPUs"):
-        fer_bench.tune.plan_devices(2, "0")
+    assert fer_bench.experiment.tune.plan_devices(3, "7,4") == ["cuda:2", "cuda:0", "cuda:2"]
+    with pytest.raises(fer_bench.utils.errors.ConfigError, match="not among the visible GPUs"):
+        fer_bench.experiment.tune.plan_devices(2, "0")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    assert fer_bench.tune.plan_devices(2, None) == ["cpu", "cpu"]  # no GPU: the CPU
+    assert fer_bench.experiment.tune.plan_devices(2, None) == ["cpu", "cpu"]  # no GPU: the CPU
 
     started = []
 
@@ -305,10 +306,11 @@ def test_tuning_workers_take_the_visible_gpus_in_turn(tmp_path, monkeypatch):
         def join(self):
             pass
 
-    monkeypatch.setattr(fer_bench.tune.mp, "get_context", lambda method: type("Ctx", (), {"Process": Recorded}))
-    fer_bench.tune.launch_workers(_job(tmp_path, 1), "study", 1, ["cuda:0", "cuda:1", "cuda:2", "cuda:0"])
+    ctx = type("Ctx", (), {"Process": Recorded})
+    monkeypatch.setattr(fer_bench.experiment.tune.mp, "get_context", lambda method: ctx)
+    fer_bench.experiment.tune.launch_workers(_job(tmp_path, 1), "study", 1, ["cuda:0", "cuda:1", "cuda:2", "cuda:0"])
     assert [d for _, d in started] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
-    assert all(target is fer_bench.tune.run_worker for target, _ in started)
+    assert all(target is fer_bench.experiment.tune.run_worker for target, _ in started)
 
     seen = []  # what a worker's objective hands the runner: its own device
 
@@ -316,8 +318,8 @@ def test_tuning_workers_take_the_visible_gpus_in_turn(tmp_path, monkeypatch):
         seen.append(opts.device)
         return {"history": [{"epoch": 1, "val_macro_f1": 10.0, "val_top1": 20.0}]}
 
-    monkeypatch.setattr(fer_bench.runner, "run_model", fake_run_model)
-    space = fer_bench.tune.read_space(SEARCH)
-    objective = fer_bench.tune.objective_fn(replace(_job(tmp_path, 1), device="cuda:2"), space, None,
-                                            fer_bench.tracking.NullTracker())  # fmt: skip
+    monkeypatch.setattr(fer_bench.experiment.runner, "run_model", fake_run_model)
+    space = fer_bench.experiment.tune.read_space(SEARCH)
+    objective = fer_bench.experiment.tune.objective_fn(replace(_job(tmp_path, 1), device="cuda:2"), space, None,
+                                            fer_bench.experiment.tracking.NullTracker())  # fmt: skip
     assert objective(optuna.create_study(direction="maximize").ask()) == 10.0 and seen == ["cuda:2"]

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from fer_bench.errors import ConfigError
 from fer_bench.models import create_model, get_spec
+from fer_bench.utils.errors import ConfigError
 from helpers import fer_bench
 
 SIMPLE_CNN_TENSORS = 26  # simple_cnn's state dict: 4 × (conv weight + 5 BN entries) + head weight and bias
@@ -117,7 +117,7 @@ def test_the_cli_refuses_a_partial_file_and_records_one_it_was_told_to_accept(tm
 
 
 def test_tf32_is_read_from_torch_on_an_ampere_or_newer_gpu(monkeypatch):
-    from fer_bench.provenance import tf32
+    from fer_bench.utils.provenance import tf32
 
     assert tf32(torch.device("cpu")) == {"matmul": False, "cudnn": False}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
@@ -161,7 +161,7 @@ def test_pretrained_weights_enter_the_protocol_by_tag_and_cached_digest(tmp_path
     before anything is loaded (the model is never built here)."""
     import huggingface_hub.constants
 
-    from fer_bench.protocol import weights_identity
+    from fer_bench.experiment.protocol import weights_identity
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     idents = []

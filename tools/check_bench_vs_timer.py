@@ -2,19 +2,19 @@
 
     python tools/check_bench_vs_timer.py --model resnet18 --img-size 48 --out results/bench/check-vs-timer-1.json
 
-One fresh process. The bench side is what `fer-bench bench` times: the step closures of ``fer_bench.bench.build_steps``
-(its model, input, inference_mode/autocast, optimizer) timed by ``fer_bench.bench.timed_steps`` (a device sync and a
-``perf_counter`` pair around every step; the figure is the median step). The independent side is a Timer statement
-written here with none of fer-bench's timing code: its own model from the registry, its own input and optimizer,
-``Timer.timeit``. Both are warmed up as bench warms up, then measured alternately, A B A B …, in short windows of
-``--window`` steps, so that the machine's drift (±20-35 % between windows a few seconds apart on this shared 2-core
-machine: results/bench/window-drift.json) hits both sides alike. The ratio is taken pair by pair; its median is the
-figure. Exit code 1 when a median ratio is outside ±5 %.
+One fresh process. The bench side is what `fer-bench bench` times: the step closures of
+``fer_bench.bench.model.build_steps`` (its model, input, inference_mode/autocast, optimizer) timed by
+``fer_bench.bench.model.timed_steps`` (a device sync and a ``perf_counter`` pair around every step; the figure is the
+median step). The independent side is a Timer statement written here with none of fer-bench's timing code: its own model
+from the registry, its own input and optimizer, ``Timer.timeit``. Both are warmed up as bench warms up, then measured
+alternately, A B A B …, in short windows of ``--window`` steps, so that the machine's drift (±20-35 % between windows a
+few seconds apart on this shared 2-core machine: results/bench/window-drift.json) hits both sides alike. The ratio is
+taken pair by pair; its median is the figure. Exit code 1 when a median ratio is outside ±5 %.
 
 Two more levels pair whole calls rather than steps:
 
 - ``--process-pairs`` (default 5): what `fer-bench bench` reports, run as the CLI runs it. Each bench call is
-  ``fer_bench.bench.run_isolated`` (a fresh Python process that builds the model and measures inference, latency,
+  ``fer_bench.bench.model.run_isolated`` (a fresh Python process that builds the model and measures inference, latency,
   training and memory: the CLI's own subprocess), each Timer call a fresh process of this script
   (``--timer-process``) that builds the independent statements, warms each up as long as bench does and times a
   window as long as bench's timed region of that part. Both parts come from the same pair of processes.
@@ -36,11 +36,19 @@ import numpy as np
 import torch
 import torch.utils.benchmark as tb
 
-from fer_bench.bench import BenchConfig, build_steps, measure, run_isolated, steps_per_repeat, timed_steps, warm_up
-from fer_bench.bench import _conditions as bench_conditions
-from fer_bench.errors import FerBenchError
+from fer_bench.bench.model import (
+    BenchConfig,
+    build_steps,
+    measure,
+    run_isolated,
+    steps_per_repeat,
+    timed_steps,
+    warm_up,
+)
+from fer_bench.bench.model import _conditions as bench_conditions
+from fer_bench.bench.timing import MachineLoad, paired
 from fer_bench.models import create_model, get_spec
-from fer_bench.timing import MachineLoad, paired
+from fer_bench.utils.errors import FerBenchError
 
 TOLERANCE = 0.05
 
@@ -193,7 +201,7 @@ def process_pairs(cfg: BenchConfig, n_pairs: int) -> dict:
     # and sets the Timer's windows
     res = paired(ours, independent, pairs=n_pairs, warmup=0, names=("fer_bench_img_s", "timer_img_s"),
                  progress=say, fields=("infer", "train"))  # fmt: skip
-    return res | {"method": "fresh process per call: fer_bench.bench.run_isolated vs --timer-process"}
+    return res | {"method": "fresh process per call: fer_bench.bench.model.run_isolated vs --timer-process"}
 
 
 def timer_process(model: str, img_size: int, batch_size: int, warmup_s: float, infer_s: float,

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, OneLineParser, make_tracker
 from fer_bench.cli.run import _recipe_for
-from fer_bench.console import quiet_libraries
-from fer_bench.errors import FerBenchError
+from fer_bench.utils.console import quiet_libraries
+from fer_bench.utils.errors import FerBenchError
 
 __all__ = ["RUN_OVERRIDES", "_recipe_for", "build_parser", "main", "make_tracker"]
 
@@ -72,7 +72,7 @@ def version() -> str:
     try:
         return installed("fer-bench")
     except PackageNotFoundError:
-        from fer_bench import __version__
+        from fer_bench.utils.version import __version__
 
         return __version__
 

@@ -16,8 +16,8 @@ from fer_bench.cli.common import (
     list_of,
     out_dir,
 )  # fmt: skip
-from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import COMPILE_MODES, MIN_IMG_SIZE, PRECISIONS
+from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -74,7 +74,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.grid:
         return _bench_grid(args)
     if args.data:
-        from fer_bench.bench_data import run_data_bench
+        from fer_bench.bench.data_path import run_data_bench
 
         for flag, n in (("--pairs", args.pairs), ("--e2e-pairs", args.e2e_pairs)):
             if n < 5:
@@ -98,7 +98,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_grid(args: argparse.Namespace) -> int:
-    from fer_bench.cpu_grid import FAMILIES, GridConfig, Setting, run_grid
+    from fer_bench.bench.cpu_grid import FAMILIES, GridConfig, Setting, run_grid
     from fer_bench.models import get_spec
 
     models = args.models or list(FAMILIES)
@@ -121,7 +121,7 @@ def _bench_models(args: argparse.Namespace) -> int:
     import pandas as pd
     from tabulate import tabulate
 
-    from fer_bench.bench import BenchConfig, csv_name, run_isolated
+    from fer_bench.bench.model import BenchConfig, csv_name, run_isolated
     from fer_bench.models import get_spec
 
     args.models = args.models or ["resnet18"]
@@ -159,7 +159,7 @@ def _bench_models(args: argparse.Namespace) -> int:
             "params", "gmacs"]  # fmt: skip
     print(tabulate(ok[[c for c in show if c in ok]].values.tolist(), headers=show, floatfmt=".1f"))
     if not args.no_track:
-        from fer_bench.tracking import log_bench_rows
+        from fer_bench.experiment.tracking import log_bench_rows
 
         log_bench_rows(args.tracking_uri, args.experiment, ok.to_dict("records"))
     failed = df[df["error"].notna()] if "error" in df else df.iloc[0:0]

@@ -59,7 +59,7 @@ def add_tracking(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
 
 
 def make_tracker(args: argparse.Namespace):
-    from fer_bench.tracking import MlflowTracker, NullTracker
+    from fer_bench.experiment.tracking import MlflowTracker, NullTracker
 
     logged = getattr(args, "log_checkpoint", False)
     return NullTracker() if args.no_track else MlflowTracker(args.tracking_uri, args.experiment, logged)
@@ -67,7 +67,7 @@ def make_tracker(args: argparse.Namespace):
 
 def one_model(value: str | None, command: str) -> str | None:
     """The single model ``tune``/``eval`` take, whichever of --model/--models named it (a list is refused)."""
-    from fer_bench.errors import FerBenchError
+    from fer_bench.utils.errors import FerBenchError
 
     if value is not None and "," in value:
         raise FerBenchError(f"--model {value}: `fer-bench {command}` takes one model; give one name, or use "
@@ -145,10 +145,10 @@ def out_dir(text: str) -> Path:
 def check_device(name: str) -> None:
     """--device cuda/cuda:N/mps that this machine does not have: one line now, before any data loads (torch is
     imported only for those names)."""
-    from fer_bench.errors import ConfigError
+    from fer_bench.utils.errors import ConfigError
 
     if name.startswith("cuda"):
-        from fer_bench.training import resolve_device
+        from fer_bench.engine.builders import resolve_device
 
         resolve_device(name)  # no CUDA at all: its one line
         import torch
@@ -171,7 +171,7 @@ def check_data_args(dataset: str | None, data_dir: str | Path | None, split: str
             or a split the dataset does not have.
     """
     from fer_bench.data.spec import DATASETS, split_name
-    from fer_bench.errors import ConfigError
+    from fer_bench.utils.errors import ConfigError
 
     spec = None
     if dataset is not None:  # None: a suite's own dataset, checked when the suite is read

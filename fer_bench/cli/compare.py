@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fer_bench.errors import ConfigError
+from fer_bench.utils.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fer_bench import comparison, stats
+    from fer_bench.evaluation import comparison, stats
 
     n_boot = stats.N_BOOT if args.resamples is None else args.resamples
     if n_boot < 1000:

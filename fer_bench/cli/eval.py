@@ -19,8 +19,8 @@ from fer_bench.cli.common import (
     one_model,
     out_dir,
 )  # fmt: skip
-from fer_bench.errors import FerBenchError
 from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
+from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -60,8 +60,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fer_bench import evaluation as ev
-    from fer_bench.runner import RunOptions
+    from fer_bench.experiment import rescoring as ev
+    from fer_bench.experiment.runner import RunOptions
 
     one_model(args.model, "eval")
     plan = _plan(args)  # option mistakes first, before anything loads
@@ -76,8 +76,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     split = args.split or (ck.run["split"] if ck.run else "test")
     prepared = ev.prepare(ck, data, split, opts)  # every check of the checkpoint: nothing is written before it
     from fer_bench.cli.common import make_tracker
+    from fer_bench.experiment.tracking import KIND_TAG
     from fer_bench.recipes import recipe_to_dict
-    from fer_bench.tracking import KIND_TAG
 
     tracker = make_tracker(args)
     with tracker.run(ev.eval_id(prepared), tags={KIND_TAG: "eval"}):
@@ -96,8 +96,8 @@ def _plan(args: argparse.Namespace):
                             "--model NAME).")  # fmt: skip
     check_data_args(args.dataset, args.data_dir, args.split)
     check_device(args.device)
-    from fer_bench.corruptions import parse_corruptions, parse_severities
-    from fer_bench.evaluation import CorruptionPlan
+    from fer_bench.data.corruptions import parse_corruptions, parse_severities
+    from fer_bench.experiment.rescoring import CorruptionPlan
 
     severities = parse_severities(args.severities)  # checked even when no --corruptions uses it
     if not args.corruptions:
@@ -106,7 +106,7 @@ def _plan(args: argparse.Namespace):
 
 
 def _checkpoint(args: argparse.Namespace):
-    from fer_bench import evaluation as ev
+    from fer_bench.experiment import rescoring as ev
 
     if args.run is not None:
         if not args.run.is_dir():

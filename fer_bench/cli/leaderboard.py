@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fer_bench.errors import FerBenchError
+from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fer_bench import leaderboard as lb
+    from fer_bench.report import leaderboard as lb
 
     _check_page_args(args)  # before anything is read or written
     lb.layout.groups(args.columns)
@@ -51,7 +51,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                                 "`fer-bench run` (or result.json files).")  # fmt: skip
         frame = lb.frame_from_rows(lb.read_rows(args.from_results))
     else:
-        from fer_bench.tracking import search_bench_runs, search_model_runs
+        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
 
         frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
         frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, args.experiment))
@@ -71,7 +71,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         print(table)
     if args.plot:
-        lb.pareto_plot(agg, args.plot)
+        from fer_bench.report.figures import save_pareto
+
+        save_pareto(agg, args.plot)
     if args.page:
         _write_page(args, frame, agg)
     return 0
@@ -85,7 +87,7 @@ def _check_page_args(args: argparse.Namespace) -> None:
         raise FerBenchError(f"--corruption-runs: {', '.join(missing)} does not exist. Give the --out folder of a "
                             "`fer-bench eval --corruptions` (or its run folders).")  # fmt: skip
     if args.screenshot:
-        from fer_bench.leaderboard_page import CHROMIUM, find_chromium
+        from fer_bench.report.page import CHROMIUM, find_chromium
 
         if find_chromium() is None:
             looked = ", ".join(CHROMIUM)
@@ -94,7 +96,7 @@ def _check_page_args(args: argparse.Namespace) -> None:
 
 
 def _write_page(args: argparse.Namespace, frame, agg) -> None:
-    from fer_bench import leaderboard_page
+    from fer_bench.report import page as leaderboard_page
 
     source = (" ".join(str(p) for p in args.from_results) if args.from_results
               else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip

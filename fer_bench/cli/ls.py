@@ -1,12 +1,12 @@
 """`fer-bench ls`: list what a registry holds: models, recipes, datasets, corruptions, and the parts a recipe picks
-by name (losses, optimizers, schedules, TTA modes, augmentation ops: ``fer_bench.parts``). Building the parser imports
-no torch (a test checks it); ``ls models|corruptions`` import it in the handler."""
+by name (losses, optimizers, schedules, TTA modes, augmentation ops: ``fer_bench.recipes.parts``). Building the parser
+imports no torch (a test checks it); ``ls models|corruptions`` import it in the handler."""
 
 from __future__ import annotations
 
 import argparse
 
-from fer_bench.parts import PARTS
+from fer_bench.recipes.parts import PARTS
 
 KINDS = ("models", "recipes", "datasets", "corruptions", *PARTS)
 
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
 def cmd_ls(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from fer_bench.console import fit_table, wrap
+    from fer_bench.utils.console import fit_table, wrap
 
     headers, rows, short, note = _listing(args.what, args.pattern)
     if args.long:
@@ -53,7 +53,7 @@ def _listing(what: str, pattern: str) -> tuple[list[str], list[tuple], tuple[int
         rows = [(n, (r := load_recipe(n)).version, r.description) for n in list_recipes()]
         return ["recipe", "version", "description"], rows, (0, 1, 2), f"(from {RECIPE_DIR})"
     if what == "corruptions":
-        from fer_bench.corruptions import CORRUPTIONS, PUBLISHED, RULES, format_params
+        from fer_bench.data.corruptions import CORRUPTIONS, PUBLISHED, RULES, format_params
 
         rows = [(c.name, c.param, format_params(c.params), format_params(c.published) if c.published else "–",
                  RULES[c.rule][0], "yes" if c.random else "no", c.description)

@@ -23,10 +23,10 @@ from fer_bench.cli.common import (
     make_tracker,
     out_dir,
 )  # fmt: skip
-from fer_bench.console import wrap_notes
-from fer_bench.errors import FerBenchError
+from fer_bench.experiment.tracking import KIND_TAG
 from fer_bench.recipes.schema import EVAL_SPLITS, PRECISIONS
-from fer_bench.tracking import KIND_TAG
+from fer_bench.utils.console import wrap_notes
+from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if bool(args.models) == bool(args.suite):
         raise FerBenchError("give either --models a,b,… or --suite FILE (one of them). See `fer-bench run --help`.")
     if args.suite:
-        from fer_bench.distributed import from_env
+        from fer_bench.engine.distributed import from_env
 
         if from_env().active:
             raise FerBenchError("torchrun trains one run data-parallel (--models); a suite spreads its cells over "
@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FerBenchError("--pilot and --unblind apply to a suite: use them with --suite FILE.")
     seeds = _seeds(args)
     args.dataset = args.dataset or "synthetic"
-    from fer_bench import distributed
+    from fer_bench.engine import distributed
 
     world, device = distributed.setup(args.device)  # under torchrun: join the job, this rank's device
     try:
@@ -132,11 +132,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
     from fer_bench.data import load_dataset
-    from fer_bench.leaderboard import frame_from_rows
+    from fer_bench.experiment.runner import RunOptions, phase, run_model
     from fer_bench.models import get_spec
-    from fer_bench.provenance import git_sha
     from fer_bench.recipes import recipe_to_dict
-    from fer_bench.runner import RunOptions, phase, run_model
+    from fer_bench.report.leaderboard import frame_from_rows
+    from fer_bench.utils.provenance import git_sha
 
     specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
     if args.weights:
@@ -158,7 +158,7 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
     opts = RunOptions(out=args.out, device=device, weights=args.weights, progress=not args.no_progress,
                       resume=args.resume, protocol=protocol, allow_partial_weights=args.allow_partial_weights,
                       world=world)  # fmt: skip
-    from fer_bench.tracking import NullTracker
+    from fer_bench.experiment.tracking import NullTracker
 
     tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
     rows = []
@@ -188,11 +188,11 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
 
 
 def _run_suite(args: argparse.Namespace) -> int:
-    from fer_bench import suite as st
     from fer_bench.data import load_dataset
-    from fer_bench.jobs import CellsFailed, job_gpus, parse_jobs, run_parallel
-    from fer_bench.provenance import git_sha
-    from fer_bench.runner import RunOptions
+    from fer_bench.experiment import suite as st
+    from fer_bench.experiment.jobs import CellsFailed, job_gpus, parse_jobs, run_parallel
+    from fer_bench.experiment.runner import RunOptions
+    from fer_bench.utils.provenance import git_sha
 
     suite = st.load_suite(args.suite, pilot=args.pilot)
     if args.seeds:
@@ -233,7 +233,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     args.experiment = experiment
     tracker = make_tracker(args)
     proto_name = protocol["name"] if protocol else "standard"
-    from fer_bench.runner import run_protocol
+    from fer_bench.experiment.runner import run_protocol
 
     hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
     st.check_distinct(all_cells, data, hashes, proto_name)
@@ -243,7 +243,7 @@ def _run_suite(args: argparse.Namespace) -> int:
         return st.finished_on_disk(st.result_file(out, cell, split, data, hashes[cell.id], proto_name), hashes[cell.id])
 
     if tracker.enabled:
-        from fer_bench.tracking import finished_suite_rows
+        from fer_bench.experiment.tracking import finished_suite_rows
 
         done = finished_suite_rows(args.tracking_uri, experiment, suite.name)
         finished = lambda cell, split: (cell.id, split, hashes[cell.id]) in done  # noqa: E731
@@ -274,10 +274,10 @@ def _run_suite(args: argparse.Namespace) -> int:
             raise failed
         return 0
     # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
-    from fer_bench import leaderboard as lb
+    from fer_bench.report import leaderboard as lb
 
     if tracker.enabled:
-        from fer_bench.tracking import search_bench_runs, search_model_runs
+        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
 
         frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, experiment,
                                                        f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
@@ -300,7 +300,7 @@ def _run_suite(args: argparse.Namespace) -> int:
 
 
 def _pilot(job, args: argparse.Namespace) -> int:
-    from fer_bench import suite as st
+    from fer_bench.experiment import suite as st
 
     if not job.suite.pilots:
         raise FerBenchError(f"--pilot: suite {args.suite} names no pilots file; add pilots: FILE (beside budget_s).")
@@ -313,7 +313,7 @@ def _pilot(job, args: argparse.Namespace) -> int:
 
 def _table_of_folder(out: Path) -> str:
     """The table of every run folder directly in ``out`` (this call's rows and earlier runs' of other settings)."""
-    from fer_bench import leaderboard as lb
+    from fer_bench.report import leaderboard as lb
 
     return lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows(sorted(out.glob("*/result.json"))))), "md")
 
@@ -342,8 +342,8 @@ def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
     if getattr(args, "sync_bn", False):
         sets.append("train.sync_bn=true")
     recipe = load_recipe(name, list(args.sets) + sets, origins)
-    from fer_bench.errors import ConfigError
     from fer_bench.recipes.checks import frozen_without_weights
+    from fer_bench.utils.errors import ConfigError
 
     if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or args.weights is not None):
         raise ConfigError(f"--models {spec.name}: {reason}")  # before the dataset loads

@@ -1,4 +1,4 @@
-"""`fer-bench tune`: an Optuna search over recipe values (optuna is imported in fer_bench.tune only)."""
+"""`fer-bench tune`: an Optuna search over recipe values (optuna is imported in fer_bench.experiment.tune only)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fer_bench.cli.common import (
     one_model,
     out_dir,
 )  # fmt: skip
-from fer_bench.errors import ConfigError
+from fer_bench.utils.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -57,9 +57,9 @@ def add_parser(sub) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
+    from fer_bench.experiment.tune import TuneJob, final_compare, plan_devices, read_space, report, tune
     from fer_bench.models import get_spec
     from fer_bench.recipes import load_recipe
-    from fer_bench.tune import TuneJob, final_compare, plan_devices, read_space, report, tune
 
     sets, origins = flag_sets(args, skip=("seed",))  # --seed seeds the sampler
     one_model(args.model, "tune")

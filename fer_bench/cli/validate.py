@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from fer_bench.errors import FerBenchError
+from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -61,10 +61,10 @@ def _note_needs_weights(loaded: object, path: Path) -> None:
 
 def _validators() -> dict[str, Callable[[Path], object]]:
     """Each kind of file `validate` knows, checked by the loader that `run`, `tune` or `leaderboard` uses."""
-    from fer_bench.published import load_published
+    from fer_bench.experiment.suite import read_pilots
+    from fer_bench.experiment.tune import read_space
     from fer_bench.recipes import load_recipe
-    from fer_bench.suite import read_pilots
-    from fer_bench.tune import read_space
+    from fer_bench.report.published import load_published
 
     return {"recipe": lambda f: load_recipe(str(f)), "suite": _suite, "search space": read_space,
             "reference rows": load_published, "pilot timings": read_pilots}  # fmt: skip
@@ -73,7 +73,7 @@ def _validators() -> dict[str, Callable[[Path], object]]:
 def _suite(path: Path) -> object:
     """A suite as `run --suite` loads it; a budgeted suite whose pilots file is not written yet is valid (its
     cells resolve at the recipes' epochs) and says that `--pilot` comes first."""
-    from fer_bench.suite import load_suite
+    from fer_bench.experiment.suite import load_suite
 
     suite = load_suite(path, pilot=True)
     if suite.budget_s is not None and not Path(suite.pilots or "").is_file():

@@ -12,7 +12,7 @@ from pathlib import Path
 from fer_bench.data import cache
 from fer_bench.data.base import EVAL_SPLITS, FerData, stratified_split, stratified_subset
 from fer_bench.data.spec import DATASETS, DatasetSpec, run_name, split_name
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 # Each import registers its dataset (fer_bench.data.spec.register).
 from fer_bench.data import fer2013, ferplus, folder, rafdb, synthetic  # noqa: E402, F401  isort: skip

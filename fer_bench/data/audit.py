@@ -17,7 +17,7 @@ import numpy as np
 
 from fer_bench.data.base import FerData
 from fer_bench.data.labels import SPLITS, TRAIN
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 
 def content_hashes(images: np.ndarray) -> list[str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fer_bench.data.labels import PRIVATE, PUBLIC, SPLITS, TEST, TRAIN
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 # --split choices -> the split ids they select. "test" is every held-out image (PublicTest + PrivateTest).
 EVAL_SPLITS: dict[str, tuple[int, ...]] = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_bench.data.labels import FER2013_CLASSES, TRAIN, USAGE_TO_SPLIT
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 N_PIXELS = 48 * 48
 REQUIRED = ("emotion", "pixels")

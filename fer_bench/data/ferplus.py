@@ -26,7 +26,7 @@ from fer_bench.data.base import FerData
 from fer_bench.data.fer2013 import CSV_NAMES, read_fer2013
 from fer_bench.data.labels import USAGE_TO_SPLIT
 from fer_bench.data.spec import DatasetSpec, Option, existing_path, register
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 CLASSES: tuple[str, ...] = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")

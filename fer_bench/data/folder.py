@@ -15,7 +15,7 @@ from fer_bench.data import cache
 from fer_bench.data.base import FerData
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN, canonical_class
 from fer_bench.data.spec import DatasetSpec, Option, positive_int, register
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 SPLIT_DIRS = {"train": TRAIN, "training": TRAIN, "test": TEST, "val": TEST, "validation": TEST}

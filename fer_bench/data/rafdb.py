@@ -18,7 +18,7 @@ from fer_bench.data.base import FerData
 from fer_bench.data.folder import decode_images
 from fer_bench.data.labels import TEST, TRAIN
 from fer_bench.data.spec import DatasetSpec, register
-from fer_bench.errors import DataError
+from fer_bench.utils.errors import DataError
 
 CLASSES: tuple[str, ...] = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")  # labels 1..7
 LIST_FILE = "EmoLabel/list_patition_label.txt"

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fer_bench.errors import ConfigError
-from fer_bench.registry import Registry
+from fer_bench.utils.errors import ConfigError
+from fer_bench.utils.registry import Registry
 
 if TYPE_CHECKING:
     from fer_bench.data.base import FerData

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_bench.errors import ConfigError
+from fer_bench.models.specs import TIMM_PREFIX, get_spec
+from fer_bench.utils.errors import ConfigError
+from fer_bench.utils.io import file_sha256
 
 SHOWN_MISSING = 5  # how many missing tensor names an error lists
 
@@ -104,9 +106,7 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a weights file: the protocol's one cached hasher, so a run never reads a large file twice."""
-    from fer_bench.protocol import file_sha256
-
+    """sha256 of a weights file: the one cached hasher, so a run never reads a large file twice."""
     return file_sha256(path)
 
 
@@ -173,8 +173,6 @@ def pretrained_identity(model_name: str) -> dict[str, str | None]:
         'efficientnet_b2.ra_in1k'
     """
     import timm.models
-
-    from fer_bench.models import TIMM_PREFIX, get_spec
 
     spec = get_spec(model_name)
     arch = spec.timm_name or (spec.name.removeprefix(TIMM_PREFIX) if spec.name.startswith(TIMM_PREFIX) else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fer_bench.models import IMAGENET_MEAN, IMAGENET_STD, _timm_builder, register_model
+from fer_bench.models.specs import IMAGENET_MEAN, IMAGENET_STD, _timm_builder, register_model
 
 if TYPE_CHECKING:
     from torch import nn

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from fer_bench.errors import ConfigError
 from fer_bench.recipes.schema import Recipe, check_values, without_unset_additions
+from fer_bench.utils.errors import ConfigError
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs" / "recipes"  # ships inside the package
 
@@ -129,8 +129,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 def recipe_hash(recipe: Recipe) -> str:
     """Short sha256 of the resolved recipe without its seed: two seeds of one recipe share it.
 
-    The seed is a row field of its own; a checkpoint checks both. (The protocol hash, fer_bench.protocol, also
-    leaves out the name, description and split, and adds the data, size, weights and precision.)
+    The seed is a row field of its own; a checkpoint checks both. (The protocol hash, fer_bench.experiment.protocol,
+    also leaves out the name, description and split, and adds the data, size, weights and precision.)
     """
     d = without_unset_additions(recipe_to_dict(recipe))  # options added later hash only when set
     d["train"] = {k: v for k, v in d["train"].items() if k != "seed"}

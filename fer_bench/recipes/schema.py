@@ -7,7 +7,12 @@ import difflib
 import math
 from dataclasses import dataclass, field
 
-from fer_bench.parts import LOSSES, OPTIMIZERS, SCHEDULES, TTA_MODES  # the registries (torch-free) names are checked in
+from fer_bench.recipes.parts import (  # the registries (torch-free) names are checked in
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TTA_MODES,
+)
 
 TRAIN_CROPS = ("none", "tencrop")
 PRECISIONS = ("auto", "fp32", "amp_bf16", "amp_fp16")
@@ -113,8 +118,8 @@ class TrainCfg:
     seed: int = 0
     early_stop_patience: int = 0  # epochs without a better validation macro-F1 before stopping; 0 = off
     early_stop_scope: str = "stage"  # "stage": an early stop ends its stage, later stages still run; "run": all
-    precision: str = "auto"  # auto: amp_bf16 on CUDA when supported; on CPU by fer_bench.cpu_caps' rule
-    channels_last: bool | None = None  # None: on for CUDA; on CPU by fer_bench.cpu_caps' rule
+    precision: str = "auto"  # auto: amp_bf16 on CUDA when supported; on CPU by fer_bench.utils.cpu_caps' rule
+    channels_last: bool | None = None  # None: on for CUDA; on CPU by fer_bench.utils.cpu_caps' rule
     grad_clip: float | None = None
     # torch.compile mode for training and validation (one of COMPILE_MODES); None = eager. Checkpoints keep the
     # uncompiled module's keys. Not in the protocol hash: like the device, it changes speed, not what is computed.
@@ -129,7 +134,7 @@ class TrainCfg:
     # timm's EMA warm-up: the decay at update n (0-based) is min(decay, (1 + n) / (10 + n)), so the first updates
     # forget the random initial weights quickly (a horizon of about n/9 steps until it reaches the decay's).
     ema_warmup: bool = False
-    # Under torchrun (fer_bench.distributed): batch norms normalise over the global batch, not each rank's slice.
+    # Under torchrun (fer_bench.engine.distributed): batch norms normalise over the global batch, not each rank's slice.
     # One process: plain batch norm, the same computation.
     sync_bn: bool = False
 

@@ -1,0 +1,534 @@
+"""Benchmark suites: models × recipes × seeds × evaluation splits, as one YAML file anyone can re-run.
+
+A suite file (``benchmarks/fer2013-cpu.yaml``) is validated as strictly as a recipe. Each *cell* (one model
+entry × one seed) trains once and is evaluated on every split the suite lists; each (cell, split) is one result
+row and one MLflow child run tagged ``fer_bench.experiment.suite`` and ``fer_bench.cell``. Running a suite again skips
+the cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
+(fer_bench.experiment.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed
+mid-way from its last checkpoint. Each row has its run folder in ``OUT`` (:func:`fer_bench.experiment.runner.run_id`:
+model, recipe, dataset, split, seed and protocol hash), named as ``fer-bench run`` names it. ``--shard K/N`` takes a
+deterministic share of the cells, so N machines logging to one MLflow server run one suite together; the
+leaderboard then reads every shard's rows.
+
+Two fields serve a comparison planned before any figure exists. ``budget_s`` gives every cell the same training
+time: each line trains for E = max(1, round(budget_s / t)) epochs, t its median epoch wall time (training and
+validation) in the ``pilots`` file, which ``fer-bench run --suite S --pilot`` writes from a 2-epoch run of each
+line. ``blind: true`` trains every cell and picks its checkpoint on the validation split without scoring any test
+split (no test figure printed, logged or written: each cell leaves ``validation.json`` beside its checkpoints);
+``fer-bench run --suite S --unblind``, refused until every cell of the suite has its validation row, then scores
+the test splits once and writes the rows, predictions, MLflow runs and tables as a plain suite run does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_bench.experiment.tracking import KIND_TAG
+from fer_bench.recipes import from_dict, load_recipe
+from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
+from fer_bench.report.leaderboard import FORMATS as TABLE_FORMATS
+from fer_bench.utils.errors import ConfigError
+
+SUITE_TAG = "fer_bench.experiment.suite"
+CELL_TAG = "fer_bench.cell"
+LEADERBOARD_FORMATS = ("csv", *TABLE_FORMATS)  # what fer_bench.report.leaderboard.render writes
+
+
+@dataclass(frozen=True)
+class SuiteModel:
+    """One line of the suite: a backbone, its recipe and overrides (``key=value``, as ``--set`` takes them)."""
+
+    model: str
+    recipe: str | None = None  # None: the backbone's default recipe
+    set: tuple[str, ...] = ()
+    splits: tuple[str, ...] | None = None  # None: the suite's splits (Khaireddin validates on private: public only)
+
+
+@dataclass(frozen=True)
+class LeaderboardSpec:
+    formats: tuple[str, ...] = ("md", "csv")
+    per_class: bool = True  # per-class F1 columns
+    published: bool = True  # the papers' numbers as "published" rows
+    plot: bool = True  # pareto.png
+    title: str = ""  # above the tables; a budgeted suite's default says its budget ("45 CPU-minutes per backbone")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    description: str = ""
+    dataset: str = "fer2013"
+    data_dir: str | None = None  # relative to the working directory; --data-dir overrides
+    experiment: str | None = None  # MLflow experiment (default: the suite's name)
+    seeds: tuple[int, ...] = (0,)
+    splits: tuple[str, ...] = ("test",)  # evaluation splits; every cell is evaluated on each
+    set: tuple[str, ...] = ()  # overrides for every cell, before each model's own
+    models: tuple[SuiteModel, ...] = ()
+    leaderboard: LeaderboardSpec = field(default_factory=LeaderboardSpec)
+    expected_wall: str = ""  # documentation: the wall time this suite takes where it was designed to run
+    # the corruption suite (fer_bench.data.corruptions) on every row a cell writes: names, or [all]; empty = none
+    corruptions: tuple[str, ...] = ()
+    corruption_severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    # Training seconds per cell: each line trains E = max(1, round(budget_s / t)) epochs, t its median epoch wall time
+    # in the pilots file. None: the recipes' epochs.
+    budget_s: float | None = None
+    pilots: str | None = None  # the pilots file, relative to the suite file (`fer-bench run --suite S --pilot`)
+    blind: bool = False  # no test figure until every cell has its validation row; then `fer-bench run --unblind`
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of a suite, evaluated on ``splits`` (the first split is the run's own)."""
+
+    model: str
+    recipe: Recipe
+    splits: tuple[str, ...]
+    id: str
+    line: str = ""  # the suite line it belongs to (:func:`line_id`): the cell id without the seed
+
+
+def load_suite(path: Path, pilot: bool = False) -> SuiteSpec:
+    """Read and validate a suite file: unknown keys, types, models, recipes, splits and every cell's recipe.
+
+    ``pilots`` is resolved against the suite file's folder; with ``budget_s`` the pilots file must time every line,
+    unless ``pilot`` (the run that writes it).
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"suite file {str(path)!r}: cannot read ({exc.strerror}).") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite must be a mapping (name, models, seeds, splits...).")
+    suite: SuiteSpec = from_dict(SuiteSpec, data, str(path))
+    if not suite.models:
+        raise ConfigError(f"{path}: models is empty; list at least one {{model: NAME, recipe: NAME}}.")
+    if not suite.seeds:
+        raise ConfigError(f"{path}: seeds is empty; give at least one, e.g. seeds: [0].")
+    for where, splits in [("splits", suite.splits)] + [(f"models[{i}].splits", m.splits or ())
+                                                        for i, m in enumerate(suite.models)]:  # fmt: skip
+        bad = [s for s in splits if s not in EVAL_SPLITS]
+        if bad or (where == "splits" and not splits):
+            raise ConfigError(f"{path}: {where} = {list(splits)}; expected a list of {', '.join(EVAL_SPLITS)}.")
+    bad = [f for f in suite.leaderboard.formats if f not in LEADERBOARD_FORMATS]
+    if bad:
+        raise ConfigError(f"{path}: leaderboard.formats has {bad}; expected some of {', '.join(LEADERBOARD_FORMATS)}.")
+    if suite.budget_s is not None and (suite.budget_s <= 0 or not suite.pilots):
+        raise ConfigError(f"{path}: budget_s = {suite.budget_s} needs a number > 0 and pilots: FILE (the epoch timings "
+                          f"`fer-bench run --suite {path} --pilot` writes).")  # fmt: skip
+    if suite.pilots:
+        suite = replace(suite, pilots=str(path.parent / suite.pilots))
+    # every cell's recipe must resolve, or the file is rejected now, not hours later
+    cells(suite, source=str(path), budget=not pilot)
+    corruption_plan(suite, str(path))
+    return suite
+
+
+def corruption_plan(suite: SuiteSpec, source: str = "suite"):
+    """The suite's corruption plan (fer_bench.experiment.rescoring.CorruptionPlan), or None when it lists no
+    corruptions."""
+    if not suite.corruptions:
+        return None
+    from fer_bench.data.corruptions import parse_corruptions, parse_severities
+    from fer_bench.experiment.rescoring import CorruptionPlan
+
+    try:
+        names = parse_corruptions(",".join(suite.corruptions))
+        severities = parse_severities(",".join(map(str, suite.corruption_severities)))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: corruptions: {exc}") from None
+    return CorruptionPlan(names, severities)
+
+
+def cells(
+    suite: SuiteSpec, extra_sets: list[str] | None = None, source: str = "suite", budget: bool = True
+) -> list[Cell]:
+    """Every (model entry × seed) of the suite, sorted by id, with its resolved recipe.
+
+    With ``budget_s`` (and ``budget``) each line's epochs come from the pilots file (:func:`budget_epochs`), before
+    ``extra_sets``: a command line's ``--epochs`` still wins (a smoke run).
+    """
+    from fer_bench.models import get_spec
+    from fer_bench.recipes import default_recipe
+    from fer_bench.recipes.checks import frozen_without_weights
+
+    out, names = [], []
+    for i, entry in enumerate(suite.models):
+        try:
+            names.append(entry.recipe or default_recipe(get_spec(entry.model)))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: models[{i}].model: {exc}") from None
+    lines = [line_id(entry, name) for entry, name in zip(suite.models, names, strict=True)]
+    budgeted = budget_epochs(suite, lines, source) if budget and suite.budget_s is not None else {}
+    for i, (entry, name, line) in enumerate(zip(suite.models, names, lines, strict=True)):
+        splits = entry.splits or suite.splits
+        epochs = [f"train.epochs={budgeted[line]}"] if budgeted else []
+        for seed in suite.seeds:
+            sets = [*suite.set, *entry.set, *epochs, *(extra_sets or []), f"train.seed={seed}",
+                    f"eval.split={splits[0]}"]  # fmt: skip
+            try:
+                recipe = load_recipe(name, sets, _origins(suite.set, entry.set, extra_sets or []))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: models[{i}] ({entry.model}, recipe {name}): {exc}") from None
+            if recipe.data.val_source in splits:
+                raise ConfigError(
+                    f"{source}: models[{i}] ({entry.model}) validates on {recipe.data.val_source} "
+                    f"(recipe {recipe.name}), so it cannot be tested on it; set models[{i}].splits without it."
+                )
+            if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained):  # no --weights in suites
+                raise ConfigError(f"{source}: models[{i}] ({entry.model}): {reason}")
+            out.append(Cell(entry.model, recipe, tuple(splits), cell_id(entry, name, seed), line))
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigError(f"{source}: the same cell is listed twice ({', '.join(dup)}); remove the duplicate line.")
+    return sorted(out, key=lambda c: c.id)
+
+
+def _origins(suite_sets, entry_sets, extra_sets) -> dict[str, str]:
+    """Each overridden key -> where its value came from: the suite file's ``set:`` lists, or the command line."""
+    written = [*(f"set {s}" for s in (*suite_sets, *entry_sets)), *(f"--set {s}" for s in extra_sets)]
+    return {w.split(" ", 1)[1].partition("=")[0].strip(): w for w in written}
+
+
+def cell_id(entry: SuiteModel, recipe: str | None, seed: int) -> str:
+    """``<model>-<recipe>-s<seed>``, plus a short hash of the line's own overrides when it has any."""
+    return f"{line_id(entry, recipe)}-s{seed}"
+
+
+def line_id(entry: SuiteModel, recipe: str | None) -> str:
+    """``<model>-<recipe>``, plus a short hash of the line's own overrides when it has any: a line's cells' ids
+    without the seed, and its key in the pilots file."""
+    base = f"{entry.model}-{recipe or 'defaults'}"
+    if entry.set:
+        base += "-" + hashlib.sha256("|".join(entry.set).encode()).hexdigest()[:6]
+    return base
+
+
+PILOT_EPOCHS = 2  # the epochs of a pilot run; the first one's wall includes warming up, hence the median
+
+
+def budget_epochs(suite: SuiteSpec, lines: list[str], source: str = "suite") -> dict[str, int]:
+    """The epochs of each of ``lines`` under ``budget_s``: max(1, round(budget_s / t)), t the line's
+    ``median_epoch_s`` in the pilots file.
+
+    Raises:
+        ConfigError: no pilots file, or one that does not time every line of the suite.
+    """
+    fix = f"run `fer-bench run --suite {source} --pilot` to write it"
+    try:
+        times = read_pilots(Path(suite.pilots or ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc} ({fix}).") from None
+    missing = [w for w in lines if w not in times]
+    if missing:
+        raise ConfigError(f"{source}: pilots file {suite.pilots!r} has no median_epoch_s > 0 for line(s) "
+                          f"{', '.join(missing)}; {fix}.")  # fmt: skip
+    return {w: max(1, round(suite.budget_s / times[w])) for w in lines}
+
+
+def read_pilots(path: Path) -> dict[str, float]:
+    """The ``median_epoch_s`` of each line in the pilots file ``path`` (the lines whose figure is a number > 0)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"pilots file {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
+    lines = data.get("lines") if isinstance(data, dict) else None
+    if not isinstance(lines, dict):
+        raise ConfigError(f"pilots file {str(path)!r} has no `lines:` mapping (line id -> median_epoch_s)")
+    times = {k: v.get("median_epoch_s") for k, v in lines.items() if isinstance(v, dict)}
+    return {k: float(t) for k, t in times.items() if isinstance(t, int | float) and not isinstance(t, bool) and t > 0}
+
+
+def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"K/N"`` → (K, N) with 1 ≤ K ≤ N; None → (1, 1); ``"auto"`` → the SLURM array task's share (see
+    :func:`slurm_shard`, reading ``env``, default ``os.environ``)."""
+    if text is None:
+        return 1, 1
+    if text == "auto":
+        return slurm_shard(os.environ if env is None else env)
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. --shard 2/3 (share 2 of 3).") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r}: K must be between 1 and N.")
+    return k, n
+
+
+# What an sbatch array task is told about its array (sbatch(1), "OUTPUT ENVIRONMENT VARIABLES").
+SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                    "SLURM_ARRAY_TASK_STEP")  # fmt: skip
+_SLURM_FIX = "run it as an sbatch array of a range (#SBATCH --array=0-3 or 1-7:2), or give --shard K/N by hand"
+
+
+def slurm_shard(env: Mapping[str, str]) -> tuple[int, int]:
+    """``--shard auto``: (K, N) of this SLURM array task, 1-based, from the array variables in ``env``.
+
+    An array ``--array=MIN-MAX:STEP`` has COUNT = (MAX − MIN) / STEP + 1 tasks; task ID takes share
+    (ID − MIN) / STEP + 1 of COUNT, so arrays from 0, from 1 or with a step all cover every share once.
+    A list that is not one range (``--array=0,3,7``) has no such numbering and is refused.
+
+    Example:
+        >>> slurm_shard({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1",
+        ...              "SLURM_ARRAY_TASK_MAX": "7", "SLURM_ARRAY_TASK_STEP": "2"})
+        (3, 4)
+    """
+    missing = [v for v in SLURM_ARRAY_VARS if not env.get(v, "").strip()]
+    if missing:
+        raise ConfigError(f"--shard auto: {', '.join(missing)} not set (this is not a SLURM array task); {_SLURM_FIX}.")
+    got = {}
+    for var in SLURM_ARRAY_VARS:
+        try:
+            got[var.removeprefix("SLURM_ARRAY_TASK_")] = int(env[var])
+        except ValueError:
+            raise ConfigError(f"--shard auto: {var}={env[var]!r} is not an integer; {_SLURM_FIX}.") from None
+    tid, count, lo, hi, step = (got[k] for k in ("ID", "COUNT", "MIN", "MAX", "STEP"))
+    state = f"ID={tid}, COUNT={count}, MIN={lo}, MAX={hi}, STEP={step}"
+    if step < 1 or hi < lo or (hi - lo) % step or (hi - lo) // step + 1 != count:
+        raise ConfigError(f"--shard auto: the SLURM array variables ({state}) do not describe one range MIN-MAX:STEP "
+                          f"of COUNT tasks; {_SLURM_FIX}.")  # fmt: skip
+    if not lo <= tid <= hi or (tid - lo) % step:
+        raise ConfigError(f"--shard auto: SLURM_ARRAY_TASK_ID={tid} is not a task of the array ({state}); "
+                          f"{_SLURM_FIX}.")  # fmt: skip
+    return (tid - lo) // step + 1, count
+
+
+def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
+    """Share ``k`` of ``n`` (1-based): every n-th cell of the id-sorted list, so shards never overlap."""
+    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
+
+
+def result_file(out: Path, cell: Cell, split: str, data, phash: str, protocol: str = "standard") -> Path:
+    """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<run id>/result.json``."""
+    from fer_bench.experiment.runner import run_id
+
+    return out / run_id(cell.model, split_recipe(cell.recipe, split), data, phash, protocol) / "result.json"
+
+
+def check_distinct(all_cells: list[Cell], data, hashes: dict[str, str], protocol: str = "standard") -> None:
+    """Refuse two cells whose rows would share a run folder (lines that differ only in settings outside the protocol
+    hash, such as eval.tta): the second would overwrite the first's files or be taken as finished."""
+    seen: dict[Path, str] = {}
+    for c in all_cells:
+        for s in c.splits:
+            path = result_file(Path("."), c, s, data, hashes[c.id], protocol)
+            if path in seen and seen[path] != c.id:
+                raise ConfigError(f"suite cells {seen[path]} and {c.id} train the same protocol (their lines differ "
+                                  "only in settings that do not change the numbers); remove one of the lines.")
+            seen[path] = c.id
+
+
+def finished_on_disk(path: Path, phash: str) -> bool:
+    """A result file that exists *and* names the expected protocol hash (never a smoke row in its place)."""
+    import json
+
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("protocol_hash") == phash
+    except (OSError, ValueError):
+        return False
+
+
+def split_recipe(recipe: Recipe, split: str) -> Recipe:
+    return replace(recipe, eval=replace(recipe.eval, split=split))
+
+
+@dataclass
+class SuiteRun:
+    """What running a suite needs from the CLI: data, options, a tracker and how to tell a finished row."""
+
+    suite: SuiteSpec
+    cells: list[Cell]
+    data: Any  # FerData
+    opts: Any  # runner.RunOptions
+    tracker: Any  # tracking.MlflowTracker or NullTracker
+    finished: Callable[[Cell, str], bool]  # is (cell, split) done under the cell's own protocol hash?
+    protocol_of: Callable[[Cell], str]  # the protocol hash a cell's rows will carry (computed before training)
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+
+
+def pending(job: SuiteRun) -> list[Cell]:
+    """The cells of ``job`` with a split not yet finished under their protocol (logged with the counts)."""
+    todo = [c for c in job.cells if not all(job.finished(c, s) for s in c.splits)]
+    job.log(f"suite {job.suite.name}: {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} finished "
+            f"before, {len(todo)} to run")  # fmt: skip
+    return todo
+
+
+def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
+    """Train and evaluate every unfinished cell; the rows written in this call.
+
+    A blind suite (``blind: true``) only trains (:func:`train_blind`) unless ``unblind``: then the cells, trained,
+    resume from their last checkpoints without training and are scored on the test splits.
+    """
+    from fer_bench.experiment.runner import evaluate_on_split, run_model
+    from fer_bench.recipes import recipe_to_dict
+
+    if job.suite.blind and not unblind:
+        return train_blind(job)
+    rows: list[dict[str, Any]] = []
+    todo = pending(job)
+    for n, cell in enumerate(todo, 1):
+        job.log(f"== [{n}/{len(todo)}] {cell.id} · splits {', '.join(cell.splits)}")
+        trained: dict[str, Any] | None = None
+        # a cell cut short by a crash continues from its last.pt; each protocol has its own run folder
+        resume = replace(job.opts, resume=True)
+        for split in cell.splits:
+            recipe = split_recipe(cell.recipe, split)
+            if job.finished(cell, split):
+                if trained is None and split == cell.splits[0]:  # its weights serve the other splits
+                    trained = run_model(cell.model, recipe, job.data, resume)  # from last.pt: no epoch reruns
+                continue
+            tags = {KIND_TAG: "model", SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
+            with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
+                if trained is None:  # the cell's training run
+                    row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch)
+                    for entry in row["history"] if job.suite.blind else ():  # trained blind: its curve, logged now
+                        job.tracker.log_epoch(entry)
+                else:  # the same weights on another split: a row of its own, no retraining
+                    row = evaluate_on_split(cell.model, recipe, job.data, resume, trained)
+                    for entry in row["history"]:
+                        job.tracker.log_epoch(entry)
+                row["suite"], row["cell"] = job.suite.name, cell.id
+                if plan := corruption_plan(job.suite):  # the same weights under the corruption suite, beside the row
+                    from fer_bench.experiment.rescoring import add_corruptions
+
+                    add_corruptions(row, resume.out / trained["run_id"] / "best.pt", recipe, job.data, resume, plan)
+                job.tracker.log_result(row, resume.out / row["run_id"], recipe_to_dict(recipe))
+            rows.append(row)
+    return rows
+
+
+VALIDATION_FILE = "validation.json"  # a blind cell's row: training and validation only, beside its checkpoints
+
+
+def validation_file(job: SuiteRun, cell: Cell) -> Path:
+    """Where a blind suite keeps ``cell``'s validation row: in the run folder of its first split, beside ``last.pt``."""
+    protocol = job.opts.protocol["name"] if job.opts.protocol else "standard"
+    return result_file(job.opts.out, cell, cell.splits[0], job.data, job.protocol_of(cell), protocol).with_name(
+        VALIDATION_FILE)
+
+
+def train_blind(job: SuiteRun) -> list[dict[str, Any]]:
+    """Train every cell without a validation row (resuming a killed one) and write that row; nothing is tested.
+
+    The checkpoint is picked on the validation split as in any run; the row holds the training and validation
+    figures only, and nothing goes to the tracking store (the learning curve is logged when the suite is unblinded).
+    """
+    from fer_bench.experiment.runner import run_model
+    from fer_bench.utils.io import write_json
+
+    todo = [c for c in job.cells if not finished_on_disk(validation_file(job, c), job.protocol_of(c))]
+    job.log(f"suite {job.suite.name} (blind): {len(job.cells)} cell(s) in this share, {len(job.cells) - len(todo)} "
+            f"with a validation row, {len(todo)} to train; no test split is scored")  # fmt: skip
+    rows = []
+    for n, cell in enumerate(todo, 1):
+        job.log(f"== [{n}/{len(todo)}] {cell.id} · blind")
+        opts = replace(job.opts, resume=True, evaluate_test=False)  # the run folder --unblind resumes from
+        row = run_model(cell.model, split_recipe(cell.recipe, cell.splits[0]), job.data, opts)
+        row |= {"suite": job.suite.name, "cell": cell.id, "blind": True}
+        write_json(validation_file(job, cell), row)
+        rows.append(row)
+    return rows
+
+
+def without_validation_row(job: SuiteRun, all_cells: list[Cell]) -> list[str]:
+    """The ids of the cells of ``all_cells`` (every shard's) that have no validation row under ``job.opts.out``."""
+    return [c.id for c in all_cells if not finished_on_disk(validation_file(job, c), job.protocol_of(c))]
+
+
+def check_unblind(job: SuiteRun, all_cells: list[Cell]) -> None:
+    """Refuse to score a blind suite's test splits before every cell has its validation row."""
+    if not job.suite.blind:
+        raise ConfigError(f"--unblind: suite {job.suite.name!r} is not blind (blind: true); run it without --unblind.")
+    if missing := without_validation_row(job, all_cells):
+        shown = ", ".join(missing[:4]) + (" …" if len(missing) > 4 else "")
+        raise ConfigError(f"--unblind: {len(missing)} of {len(all_cells)} cell(s) have no validation row under "
+                          f"{job.opts.out} ({shown}); train them first (the same command without --unblind), every "
+                          "shard's folders under one --out.")  # fmt: skip
+
+
+def blind_summary(job: SuiteRun, all_cells: list[Cell]) -> str:
+    """What a blind run prints instead of a table: how many cells have their validation row, and what is next."""
+    missing = without_validation_row(job, all_cells)
+    done = len(all_cells) - len(missing)
+    then = ("every cell has its validation row: score the test splits once with --unblind" if not missing
+            else "no test split is scored before all have one")  # fmt: skip
+    return f"suite {job.suite.name} (blind): {done} of {len(all_cells)} cell(s) have their validation row; {then}."
+
+
+def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
+    """Train one cell per line for :data:`PILOT_EPOCHS` epochs (no test) and write the pilots file ``path``.
+
+    ``job.cells`` are the pilot cells (one seed, the epochs set). The file (YAML) holds, per line id, the epochs'
+    wall times (training and validation) and their median, with the CPU, the commit and when it was written.
+    """
+    from fer_bench.engine.builders import resolve_device
+    from fer_bench.experiment.runner import run_model
+    from fer_bench.utils.cpu_caps import probe
+    from fer_bench.utils.provenance import device_name, git_sha
+
+    lines = {}
+    for n, cell in enumerate(job.cells, 1):
+        job.log(f"== pilot [{n}/{len(job.cells)}] {cell.line}: {PILOT_EPOCHS} epochs, no test")
+        opts = replace(job.opts, resume=False, evaluate_test=False, out=job.opts.out / "pilot" / cell.id)
+        walls = [round(h["epoch_wall_s"], 2) for h in run_model(cell.model, cell.recipe, job.data, opts)["history"]]
+        lines[cell.line] = {"epoch_wall_s": walls, "median_epoch_s": round(statistics.median(walls), 2)}
+    machine = device_name(resolve_device(job.opts.device))  # the CPU's model and threads, or the GPU's name
+    data = {"suite": job.suite.name, "commit": git_sha(), "machine": machine, "cpu_class": probe().processor_class,
+            "epochs": PILOT_EPOCHS, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "lines": lines}  # fmt: skip
+    budget = job.suite.budget_s
+    header = (f"# Pilot epoch timings of suite {job.suite.name}: per line, the wall time (training + validation) of "
+              f"each of {PILOT_EPOCHS} epochs and their median t.\n# A budgeted suite trains each line "
+              f"max(1, round(budget_s / t)) epochs{f' (budget_s {budget:g})' if budget else ''}.\n")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return data
+
+
+def suite_title(suite: SuiteSpec) -> str:
+    """The line above a suite's tables: its own ``leaderboard.title``, else a budgeted suite's budget.
+
+    Example:
+        >>> suite_title(SuiteSpec(name="x", budget_s=2700))
+        '45 CPU-minutes per backbone'
+    """
+    if suite.leaderboard.title or suite.budget_s is None:
+        return suite.leaderboard.title
+    return f"{suite.budget_s / 60:g} CPU-minutes per backbone"
+
+
+def render_leaderboard(job: SuiteRun, frame, out_dir: Path) -> list[Path]:
+    """The suite's tables (its formats) and Pareto plot from a leaderboard frame; the files written."""
+    from fer_bench.report import leaderboard as lb
+
+    spec = job.suite.leaderboard
+    agg = lb.aggregate(frame)
+    written = []
+    for fmt in spec.formats:
+        path = out_dir / f"leaderboard.{'tex' if fmt == 'latex' else fmt}"
+        text = lb.render(agg, fmt, per_class=spec.per_class, published=spec.published, title=suite_title(job.suite))
+        path.write_text(text if text.endswith("\n") else text + "\n")
+        written.append(path)
+    if spec.plot:
+        from fer_bench.report.figures import save_pareto
+
+        save_pareto(agg, out_dir / "pareto.png")
+        written.append(out_dir / "pareto.png")
+    return written
