@@ -225,7 +225,9 @@ def test_the_pareto_plot_has_a_marker_per_protocol_and_no_overlapping_labels():
         assert not _overlaps(np.array([Text.get_window_extent(t, renderer).extents for t in labels]))
         shapes = {c.get_paths()[0].vertices.shape for c in ax.collections}
         assert len(shapes) == 3  # one marker shape per protocol
-    page_figures._pyplot().close(fig)
+    from fer_bench.report.mpl import pyplot
+
+    pyplot().close(fig)
 
 
 def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys):

@@ -12,15 +12,12 @@ from fer_bench.cli.common import (
     add_data_args,
     add_tracking,
     at_least,
-    check_data_args,
-    check_device,
     device,
     existing_file,
     one_model,
     out_dir,
 )  # fmt: skip
 from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
-from fer_bench.utils.errors import FerBenchError
 
 
 def add_parser(sub) -> None:
@@ -60,74 +57,18 @@ def add_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fer_bench.experiment import rescoring as ev
-    from fer_bench.experiment.runner import RunOptions
+    from fer_bench import api
+    from fer_bench.cli.common import make_tracker
 
     one_model(args.model, "eval")
-    plan = _plan(args)  # option mistakes first, before anything loads
-    ck = _checkpoint(args)
-    data = _data(args, ck)
-    protocol = None
-    if args.protocol:
-        from fer_bench.data.audit import load_protocol
-
-        protocol = load_protocol(args.protocol)
-    opts = RunOptions(out=args.out, device=args.device, progress=False, protocol=protocol)
-    split = args.split or (ck.run["split"] if ck.run else "test")
-    prepared = ev.prepare(ck, data, split, opts)  # every check of the checkpoint: nothing is written before it
-    from fer_bench.cli.common import make_tracker
-    from fer_bench.experiment.tracking import KIND_TAG
-    from fer_bench.recipes import recipe_to_dict
-
-    tracker = make_tracker(args)
-    with tracker.run(ev.eval_id(prepared), tags={KIND_TAG: "eval"}):
-        row = ev.evaluate(prepared, opts, plan)
-        tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(ck.recipe))
+    row = api.evaluate(args.run, weights=args.weights, model=args.model, recipe=args.recipe,
+                       trained_on=args.trained_on, img_size=args.img_size, sets=args.sets, dataset=args.dataset,
+                       data_dir=args.data_dir, cache_dir=args.cache_dir, split=args.split, device=args.device,
+                       protocol=args.protocol, corruptions=args.corruptions, severities=args.severities,
+                       corruption_seed=args.corruption_seed, out=args.out,
+                       tracker=lambda: make_tracker(args))  # fmt: skip
     _print(row)
     return 0
-
-
-def _plan(args: argparse.Namespace):
-    if args.weights is not None and not args.model:
-        raise FerBenchError("--weights needs --model NAME (the architecture the weights are for).")
-    if args.run is not None and (args.model or args.recipe or args.img_size or args.trained_on):
-        raise FerBenchError("--run DIR takes the model, recipe, input size and classes from the run; drop "
-                            "--model/--recipe/--img-size/--trained-on (or score best.pt with --weights FILE "
-                            "--model NAME).")  # fmt: skip
-    check_data_args(args.dataset, args.data_dir, args.split)
-    check_device(args.device)
-    from fer_bench.data.corruptions import parse_corruptions, parse_severities
-    from fer_bench.experiment.rescoring import CorruptionPlan
-
-    severities = parse_severities(args.severities)  # checked even when no --corruptions uses it
-    if not args.corruptions:
-        return None
-    return CorruptionPlan(parse_corruptions(args.corruptions), severities, args.corruption_seed)
-
-
-def _checkpoint(args: argparse.Namespace):
-    from fer_bench.experiment import rescoring as ev
-
-    if args.run is not None:
-        if not args.run.is_dir():
-            raise FerBenchError(f"--run {args.run}: no such folder. Give a run folder that `fer-bench run` wrote.")
-        return ev.from_run(args.run, list(args.sets))
-    return ev.from_weights(args.weights, args.model, args.recipe, list(args.sets), args.img_size, args.trained_on)
-
-
-def _data(args: argparse.Namespace, ck):
-    """The dataset to score on: --dataset/--data-dir, else the run's own (its source path, when it still exists)."""
-    from fer_bench.data import load_dataset
-
-    name = args.dataset or (ck.run["dataset"] if ck.run else "synthetic")
-    data_dir = args.data_dir
-    if data_dir is None and ck.run and name == ck.run["dataset"] and Path(str(ck.run.get("data_source"))).exists():
-        data_dir = ck.run["data_source"]
-    check_data_args(name, data_dir, args.split)  # a run's own dataset, before it loads
-    data = load_dataset(name, data_dir, args.cache_dir)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    return data
 
 
 def _print(row: dict) -> None:

@@ -40,42 +40,24 @@ def add_parser(sub) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fer_bench.report import leaderboard as lb
+    from fer_bench import api
 
     _check_page_args(args)  # before anything is read or written
-    lb.layout.groups(args.columns)
-    if args.from_results:
-        missing = [str(p) for p in args.from_results if not p.exists()]
-        if missing:
-            raise FerBenchError(f"--from-results: {', '.join(missing)} does not exist. Give the --out folder of a "
-                                "`fer-bench run` (or result.json files).")  # fmt: skip
-        frame = lb.frame_from_rows(lb.read_rows(args.from_results))
-    else:
-        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
-
-        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, args.experiment, args.filter))
-        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, args.experiment))
-    if args.corruption_runs and not frame.empty:
-        frame = lb.apply_corruptions(frame, lb.frame_from_rows(lb.read_rows(args.corruption_runs)))
-    if frame.empty:
-        raise FerBenchError(
-            f"no finished model runs in experiment {args.experiment!r}"
-            f"{' matching ' + repr(args.filter) if args.filter else ''}. Run `fer-bench run` first."
-        )
-    agg = lb.aggregate(frame)
-    table = lb.render(agg, args.format, columns=args.columns, per_class=args.per_class, published=args.published,
-                      title=args.title)  # fmt: skip
+    board = api.leaderboard(args.from_results, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                            filter=args.filter, corruption_runs=args.corruption_runs or (), fmt=args.format,
+                            columns=args.columns, per_class=args.per_class, published=args.published,
+                            title=args.title)  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table if table.endswith("\n") else table + "\n")
+        args.out.write_text(board.text if board.text.endswith("\n") else board.text + "\n")
     else:
-        print(table)
+        print(board.text)
     if args.plot:
         from fer_bench.report.figures import save_pareto
 
-        save_pareto(agg, args.plot)
+        save_pareto(board.frame, args.plot)
     if args.page:
-        _write_page(args, frame, agg)
+        _write_page(args, board.rows, board.frame)
     return 0
 
 

@@ -131,58 +131,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device: str) -> int:
-    from fer_bench.data import load_dataset
-    from fer_bench.experiment.runner import RunOptions, phase, run_model
-    from fer_bench.models import get_spec
-    from fer_bench.recipes import recipe_to_dict
-    from fer_bench.report.leaderboard import frame_from_rows
-    from fer_bench.utils.provenance import git_sha
+    from fer_bench import api
 
-    specs = [get_spec(m) for m in args.models]  # fail on a bad name before any loading
-    if args.weights:
-        from fer_bench.models.weights import check_weights_file
+    sets, origins = _sets(args)
+    made = []  # the MLflow tracker, made once the checks pass (bad input creates no store); rank 0 alone tracks
 
-        check_weights_file(Path(args.weights))
-    git_sha()  # NOTE: read once, up front: the row must name the code that started the run
-    runs = [(spec, _recipe_for(args, spec, seed)) for spec in specs for seed in seeds]
-    check_data_args(args.dataset, args.data_dir, args.split)  # names, options and paths before anything loads
-    check_device(device)
-    protocol = None
-    if args.protocol:  # read before the data: a file that is no protocol fails in seconds
-        from fer_bench.data.audit import load_protocol
+    def tracker():
+        made.append(make_tracker(args))
+        return made[0]
 
-        protocol = load_protocol(args.protocol)
-    data = load_dataset(args.dataset, args.data_dir, args.cache_dir)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    opts = RunOptions(out=args.out, device=device, weights=args.weights, progress=not args.no_progress,
-                      resume=args.resume, protocol=protocol, allow_partial_weights=args.allow_partial_weights,
-                      world=world)  # fmt: skip
-    from fer_bench.experiment.tracking import NullTracker
-
-    tracker = make_tracker(args) if world.main else NullTracker()  # under torchrun rank 0 alone tracks
-    rows = []
-    with tracker.run(f"run-{'+'.join(s.name for s in specs)}", tags={KIND_TAG: "suite"}) as parent_run:
-        for n, (spec, recipe) in enumerate(runs, 1):
-            if world.main:  # the data once: its source when it names the dataset ("synthetic(seed=0)"), else both
-                said = data.source if data.source.startswith(data.name) else f"{data.name} ({data.source})"
-                print(f"== model {n}/{len(runs)}: {spec.name} · recipe {recipe.name} · seed {recipe.train.seed} · "
-                      f"{said}" + (f" · {world.size} processes" if world.active else ""), file=sys.stderr)  # fmt: skip
-            # tagged as a model run from its start, so that a killed or running one is found as such too
-            with tracker.run(f"{spec.name}-{recipe.name}-s{recipe.train.seed}", nested=True, tags={KIND_TAG: "model"}):
-                row = run_model(spec.name, recipe, data, opts, on_epoch=tracker.log_epoch)
-                if tracker.enabled:
-                    phase("logging the row, its files and plots to MLflow")
-                tracker.log_result(row, args.out / row["run_id"], recipe_to_dict(recipe))
-            rows.append(row)
-    if not world.main:
+    rows = api.run(args.models, recipe=args.recipe, sets=sets, origins=origins,
+                   seeds=None if seeds == [None] else seeds, dataset=args.dataset, data_dir=args.data_dir,
+                   cache_dir=args.cache_dir, out=args.out, device=device, weights=args.weights,
+                   pretrained=args.pretrained, allow_partial_weights=args.allow_partial_weights,
+                   protocol=args.protocol, resume=args.resume, progress=not args.no_progress,
+                   tracker=tracker if world.main else None, world=world)  # fmt: skip
+    if not world.main or not rows:
         return 0
-    table = _table_of_folder(args.out)  # this call's rows and those of earlier runs into --out
-    (args.out / "leaderboard.md").write_text(table + "\n")
-    tracker.log_summary(parent_run, frame_from_rows(rows), [args.out / "leaderboard.md"])
-    print(wrap_notes(table))
+    print(wrap_notes((args.out / "leaderboard.md").read_text().rstrip("\n")))
     print(f"\nrows and recipes: {args.out}/*/result.json · table: {args.out}/leaderboard.md", file=sys.stderr)
-    if url := tracker.runs_url():
+    if made and (url := made[0].runs_url()):
         print(f"runs in MLflow: {url}", file=sys.stderr)
     return 0
 
@@ -311,13 +279,6 @@ def _pilot(job, args: argparse.Namespace) -> int:
     return 0
 
 
-def _table_of_folder(out: Path) -> str:
-    """The table of every run folder directly in ``out`` (this call's rows and earlier runs' of other settings)."""
-    from fer_bench.report import leaderboard as lb
-
-    return lb.render(lb.aggregate(lb.frame_from_rows(lb.read_rows(sorted(out.glob("*/result.json"))))), "md")
-
-
 def _seeds(args: argparse.Namespace) -> list[int | None]:
     """The seeds of a --models run: --seeds S,… (each model once per seed), else the one of --seed or the recipe."""
     if not args.seeds:
@@ -330,21 +291,18 @@ def _seeds(args: argparse.Namespace) -> list[int | None]:
     return list(args.seeds)
 
 
-def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
-    from fer_bench.recipes import default_recipe, load_recipe
-
-    name = args.recipe or default_recipe(spec)
+def _sets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The recipe overrides the flags make (--set first, then --epochs, --lr, …, --sync-bn) and how each was spelt."""
     sets, origins = flag_sets(args)
-    if seed is not None:  # one of --seeds
-        sets.append(f"train.seed={seed}")
-    if args.pretrained:
-        sets.append("input.pretrained=true")
     if getattr(args, "sync_bn", False):
         sets.append("train.sync_bn=true")
-    recipe = load_recipe(name, list(args.sets) + sets, origins)
-    from fer_bench.recipes.checks import frozen_without_weights
-    from fer_bench.utils.errors import ConfigError
+    return [*args.sets, *sets], origins
 
-    if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or args.weights is not None):
-        raise ConfigError(f"--models {spec.name}: {reason}")  # before the dataset loads
-    return recipe
+
+def _recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
+    """The recipe `fer-bench run --models` resolves for ``spec`` from the parsed flags."""
+    from fer_bench import api
+
+    sets, origins = _sets(args)
+    return api.recipe_for(spec.name, args.recipe, sets, origins, seed, args.pretrained,
+                          args.pretrained or args.weights is not None)  # fmt: skip

@@ -408,9 +408,9 @@ def grid_size(n_corruptions: int, n_severities: int) -> tuple[int, int]:
 
 def save_corruption_grid(face: torch.Tensor, plan: CorruptionPlan, path: Path) -> None:
     """One face (a uint8 batch of one) under every corruption (rows) × severity (columns), the clean face first."""
-    from fer_bench.report.run_plots import _pyplot
+    from fer_bench.report.mpl import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     rows, cols = len(plan.names), 1 + len(plan.severities)
     # NOTE: size in inches = cells, dpi = pixels per cell, no tight bbox: the PNG is exactly grid_size() pixels
     fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), dpi=GRID_CELL_PX, squeeze=False)
