@@ -31,8 +31,10 @@ def table(rows: dict[str, dict]) -> str:
         lines.append(f"| {name} | {len(h)} | {conv} | {best[SELECT_BY]:.2f} ({best['epoch']}) "
                      f"| last {p['plateau_window']} | {value} |")  # fmt: skip
     lengths = "different lengths" if choice["figure"].startswith("plateau") else "one length"
-    lines.append(f"\nCompared on `{choice['figure']}` (runs of {lengths}); only converged runs are eligible: the "
-                 f"highest of {', '.join(choice['eligible'])} is **{choice['chosen']}**.")
+    lines.append(
+        f"\nCompared on `{choice['figure']}` (runs of {lengths}); only converged runs are eligible: the "
+        f"highest of {', '.join(choice['eligible'])} is **{choice['chosen']}**."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -92,8 +92,12 @@ def _cells(p: dict) -> list[str]:
             for d in (p["own_labels"], p["other_labels"])]  # fmt: skip
 
 
-def table(lines: dict[str, dict], compare: list[tuple[str, str]], split: list[tuple[str, str]] = (),
-          elsewhere: np.ndarray | None = None) -> tuple[str, dict]:
+def table(
+    lines: dict[str, dict],
+    compare: list[tuple[str, str]],
+    split: list[tuple[str, str]] = (),
+    elsewhere: np.ndarray | None = None,
+) -> tuple[str, dict]:
     """Markdown and JSON: each line's two top-1 figures on the same faces, then each asked-for paired difference.
 
     ``split``: pairs also compared separately on the faces with a copy outside PrivateTest (``elsewhere``, one bool
@@ -112,10 +116,13 @@ def table(lines: dict[str, dict], compare: list[tuple[str, str]], split: list[tu
     if pairs:
         md += ["", head, "|---|---|---|"]
         md += [f"| {name} | {' | '.join(_cells(p))} |" for name, p in pairs.items()]
-        md += ["", "p: exact McNemar, a two-sided binomial test on the faces only one of the two models gets right "
-               "(scipy.stats.binomtest); Holm: adjusted over this table's "
-               f"{2 * len(pairs)} tests (statsmodels `multipletests`). The comparisons were chosen after seeing the "
-               "results and one seed per model, so a difference is between two runs, not two recipes: exploratory."]
+        md += [
+            "",
+            "p: exact McNemar, a two-sided binomial test on the faces only one of the two models gets right "
+            "(scipy.stats.binomtest); Holm: adjusted over this table's "
+            f"{2 * len(pairs)} tests (statsmodels `multipletests`). The comparisons were chosen after seeing the "
+            "results and one seed per model, so a difference is between two runs, not two recipes: exploratory.",
+        ]
     by_copy = {}
     if split and elsewhere is not None:
         for a, b in split:
@@ -127,8 +134,11 @@ def table(lines: dict[str, dict], compare: list[tuple[str, str]], split: list[tu
                f"({int(elsewhere.sum()):,} of {len(elsewhere):,} faces; `{ELSEWHERE}` in the pairs file):", "",
                head.replace("| A − B |", "| A − B, faces |"), "|---|---|---|"]  # fmt: skip
         md += [f"| {name} ({p['n_faces']:,}) | {' | '.join(_cells(p))} |" for name, p in by_copy.items()]
-        md += ["", f"Holm over these {2 * len(by_copy)} tests, a second family; the split was asked after seeing "
-               "the table above: exploratory."]
+        md += [
+            "",
+            f"Holm over these {2 * len(by_copy)} tests, a second family; the split was asked after seeing "
+            "the table above: exploratory.",
+        ]
     out = {"lines": {n: {k: v for k, v in x.items() if k != "right"} for n, x in lines.items()}, "paired": pairs}
     if by_copy:
         out["paired_by_copy_outside_private"] = by_copy
@@ -145,8 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--pairs", type=Path, required=True)
     t.add_argument("--line", action="append", required=True, metavar="NAME=OWN_RUN_DIR:CROSS_RUN_DIR")
     t.add_argument("--compare", action="append", default=[], metavar="A|B")
-    t.add_argument("--split", action="append", default=[], metavar="A|B",
-                   help="also compare A and B on the faces with and without a copy outside PrivateTest")
+    t.add_argument(
+        "--split",
+        action="append",
+        default=[],
+        metavar="A|B",
+        help="also compare A and B on the faces with and without a copy outside PrivateTest",
+    )
     t.add_argument("--out", type=Path, required=True, help="writes OUT.md and OUT.json; rows get a same_faces block")
     args = ap.parse_args(argv)
     if args.cmd == "pairs":
@@ -157,8 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         name, _, dirs = spec.partition("=")
         own_dir, cross_dir = (Path(d) for d in dirs.split(":"))
         lines[name] = line(own_dir, cross_dir, pairs)
-    md, out = table(lines, [tuple(c.split("|")) for c in args.compare], [tuple(c.split("|")) for c in args.split],
-                    pairs.get(ELSEWHERE))
+    md, out = table(
+        lines,
+        [tuple(c.split("|")) for c in args.compare],
+        [tuple(c.split("|")) for c in args.split],
+        pairs.get(ELSEWHERE),
+    )
     args.out.with_suffix(".md").write_text(md)
     write_json(args.out.with_suffix(".json"), out)
     for x in lines.values():  # the cross-dataset row carries its own same-faces figures

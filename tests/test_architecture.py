@@ -114,7 +114,7 @@ def test_no_module_imports_itself_back_through_a_circle():
         on_stack.add(m)
         for t in sorted(g.get(m, ())):
             if t in on_stack:
-                circles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                circles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in seen:
                 visit(t)
         stack.pop()

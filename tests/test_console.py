@@ -74,8 +74,10 @@ def _options(parser, name: str = "fer-bench"):
         if isinstance(a, argparse._SubParsersAction):
             for sub, p in a.choices.items():
                 yield from _options(p, f"{name} {sub}")
-        elif a.option_strings and a.help != argparse.SUPPRESS and not isinstance(
-            a, (argparse._HelpAction, argparse._VersionAction)
+        elif (
+            a.option_strings
+            and a.help != argparse.SUPPRESS
+            and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
         ):
             yield name, parser, a
 

@@ -52,8 +52,12 @@ SAME_FACES = ROOT / "results/fer2013-converged/cross-dataset/same-faces.json"
 def test_every_committed_cross_row_carries_same_faces_figures_that_recompute():
     rows = sorted((ROOT / "results").rglob("cross-dataset/*/result.json"))
     assert len(rows) == 5
-    pairs = {c: np.loadtxt(ROOT / "results/ferplus-converged/same-faces-pairs.csv", delimiter=",", dtype=str,
-                           skiprows=1)[:, i] for i, c in enumerate(("fer2013", "ferplus", "ferplus-crossentropy"))}
+    pairs = {
+        c: np.loadtxt(ROOT / "results/ferplus-converged/same-faces-pairs.csv", delimiter=",", dtype=str, skiprows=1)[
+            :, i
+        ]
+        for i, c in enumerate(("fer2013", "ferplus", "ferplus-crossentropy"))
+    }
     for path in rows:
         row = json.loads(path.read_text())
         sf = row["same_faces"]
@@ -109,5 +113,6 @@ def test_the_committed_table_holm_adjusts_its_family_and_splits_v4_v1_by_copies_
             assert d[labels]["p"] == pytest.approx(binomtest(n10, n10 + n01, 0.5).pvalue)
     sub = [d for p in split.values() for d in (p["own_labels"], p["other_labels"])]
     assert [d["p_holm"] for d in sub] == pytest.approx(list(multipletests([d["p"] for d in sub], method="holm")[1]))
-    assert split["fast-48 v4 − fast-48 v1, copy outside PrivateTest"]["own_labels"]["diff_pt"] == pytest.approx(6.34,
-                                                                                                                abs=0.01)
+    assert split["fast-48 v4 − fast-48 v1, copy outside PrivateTest"]["own_labels"]["diff_pt"] == pytest.approx(
+        6.34, abs=0.01
+    )

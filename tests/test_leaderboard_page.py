@@ -264,8 +264,9 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys
     head, body = cells[0], {c[1]: c for c in cells[1:]}
     assert len(body) == len(plain)
     mca = [head.index("mCA % (corruptions) ↑"), head.index("mCA / clean ↑")]
-    assert [body[EVIL][i] for i in mca] == [f"{worse['corruptions'][k]:{f}}" for k, f in (("mca", ".2f"),
-                                                                                           ("mca_ratio", ".3f"))]
+    assert [body[EVIL][i] for i in mca] == [
+        f"{worse['corruptions'][k]:{f}}" for k, f in (("mca", ".2f"), ("mca_ratio", ".3f"))
+    ]
     assert all([c[i] for i in mca] == ["–", "–"] for name, c in body.items() if name != EVIL)
     text = (tmp_path / "p.html").read_text()
     assert "mCA" in text and "No run folder among the inputs holds a corruption table" not in text
@@ -402,7 +403,8 @@ def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():
     assert lb.render(agg, "html", title=title).startswith("<h2>45 CPU-minutes per backbone</h2>")
     assert "CPU-minutes" not in lb.render(agg, "csv", title=title) and "##" not in lb.render(agg, "md")
     assert "<title>fer-bench leaderboard · fer2013 · test · 45 CPU-minutes per backbone</title>" in page.render(
-        frame, agg, title=title)
+        frame, agg, title=title
+    )
 
 
 def test_a_table_that_mixes_long_recipe_names_keeps_to_120_columns_and_names_each_recipe():

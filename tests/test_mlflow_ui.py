@@ -109,7 +109,8 @@ def _runs_table(dom: str) -> dict[str, dict[str, str]]:
                            chunk, flags=re.S)  # fmt: skip
         for col, body in cells:
             table.setdefault(row_id[1], {})[html.unescape(col)] = " ".join(
-                html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+                html.unescape(re.sub(r"<[^>]+>", " ", body)).split()
+            )
     return table
 
 

@@ -227,6 +227,6 @@ def test_bad_dataset_option_is_one_line_exit_2_before_any_work(capsys, tmp_path,
     text = f"{option}={value}" if option else value
     base = [a.format(**where) for a in BASE[command]]
     i = base.index("--dataset") if "--dataset" in base else len(base)
-    base[i:i + 2] = []
+    base[i : i + 2] = []
     argv = base + ["--dataset", f"{dataset}:{text}", "--data-dir", where["folder"]]
     _check(capsys, [tmp_path, inputs], argv, f"{dataset}:{text}")

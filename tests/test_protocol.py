@@ -144,8 +144,9 @@ def test_sample_ids_are_unique_among_identical_faces_and_follow_content_not_load
     n, copies = len(data), [0, 0, 0]  # two copies of face 0 under its label, one under another label
     images = np.concatenate([data.images, data.images[copies]])
     labels = np.concatenate([data.labels, [data.labels[0], data.labels[0], (data.labels[0] + 1) % 7]])
-    dup = dataclasses.replace(data, images=images, labels=labels, splits=np.concatenate([data.splits,
-                                                                                         data.splits[copies]]))
+    dup = dataclasses.replace(
+        data, images=images, labels=labels, splits=np.concatenate([data.splits, data.splits[copies]])
+    )
     ids = sample_ids(dup)
     assert len(set(ids)) == len(ids) == n + 3
     order = np.random.default_rng(0).permutation(len(ids))  # another load order, as another file format gives

@@ -34,8 +34,13 @@ leaderboard: {formats: [md, csv, latex, html], per_class: true, published: false
 
 def test_the_committed_suites_validate_and_hold_the_four_families():
     # the converged CPU suite and the GPU sprint are checked in tests/test_gpu_check.py
-    assert {p.name for p in SUITES} == {"fer2013-cpu.yaml", "fer2013-gpu.yaml", "fer2013-cpu-converged.yaml",
-                                        "fer2013-gpu-sprint.yaml", "fer2013-compare.yaml"}
+    assert {p.name for p in SUITES} == {
+        "fer2013-cpu.yaml",
+        "fer2013-gpu.yaml",
+        "fer2013-cpu-converged.yaml",
+        "fer2013-gpu-sprint.yaml",
+        "fer2013-compare.yaml",
+    }
     for path in (ROOT / "benchmarks" / name for name in ("fer2013-cpu.yaml", "fer2013-gpu.yaml")):
         suite = load_suite(path)
         models = {m.model for m in suite.models}
@@ -303,7 +308,8 @@ def test_the_comparison_suite_is_the_plan_it_cites():
     assert len(all_cells) == 15 and len({c.line for c in all_cells}) == 5
     assert {c.recipe.input.img_size for c in all_cells} == {48}
     assert {(c.recipe.train.precision, c.recipe.train.channels_last, c.recipe.train.compile) for c in all_cells} == {
-        ("fp32", False, None)}
+        ("fp32", False, None)
+    }
     common = [c for c in all_cells if c.recipe.name == "compare-48"]
     assert {c.model for c in common} == {"resnet18", "vgg_khaireddin", "efficientnet_b2", "efficientnetv2_s"}
     assert {c.recipe.optim.lr for c in common if c.model != "vgg_khaireddin"} == {0.002}

@@ -138,8 +138,9 @@ def test_budget_check_passes_cells_near_their_pilot_and_fails_one_off_by_more_th
     import budget_check
 
     pilots = tmp_path / "pilots.yaml"
-    pilots.write_text("lines:\n  r18-compare-48: {median_epoch_s: 100.0}\n"
-                      "  vgg-compare-48-0cb4b1: {median_epoch_s: 300}\n")
+    pilots.write_text(
+        "lines:\n  r18-compare-48: {median_epoch_s: 100.0}\n  vgg-compare-48-0cb4b1: {median_epoch_s: 300}\n"
+    )
     rows = tmp_path / "runs"
     _cell_row(rows / "a", "r18-compare-48-s0", [104.0, 96.0, 109.0])  # mean 103: within 10 %
     _cell_row(rows / "b", "vgg-compare-48-0cb4b1-s1", [300.0, 900.0], ["avx2", "avx512"])  # avx512: not judged

@@ -235,5 +235,7 @@ def test_the_experiment_opens_on_a_runs_table_of_the_results_and_the_run_prints_
     assert state["orderByKey"] == "metrics.`test_macro_f1`" and state["orderByAsc"] is False
     assert {"metrics.`test_top1`", "metrics.`test_macro_f1`", "attributes.`Dataset`"} <= set(state["selectedColumns"])
     printed = (root / "stderr.txt").read_text()
-    assert (f"runs in MLflow: mlflow ui --backend-store-uri {uri}  then  http://127.0.0.1:5000/#/experiments/"
-            f"{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=fer-bench-results") in printed
+    assert (
+        f"runs in MLflow: mlflow ui --backend-store-uri {uri}  then  http://127.0.0.1:5000/#/experiments/"
+        f"{exp.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=fer-bench-results"
+    ) in printed

@@ -294,8 +294,10 @@ def summary_markdown(rows: list[dict[str, Any]], conditions: dict[str, Any], fac
              f"window (a compiled setting's holds its compile). Ceiling share: achieved GFLOP/s over a large matmul "
              f"at the setting's precision in the same process.", "",
              f"Command: `{c['command']}`", ""]  # fmt: skip
-    head = ("| model | setting | speed-up (IQR) | img/s (IQR) | baseline img/s (IQR) | first call s | ceiling share "
-            "| note |")
+    head = (
+        "| model | setting | speed-up (IQR) | img/s (IQR) | baseline img/s (IQR) | first call s | ceiling share "
+        "| note |"
+    )
     for part in PARTS:
         lines += [f"## {'Training step' if part == 'train' else 'Inference'}", "", head, "|---" * 8 + "|"]
         for r in (r for r in rows if r.get("part") == part):

@@ -347,9 +347,15 @@ def run_data_bench(data_dir: Path | None, out_dir: Path, *, batch_size: int = 25
     from fer_bench.utils import provenance
 
     say = progress or (lambda msg: None)
-    for name, value in (("batch size", batch_size), ("pairs", pairs), ("CSV pairs", csv_pairs),
-                        ("end-to-end pairs", e2e_pairs), ("end-to-end steps", e2e_steps),
-                        ("batches per window (ours)", ours_batches), ("batches per window (torchvision)", tv_batches)):
+    for name, value in (
+        ("batch size", batch_size),
+        ("pairs", pairs),
+        ("CSV pairs", csv_pairs),
+        ("end-to-end pairs", e2e_pairs),
+        ("end-to-end steps", e2e_steps),
+        ("batches per window (ours)", ours_batches),
+        ("batches per window (torchvision)", tv_batches),
+    ):
         if value < (5 if "pairs" in name else 1):
             raise ConfigError(f"bench --data: {name} {value}: must be at least {5 if 'pairs' in name else 1}.")
     tv_ops = torchvision_ops(torchvision_transform())

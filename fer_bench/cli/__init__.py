@@ -47,8 +47,11 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         value = action.default
-        if action.option_strings and not action.required and "default:" not in text and not (
-            value is None or value is False or value == argparse.SUPPRESS
+        if (
+            action.option_strings
+            and not action.required
+            and "default:" not in text
+            and not (value is None or value is False or value == argparse.SUPPRESS)
         ):
             shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
             shown = shown or "none"  # an empty default ("" or []) reads "none", never "(default: )"

@@ -27,8 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--img-size", type=list_of(at_least(MIN_IMG_SIZE)), default=[48],
                    help="comma-separated input sizes, e.g. 48,224")  # fmt: skip
     p.add_argument("--batch-size", type=at_least(1), default=64, help="batch size of the timed steps")
-    p.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32",
-                   help="numeric precision")
+    p.add_argument(
+        "--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32", help="numeric precision"
+    )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", choices=COMPILE_MODES,
                    help="torch.compile the model in MODE: default, reduce-overhead or max-autotune; --compile alone "
@@ -40,12 +41,19 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-s", type=at_least(0.0, float), default=1.0,
                    help="untimed warm-up before each timed loop, seconds")  # fmt: skip
     p.add_argument("--pairs", type=at_least(5), default=7, help="--data, --grid: interleaved pairs per ratio (>= 5)")
-    p.add_argument("--grid", action="store_true",
-                   help="CPU settings grid: fp32/bf16 autocast x NCHW/channels_last x eager/compile, training "
-                        "(fast-48's step) and inference, in interleaved pairs against fp32 NCHW eager; --steps per "
-                        "window")
-    p.add_argument("--grid-cap-s", type=at_least(1.0, float), default=600.0,
-                   help="--grid: seconds of probes and pairs per setting; a part that would overrun it is skipped")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="CPU settings grid: fp32/bf16 autocast x NCHW/channels_last x eager/compile, training "
+        "(fast-48's step) and inference, in interleaved pairs against fp32 NCHW eager; --steps per "
+        "window",
+    )
+    p.add_argument(
+        "--grid-cap-s",
+        type=at_least(1.0, float),
+        default=600.0,
+        help="--grid: seconds of probes and pairs per setting; a part that would overrun it is skipped",
+    )
     p.add_argument("--data-batch-size", type=at_least(1), default=256, help="--data: batch size of the two data paths")
     p.add_argument("--window", type=list_of(at_least(1)), default=[60, 15], metavar="OURS,TV",
                    help="--data: batches per timed window, ours and torchvision's")  # fmt: skip
@@ -105,8 +113,10 @@ def _bench_grid(args: argparse.Namespace) -> int:
     for m in models:
         get_spec(m)  # unknown names fail before any measuring
     if args.pairs < 5 or args.steps < 1 or args.grid_cap_s <= 0:
-        raise FerBenchError(f"--pairs {args.pairs}, --steps {args.steps}, --grid-cap-s {args.grid_cap_s}: --grid needs "
-                            "at least 5 pairs, 1 step and a positive cap, e.g. --pairs 5 --steps 4 --grid-cap-s 600")
+        raise FerBenchError(
+            f"--pairs {args.pairs}, --steps {args.steps}, --grid-cap-s {args.grid_cap_s}: --grid needs "
+            "at least 5 pairs, 1 step and a positive cap, e.g. --pairs 5 --steps 4 --grid-cap-s 600"
+        )
     if args.device not in ("auto", "cpu"):
         raise FerBenchError(f"--device {args.device}: --grid measures CPU settings; leave --device out or use cpu")
     say = lambda msg: print(f"bench --grid: {msg}", file=sys.stderr, flush=True)  # noqa: E731

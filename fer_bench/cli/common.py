@@ -134,8 +134,9 @@ def out_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError("empty; give a folder to write into (. for this one)")
     path = Path(text).expanduser()
     if any(len(part.encode()) > 255 for part in path.parts):  # before any stat: the system refuses such a name
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}…: a name in it is longer than 255 bytes, too long for a "
-                                         "folder")
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r}…: a name in it is longer than 255 bytes, too long for a folder"
+        )
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file; give a folder to write into")
     blocked = file_above(path)

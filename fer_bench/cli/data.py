@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = dsub.add_parser("check", help="load a dataset and audit it: counts, duplicates, leakage, label conflicts")
     add_data_args(c, default="fer2013")
-    c.add_argument("--json", type=Path,
-                   help="also write the full report (with every listed file) as JSON here (default: none)")
+    c.add_argument(
+        "--json", type=Path, help="also write the full report (with every listed file) as JSON here (default: none)"
+    )
     c.add_argument("--write-protocol", type=Path, metavar="FILE",
                    help="write a leakage-free protocol (drop test images with an identical training copy); "
                         "use it with `fer-bench run --protocol FILE` (default: none)")  # fmt: skip

@@ -23,12 +23,20 @@ from fer_bench.recipes.schema import EVAL_SPLITS, MIN_IMG_SIZE
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score a checkpoint (--run DIR or --weights FILE --model NAME) on a dataset split")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=Path, metavar="DIR",
-                     help="a run folder (result.json, recipe.yaml, best.pt); this or --weights (default: none)")
-    src.add_argument("--weights", type=Path, metavar="FILE",
-                     help="a .pth/.pt/.safetensors state dict (with --model; default: none)")
-    p.add_argument("--model", "--models",
-                   help="with --weights: the registry name (or timm:<name>) the weights are for (default: none)")
+    src.add_argument(
+        "--run",
+        type=Path,
+        metavar="DIR",
+        help="a run folder (result.json, recipe.yaml, best.pt); this or --weights (default: none)",
+    )
+    src.add_argument(
+        "--weights", type=Path, metavar="FILE", help="a .pth/.pt/.safetensors state dict (with --model; default: none)"
+    )
+    p.add_argument(
+        "--model",
+        "--models",
+        help="with --weights: the registry name (or timm:<name>) the weights are for (default: none)",
+    )
     p.add_argument("--recipe", help="with --weights: the recipe whose evaluation settings apply (default: the model's)")
     p.add_argument("--trained-on", metavar="DATASET",
                    help="with --weights: the dataset whose classes the head predicts (default: the scored dataset's); "
@@ -42,8 +50,12 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set eval.tta=[none] --set eval.batch_size=512")  # fmt: skip
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--protocol", type=existing_file, metavar="FILE",
-                   help="a leakage-free protocol (as the run had; default: the standard splits)")
+    p.add_argument(
+        "--protocol",
+        type=existing_file,
+        metavar="FILE",
+        help="a leakage-free protocol (as the run had; default: the standard splits)",
+    )
     p.add_argument(
         "--corruptions",
         metavar="all|NAME,…",

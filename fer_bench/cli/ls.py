@@ -15,8 +15,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("ls", help=f"list registered {', '.join(KINDS)}")
     p.add_argument("what", choices=KINDS, help="the registry to list")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
-    p.add_argument("--long", action="store_true",
-                   help="every column, lines as long as they need (default: the main columns, wrapped to $COLUMNS)")
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="every column, lines as long as they need (default: the main columns, wrapped to $COLUMNS)",
+    )
     p.set_defaults(handler=cmd_ls)
 
 
@@ -59,8 +62,10 @@ def _listing(what: str, pattern: str) -> tuple[list[str], list[tuple], tuple[int
                  RULES[c.rule][0], "yes" if c.random else "no", c.description)
                 for c in map(CORRUPTIONS.get, CORRUPTIONS.names(pattern))]  # fmt: skip
         headers = ["corruption", "parameter", "severities 1–5 at 48 px", "published at 32 px", "rule", "random", "what"]
-        note = (f"Published: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
-                "unchanged. Pixel parameters are for a 48-px face and scale with the image side.")
+        note = (
+            f"Published: {PUBLISHED}. Rule: parameters in pixels × 48/32; intensities and fractions of the side "
+            "unchanged. Pixel parameters are for a 48-px face and scale with the image side."
+        )
         return headers, rows, (0, 1, 2, 4), note
     if what in PARTS:
         reg = PARTS[what]

@@ -31,8 +31,12 @@ from fer_bench.utils.errors import FerBenchError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="train and evaluate models under one protocol, then print the ranked table")
-    p.add_argument("--models", "--model", type=csv_list,
-                   help="comma-separated registry names or timm:<name> (default: none; this or --suite)")
+    p.add_argument(
+        "--models",
+        "--model",
+        type=csv_list,
+        help="comma-separated registry names or timm:<name> (default: none; this or --suite)",
+    )
     p.add_argument("--suite", type=existing_file, metavar="FILE",
                    help="run a suite file (models × recipes × seeds × splits, e.g. benchmarks/fer2013-cpu.yaml) "
                         "instead of --models; cells already FINISHED in the tracking store are skipped (default: "
@@ -66,12 +70,16 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, help="training seed (default: the recipe's, 0 in the shipped ones)")
     p.add_argument("--lr", type=float, help="learning rate, = --set optim.lr=LR (default: the recipe's)")
     p.add_argument("--split", choices=EVAL_SPLITS, help="final evaluation split (test = both; default: the recipe's)")
-    p.add_argument("--limit-train", type=int, metavar="N",
-                   help="train on a stratified subset of N images (default: all)")
+    p.add_argument(
+        "--limit-train", type=int, metavar="N", help="train on a stratified subset of N images (default: all)"
+    )
     p.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: the recipe's)")
     p.add_argument("--device", type=device, default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)")
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: batch norms over the global batch (SyncBatchNorm; = --set train.sync_bn=true)",
+    )
     p.add_argument(
         "--pretrained", action="store_true", help="start from timm's pretrained weights (needs the hub cache)"
     )

@@ -32,10 +32,17 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=at_least(1), default=10, help="trials to add to the study (re-running resumes it)")
     p.add_argument("--epochs", type=int, help="epochs of each trial (default: the recipe's)")
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the recipe's)")
-    p.add_argument("--limit-train", type=int, metavar="N",
-                   help="train on a stratified subset of N images (default: all)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base recipe value, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument(
+        "--limit-train", type=int, metavar="N", help="train on a stratified subset of N images (default: all)"
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a base recipe value, e.g. --set optim.lr=0.01 (repeatable)",
+    )
     p.add_argument("--storage", type=storage,
                    help="journal file path (default: OUT/study.journal) or postgresql://… for many hosts")  # fmt: skip
     p.add_argument("--workers", type=at_least(1), default=1,

@@ -77,8 +77,10 @@ def _suite(path: Path) -> object:
 
     suite = load_suite(path, pilot=True)
     if suite.budget_s is not None and not Path(suite.pilots or "").is_file():
-        print(f"info    {'':<14} {path}: pilots file {suite.pilots} not written yet; "
-              f"`fer-bench run --suite {path} --pilot` writes it before the first cell")
+        print(
+            f"info    {'':<14} {path}: pilots file {suite.pilots} not written yet; "
+            f"`fer-bench run --suite {path} --pilot` writes it before the first cell"
+        )
         return suite
     return load_suite(path)
 

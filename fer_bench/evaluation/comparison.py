@@ -240,8 +240,12 @@ def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N
     sa, sb = paired_arrays(*([x] if isinstance(x, Side) else list(x) for x in (a, b)))
     opts = {"n_boot": n_boot, "seed": seed, "level": level}
     settings = opts | {"n_perm": n_perm, "interval": "percentile bootstrap over test faces", "test": stats.METHOD}
-    return {"a": summary(sa, **opts), "b": summary(sb, **opts), "paired": paired(sa, sb, n_perm=n_perm, **opts),
-            "settings": settings}
+    return {
+        "a": summary(sa, **opts),
+        "b": summary(sb, **opts),
+        "paired": paired(sa, sb, n_perm=n_perm, **opts),
+        "settings": settings,
+    }
 
 
 def _ci(v: list) -> str:

@@ -199,8 +199,14 @@ def mcnemar_exact(right_a: np.ndarray, right_b: np.ndarray) -> dict[str, float]:
     faces (SciPy's ``binomtest``, p = 0.5)."""
     a_only, b_only = int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
     p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-    return {"diff_pt": float((np.mean(right_a) - np.mean(right_b)) * 100), "a_only": a_only, "b_only": b_only,
-            "n": int(len(right_a)), "p": float(p), "test": "exact McNemar (two-sided binomial on discordant faces)"}
+    return {
+        "diff_pt": float((np.mean(right_a) - np.mean(right_b)) * 100),
+        "a_only": a_only,
+        "b_only": b_only,
+        "n": int(len(right_a)),
+        "p": float(p),
+        "test": "exact McNemar (two-sided binomial on discordant faces)",
+    }
 
 
 def paired_same_faces(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict[str, dict]:

@@ -45,7 +45,9 @@ def _sample_digests(data) -> list[bytes]:
     extra = (lambda i: b"") if soft is None else (lambda i: np.ascontiguousarray(soft[i], dtype=np.float32).tobytes())
     digests = [
         hashlib.blake2b(
-            images[i].tobytes() + int(data.labels[i]).to_bytes(2, "little") + int(data.splits[i]).to_bytes(1, "little")
+            images[i].tobytes()
+            + int(data.labels[i]).to_bytes(2, "little")
+            + int(data.splits[i]).to_bytes(1, "little")
             + extra(i),
             digest_size=16,
         ).digest()
@@ -97,7 +99,6 @@ def sample_ids(data) -> np.ndarray:
         k = seen[d] = seen.get(d, -1) + 1
         ids[i] = hashlib.blake2b(d + k.to_bytes(4, "little"), digest_size=8).hexdigest()
     return ids
-
 
 
 def weights_identity(weights: str | None, pretrained: bool, model_name: str) -> dict[str, str | None]:

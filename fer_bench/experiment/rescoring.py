@@ -99,8 +99,14 @@ def from_run(run_dir: Path, sets: list[str] | None = None) -> Checkpoint:
     return Checkpoint(row["model"], recipe, run_dir / "best.pt", row["img_size"], row, run_dir, classes)
 
 
-def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | None, img_size: int | None,
-                 trained_on: str | None = None):
+def from_weights(
+    path: Path,
+    model: str,
+    recipe: str | None,
+    sets: list[str] | None,
+    img_size: int | None,
+    trained_on: str | None = None,
+):
     """A state-dict file of ``model``, scored with ``recipe``'s evaluation settings (default: the model's recipe);
     ``trained_on`` names the dataset whose classes its head predicts (default: the scored dataset's)."""
     from fer_bench.data.spec import DATASETS, split_name
@@ -120,8 +126,9 @@ def from_weights(path: Path, model: str, recipe: str | None, sets: list[str] | N
     spec = get_spec(model)
     resolved = load_recipe(recipe or default_recipe(spec), sets)  # --set and --recipe first: reading them is cheap
     check_weights_file(path)  # a file that is no checkpoint fails before the data loads
-    return Checkpoint(spec.name, resolved, path, img_size, classes=tuple(classes) if classes else None,
-                      trained_on=trained_on)
+    return Checkpoint(
+        spec.name, resolved, path, img_size, classes=tuple(classes) if classes else None, trained_on=trained_on
+    )
 
 
 @dataclass

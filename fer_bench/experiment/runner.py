@@ -810,8 +810,9 @@ def plateau_figure(history: list[dict[str, Any]]) -> dict[str, Any]:
             "plateau_window": window}  # fmt: skip
 
 
-def recipe_choice(histories: dict[str, list[dict[str, Any]]],
-                  converged: dict[str, bool | None] | None = None) -> dict[str, Any]:
+def recipe_choice(
+    histories: dict[str, list[dict[str, Any]]], converged: dict[str, bool | None] | None = None
+) -> dict[str, Any]:
     """Which of several runs (name → history) a choice between recipes picks, on which validation figure.
 
     Runs of one length compare their best :data:`SELECT_BY` (the peak, as the checkpoint rule does); runs of
@@ -842,4 +843,3 @@ def _lr_fields(recipe: Recipe) -> dict[str, Any]:
 def _frozen_stages(recipe: Recipe) -> set[str]:
     """Names of the stages that do not train every parameter."""
     return {s.name for s, _ in stage_plan(recipe) if tuple(s.trainable) != ("all",)}
-

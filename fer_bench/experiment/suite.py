@@ -325,8 +325,10 @@ def check_distinct(all_cells: list[Cell], data, hashes: dict[str, str], protocol
         for s in c.splits:
             path = result_file(Path("."), c, s, data, hashes[c.id], protocol)
             if path in seen and seen[path] != c.id:
-                raise ConfigError(f"suite cells {seen[path]} and {c.id} train the same protocol (their lines differ "
-                                  "only in settings that do not change the numbers); remove one of the lines.")
+                raise ConfigError(
+                    f"suite cells {seen[path]} and {c.id} train the same protocol (their lines differ "
+                    "only in settings that do not change the numbers); remove one of the lines."
+                )
             seen[path] = c.id
 
 
@@ -419,7 +421,8 @@ def validation_file(job: SuiteRun, cell: Cell) -> Path:
     """Where a blind suite keeps ``cell``'s validation row: in the run folder of its first split, beside ``last.pt``."""
     protocol = job.opts.protocol["name"] if job.opts.protocol else "standard"
     return result_file(job.opts.out, cell, cell.splits[0], job.data, job.protocol_of(cell), protocol).with_name(
-        VALIDATION_FILE)
+        VALIDATION_FILE
+    )
 
 
 def train_blind(job: SuiteRun) -> list[dict[str, Any]]:

@@ -205,8 +205,12 @@ def _mark_experiment(client, exp) -> None:
 
 def runs_view(created_ms: int) -> str:
     """The saved view of the runs table as MLflow's UI stores one: a named envelope around its JSON state."""
-    state = {"orderByKey": VIEW_SORT, "orderByAsc": False, "selectedColumns": list(VIEW_COLUMNS),
-             "columnOrder": list(VIEW_COLUMNS)}
+    state = {
+        "orderByKey": VIEW_SORT,
+        "orderByAsc": False,
+        "selectedColumns": list(VIEW_COLUMNS),
+        "columnOrder": list(VIEW_COLUMNS),
+    }
     return json.dumps({"name": "fer-bench results", "createdAt": created_ms, "updatedAt": created_ms,
                        "state": json.dumps(state)})  # fmt: skip
 

@@ -174,9 +174,17 @@ def stage_plan(r: Recipe) -> list[tuple[StageCfg, int]]:
 # Fields added after protocol v2. At their defaults they are left out of the recipe hash and the protocol
 # hash, so every recipe that does not set them keeps the hashes (and the rows, suites and checkpoints keyed on them)
 # it had before they existed; set, they enter both.
-HASHED_WHEN_SET = ("optim.lr_scaling", "optim.reference_batch_size", "train.compile", "train.ema_decay",
-                   "schedule.hold_fraction", "train.sync_bn", "schedule.warmup_fraction", "train.ema_horizon_fraction",
-                   "train.ema_warmup")
+HASHED_WHEN_SET = (
+    "optim.lr_scaling",
+    "optim.reference_batch_size",
+    "train.compile",
+    "train.ema_decay",
+    "schedule.hold_fraction",
+    "train.sync_bn",
+    "schedule.warmup_fraction",
+    "train.ema_horizon_fraction",
+    "train.ema_warmup",
+)
 
 
 def without_unset_additions(recipe_dict: dict) -> dict:
@@ -301,8 +309,11 @@ def check_values(r: Recipe) -> list[tuple[str, str]]:
         (all(s.lr is None or s.lr > 0 for s in r.stages), "stages", "each stage's lr null or a number > 0"),
         (0 < r.data.val_fraction < 1, "data.val_fraction", "a number in (0, 1)"),
         (r.data.limit_train is None or r.data.limit_train >= 7, "data.limit_train", "null or an integer >= 7"),
-        (r.input.img_size is None or r.input.img_size >= MIN_IMG_SIZE, "input.img_size",
-         f"null or an integer >= {MIN_IMG_SIZE}"),
+        (
+            r.input.img_size is None or r.input.img_size >= MIN_IMG_SIZE,
+            "input.img_size",
+            f"null or an integer >= {MIN_IMG_SIZE}",
+        ),
         (0 <= r.augment.hflip <= 1, "augment.hflip", "a probability in [0, 1]"),
         (0 <= r.augment.erase_p <= 1, "augment.erase_p", "a probability in [0, 1]"),
         (

@@ -44,8 +44,21 @@ DESCRIBE = ["recipe", "img_size", "epochs", "weights", "precision"]
 # (`fer-bench eval --dataset`, its macro-F1 over the shared classes) is never ranked against the dataset's own rows.
 RANK_GROUP = ["dataset", "train_dataset", "split"]
 CROSS = layout.CROSS
-METRICS = ["top1", "macro_f1", "weighted_f1", "params_m", "gmacs", "infer_model_img_s", "train_e2e_img_s",
-           "train_min", "val_near_best_min", "mca", "mca_ratio", "mca_above_majority", *CROSS]
+METRICS = [
+    "top1",
+    "macro_f1",
+    "weighted_f1",
+    "params_m",
+    "gmacs",
+    "infer_model_img_s",
+    "train_e2e_img_s",
+    "train_min",
+    "val_near_best_min",
+    "mca",
+    "mca_ratio",
+    "mca_above_majority",
+    *CROSS,
+]
 BENCH = ["bench_infer_img_s", "bench_train_img_s"]
 SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
 HEADERS = {
@@ -66,12 +79,16 @@ FORMATS = {"md": "github", "latex": "latex_booktabs", "html": "html"}
 WIDTH = 120  # the terminal the default table fits: notes wrap at it too
 PUBLISHED_DATASET = "fer2013"  # every row of fer_bench/configs/published.yaml is a FER2013 figure
 FROZEN_NOTE = "‡ training img/s includes epochs with frozen parameters (their backward pass is shorter)."
-MCA_NOTE = ("mCA: mean top-1 over every corruption and severity of the corruption suite (`fer-bench eval "
-            "--corruptions all`, or a suite's corruptions option) on the same test images; mCA / clean: its ratio to "
-            "that eval's clean top-1; – : the line was not scored under corruptions (pass the eval's --out with "
-            "--corruption-runs).")
-MCA_MAJORITY_NOTE = (" mCA without cells ≤ majority class: the same mean leaving out every cell whose top-1 is at or "
-                     "below the scored split's majority-class rate (a collapse to one class, not a graded loss).")
+MCA_NOTE = (
+    "mCA: mean top-1 over every corruption and severity of the corruption suite (`fer-bench eval "
+    "--corruptions all`, or a suite's corruptions option) on the same test images; mCA / clean: its ratio to "
+    "that eval's clean top-1; – : the line was not scored under corruptions (pass the eval's --out with "
+    "--corruption-runs)."
+)
+MCA_MAJORITY_NOTE = (
+    " mCA without cells ≤ majority class: the same mean leaving out every cell whose top-1 is at or "
+    "below the scored split's majority-class rate (a collapse to one class, not a graded loss)."
+)
 INFER_NOTE = ("img/s: the run's own inference throughput, model only, batch 64, on the heading's device; params: "
               "millions of parameters (M).")  # fmt: skip
 RUN_KEYS = [*KEYS, "seed"]  # one run of a line
@@ -146,7 +163,8 @@ def frame_from_rows(rows: list[dict[str, Any]]) -> pd.DataFrame:
         rec |= _prediction_refs(r)
         rec["corruptions_path"] = _corruptions_ref(r)
         rec["mca"], rec["mca_ratio"], rec["mca_above_majority"] = (
-            (r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio", "mca_above_majority"))
+            (r.get("corruptions") or {}).get(k) for k in ("mca", "mca_ratio", "mca_above_majority")
+        )
         cross = r.get("cross_dataset") or {}
         # a cross-dataset row whose weights file named no training dataset is still not the scored dataset's own
         rec["train_dataset"] = (cross.get("trained_on") or "(unnamed)") if cross else r.get("dataset")
@@ -364,8 +382,13 @@ def _cell(row: pd.Series, col: str) -> str:
         return str(v)
     if col in ("img_size", "epochs", "seeds", "train_frozen_epochs", "n_lacking") and v.is_integer():  # NaN-padded ints
         return str(int(v))
-    digits = 3 if col.startswith("gmacs") or col == "mca_ratio" or col == "params_m" and abs(v) < 10 else 1 if (
-        "img_s" in col) else 2
+    digits = (
+        3
+        if col.startswith("gmacs") or col == "mca_ratio" or col == "params_m" and abs(v) < 10
+        else 1
+        if ("img_s" in col)
+        else 2
+    )
     std = None if col.startswith("gmacs") or col == "params_m" else row.get(f"{col}_std")  # fixed by the model
     text = f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
     frozen = row.get("train_frozen_epochs")

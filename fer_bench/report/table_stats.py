@@ -50,8 +50,18 @@ CSV = {  # a shown column → its CSV columns (numbers, not text)
     "macro_f1_ci": ["macro_f1_ci_lo", "macro_f1_ci_hi", "macro_f1_seeds_ci_lo", "macro_f1_seeds_ci_hi"],
     "ece": ["ece", "ece_ci_lo", "ece_ci_hi", "nll", "brier"],
     "ece_ts": ["ece_ts", "ece_ts_ci_lo", "ece_ts_ci_hi", "nll_ts", "brier_ts", "temperature"],
-    "vs_best": ["vs_best_diff", "vs_best_lo", "vs_best_hi", "vs_best_seeds_lo", "vs_best_seeds_hi", "sig", "p_vs_best",
-                "p_vs_best_mc_se", "p_vs_best_holm", "vs_best_mde"],
+    "vs_best": [
+        "vs_best_diff",
+        "vs_best_lo",
+        "vs_best_hi",
+        "vs_best_seeds_lo",
+        "vs_best_seeds_hi",
+        "sig",
+        "p_vs_best",
+        "p_vs_best_mc_se",
+        "p_vs_best_holm",
+        "vs_best_mde",
+    ],
 }
 HEADERS = {"top1_ci": "top-1 95 % CI", "macro_f1_ci": "macro-F1 95 % CI", "ece": "ECE %", "nll": "NLL",
            "brier": "Brier", "ece_ts": "ECE % (T-scaled)", "vs_best": "macro-F1 − best (95 % CI)"}  # fmt: skip
@@ -171,8 +181,10 @@ def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.Dat
 def _cell(r: dict, sig: str) -> str:
     """``−1.2 (−2.9, +0.4; seeds −4.1, +1.7) ≈``: the difference to the best line, its face interval, the seeds'
     interval when both lines have several seeds, and the mark."""
-    diff, lo, hi, s_lo, s_hi = (f"{r[k]:+.1f}".replace("-", "−") for k in ("vs_best_diff", "vs_best_lo", "vs_best_hi",
-                                                                              "vs_best_seeds_lo", "vs_best_seeds_hi"))
+    diff, lo, hi, s_lo, s_hi = (
+        f"{r[k]:+.1f}".replace("-", "−")
+        for k in ("vs_best_diff", "vs_best_lo", "vs_best_hi", "vs_best_seeds_lo", "vs_best_seeds_hi")
+    )
     seeds = "" if np.isnan(r["vs_best_seeds_lo"]) else f"; seeds {s_lo}, {s_hi}"
     return f"{diff} ({lo}, {hi}{seeds}) {sig}"
 
