@@ -1,8 +1,8 @@
 """The validation figures a choice between recipes compares, from committed result rows (no retraining).
 
 Each argument is ``NAME=RESULT_JSON`` (a row that holds its run's per-epoch history). The table gives each run's
-length, peak and plateau figure (:func:`fer_bench.experiment.runner.plateau_figure`) and says which figure the choice
-uses (:func:`fer_bench.experiment.runner.recipe_choice`: the plateau when the runs differ in length).
+length, peak and plateau figure (:func:`fer_bench.experiment.row.plateau_figure`) and says which figure the choice
+uses (:func:`fer_bench.experiment.row.recipe_choice`: the plateau when the runs differ in length).
 
     python scripts/recipe_choice.py v3=results/.../result.json v4=results/.../result.json > choice.md
 """
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fer_bench.experiment.runner import SELECT_BY, plateau_figure, recipe_choice
+from fer_bench.experiment.row import SELECT_BY, plateau_figure, recipe_choice
 
 
 def table(rows: dict[str, dict]) -> str:

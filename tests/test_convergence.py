@@ -1,9 +1,9 @@
 """The convergence rule every issue uses: the schedule ran to its end and validation macro-F1 gained at most 0.5 pt
-over the last max(5, 20 %) epochs (fer_bench.experiment.runner.plateau; every row carries its verdict)."""
+over the last max(5, 20 %) epochs (fer_bench.experiment.row.plateau; every row carries its verdict)."""
 
 from __future__ import annotations
 
-from fer_bench.experiment.runner import plateau
+from fer_bench.experiment.row import plateau
 
 
 def _history(values):
@@ -35,7 +35,7 @@ def test_a_run_cut_short_or_too_short_to_judge_did_not_converge():
 def test_the_plateau_figure_is_the_mean_over_the_converged_window():
     import numpy as np
 
-    from fer_bench.experiment.runner import plateau_figure
+    from fer_bench.experiment.row import plateau_figure
 
     values = [10.0 + e for e in range(30)] + [40.0 + (e % 3) / 10 for e in range(20)]  # 50 epochs: window 10
     got = plateau_figure(_history(values))
@@ -44,7 +44,7 @@ def test_the_plateau_figure_is_the_mean_over_the_converged_window():
 
 
 def test_a_choice_between_runs_of_different_lengths_compares_plateaus_not_peaks():
-    from fer_bench.experiment.runner import recipe_choice
+    from fer_bench.experiment.row import recipe_choice
 
     long = _history([40.0] * 40 + [62.0] + [60.9] * 23)  # 64 epochs: peaked early, settled lower
     short = _history([40.0] * 30 + [61.2] * 14)  # 44 epochs: flat at 61.2
@@ -56,7 +56,7 @@ def test_a_choice_between_runs_of_different_lengths_compares_plateaus_not_peaks(
 
 
 def test_a_choice_between_recipes_never_picks_an_unconverged_run():
-    from fer_bench.experiment.runner import recipe_choice
+    from fer_bench.experiment.row import recipe_choice
 
     settled = _history([40.0] * 30 + [60.0] * 14)
     climbing = _history([40.0] * 30 + [61.0 + e / 10 for e in range(10)])  # higher, but still rising: not converged

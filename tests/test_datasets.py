@@ -22,7 +22,7 @@ from fer_bench.data.ferplus import CLASSES as FERPLUS_CLASSES
 from fer_bench.data.ferplus import crossentropy, majority
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN
 from fer_bench.data.rafdb import CLASSES as RAFDB_CLASSES
-from fer_bench.experiment.runner import _device_tensors
+from fer_bench.engine.predict import device_tensors as _device_tensors
 from fer_bench.utils.errors import ConfigError, DataError
 from helpers import write_ferplus, write_rafdb
 

@@ -16,7 +16,7 @@ from fer_bench.cli import main
 from fer_bench.data import load_dataset
 from fer_bench.data.corruptions import corrupt
 from fer_bench.evaluation import predictions
-from fer_bench.experiment.rescoring import GRID_CELL_PX, grid_size
+from fer_bench.experiment.corruption_scoring import GRID_CELL_PX, grid_size
 from fer_bench.experiment.runner import RunOptions, make_norms, run_model
 from fer_bench.experiment.suite import load_suite
 from fer_bench.experiment.tracking import result_tags
@@ -288,7 +288,7 @@ def test_a_dataset_that_shares_no_class_is_one_exit_2_line(trained, tmp_path, ca
 
 
 def test_mca_is_given_with_and_without_the_cells_at_or_below_the_majority_rate():
-    from fer_bench.experiment.rescoring import mca_summary
+    from fer_bench.experiment.corruption_scoring import mca_summary
 
     table = [{"corruption": "contrast", "severity": s, "top1": v} for s, v in enumerate([60.0, 40.0, 24.5, 18.0], 1)]
     got = mca_summary(table, 24.5, clean_top1=64.0)

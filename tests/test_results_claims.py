@@ -46,7 +46,7 @@ def test_the_top_level_readmes_use_the_same_wording(readme):
 def test_the_committed_recipe_choice_table_recomputes_from_the_histories():
     import json
 
-    from fer_bench.experiment.runner import plateau_figure
+    from fer_bench.experiment.row import plateau_figure
 
     text = (CONVERGED / "README.md").read_text()
     row = json.loads((CONVERGED / "runs/resnet18-fast-48-fer2013-public-s0/result.json").read_text())

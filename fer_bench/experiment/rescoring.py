@@ -1,10 +1,10 @@
 """Scoring a checkpoint without training: `fer-bench eval`, on any dataset and split, clean or corrupted.
 
 A checkpoint is a run folder's ``best.pt`` (``--run DIR``: its model, resolved recipe and input size come from the
-folder) or a state-dict file (``--weights FILE --model NAME``). It is scored by the runner's own evaluation code
-(:func:`fer_bench.experiment.runner._test`: the plain headline, each TTA, the confusion matrix, the predictions file),
-so on the run's split, device and evaluation batch size it gives back the run's figures exactly. Every check (files, the
-model's tensors, the classes) runs in :func:`prepare`, before anything is written or tracked.
+folder) or a state-dict file (``--weights FILE --model NAME``). It is scored on training's own prediction path
+(:func:`fer_bench.engine.predict.predict_test`: the plain headline, each TTA, the confusion matrix, the predictions
+file), so on the run's split, device and evaluation batch size it gives back the run's figures exactly. Every check
+(files, the model's tensors, the classes) runs in :func:`prepare`, before anything is written or tracked.
 
 The row is marked as an eval row: ``eval`` holds the checkpoint's path and sha256, the run it came from, the dataset,
 its fingerprint and the split scored (``valid`` = the run's own Training hold-out, rebuilt from its recipe's
@@ -14,7 +14,6 @@ never enters a leaderboard beside the run it reproduces.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import time
@@ -26,22 +25,13 @@ import numpy as np
 import torch
 import yaml
 
-from fer_bench.data import corruptions
 from fer_bench.engine import steps as engine
+from fer_bench.engine.predict import predict_plain, predict_test, tta_logits
 from fer_bench.evaluation import cross_dataset, predictions
-from fer_bench.evaluation.metrics import classification_metrics
+from fer_bench.experiment.corruption_scoring import CorruptionPlan, corruption_eval
+from fer_bench.experiment.plan import RunOptions, device_context, make_norms, make_protocol
 from fer_bench.experiment.protocol import data_fingerprint, precision_label, protocol_hash, run_name
-from fer_bench.experiment.runner import (
-    RunOptions,
-    _context,
-    _cost,
-    _device_tensors,
-    _save_predictions,
-    _test,
-    make_norms,
-    make_protocol,
-    predict_plain,
-)
+from fer_bench.experiment.row import model_cost, save_predictions
 from fer_bench.models import create_model
 from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, check_weights_file, head_keys, read_state_dict
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
@@ -173,7 +163,7 @@ def prepare(ck: Checkpoint, data, split: str, opts: RunOptions) -> Prepared:
     model.load_state_dict(state)
     sha = file_sha256(ck.path)
     model.fer_bench_weights = WeightsInfo("file", str(ck.path.resolve()), sha, len(state), len(state))
-    precision, ctx = _context(ck.recipe, opts)
+    precision, ctx = device_context(ck.recipe, opts)
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)
     size = ck.img_size or ck.recipe.input.img_size or spec.input_size
     idx = split_indices(data, ck.recipe, split, opts.protocol)
@@ -230,14 +220,14 @@ def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) 
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     row = _base_row(p, run_dir)
     if p.cross is None:
-        row["test"], row["test_tta"], row["confusion_matrix"], plain = _test(p.model, recipe, data, p.idx, norms,
+        row["test"], row["test_tta"], row["confusion_matrix"], plain = predict_test(p.model, recipe, data, p.idx, norms,
                                                                              p.ctx)  # fmt: skip
-        row["predictions"] = _save_predictions(run_dir, data, p.idx, *plain)
+        row["predictions"] = save_predictions(run_dir, data, p.idx, *plain)
         if p.split == VALID and p.ck.run_dir is not None:
             _give_run_its_valid_predictions(p, plain)
     else:
         row |= _cross_test(p, norms, run_dir)
-    row |= _cost(p.model, p.spec, p.size, p.ctx)
+    row |= model_cost(p.model, p.spec, p.size, p.ctx)
     row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
     if plan is not None:
         row["corruptions"] = corruption_eval(p, norms["eval"], plan, run_dir, clean_top1=row["test"]["top1"])
@@ -255,17 +245,13 @@ def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
     recipe, data, cmap = p.ck.recipe, p.data, p.cross
     probs, y = predict_plain(p.model, recipe, data, p.idx, norms, p.ctx)
     tta = {"none": cross_dataset.metrics(probs, y, cmap)}
-    batches = engine.Batches(*_device_tensors(data, p.idx, p.ctx.device), batch_size=recipe.eval.batch_size)
-    crop = norms["eval"].crop or norms["eval"].size
-    for t in dict.fromkeys(t for t in recipe.eval.tta if t != "none"):
-        logits, yt = engine.predict(p.model, batches.epoch(), transform=norms[TTA_MODES.get(t).pipeline],
-                                    ctx=p.ctx, tta=t, crop=crop)  # fmt: skip
+    for t, logits, yt in tta_logits(p.model, recipe, data, p.idx, norms, p.ctx):
         tta[t] = cross_dataset.metrics(predictions.softmax(logits), yt, cmap)
     keys = ("top1", "macro_f1", "weighted_f1", "top1_shared", "top1_restricted", "macro_f1_restricted")
     return {
         "test": tta["none"], "test_tta": {t: {k: m[k] for k in keys} for t, m in tta.items()},
         "confusion_matrix": cross_dataset.confusion(probs, y, cmap), "classes": list(cmap.scoring_classes),
-        "predictions": _save_predictions(run_dir, data, p.idx, *cross_dataset.extend(probs, y, cmap)),
+        "predictions": save_predictions(run_dir, data, p.idx, *cross_dataset.extend(probs, y, cmap)),
         "cross_dataset": cmap.describe() | {"trained_on": p.ck.run.get("dataset") if p.ck.run else p.ck.trained_on,
                                             "scored_on": data.name, "n_lacking": tta["none"]["n_lacking"]},
     }  # fmt: skip
@@ -307,84 +293,12 @@ def _give_run_its_valid_predictions(p: Prepared, plain) -> None:
     row = p.ck.run
     if "predictions_valid" in row or (p.ck.run_dir / predictions.VALID_FILE).exists():
         return
-    ref = _save_predictions(p.ck.run_dir, p.data, p.idx, *plain, name=predictions.VALID_FILE)
+    ref = save_predictions(p.ck.run_dir, p.data, p.idx, *plain, name=predictions.VALID_FILE)
     write_json(p.ck.run_dir / "result.json", row | {"predictions_valid": ref})
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The corruption suite on a checkpoint
-
-
-@dataclass(frozen=True)
-class CorruptionPlan:
-    """Which corruptions at which severities, and the seed their random draws start from."""
-
-    names: tuple[str, ...]
-    severities: tuple[int, ...] = corruptions.SEVERITIES
-    seed: int = 0
-
-
-class _Corrupted:
-    """The evaluation transform after a corruption; the n-th batch of a pass is batch index n of its seed."""
-
-    def __init__(self, norm, name: str, severity: int, seed: int) -> None:
-        self.norm, self.name, self.severity, self.seed, self.batch = norm, name, severity, seed, 0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = corruptions.corrupt(x, self.name, self.severity, seed=self.seed, batch=self.batch)
-        self.batch += 1
-        return self.norm(out)
-
-
-CORRUPTION_FILES = ("corruptions.csv", "corruptions.json", "corruptions.png")
-
-
-def mca_summary(table: list[dict[str, Any]], majority_rate: float, clean_top1: float | None) -> dict[str, Any]:
-    """mCA (the mean top-1 over every cell of ``table``) and its ratio to the clean top-1, both also without the
-    cells at or below the majority-class rate (a model that answers one class everywhere scores that much: such a
-    cell measures a collapse, not a graded loss). Marks each cell's ``at_or_below_majority`` in place."""
-    for r in table:
-        r["at_or_below_majority"] = bool(r["top1"] <= majority_rate)
-    above = [r["top1"] for r in table if not r["at_or_below_majority"]]
-    mca = float(np.mean([r["top1"] for r in table]))
-    mca_above = float(np.mean(above)) if above else None
-    ratio = lambda v: round(v / clean_top1, 4) if clean_top1 and v is not None else None  # noqa: E731
-    return {"mca": round(mca, 4), "mca_ratio": ratio(mca), "majority_rate": round(majority_rate, 4),
-            "mca_above_majority": None if mca_above is None else round(mca_above, 4),
-            "mca_above_majority_ratio": ratio(mca_above),
-            "cells_at_or_below_majority": [f"{r['corruption']} {r['severity']}" for r in table
-                                           if r["at_or_below_majority"]]}  # fmt: skip
-
-
-def majority_rate(labels: np.ndarray) -> float:
-    """The share (%) of the scored split's most frequent class: top-1 of always answering it."""
-    return float(np.bincount(np.asarray(labels)).max() / len(labels) * 100)
-
-
-def corruption_eval(p: Prepared, norm, plan: CorruptionPlan, out: Path, clean_top1: float) -> dict[str, Any]:
-    """Top-1 and macro-F1 (plain single crop) per corruption and severity; mean corruption accuracy (mCA, the mean
-    top-1 over every (corruption, severity) scored) and its ratio to the clean top-1, with and without the cells at
-    or below the split's majority-class rate (:func:`mca_summary`). Writes ``corruptions.csv``,
-    ``corruptions.json`` and the grid ``corruptions.png`` to ``out``; returns the summary the row keeps."""
-    batches = engine.Batches(*_device_tensors(p.data, p.idx, p.ctx.device), batch_size=p.ck.recipe.eval.batch_size)
-    table = []
-    for name in plan.names:
-        spec = corruptions.CORRUPTIONS.get(name)
-        for s in plan.severities:
-            logits, y = engine.predict(p.model, batches.epoch(), transform=_Corrupted(norm, name, s, plan.seed),
-                                       ctx=p.ctx)  # fmt: skip
-            probs = predictions.softmax(logits)
-            m = cross_dataset.metrics(probs, y, p.cross) if p.cross else classification_metrics(probs, y, p.classes)
-            table.append({"corruption": name, "severity": s, "param": spec.params[s - 1], "param_name": spec.param,
-                          "rule": corruptions.RULES[spec.rule][0], "top1": m["top1"],
-                          "macro_f1": m["macro_f1"]})  # fmt: skip
-    summary = mca_summary(table, majority_rate(p.data.labels[p.idx]), clean_top1) | {
-        "clean_top1": clean_top1, "seed": plan.seed, "severities": list(plan.severities),
-        "corruptions": list(plan.names), "batch_size": batches.batch_size, "files": list(CORRUPTION_FILES)}  # fmt: skip
-    _write_table(out, table, summary)
-    face = torch.from_numpy(np.ascontiguousarray(p.data.images[p.idx[:1]]))
-    save_corruption_grid(face, plan, out / "corruptions.png")
-    return summary
 
 
 def add_corruptions(row: dict[str, Any], best: Path, recipe: Recipe, data, opts: RunOptions, plan: CorruptionPlan):
@@ -395,39 +309,3 @@ def add_corruptions(row: dict[str, Any], best: Path, recipe: Recipe, data, opts:
     norm = make_norms(recipe, p.spec, p.size)["eval"]
     row["corruptions"] = corruption_eval(p, norm, plan, run_dir, clean_top1=row["test"]["top1"])
     write_json(run_dir / "result.json", row)
-
-
-def _write_table(out: Path, table: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    with (out / "corruptions.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
-    write_json(out / "corruptions.json", summary | {"table": table})
-
-
-GRID_CELL_PX = 120  # each face of the grid is drawn in a square of this many pixels
-
-
-def grid_size(n_corruptions: int, n_severities: int) -> tuple[int, int]:
-    """(width, height) in pixels of the grid PNG: a clean column and one per severity, a row per corruption."""
-    return GRID_CELL_PX * (1 + n_severities), GRID_CELL_PX * n_corruptions
-
-
-def save_corruption_grid(face: torch.Tensor, plan: CorruptionPlan, path: Path) -> None:
-    """One face (a uint8 batch of one) under every corruption (rows) × severity (columns), the clean face first."""
-    from fer_bench.report.mpl import pyplot
-
-    plt = pyplot()
-    rows, cols = len(plan.names), 1 + len(plan.severities)
-    # NOTE: size in inches = cells, dpi = pixels per cell, no tight bbox: the PNG is exactly grid_size() pixels
-    fig, axes = plt.subplots(rows, cols, figsize=(cols, rows), dpi=GRID_CELL_PX, squeeze=False)
-    for r, name in enumerate(plan.names):
-        shots = [face] + [corruptions.corrupt(face, name, s, seed=plan.seed) for s in plan.severities]
-        for c, img in enumerate(shots):
-            ax = axes[r][c]
-            ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.set_title("clean" if c == 0 else f"{name} {plan.severities[c - 1]}", fontsize=5, pad=1)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.3)
-    fig.savefig(path, dpi=GRID_CELL_PX)
-    plt.close(fig)

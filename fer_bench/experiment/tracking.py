@@ -264,7 +264,7 @@ def result_metrics(row: dict[str, Any]) -> dict[str, float]:
         if tta != "none":
             out |= {f"test_{tta}_{k}": float(v) for k, v in m.items()}
     out |= {f"tta_gmacs_{t}": float(v) for t, v in row.get("test_tta_gmacs", {}).items() if t != "none"}
-    if c := row.get("corruptions"):  # the corruption suite (fer_bench.experiment.rescoring.corruption_eval)
+    if c := row.get("corruptions"):  # the corruption suite (fer_bench.experiment.corruption_scoring.corruption_eval)
         out |= {"corruption_mca": float(c["mca"])} | ({"corruption_mca_ratio": float(c["mca_ratio"])}
                                                        if c["mca_ratio"] is not None else {})  # fmt: skip
         if c.get("mca_above_majority") is not None:  # without the cells at or below the majority-class rate
