@@ -1,13 +1,24 @@
-"""Classification metrics as pure numpy functions, on a 0–100 scale (cross-checked against scikit-learn in tests)."""
+"""Classification metrics as pure numpy functions, on a 0–100 scale (cross-checked against scikit-learn in tests).
+
+The headline metrics of a result row are one registry, :data:`METRICS`: each entry carries its function, its
+direction, its number format, its header and the leaderboard tables that show it. The row (``test``), MLflow
+(``test_<name>``), every leaderboard format and the page read the registry, so a metric is one
+:func:`register_metric` call beside its function.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
-# Direction of every metric key a result row can hold: True = higher is better.
+from fer_bench.utils.registry import Registry
+
+# Direction of every other number a result row can hold (the headline metrics carry theirs): True = higher is better.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "top1": True, "top2": True, "macro_f1": True, "weighted_f1": True, "macro_precision": True,
-    "macro_recall": True, "loss": False, "params": False, "gmacs": False, "infer_img_s": True, "train_img_s": True,
+    "loss": False, "params": False, "gmacs": False, "infer_img_s": True, "train_img_s": True,
     "infer_model_img_s": True, "train_e2e_img_s": True, "train_wall_s": False, "train_min": False,
     "val_near_best_epoch": False, "val_near_best_min": False, "ece": False, "nll": False, "brier": False,
     "mca": True, "mca_ratio": True, "mca_above_majority": True, "top1_shared": True,
@@ -39,8 +50,125 @@ def topk_accuracy(logits: np.ndarray, y_true: np.ndarray, k: int) -> float:
     return float((top == np.asarray(y_true)[:, None]).any(1).mean() * 100)
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What a metric function reads of one evaluation: logits, true labels, the confusion matrix and per-class
+    statistics (:func:`per_class`)."""
+
+    logits: np.ndarray
+    y_true: np.ndarray
+    cm: np.ndarray
+    per_class: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline metric of a result row.
+
+    Attributes:
+        name: the row key (``test[name]``; MLflow ``test_<name>``), snake_case.
+        fn: the metric of one evaluation on a 0–100 scale.
+        direction: "higher" or "lower" is better (the ↑/↓ of every table).
+        fmt: the number format of a table cell, e.g. ``".2f"``.
+        header: the column header, without its arrow.
+        tables: the leaderboard column groups that show it (``fer_bench.report.columns.GROUPS``, "default" for the
+            default table) and "csv"; empty: the row and MLflow only.
+        description: one line for listings and docs.
+    """
+
+    name: str
+    fn: Callable[[Scores], float]
+    direction: Literal["higher", "lower"]
+    fmt: str
+    header: str
+    tables: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("higher", "lower"):
+            raise ValueError(f"metric {self.name!r}: direction must be 'higher' or 'lower', not {self.direction!r}")
+
+
+METRICS = Registry[Metric]("metric", list_hint="fer_bench.evaluation.metrics.METRICS.names(ordered=True)")
+
+
+def register_metric(
+    name: str,
+    *,
+    direction: Literal["higher", "lower"] = "higher",
+    fmt: str = ".2f",
+    header: str = "",
+    tables: tuple[str, ...] = (),
+    description: str = "",
+) -> Callable[[Callable[[Scores], float]], Callable[[Scores], float]]:
+    """Register a headline metric; a name registered twice is an error.
+
+    Example:
+        >>> @register_metric("error_rate", direction="lower", header="error %")  # doctest: +SKIP
+        ... def error_rate(s: Scores) -> float:
+        ...     return 100 - float(np.trace(s.cm) / max(s.cm.sum(), 1) * 100)
+    """
+
+    def add(fn: Callable[[Scores], float]) -> Callable[[Scores], float]:
+        METRICS.add(name, Metric(name, fn, direction, fmt, header or name, tuple(tables), description))
+        return fn
+
+    return add
+
+
+def headline() -> list[Metric]:
+    """Every registered headline metric, in registration order."""
+    return [METRICS.get(n) for n in METRICS.names(ordered=True)]
+
+
+def shown_in(table: str) -> list[str]:
+    """The names of the headline metrics that ``table`` (a column group, "default" or "csv") shows."""
+    return [m.name for m in headline() if table in m.tables]
+
+
+def higher_is_better(key: str) -> bool | None:
+    """The direction of a row key: a headline metric's from the registry, the rest from :data:`HIGHER_IS_BETTER`;
+    None when unknown."""
+    if key in METRICS:
+        return METRICS.get(key).direction == "higher"
+    return HIGHER_IS_BETTER.get(key)
+
+
+@register_metric("top1", header="top-1 %", tables=("default", "csv"), description="top-1 accuracy")
+def _top1(s: Scores) -> float:
+    return float(np.trace(s.cm) / max(s.cm.sum(), 1) * 100)
+
+
+@register_metric("top2", description="top-2 accuracy")
+def _top2(s: Scores) -> float:
+    return topk_accuracy(s.logits, s.y_true, 2) if s.logits.shape[1] > 1 else 100.0
+
+
+@register_metric("macro_f1", header="macro-F1", tables=("default", "csv"), description="mean per-class F1")
+def _macro_f1(s: Scores) -> float:
+    return float(s.per_class["f1"].mean() * 100)
+
+
+@register_metric("weighted_f1", header="weighted-F1", tables=("comparison", "csv"),
+                 description="per-class F1 weighted by support")  # fmt: skip
+def _weighted_f1(s: Scores) -> float:
+    support = s.per_class["support"].astype(np.float64)
+    return float(_safe_div(np.array([(s.per_class["f1"] * support).sum()]), np.array([support.sum()]))[0] * 100)
+
+
+@register_metric("macro_precision", description="unweighted mean of per-class precision")
+def _macro_precision(s: Scores) -> float:
+    return float(s.per_class["precision"].mean() * 100)
+
+
+@register_metric("macro_recall", description="unweighted mean of per-class recall")
+def _macro_recall(s: Scores) -> float:
+    return float(s.per_class["recall"].mean() * 100)
+
+
 def classification_metrics(logits: np.ndarray, y_true: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
-    """Every headline and per-class metric of one evaluation, as a flat ``dict[str, float]``.
+    """Every headline metric (:data:`METRICS`, in registration order) and per-class metric of one evaluation, as a
+    flat ``dict[str, float]``.
 
     Example:
         >>> m = classification_metrics(np.eye(3), np.array([0, 1, 2]), ("a", "b", "c"))
@@ -50,15 +178,8 @@ def classification_metrics(logits: np.ndarray, y_true: np.ndarray, classes: tupl
     y_pred = np.argmax(logits, axis=1)
     cm = confusion_matrix(y_true, y_pred, len(classes))
     pc = per_class(cm)
-    support = pc["support"].astype(np.float64)
-    out = {
-        "top1": float(np.trace(cm) / max(cm.sum(), 1) * 100),
-        "top2": topk_accuracy(logits, y_true, 2) if logits.shape[1] > 1 else 100.0,
-        "macro_f1": float(pc["f1"].mean() * 100),
-        "weighted_f1": float(_safe_div(np.array([(pc["f1"] * support).sum()]), np.array([support.sum()]))[0] * 100),
-        "macro_precision": float(pc["precision"].mean() * 100),
-        "macro_recall": float(pc["recall"].mean() * 100),
-    }
+    scores = Scores(logits, np.asarray(y_true), cm, pc)
+    out = {m.name: float(m.fn(scores)) for m in headline()}
     for stat in ("precision", "recall", "f1"):
         out |= {f"{stat}_{c}": float(v * 100) for c, v in zip(classes, pc[stat], strict=True)}
     return out

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fer_bench.evaluation.metrics import shown_in
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fer-bench"
 KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child: a result row once FINISHED)
@@ -32,8 +34,9 @@ VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 VIEW_KEY = "fer-bench-results"
 VIEW_SORT = "metrics.`test_macro_f1`"  # the leaderboard's order; sorting by a metric also lists children flat
 # the figures first, beside the run's name, so that a 1440 px screen shows them without scrolling sideways
-VIEW_COLUMNS = ("metrics.`test_top1`", "metrics.`test_macro_f1`", "attributes.`Dataset`", "tags.`fer_bench.recipe`",
-                "tags.`fer_bench.img_size`", "tags.`fer_bench.epochs`", "tags.`fer_bench.split`")  # fmt: skip
+VIEW_COLUMNS = (*(f"metrics.`test_{m}`" for m in shown_in("default")), "attributes.`Dataset`",
+                "tags.`fer_bench.recipe`", "tags.`fer_bench.img_size`", "tags.`fer_bench.epochs`",
+                "tags.`fer_bench.split`")  # fmt: skip
 
 
 class NullTracker:
@@ -166,13 +169,14 @@ class MlflowTracker:
 
     def log_summary(self, run_id: str | None, frame: Any, files: list[Path]) -> None:
         """The parent run's summary, after its children: the best line (seed mean) of each model as metrics
-        ``best_top1/<model>``, ``best_macro_f1/<model>`` and a tag ``fer_bench.best.<model>``, those lines as the
-        run's description, and ``files`` (the leaderboard) as artifacts. ``frame``: the runs' leaderboard frame."""
+        ``best_<metric>/<model>`` for each metric of the default table (``best_top1``, ``best_macro_f1``...) and a
+        tag ``fer_bench.best.<model>``, those lines as the run's description, and ``files`` (the leaderboard) as
+        artifacts. ``frame``: the runs' leaderboard frame."""
         if run_id is None:
             return
         client = self.mlflow.MlflowClient(self.uri)
         best = best_lines(frame)
-        metrics = {f"best_{m}/{_key(line['model'])}": float(line[m]) for line in best for m in ("top1", "macro_f1")}
+        metrics = {f"best_{m}/{_key(line['model'])}": float(line[m]) for line in best for m in shown_in("default")}
         for key, value in metrics.items():
             client.log_metric(run_id, key, value)
         for line in best:
@@ -257,7 +261,8 @@ def _key(model: str) -> str:
 
 
 def result_metrics(row: dict[str, Any]) -> dict[str, float]:
-    """The final metrics of a row under their MLflow keys (``test_top1``, ``test_f1_angry``, ``gmacs``...)."""
+    """The final metrics of a row under their MLflow keys (``test_top1``, ``test_f1_angry``, ``gmacs``...): every
+    headline metric of the registry the row's ``test`` holds is ``test_<name>``."""
     out = {f"test_{k}": float(v) for k, v in row["test"].items()}
     # "none" (no TTA) is the headline itself: already test_* and gmacs, never a second key for one figure
     for tta, m in row.get("test_tta", {}).items():

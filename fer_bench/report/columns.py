@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fer_bench.evaluation import metrics as metric_registry
 from fer_bench.recipes import parts
 from fer_bench.report import table_stats as leaderboard_stats
 from fer_bench.utils.errors import ConfigError
@@ -79,7 +80,8 @@ def class_order(col: str) -> int:
 
 def _comparison(agg: pd.DataFrame) -> list[str]:
     # every statistic of leaderboard_stats that is not calibration: intervals, the test against the best line
-    return [c for c in leaderboard_stats.SHOWN if c not in _CALIBRATION] + ["weighted_f1"]
+    # then the headline metrics of the registry that the comparison group shows
+    return [c for c in leaderboard_stats.SHOWN if c not in _CALIBRATION] + metric_registry.shown_in("comparison")
 
 
 _CALIBRATION = ("ece", "ece_ts")
@@ -246,7 +248,9 @@ def _measured(part: pd.DataFrame, names: Sequence[str]) -> Table:
     if len(status) == 1 and status & {NOT_CONVERGED, SNAPSHOT}:
         fields.append(status.pop())
     cross = CROSS if len(fields) > 1 and fields[1].startswith("trained on") else []
-    cols = DEFAULT[:1] + varying + DEFAULT[1:6] + cross + DEFAULT[6:]
+    # a registered metric of the default table beyond the two shown with their interval (top1_pm, macro_f1_pm)
+    more = [m for m in metric_registry.shown_in("default") if f"{m}_pm" not in DEFAULT]
+    cols = DEFAULT[:1] + varying + DEFAULT[1:6] + more + cross + DEFAULT[6:]
     if "recipe" in varying:  # the recipe column pays for itself: what every line shares moves to the heading
         part, shared = _mixed_recipes(part, fields)
         cols = [c for c in cols if c not in shared]

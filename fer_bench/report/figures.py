@@ -110,7 +110,7 @@ def pareto_figure(agg: pd.DataFrame, *, x: str = "infer_model_img_s", ys: tuple[
     """Accuracy (one panel per metric in ``ys``) against inference img/s for the lines that have both: one marker
     shape per protocol, one colour per split, the Pareto front of each split dashed, every point labelled (model,
     split) without overlaps. Returns the figure (labels carry ``gid="label"``)."""
-    from fer_bench.report.leaderboard import HEADERS
+    from fer_bench.report.leaderboard import header
 
     plt = pyplot()
     df = agg.dropna(subset=[x, *ys]).reset_index(drop=True)
@@ -127,8 +127,8 @@ def pareto_figure(agg: pd.DataFrame, *, x: str = "infer_model_img_s", ys: tuple[
             ax.plot(front[x], front[y], "--", color=colours[split], lw=1, zorder=2)
         ax.set_xscale("log")
         _pad_limits(ax, df[x], df[y])
-        ax.set_xlabel(f"{HEADERS[x]} ↑ (log)")
-        ax.set_ylabel(f"{HEADERS[y]} ↑")
+        ax.set_xlabel(f"{header(x)} ↑ (log)")
+        ax.set_ylabel(f"{header(y)} ↑")
         ax.grid(alpha=0.3)
     _legend(fig, axes[0][-1], markers, colours, df)
     fig.suptitle("accuracy against inference throughput (upper right is better)", fontsize=10)

@@ -25,9 +25,6 @@ import base64
 import html
 import json
 import math
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,9 +35,10 @@ from fer_bench.report import columns as layout
 from fer_bench.report import figures as page_figures
 from fer_bench.report import leaderboard as lb
 from fer_bench.report import table_stats as leaderboard_stats
-from fer_bench.utils.errors import DataError, FerBenchError
+from fer_bench.report.browser import CHROMIUM, SCREEN, dump_dom, find_chromium, screenshot  # noqa: F401 (re-exported)
+from fer_bench.report.page_assets import CSS, JS
+from fer_bench.utils.errors import DataError
 
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")  # Debian's name first
 SIG_CLASS = {"best": "sig-best", "≈": "sig-near", "<": "sig-below"}
 RUN_KEYS = [*lb.KEYS, "seed"]
 WRAPPED = ("recipe", "device_name", "source", "bench_conditions")  # long text cells wrap, so the table fits a screen
@@ -389,141 +387,3 @@ def _corruptions(agg: pd.DataFrame, runs: pd.DataFrame) -> str:
             "--corruptions all`, then pass its --out folder too)."
         )
     return f'<div class="grid">{"".join(figures)}</div>'
-
-
-# Headless Chromium -------------------------------------------------------------------------------------------------
-
-
-def find_chromium() -> str | None:
-    """The first Chromium-family browser on PATH."""
-    return next((p for p in map(shutil.which, CHROMIUM) if p), None)
-
-
-def _chromium(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
-    browser = find_chromium()
-    if browser is None:
-        raise FerBenchError(
-            f"no headless browser found (looked for {', '.join(CHROMIUM)} on PATH). Install "
-            "Debian's `chromium` (apt-get install chromium) or drop --screenshot."
-        )
-    with tempfile.TemporaryDirectory() as profile:
-        # NOTE: --no-sandbox because CI and containers run as root, where Chromium's sandbox refuses to start; the
-        # page is our own file. A throw-away profile lets two calls run at once.
-        cmd = [
-            browser,
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            *args,
-        ]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as e:
-            raise FerBenchError(f"{Path(browser).name} did not finish within {timeout:.0f} s: {' '.join(args)}") from e
-    if done.returncode != 0:
-        raise FerBenchError(f"{Path(browser).name} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    return done
-
-
-SCREEN = (1440, 900)  # a laptop's window: the default tables fit its width
-
-
-def screenshot(page: Path, png: Path, *, width: int = SCREEN[0], height: int = SCREEN[1]) -> None:
-    """A PNG of the page as headless Chromium draws it, ``width`` × ``height`` pixels."""
-    png.parent.mkdir(parents=True, exist_ok=True)
-    png.unlink(missing_ok=True)  # so an old screenshot never passes for a new one
-    _chromium(
-        [
-            f"--screenshot={png.resolve()}",
-            f"--window-size={width},{height}",
-            "--virtual-time-budget=3000",
-            page.resolve().as_uri(),
-        ]
-    )
-    if not png.is_file():
-        raise FerBenchError(f"Chromium wrote no screenshot to {png}.")
-
-
-def dump_dom(page: Path, query: str = "", *, width: int = SCREEN[0], height: int = SCREEN[1]) -> str:
-    """The page's DOM after its script ran in a ``width`` × ``height`` window (``query``: e.g.
-    ``sort=top1&dir=asc``)."""
-    url = page.resolve().as_uri() + (f"?{query}" if query else "")
-    return _chromium(["--dump-dom", f"--window-size={width},{height}", "--virtual-time-budget=3000", url]).stdout
-
-
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d1d1f;background:#fff}
-h1{font-size:22px;margin:0 0 12px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table.conditions th{text-align:left;padding:2px 12px 2px 0;vertical-align:top;color:#555;font-weight:600}
-table.conditions td{padding:2px 0}
-.note,.hint{color:#444;font-size:12.5px;max-width:1200px}.missing{color:#8a5a00;font-style:italic}
-.scroll{overflow-x:auto;max-width:100%}
-table.lb{border-collapse:collapse;font-size:12px;white-space:nowrap}
-table.lb th{background:#f2f2f5;cursor:pointer;position:sticky;top:0;padding:4px 6px;border-bottom:2px solid #bbb;
- user-select:none;white-space:nowrap;vertical-align:bottom}
-h3.table-heading{font-size:14px;margin:16px 0 4px;font-weight:600}
-td.nc{color:#b04000;font-weight:600}
-table.lb th.asc::after{content:" \\25B2"}table.lb th.desc::after{content:" \\25BC"}
-table.lb td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right}
-table.lb td:nth-child(2),table.lb td:nth-child(3){text-align:left;font-weight:600}
-table.lb td.wrap{white-space:normal;min-width:7em;max-width:14em;text-align:left}
-tr.published td{background:#fbf7e9;color:#5b5030;font-style:italic}
-.badge{display:inline-block;font-size:10px;font-style:normal;background:#c9a227;color:#fff;border-radius:3px;
- padding:0 4px;margin-left:4px}
-td.sig-best{background:#d8f0d8;font-weight:700}td.sig-near{background:#e9f6e9}td.sig-below{color:#999}
-.grid{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0}figcaption{font-size:12px;color:#444;max-width:640px}
-img{max-width:100%;height:auto;border:1px solid #eee}
-"""
-
-JS = """
-(function () {
-  var tables = Array.prototype.slice.call(document.querySelectorAll("table.lb"));
-  function cellValue(td) {
-    if (td.hasAttribute("data-v")) { return parseFloat(td.getAttribute("data-v")); }
-    if (td.hasAttribute("data-blank")) { return null; }
-    var t = td.textContent.trim();
-    return t === "" || t === "\\u2013" ? null : t;
-  }
-  function sortTable(table, key, dir) {
-    var ths = Array.prototype.slice.call(table.tHead.rows[0].cells);
-    var col = ths.findIndex(function (th) { return th.getAttribute("data-key") === key; });
-    if (col < 0) { return false; }
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows).map(function (tr, i) {
-      return {tr: tr, i: i, v: cellValue(tr.cells[col])};
-    });
-    var numeric = rows.every(function (r) { return r.v === null || typeof r.v === "number"; });
-    var sign = dir === "desc" ? -1 : 1;
-    rows.sort(function (a, b) {
-      if (a.v === null || b.v === null) { return (a.v === null) - (b.v === null) || a.i - b.i; }  // blanks last
-      var c = numeric ? (typeof a.v === "number" ? a.v : Infinity) - (typeof b.v === "number" ? b.v : Infinity)
-                      : String(a.v).localeCompare(String(b.v), undefined, {numeric: true});
-      return sign * c || a.i - b.i;
-    });
-    rows.forEach(function (r) { body.appendChild(r.tr); });
-    ths.forEach(function (th) { th.classList.remove("asc", "desc"); });
-    ths[col].classList.add(dir);
-    table.setAttribute("data-sorted", key + ":" + dir);
-    return true;
-  }
-  function sortBy(key, dir) {
-    return tables.map(function (t) { return sortTable(t, key, dir); }).some(Boolean);
-  }
-  tables.forEach(function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-      th.addEventListener("click", function () {
-        sortTable(table, th.getAttribute("data-key"), th.classList.contains("desc") ? "asc" : "desc");
-      });
-    });
-  });
-  var q = new URLSearchParams(window.location.search);
-  if (q.get("sort")) { sortBy(q.get("sort"), q.get("dir") === "asc" ? "asc" : "desc"); }
-  var right = tables.reduce(function (m, t) { return Math.max(m, t.getBoundingClientRect().right); }, 0);
-  document.documentElement.setAttribute("data-tables-right", String(Math.ceil(right)));
-  window.ferBenchSort = sortBy;
-  document.documentElement.setAttribute("data-page-ready", "1");
-})();
-"""

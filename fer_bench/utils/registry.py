@@ -33,6 +33,12 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out again (a test's temporary entry); unknown names are an error."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of :meth:`add`."""
         return lambda entry: self.add(name, entry)
