@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fer_bench.bench.data_path import torchvision_ops, torchvision_transform
+from fer_bench.bench.data_pipelines import torchvision_ops, torchvision_transform
 from fer_bench.cli import build_parser
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.engine import builders as training
