@@ -60,7 +60,7 @@ def test_every_dataset_states_what_ls_prints():
 def test_dataset_options_are_checked():
     with pytest.raises(ConfigError, match="not an option of ferplus"):
         load_dataset("ferplus:label=crossentropy", REAL_FERPLUS)
-    with pytest.raises(ConfigError, match="is not one of majority, crossentropy"):
+    with pytest.raises(ConfigError, match="--dataset ferplus:labels=probabilty.*crossentropy"):
         load_dataset("ferplus:labels=probabilty", REAL_FERPLUS)
     with pytest.raises(ConfigError, match="unknown dataset 'rafd'"):
         load_dataset("rafd")
@@ -208,7 +208,7 @@ def test_ferplus_bad_header_and_missing_faces_are_errors(tmp_path):
         load_dataset("ferplus", tmp_path)
     write_ferplus(tmp_path)
     (tmp_path / "fer2013.csv").unlink()
-    with pytest.raises(DataError, match="found neither fer2013.csv nor the FER2013 tree"):
+    with pytest.raises(DataError, match=re.escape(tmp_path.name) + r".*fer2013\.csv"):
         load_dataset("ferplus", tmp_path)
 
 

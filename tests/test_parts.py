@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fer_bench.bench.data_path import torchvision_ops, torchvision_transform
+from fer_bench.bench.data_pipelines import torchvision_ops, torchvision_transform
 from fer_bench.cli import build_parser
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.engine import builders as training
@@ -197,7 +197,7 @@ def test_every_augment_op_applied_is_registered_in_the_order_applied(train_crops
     norm = Normalize(48, 1, (0.5,), (0.5,), crop=40 if train_crops == "tencrop" else None)
     names = [n for n, _ in BatchAugment(AugmentCfg(train_crops=train_crops), norm).ops()]
     order = parts.AUGMENT_OPS.names(ordered=True)
-    assert all(n in parts.AUGMENT_OPS for n in names)
+    assert names and all(n in parts.AUGMENT_OPS for n in names)
     assert [order.index(n) for n in names] == sorted(order.index(n) for n in names)
 
 
@@ -205,7 +205,7 @@ def test_every_augment_field_belongs_to_a_registered_op():
     covered = {f for n in parts.AUGMENT_OPS for f in parts.AUGMENT_OPS.get(n).fields}
     assert {f"augment.{f.name}" for f in dataclasses.fields(AugmentCfg)} == covered
     tv = [n for n, _ in torchvision_ops(torchvision_transform(AugmentCfg()))]
-    assert all(n in parts.AUGMENT_OPS for n in tv)
+    assert tv and all(n in parts.AUGMENT_OPS for n in tv)
 
 
 def test_cli_choices_come_from_the_registries():

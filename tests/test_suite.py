@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fer_bench.evaluation import predictions
-from fer_bench.experiment.suite import SLURM_ARRAY_VARS, cells, load_suite, parse_shard, shard
+from fer_bench.experiment.shards import SLURM_ARRAY_VARS, parse_shard, shard
+from fer_bench.experiment.suite import cells, load_suite
 from fer_bench.utils.errors import ConfigError
 from helpers import SUITES, write_csv
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_bench.bench.data_path import ours_augment, same_work, torchvision_ops, torchvision_transform
+from fer_bench.bench.data_pipelines import ours_augment, same_work, torchvision_ops, torchvision_transform
 from fer_bench.bench.timing import MachineLoad, check_paired, paired
 from fer_bench.recipes.schema import AugmentCfg
 from helpers import fer_bench

@@ -70,7 +70,7 @@ def test_a_broken_file_of_each_kind_exits_2_with_one_message_naming_it(capsys, t
 
 
 def test_exponent_notation_in_a_search_space_is_a_number(capsys, tmp_path):
-    from fer_bench.experiment.tune import read_space
+    from fer_bench.experiment.tune_space import read_space
 
     path = tmp_path / "space.yaml"
     path.write_text(SPACE.format(param="optim.lr: {type: float, low: 1e-5, high: 1e-2, log: true}"))

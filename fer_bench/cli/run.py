@@ -167,7 +167,9 @@ def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench.data import load_dataset
     from fer_bench.experiment import suite as st
     from fer_bench.experiment.jobs import CellsFailed, job_gpus, parse_jobs, run_parallel
+    from fer_bench.experiment.pilots import PILOT_EPOCHS
     from fer_bench.experiment.runner import RunOptions
+    from fer_bench.experiment.shards import parse_shard, shard
     from fer_bench.utils.provenance import git_sha
 
     suite = st.load_suite(args.suite, pilot=args.pilot)
@@ -176,7 +178,7 @@ def _run_suite(args: argparse.Namespace) -> int:
     if args.recipe or args.pretrained or args.weights:
         raise FerBenchError("--recipe/--pretrained/--weights do not apply to a suite: each line of the suite names its "
                             "recipe; add overrides with --set KEY=VALUE.")  # fmt: skip
-    k, n = st.parse_shard(args.shard)
+    k, n = parse_shard(args.shard)
     n_jobs = parse_jobs(args.jobs)
     parallel = not args.worker_cell and (n_jobs > 1 or args.gpus is not None)
     gpus = job_gpus(args.gpus, args.device) if parallel else []  # checked before any data loads
@@ -186,9 +188,9 @@ def _run_suite(args: argparse.Namespace) -> int:
         raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
     if args.pilot:  # one seed per line, PILOT_EPOCHS epochs, without the budget the pilots file is for
         suite = dataclasses.replace(suite, seeds=suite.seeds[:1])
-        sets.append(f"train.epochs={st.PILOT_EPOCHS}")
+        sets.append(f"train.epochs={PILOT_EPOCHS}")
     all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite), budget=not args.pilot)
-    cells = st.shard(all_cells, k, n)
+    cells = shard(all_cells, k, n)
     if args.worker_cell:  # one cell of a --jobs run, in its own process
         all_cells = cells = [c for c in cells if c.id == args.worker_cell]
     check_data_args(args.dataset, args.data_dir)
@@ -276,13 +278,13 @@ def _run_suite(args: argparse.Namespace) -> int:
 
 
 def _pilot(job, args: argparse.Namespace) -> int:
-    from fer_bench.experiment import suite as st
+    from fer_bench.experiment.pilots import run_pilots
 
     if not job.suite.pilots:
         raise FerBenchError(f"--pilot: suite {args.suite} names no pilots file; add pilots: FILE (beside budget_s).")
     if args.shard or args.jobs or args.unblind:
         raise FerBenchError("--pilot times each line in turn on this machine: without --shard, --jobs or --unblind.")
-    st.run_pilots(job, Path(job.suite.pilots))
+    run_pilots(job, Path(job.suite.pilots))
     print(f"pilots: {job.suite.pilots}", file=sys.stderr)
     return 0
 

@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
-    from fer_bench.experiment.tune import TuneJob, final_compare, plan_devices, read_space, report, tune
+    from fer_bench.experiment.tune import TuneJob, final_compare, plan_devices, report, tune
+    from fer_bench.experiment.tune_space import read_space
     from fer_bench.models import get_spec
     from fer_bench.recipes import load_recipe
 

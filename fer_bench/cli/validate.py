@@ -61,8 +61,8 @@ def _note_needs_weights(loaded: object, path: Path) -> None:
 
 def _validators() -> dict[str, Callable[[Path], object]]:
     """Each kind of file `validate` knows, checked by the loader that `run`, `tune` or `leaderboard` uses."""
-    from fer_bench.experiment.suite import read_pilots
-    from fer_bench.experiment.tune import read_space
+    from fer_bench.experiment.pilots import read_pilots
+    from fer_bench.experiment.tune_space import read_space
     from fer_bench.recipes import load_recipe
     from fer_bench.report.published import load_published
 

@@ -76,8 +76,8 @@ class BatchAugment:
 
     def ops(self) -> list[tuple[str, tuple]]:
         """The operations this transform applies, in order, with their settings (ops switched off left out): what
-        a pipeline that claims to do the same work must list too (``bench_data.torchvision_ops``). Every geometric
-        op is one bilinear sample of the uint8 source (``__call__``)."""
+        a pipeline that claims to do the same work must list too (``bench.data_pipelines.torchvision_ops``). Every
+        geometric op is one bilinear sample of the uint8 source (``__call__``)."""
         p = self.p
         crop = ("random_resized_crop", (self.norm.size, tuple(p.crop_scale), tuple(p.crop_ratio), "bilinear"))
         ops = [("to_float", ()), crop]

@@ -6,14 +6,12 @@ row and one MLflow child run tagged ``fer_bench.experiment.suite`` and ``fer_ben
 the cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
 (fer_bench.experiment.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed
 mid-way from its last checkpoint. Each row has its run folder in ``OUT`` (:func:`fer_bench.experiment.runner.run_id`:
-model, recipe, dataset, split, seed and protocol hash), named as ``fer-bench run`` names it. ``--shard K/N`` takes a
-deterministic share of the cells, so N machines logging to one MLflow server run one suite together; the
-leaderboard then reads every shard's rows.
+model, recipe, dataset, split, seed and protocol hash), named as ``fer-bench run`` names it. ``--shard K/N``
+(:mod:`fer_bench.experiment.shards`) takes a deterministic share of the cells, so N machines logging to one MLflow
+server run one suite together; the leaderboard then reads every shard's rows. ``budget_s`` gives every cell the same
+training time (:mod:`fer_bench.experiment.pilots`).
 
-Two fields serve a comparison planned before any figure exists. ``budget_s`` gives every cell the same training
-time: each line trains for E = max(1, round(budget_s / t)) epochs, t its median epoch wall time (training and
-validation) in the ``pilots`` file, which ``fer-bench run --suite S --pilot`` writes from a 2-epoch run of each
-line. ``blind: true`` trains every cell and picks its checkpoint on the validation split without scoring any test
+``blind: true`` trains every cell and picks its checkpoint on the validation split without scoring any test
 split (no test figure printed, logged or written: each cell leaves ``validation.json`` beside its checkpoints);
 ``fer-bench run --suite S --unblind``, refused until every cell of the suite has its validation row, then scores
 the test splits once and writes the rows, predictions, MLflow runs and tables as a plain suite run does.
@@ -22,17 +20,15 @@ the test splits once and writes the rows, predictions, MLflow runs and tables as
 from __future__ import annotations
 
 import hashlib
-import os
-import statistics
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fer_bench.experiment.pilots import budget_epochs
 from fer_bench.experiment.tracking import KIND_TAG
 from fer_bench.recipes import from_dict, load_recipe
 from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
@@ -216,100 +212,6 @@ def line_id(entry: SuiteModel, recipe: str | None) -> str:
     return base
 
 
-PILOT_EPOCHS = 2  # the epochs of a pilot run; the first one's wall includes warming up, hence the median
-
-
-def budget_epochs(suite: SuiteSpec, lines: list[str], source: str = "suite") -> dict[str, int]:
-    """The epochs of each of ``lines`` under ``budget_s``: max(1, round(budget_s / t)), t the line's
-    ``median_epoch_s`` in the pilots file.
-
-    Raises:
-        ConfigError: no pilots file, or one that does not time every line of the suite.
-    """
-    fix = f"run `fer-bench run --suite {source} --pilot` to write it"
-    try:
-        times = read_pilots(Path(suite.pilots or ""))
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc} ({fix}).") from None
-    missing = [w for w in lines if w not in times]
-    if missing:
-        raise ConfigError(f"{source}: pilots file {suite.pilots!r} has no median_epoch_s > 0 for line(s) "
-                          f"{', '.join(missing)}; {fix}.")  # fmt: skip
-    return {w: max(1, round(suite.budget_s / times[w])) for w in lines}
-
-
-def read_pilots(path: Path) -> dict[str, float]:
-    """The ``median_epoch_s`` of each line in the pilots file ``path`` (the lines whose figure is a number > 0)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"pilots file {str(path)!r} cannot be read ({exc.__class__.__name__})") from None
-    lines = data.get("lines") if isinstance(data, dict) else None
-    if not isinstance(lines, dict):
-        raise ConfigError(f"pilots file {str(path)!r} has no `lines:` mapping (line id -> median_epoch_s)")
-    times = {k: v.get("median_epoch_s") for k, v in lines.items() if isinstance(v, dict)}
-    return {k: float(t) for k, t in times.items() if isinstance(t, int | float) and not isinstance(t, bool) and t > 0}
-
-
-def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """``"K/N"`` → (K, N) with 1 ≤ K ≤ N; None → (1, 1); ``"auto"`` → the SLURM array task's share (see
-    :func:`slurm_shard`, reading ``env``, default ``os.environ``)."""
-    if text is None:
-        return 1, 1
-    if text == "auto":
-        return slurm_shard(os.environ if env is None else env)
-    try:
-        k, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard {text!r}: expected K/N, e.g. --shard 2/3 (share 2 of 3).") from None
-    if not 1 <= k <= n:
-        raise ConfigError(f"--shard {text!r}: K must be between 1 and N.")
-    return k, n
-
-
-# What an sbatch array task is told about its array (sbatch(1), "OUTPUT ENVIRONMENT VARIABLES").
-SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
-                    "SLURM_ARRAY_TASK_STEP")  # fmt: skip
-_SLURM_FIX = "run it as an sbatch array of a range (#SBATCH --array=0-3 or 1-7:2), or give --shard K/N by hand"
-
-
-def slurm_shard(env: Mapping[str, str]) -> tuple[int, int]:
-    """``--shard auto``: (K, N) of this SLURM array task, 1-based, from the array variables in ``env``.
-
-    An array ``--array=MIN-MAX:STEP`` has COUNT = (MAX − MIN) / STEP + 1 tasks; task ID takes share
-    (ID − MIN) / STEP + 1 of COUNT, so arrays from 0, from 1 or with a step all cover every share once.
-    A list that is not one range (``--array=0,3,7``) has no such numbering and is refused.
-
-    Example:
-        >>> slurm_shard({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "1",
-        ...              "SLURM_ARRAY_TASK_MAX": "7", "SLURM_ARRAY_TASK_STEP": "2"})
-        (3, 4)
-    """
-    missing = [v for v in SLURM_ARRAY_VARS if not env.get(v, "").strip()]
-    if missing:
-        raise ConfigError(f"--shard auto: {', '.join(missing)} not set (this is not a SLURM array task); {_SLURM_FIX}.")
-    got = {}
-    for var in SLURM_ARRAY_VARS:
-        try:
-            got[var.removeprefix("SLURM_ARRAY_TASK_")] = int(env[var])
-        except ValueError:
-            raise ConfigError(f"--shard auto: {var}={env[var]!r} is not an integer; {_SLURM_FIX}.") from None
-    tid, count, lo, hi, step = (got[k] for k in ("ID", "COUNT", "MIN", "MAX", "STEP"))
-    state = f"ID={tid}, COUNT={count}, MIN={lo}, MAX={hi}, STEP={step}"
-    if step < 1 or hi < lo or (hi - lo) % step or (hi - lo) // step + 1 != count:
-        raise ConfigError(f"--shard auto: the SLURM array variables ({state}) do not describe one range MIN-MAX:STEP "
-                          f"of COUNT tasks; {_SLURM_FIX}.")  # fmt: skip
-    if not lo <= tid <= hi or (tid - lo) % step:
-        raise ConfigError(f"--shard auto: SLURM_ARRAY_TASK_ID={tid} is not a task of the array ({state}); "
-                          f"{_SLURM_FIX}.")  # fmt: skip
-    return (tid - lo) // step + 1, count
-
-
-def shard(all_cells: list[Cell], k: int, n: int) -> list[Cell]:
-    """Share ``k`` of ``n`` (1-based): every n-th cell of the id-sorted list, so shards never overlap."""
-    return [c for i, c in enumerate(all_cells) if i % n == k - 1]
-
-
 def result_file(out: Path, cell: Cell, split: str, data, phash: str, protocol: str = "standard") -> Path:
     """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<run id>/result.json``."""
     from fer_bench.experiment.runner import run_id
@@ -471,38 +373,6 @@ def blind_summary(job: SuiteRun, all_cells: list[Cell]) -> str:
     then = ("every cell has its validation row: score the test splits once with --unblind" if not missing
             else "no test split is scored before all have one")  # fmt: skip
     return f"suite {job.suite.name} (blind): {done} of {len(all_cells)} cell(s) have their validation row; {then}."
-
-
-def run_pilots(job: SuiteRun, path: Path) -> dict[str, Any]:
-    """Train one cell per line for :data:`PILOT_EPOCHS` epochs (no test) and write the pilots file ``path``.
-
-    ``job.cells`` are the pilot cells (one seed, the epochs set). The file (YAML) holds, per line id, the epochs'
-    wall times (training and validation) and their median, with the CPU, the commit and when it was written.
-    """
-    from fer_bench.engine.builders import resolve_device
-    from fer_bench.experiment.runner import run_model
-    from fer_bench.utils.cpu_caps import probe
-    from fer_bench.utils.provenance import device_name, git_sha
-
-    lines = {}
-    for n, cell in enumerate(job.cells, 1):
-        job.log(f"== pilot [{n}/{len(job.cells)}] {cell.line}: {PILOT_EPOCHS} epochs, no test")
-        opts = replace(job.opts, resume=False, evaluate_test=False, out=job.opts.out / "pilot" / cell.id)
-        walls = [round(h["epoch_wall_s"], 2) for h in run_model(cell.model, cell.recipe, job.data, opts)["history"]]
-        lines[cell.line] = {"epoch_wall_s": walls, "median_epoch_s": round(statistics.median(walls), 2)}
-    machine = device_name(resolve_device(job.opts.device))  # the CPU's model and threads, or the GPU's name
-    data = {"suite": job.suite.name, "commit": git_sha(), "machine": machine, "cpu_class": probe().processor_class,
-            "epochs": PILOT_EPOCHS, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "lines": lines}  # fmt: skip
-    budget = job.suite.budget_s
-    header = (f"# Pilot epoch timings of suite {job.suite.name}: per line, the wall time (training + validation) of "
-              f"each of {PILOT_EPOCHS} epochs and their median t.\n# A budgeted suite trains each line "
-              f"max(1, round(budget_s / t)) epochs{f' (budget_s {budget:g})' if budget else ''}.\n")  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
-    return data
 
 
 def suite_title(suite: SuiteSpec) -> str:
