@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,25 @@ def test_untracked_suite_resumes_from_result_files(on_disk):
         path = f.parent / row["predictions"]["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == row["predictions"]["sha256"]
         assert predictions.score(path, tuple(row["classes"]))["macro_f1"] == row["test"]["macro_f1"]
+
+
+def test_a_finished_split_lends_its_row_to_the_next_without_testing_again(on_disk, tmp_path):
+    """The cell's trained split is finished, its second split is not: the second is scored from the first's row and
+    weights, and the first's row is read, not rebuilt (its file keeps its bytes)."""
+    assert on_disk["real"].returncode == 0, on_disk["real"].stderr
+    out = tmp_path / "out"
+    shutil.copytree(on_disk["out"], out)
+    real = {f.relative_to(on_disk["out"]): r for f, r in on_disk["real.rows"].items() if f not in on_disk["smoke.rows"]}
+    public = next(out / f for f, r in real.items() if r["split"] == "public")
+    private = next(out / f for f, r in real.items() if r["split"] == "private")
+    before = public.read_bytes()
+    private.unlink()
+    suite = on_disk["out"].parent / "tiny.yaml"
+    res = fer_bench("run", "--suite", str(suite), "--out", str(out), "--no-progress", "--no-track")
+    assert res.returncode == 0, res.stderr
+    assert public.read_bytes() == before and "epoch 1/" not in res.stderr and "testing on public" not in res.stderr
+    row = json.loads(private.read_text())
+    assert row["split"] == "private" and row["trained_run_id"] == json.loads(before)["run_id"]
 
 
 @pytest.mark.parametrize("store", ["tracked", "on_disk"])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fer_bench import cli
-from fer_bench.experiment import jobs
 from fer_bench.experiment.jobs import Failure, Slot, plan_slots, run_cells
+from fer_bench.utils import devices
 from helpers import one_line_error
 
 mlflow = pytest.importorskip("mlflow")
@@ -45,10 +45,10 @@ def test_slots_take_the_gpus_round_robin_and_share_the_cores():
 def test_the_job_gpus_are_the_visible_ones_or_those_asked_for(monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert jobs.visible_gpus() == ["0", "1"]
+    assert devices.visible_gpus() == ["0", "1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # a child's CUDA_VISIBLE_DEVICES names these, not 0 and 1
-    assert jobs.visible_gpus() == ["3", "5"] == jobs.job_gpus(None, "auto")
-    assert jobs.job_gpus("5", "cuda") == ["5"] and jobs.job_gpus(None, "cpu") == []
+    assert devices.visible_gpus() == ["3", "5"] == devices.job_gpus(None, "auto")
+    assert devices.job_gpus("5", "cuda") == ["5"] and devices.job_gpus(None, "cpu") == []
 
 
 def test_each_job_runs_with_its_slots_gpu_and_threads():
@@ -85,7 +85,7 @@ def test_a_failing_job_fails_alone_and_says_why(monkeypatch):
      (["--jobs", "2", "--device", "cuda:1"], "--gpus 1"), (["--gpus", ""], "--gpus is empty")],
 )  # fmt: skip
 def test_bad_jobs_and_gpus_are_one_line_errors(tmp_path, monkeypatch, capsys, extra, expected):
-    monkeypatch.setattr(jobs, "visible_gpus", lambda: ["0", "1"])  # a faked two-GPU machine
+    monkeypatch.setattr(devices, "visible_gpus", lambda: ["0", "1"])  # a faked two-GPU machine
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE)
     code = cli.main(["run", "--suite", str(suite), "--no-track", "--out", str(tmp_path / "out"), *extra])
@@ -134,7 +134,7 @@ def test_jobs_2_runs_each_cell_once_as_jobs_1_does_and_a_failed_cell_fails_alone
     assert len(children) == len(runs) - 1 == 3  # the good cell's two rows and the failed cell's one try, no other
     assert children == {(GOOD, f"{GOOD}-public", "FINISHED"), (GOOD, f"{GOOD}-private", "FINISHED"),
                         (bad, f"{bad}-public", "FAILED")}  # fmt: skip
-    threads = max(1, jobs.cpu_cores() // 2)
+    threads = max(1, devices.cpu_cores() // 2)
     assert rows[GOOD, "public"]["device_name"].endswith(f"({threads} threads)")  # the job's share of the cores
 
     # the same suite without its failing line in one job (here, with all the cores): the same rows

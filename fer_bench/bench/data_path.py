@@ -28,6 +28,7 @@ from fer_bench.bench.data_pipelines import (
 from fer_bench.bench.timing import MachineLoad, paired
 from fer_bench.data import FerData, load_dataset
 from fer_bench.data.augment import BatchAugment, Normalize
+from fer_bench.data.csv import write_fer2013_csv
 from fer_bench.data.labels import SPLITS
 from fer_bench.utils.errors import ConfigError
 
@@ -66,16 +67,6 @@ def data_path_vs_torchvision(data: FerData, train_dir: Path, *, batch_size: int 
                      "torchvision_batches_per_window": tv_batches,
                      "torchvision_batches_per_s_by_workers": {str(w): [round(r[w], 3) for r in kept]
                                                               for w in workers}}  # fmt: skip
-
-
-def write_fer2013_csv(data: FerData, path: Path) -> None:
-    """Write the original `emotion,pixels,Usage` format (used to time the CSV reader on real pixels)."""
-    usage = {0: "Training", 1: "PublicTest", 2: "PrivateTest", 3: "PublicTest"}
-    text = np.array([str(v) for v in range(256)], dtype=object)  # one str per pixel value, looked up by index
-    with path.open("w") as f:
-        f.write("emotion,pixels,Usage\n")
-        for img, label, split in zip(data.images, data.labels, data.splits, strict=True):
-            f.write(f"{label},{' '.join(text[img.ravel()])},{usage[int(split)]}\n")
 
 
 def csv_load_times(csv_path: Path, pairs: int = 5, progress=None) -> dict[str, Any]:

@@ -166,10 +166,11 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
 def _run_suite(args: argparse.Namespace) -> int:
     from fer_bench.data import load_dataset
     from fer_bench.experiment import suite as st
-    from fer_bench.experiment.jobs import CellsFailed, job_gpus, parse_jobs, run_parallel
+    from fer_bench.experiment.jobs import CellsFailed, parse_jobs, run_parallel
     from fer_bench.experiment.pilots import PILOT_EPOCHS
     from fer_bench.experiment.runner import RunOptions
     from fer_bench.experiment.shards import parse_shard, shard
+    from fer_bench.utils.devices import job_gpus
     from fer_bench.utils.provenance import git_sha
 
     suite = st.load_suite(args.suite, pilot=args.pilot)

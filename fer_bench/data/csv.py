@@ -204,3 +204,13 @@ def _explain_pixel_error(path: Path, values: list[str]) -> None:
         for j, t in enumerate(tokens):
             if not t.isdigit() or int(t) > 255:
                 raise DataError(f"{where}: value #{j + 1} {t!r} is not an integer in 0..255. Fix or drop the row.")
+
+
+def write_fer2013_csv(data, path: Path) -> None:
+    """Write the original `emotion,pixels,Usage` format (the data-path benchmark times the reader on it)."""
+    usage = {0: "Training", 1: "PublicTest", 2: "PrivateTest", 3: "PublicTest"}
+    text = np.array([str(v) for v in range(256)], dtype=object)  # one str per pixel value, looked up by index
+    with path.open("w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for img, label, split in zip(data.images, data.labels, data.splits, strict=True):
+            f.write(f"{label},{' '.join(text[img.ravel()])},{usage[int(split)]}\n")

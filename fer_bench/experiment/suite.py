@@ -294,7 +294,7 @@ def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
             recipe = split_recipe(cell.recipe, split)
             if job.finished(cell, split):
                 if trained is None and split == cell.splits[0]:  # its weights serve the other splits
-                    trained = run_model(cell.model, recipe, job.data, resume)  # from last.pt: no epoch reruns
+                    trained = finished_row(job, cell, split) or run_model(cell.model, recipe, job.data, resume)
                 continue
             tags = {KIND_TAG: "model", SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
             with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
@@ -314,6 +314,16 @@ def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
                 job.tracker.log_result(row, resume.out / row["run_id"], recipe_to_dict(recipe))
             rows.append(row)
     return rows
+
+
+def finished_row(job: SuiteRun, cell: Cell, split: str) -> dict[str, Any] | None:
+    """The finished row of ``cell`` on ``split`` as its result.json holds it, or None when this machine lacks it (a
+    row another shard wrote to the shared tracking store: its weights are then rebuilt from last.pt)."""
+    import json
+
+    protocol = job.opts.protocol["name"] if job.opts.protocol else "standard"
+    path = result_file(job.opts.out, cell, split, job.data, job.protocol_of(cell), protocol)
+    return json.loads(path.read_text()) if finished_on_disk(path, job.protocol_of(cell)) else None
 
 
 VALIDATION_FILE = "validation.json"  # a blind cell's row: training and validation only, beside its checkpoints

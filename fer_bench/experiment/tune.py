@@ -198,7 +198,7 @@ def worker_devices(workers: int, gpus: Sequence[str], visible: Sequence[str]) ->
 def plan_devices(workers: int, gpus: str | None, device: str = "auto") -> list[str]:
     """``tune --workers N [--gpus I,…]``: each worker's device; the GPUs are checked as ``run --jobs`` checks them
     (every visible one by default, i.e. ``torch.cuda.device_count()`` of them; none with ``--device cpu``)."""
-    from fer_bench.experiment.jobs import job_gpus, visible_gpus
+    from fer_bench.utils.devices import job_gpus, visible_gpus
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: expected the number of worker processes, 1 or more.")
