@@ -6,7 +6,7 @@ The Python API (:mod:`fer_bench.api`) is reachable from here: ``fer_bench.run``,
 
 from fer_bench.utils.version import __version__
 
-API = ("run", "evaluate", "leaderboard", "Leaderboard")
+API = ("run", "evaluate", "leaderboard", "run_suite", "Leaderboard", "SuiteResult")
 __all__ = ["__version__", *API]
 
 

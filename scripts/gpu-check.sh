@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue #15 as one command of <= 9 min, for the day a GPU is lent (15 minutes in all, a start
-# takes a few). It writes an archive into $OUT after each phase, since what is under $OUT comes back even when the
+# The GPU checks as one command of <= 9 min, for a short GPU loan (a start takes a few minutes of it). It writes an archive into $OUT after each phase, since what is under $OUT comes back even when the
 # command is cut off (at most 8 files): conditions.txt, gpu-check.log, sprint.tar.gz, bench.tar.gz.
 #
 #   1. sprint (<= 6 min): benchmarks/fer2013-gpu-sprint.yaml, 5 families x 3 seeds, --jobs, untracked (the GPU
@@ -34,7 +33,7 @@ fi
 
 say() { echo "[gpu-check $(date -u +%H:%M:%S)] $*" | tee -a "$LOG"; }
 
-# Tiny settings rehearse every step on CPU in about a minute; the real ones are the issue's.
+# Tiny settings rehearse every step on CPU in about a minute; the real ones are the sprint's.
 if [ "$TINY" = 1 ]; then
     DEVICE=cpu; JOBS=${JOBS:-2}; SPRINT_S=${SPRINT_S:-300}; BENCH_S=${BENCH_S:-120}
     SPRINT_ARGS=(--seeds 0 --epochs 1 --limit-train 14 --img-size 32 --set eval.tta=[none]

@@ -193,3 +193,30 @@ def _run_recording(tmp_path, data, sets: list[str]) -> tuple[dict, list[list[flo
     finally:
         handle.remove()
     return row, per_epoch
+
+
+def schema_mismatches(row: dict) -> dict[str, str]:
+    """The fields of ``row`` that the result-row schema (fer_bench.experiment.row.ResultRow) lacks or types otherwise:
+    field → what was found."""
+    import types
+    import typing
+
+    from fer_bench.experiment.row import ResultRow
+
+    def conforms(value, hint) -> bool:
+        origin = typing.get_origin(hint)
+        if hint is typing.Any:
+            return True
+        if origin in (typing.Union, types.UnionType):
+            return any(conforms(value, h) for h in typing.get_args(hint))
+        if hint is type(None):
+            return value is None
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if origin in (list, dict):
+            return isinstance(value, origin)
+        return isinstance(value, hint)
+
+    hints = typing.get_type_hints(ResultRow)
+    return {k: ("not in the schema" if k not in hints else type(v).__name__) for k, v in row.items()
+            if k not in hints or not conforms(v, hints[k])}  # fmt: skip

@@ -54,16 +54,25 @@ def test_leaderboard_ranks_the_rows_as_the_cli_does(trained):
 @pytest.mark.parametrize(
     ("call", "names"),
     [
-        (lambda: fer_bench.run(["no_such_net"]), "no_such_net"),
-        (lambda: fer_bench.run(["simple_cnn"], dataset="synthetic", device="cuda:7"), "cuda"),
-        (lambda: fer_bench.evaluate(), "--run"),
-        (lambda: fer_bench.evaluate(weights="w.pt"), "--model"),
-        (lambda: fer_bench.leaderboard(["/no/such/folder"]), "/no/such/folder"),
+        (lambda out, maker: fer_bench.run(["no_such_net"], out=out, tracker=maker), "no_such_net"),
+        (lambda out, maker: fer_bench.run(["simple_cnn"], device="cuda:7", out=out, tracker=maker), "cuda"),
+        (lambda out, maker: fer_bench.run(["simple_cnn"], seeds=[0, 0], out=out, tracker=maker), "--seeds 0,0"),
+        (
+            lambda out, maker: fer_bench.run(["simple_cnn"], sets=["eval.split=valid"], out=out, tracker=maker),
+            "eval.split",
+        ),
+        (lambda out, maker: fer_bench.evaluate(out=out, tracker=maker), "--run"),
+        (lambda out, maker: fer_bench.evaluate(weights="w.pt", out=out, tracker=maker), "--model"),
+        (lambda out, maker: fer_bench.leaderboard(["/no/such/folder"]), "/no/such/folder"),
+        (lambda out, maker: fer_bench.leaderboard([out], fmt="markdown"), "--format markdown"),
     ],
 )
-def test_a_callers_mistake_is_one_error_naming_it(call, names):
+def test_a_callers_mistake_is_one_error_naming_it_and_nothing_is_written(tmp_path, call, names):
+    made = []
+    out = tmp_path / "out"
     with pytest.raises(FerBenchError, match=names):
-        call()
+        call(out, lambda: made.append(1))
+    assert not made and not out.exists()
 
 
 def test_the_package_root_loads_the_api_on_first_use():

@@ -159,6 +159,33 @@ def test_the_contract_catches_an_upward_import(tmp_path, monkeypatch):
         test_imports_flow_down_the_layers()
 
 
+def _planted(tmp_path, monkeypatch, files: dict[str, str]) -> None:
+    """A copy of the package with ``files`` (path under fer_bench/ → source) added, read by the checks above."""
+    fake = tmp_path / "fer_bench"
+    for p in modules().values():
+        dest = fake / p.relative_to(PKG)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(p.read_text())
+    for rel, text in files.items():
+        (fake / rel).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+
+
+def test_the_contract_catches_a_circle_and_a_sideways_import(tmp_path, monkeypatch):
+    _planted(tmp_path, monkeypatch, {
+        "utils/ring_a.py": "def f():\n    from fer_bench.utils import ring_b\n",
+        "utils/ring_b.py": "from fer_bench.utils import ring_a\n",
+        "models/leak.py": "from fer_bench.evaluation.metrics import classification_metrics\n",
+    })  # fmt: skip
+    with pytest.raises(
+        AssertionError, match=r"fer_bench\.utils\.ring_a -> fer_bench\.utils\.ring_b -> fer_bench\.utils\.ring_a"
+    ):
+        test_no_module_imports_itself_back_through_a_circle()
+    with pytest.raises(AssertionError, match=r"fer_bench\.models\.leak -> fer_bench\.evaluation\.metrics"):
+        test_imports_flow_down_the_layers()
+
+
 def test_the_architecture_note_draws_these_layers():
     note = (ROOT / "docs" / "architecture.md").read_text()
     drawn = re.findall(r"^\s*(\w+)(?:/|\.py)\s", note.split("```")[1], re.M)

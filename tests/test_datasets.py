@@ -22,6 +22,7 @@ from fer_bench.data.ferplus import CLASSES as FERPLUS_CLASSES
 from fer_bench.data.ferplus import crossentropy, majority
 from fer_bench.data.labels import PRIVATE, PUBLIC, TEST, TRAIN
 from fer_bench.data.rafdb import CLASSES as RAFDB_CLASSES
+from fer_bench.engine import predict, trainer
 from fer_bench.engine.predict import device_tensors as _device_tensors
 from fer_bench.utils.errors import ConfigError, DataError
 from helpers import write_ferplus, write_rafdb
@@ -322,8 +323,9 @@ def test_rafdb_trains_and_evaluates_end_to_end_without_going_grey_48(tmp_path, m
         return model, spec
 
     monkeypatch.setattr(runner, "create_model", recording)
-    monkeypatch.setattr(runner, "_device_tensors", lambda data, *a, **k: stores.append(data.images.shape) or
-                        _device_tensors(data, *a, **k))  # fmt: skip
+    stored = lambda data, *a, **k: stores.append(data.images.shape) or _device_tensors(data, *a, **k)  # noqa: E731
+    for module in (trainer, predict):  # the training batches and the test pass put the images on the device
+        monkeypatch.setattr(module, "device_tensors", stored)
     out = tmp_path / "out"
     argv = ["run", "--dataset", "rafdb", "--data-dir", str(tmp_path / "raf"), "--models", "resnet18", "--epochs", "1",
             "--img-size", "64", "--batch-size", "16", "--out", str(out), "--no-track", "--no-progress"]  # fmt: skip

@@ -70,6 +70,8 @@ def test_a_duplicate_name_is_refused(balanced_accuracy):
 def test_a_direction_other_than_higher_or_lower_is_refused():
     with pytest.raises(ValueError, match="direction"):
         register_metric("toy_metric", direction="up")(_balanced_accuracy)
+    with pytest.raises(ValueError, match="cost"):  # a table the leaderboard would never show it in
+        register_metric("toy_metric", tables=("cost",))(_balanced_accuracy)
     assert "toy_metric" not in METRICS
 
 

@@ -45,7 +45,7 @@ from fer_bench.bench.model import (
     timed_steps,
     warm_up,
 )
-from fer_bench.bench.model import _conditions as bench_conditions
+from fer_bench.bench.model import conditions as bench_conditions
 from fer_bench.bench.timing import MachineLoad, paired
 from fer_bench.models import create_model, get_spec
 from fer_bench.utils.errors import FerBenchError

@@ -172,7 +172,7 @@ def measure(cfg: BenchConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
         row |= _measure_train(cfg, s.train, s.spec, device, s.fmt)
     if "memory" in parts:
         row |= _peak_memory(s.train, device)
-    return row | ceiling_share(row, cfg.precision, device) | _conditions(device)
+    return row | ceiling_share(row, cfg.precision, device) | conditions(device)
 
 
 def ceiling_share(row: dict[str, Any], precision: str, device) -> dict[str, Any]:
@@ -259,7 +259,8 @@ def _peak_memory(train, device) -> dict[str, float]:
     return {"peak_mem_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_mem_kind": "cpu_max_rss"}
 
 
-def _conditions(device) -> dict[str, Any]:
+def conditions(device) -> dict[str, Any]:
+    """The measurement's conditions: the device's name, threads and library versions a bench row records."""
     import torch
 
     from fer_bench.utils import provenance

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -13,8 +12,6 @@ from fer_bench.cli.common import (
     SEED,
     add_data_args,
     add_tracking,
-    check_data_args,
-    check_device,
     csv_list,
     device,
     existing_file,
@@ -23,7 +20,6 @@ from fer_bench.cli.common import (
     make_tracker,
     out_dir,
 )  # fmt: skip
-from fer_bench.experiment.tracking import KIND_TAG
 from fer_bench.recipes.schema import EVAL_SPLITS, PRECISIONS
 from fer_bench.utils.console import wrap_notes
 from fer_bench.utils.errors import FerBenchError
@@ -164,129 +160,35 @@ def _run_models(args: argparse.Namespace, seeds: list[int | None], world, device
 
 
 def _run_suite(args: argparse.Namespace) -> int:
-    from fer_bench.data import load_dataset
-    from fer_bench.experiment import suite as st
-    from fer_bench.experiment.jobs import CellsFailed, parse_jobs, run_parallel
-    from fer_bench.experiment.pilots import PILOT_EPOCHS
-    from fer_bench.experiment.runner import RunOptions
-    from fer_bench.experiment.shards import parse_shard, shard
-    from fer_bench.utils.devices import job_gpus
-    from fer_bench.utils.provenance import git_sha
+    from fer_bench import api
 
-    suite = st.load_suite(args.suite, pilot=args.pilot)
-    if args.seeds:
-        suite = dataclasses.replace(suite, seeds=tuple(args.seeds))
     if args.recipe or args.pretrained or args.weights:
         raise FerBenchError("--recipe/--pretrained/--weights do not apply to a suite: each line of the suite names its "
                             "recipe; add overrides with --set KEY=VALUE.")  # fmt: skip
-    k, n = parse_shard(args.shard)
-    n_jobs = parse_jobs(args.jobs)
-    parallel = not args.worker_cell and (n_jobs > 1 or args.gpus is not None)
-    gpus = job_gpus(args.gpus, args.device) if parallel else []  # checked before any data loads
-    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items()
-            if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
     if args.seed is not None or args.split is not None:
         raise FerBenchError("--seed/--split do not apply to a suite: it lists its seeds and splits.")
-    if args.pilot:  # one seed per line, PILOT_EPOCHS epochs, without the budget the pilots file is for
-        suite = dataclasses.replace(suite, seeds=suite.seeds[:1])
-        sets.append(f"train.epochs={PILOT_EPOCHS}")
-    all_cells = st.cells(suite, list(args.sets) + sets, str(args.suite), budget=not args.pilot)
-    cells = shard(all_cells, k, n)
-    if args.worker_cell:  # one cell of a --jobs run, in its own process
-        all_cells = cells = [c for c in cells if c.id == args.worker_cell]
-    check_data_args(args.dataset, args.data_dir)
-    if not parallel:  # a parallel run's cells check their own GPUs (job_gpus above)
-        check_device(args.device)
-    git_sha()
-    protocol = None
-    if args.protocol:  # read before the data: a file that is no protocol fails in seconds
-        from fer_bench.data.audit import load_protocol
+    sets = [f"{path}={getattr(args, flag)}" for flag, path in RUN_OVERRIDES.items()
+            if flag not in ("seed", "split") and getattr(args, flag) is not None]  # fmt: skip
 
-        protocol = load_protocol(args.protocol)
-    data = load_dataset(args.dataset or suite.dataset, args.data_dir or suite.data_dir, args.cache_dir)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    out = args.out if args.out != Path("runs") else Path("runs") / suite.name
-    opts = RunOptions(out=out, device=args.device, progress=not args.no_progress, protocol=protocol)
-    experiment = args.experiment if args.experiment != "fer-bench" else suite.experiment or suite.name
-    args.experiment = experiment
-    tracker = make_tracker(args)
-    proto_name = protocol["name"] if protocol else "standard"
-    from fer_bench.experiment.runner import run_protocol
+    def tracker(experiment: str):
+        return make_tracker(argparse.Namespace(**{**vars(args), "experiment": experiment}))
 
-    hashes = {c.id: run_protocol(c.model, c.recipe, data, opts)[0] for c in all_cells}
-    st.check_distinct(all_cells, data, hashes, proto_name)
-    protocol_of = lambda cell: hashes[cell.id]  # noqa: E731
-
-    def on_disk(cell, split) -> bool:
-        return st.finished_on_disk(st.result_file(out, cell, split, data, hashes[cell.id], proto_name), hashes[cell.id])
-
-    if tracker.enabled:
-        from fer_bench.experiment.tracking import finished_suite_rows
-
-        done = finished_suite_rows(args.tracking_uri, experiment, suite.name)
-        finished = lambda cell, split: (cell.id, split, hashes[cell.id]) in done  # noqa: E731
-    else:
-        finished = on_disk
-    job = st.SuiteRun(suite, cells, data, opts, tracker, finished, protocol_of)
-    if args.pilot:
-        return _pilot(job, args)
-    if args.unblind:
-        st.check_unblind(job, all_cells)
-    tags = {KIND_TAG: "suite", st.SUITE_TAG: suite.name, "fer_bench.shard": f"{k}/{n}"}
-    if args.worker_cell:  # its rows only, nested under the suite's run; the parent process writes the table
-        tracker.parent_run_id = args.parent_run
-        st.run_suite(job, unblind=args.unblind)
-        return 0
-    failed = None
-    try:
-        with tracker.run(f"suite-{suite.name}-{k}of{n}", tags=tags) as parent_run:
-            if parallel:
-                run_parallel(job, args.argv, n_jobs, gpus, parent_run)
-            else:
-                st.run_suite(job, unblind=args.unblind)
-    except CellsFailed as exc:  # the suite's run ends FAILED; the finished cells' rows still make the table
-        failed = exc
-    if suite.blind and not args.unblind:  # no table: not one test figure before --unblind
-        print(st.blind_summary(job, all_cells), file=sys.stderr)
-        if failed is not None:
-            raise failed
-        return 0
-    # The table covers every shard's rows: from the tracking store, or from the result files on this machine.
-    from fer_bench.report import leaderboard as lb
-
-    if tracker.enabled:
-        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
-
-        frame = lb.frame_from_mlflow(search_model_runs(args.tracking_uri, experiment,
-                                                       f"tags.`{st.SUITE_TAG}` = '{suite.name}'"))  # fmt: skip
-        frame = lb.apply_bench(frame, search_bench_runs(args.tracking_uri, experiment))
-    else:
-        files = [st.result_file(out, c, s, data, hashes[c.id], proto_name) for c in all_cells for s in c.splits]
-        frame = lb.frame_from_rows(lb.read_rows([f for f in files if f.is_file()]))
-    if not frame.empty:  # this suite's protocols only: a smoke run of a cell is not part of its table
-        frame = frame[frame["protocol_hash"].isin(set(hashes.values()))]
-    out.mkdir(parents=True, exist_ok=True)
-    written = st.render_leaderboard(job, frame, out)
-    tracker.log_summary(parent_run, frame, written)
-    print(wrap_notes(lb.render(lb.aggregate(frame), "md", per_class=False, published=suite.leaderboard.published)))
-    print(f"\nleaderboard: {', '.join(str(p) for p in written)}", file=sys.stderr)
-    if url := tracker.runs_url():
-        print(f"runs in MLflow: {url}", file=sys.stderr)
-    if failed is not None:
-        raise failed
-    return 0
-
-
-def _pilot(job, args: argparse.Namespace) -> int:
-    from fer_bench.experiment.pilots import run_pilots
-
-    if not job.suite.pilots:
-        raise FerBenchError(f"--pilot: suite {args.suite} names no pilots file; add pilots: FILE (beside budget_s).")
-    if args.shard or args.jobs or args.unblind:
-        raise FerBenchError("--pilot times each line in turn on this machine: without --shard, --jobs or --unblind.")
-    run_pilots(job, Path(job.suite.pilots))
-    print(f"pilots: {job.suite.pilots}", file=sys.stderr)
+    result = api.run_suite(args.suite, sets=[*args.sets, *sets], seeds=args.seeds, dataset=args.dataset,
+                           data_dir=args.data_dir, cache_dir=args.cache_dir,
+                           out=None if args.out == Path("runs") else args.out, device=args.device,
+                           protocol=args.protocol, shard=args.shard, jobs=args.jobs, gpus=args.gpus, pilot=args.pilot,
+                           unblind=args.unblind, progress=not args.no_progress, tracker=tracker,
+                           experiment=None if args.experiment == "fer-bench" else args.experiment,
+                           worker_cell=args.worker_cell, parent_run=args.parent_run, argv=args.argv)  # fmt: skip
+    if result.said:
+        print(result.said, file=sys.stderr)
+    if result.table:
+        print(wrap_notes(result.table))
+        print(f"\nleaderboard: {', '.join(str(p) for p in result.written)}", file=sys.stderr)
+    if result.runs_url:
+        print(f"runs in MLflow: {result.runs_url}", file=sys.stderr)
+    if result.failed is not None:
+        raise result.failed
     return 0
 
 

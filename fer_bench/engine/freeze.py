@@ -9,7 +9,7 @@ import torch
 from fer_bench.models import classifier_params
 from fer_bench.models.weights import SHOWN_MISSING
 from fer_bench.recipes.checks import scratch_variant
-from fer_bench.recipes.schema import Recipe, stage_plan
+from fer_bench.recipes.schema import Recipe
 from fer_bench.utils.errors import ConfigError
 
 
@@ -40,8 +40,9 @@ def trainable_names(model: torch.nn.Module, patterns: tuple[str, ...]) -> set[st
     return keep
 
 
-def frozen_unloaded(model: torch.nn.Module, recipe: Recipe) -> list[str]:
-    """State-dict entries that a stage freezes although neither the starting weights nor an earlier stage set them.
+def frozen_unloaded(model: torch.nn.Module, stages) -> list[str]:
+    """State-dict entries that a stage of ``stages`` (the recipe's stage plan) freezes although neither the starting
+    weights nor an earlier stage set them.
 
     Frozen are a stage's untrained parameters and the buffers of its frozen modules (they stay in eval mode, so
     their batch-norm statistics never update; ``num_batches_tracked`` is read by no eval-mode figure). An entry a
@@ -50,7 +51,7 @@ def frozen_unloaded(model: torch.nn.Module, recipe: Recipe) -> list[str]:
     info = getattr(model, "fer_bench_weights", None)
     settled = set(info.loaded_names if info else ())  # loaded, or trained by an earlier stage
     unloaded: dict[str, None] = {}  # ordered set: the message lists the first names in model order
-    for stage, _ in stage_plan(recipe):
+    for stage, _ in stages:
         keep = trainable_names(model, stage.trainable)
         frozen = [n for n, _ in model.named_parameters() if n not in keep]
         for mname, module in model.named_modules():

@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 
 from fer_bench.evaluation import calibration, predictions, stats
 from fer_bench.utils.errors import DataError
+from fer_bench.utils.io import file_sha256
 
 VALID_FILE = predictions.VALID_FILE  # the validation hold-out's predictions, for temperature scaling
 
@@ -56,14 +56,10 @@ class Side:
         return self.probs.argmax(1)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def read_verified(path: Path, digest: str | None, where: str) -> dict[str, np.ndarray]:
     """A predictions file's arrays after checking its sha256 against ``digest`` (the row's; None: unchecked)."""
-    if digest is not None and sha256(path) != digest:
-        raise DataError(f"{path}: sha256 {sha256(path)[:12]}… is not the {digest[:12]}… that {where} records: the "
+    if digest is not None and (found := file_sha256(path)) != digest:
+        raise DataError(f"{path}: sha256 {found[:12]}… is not the {digest[:12]}… that {where} records: the "
                         "file is not the one the row was scored on. Restore it from the run (or its MLflow "
                         "artifact), or drop the row.")  # fmt: skip
     try:

@@ -61,6 +61,9 @@ class Scores:
     per_class: dict[str, np.ndarray]
 
 
+TABLES = ("default", "comparison", "csv")  # the places of the leaderboard that show registered metrics
+
+
 @dataclass(frozen=True)
 class Metric:
     """One headline metric of a result row.
@@ -71,8 +74,8 @@ class Metric:
         direction: "higher" or "lower" is better (the ↑/↓ of every table).
         fmt: the number format of a table cell, e.g. ``".2f"``.
         header: the column header, without its arrow.
-        tables: the leaderboard column groups that show it (``fer_bench.report.columns.GROUPS``, "default" for the
-            default table) and "csv"; empty: the row and MLflow only.
+        tables: where the leaderboard shows it, of :data:`TABLES`: "default" (the default table), "comparison" (the
+            comparison column group) and "csv"; empty: the row and MLflow only.
         description: one line for listings and docs.
     """
 
@@ -87,6 +90,8 @@ class Metric:
     def __post_init__(self) -> None:
         if self.direction not in ("higher", "lower"):
             raise ValueError(f"metric {self.name!r}: direction must be 'higher' or 'lower', not {self.direction!r}")
+        if unknown := [t for t in self.tables if t not in TABLES]:
+            raise ValueError(f"metric {self.name!r}: tables {unknown} are none of {list(TABLES)}")
 
 
 METRICS = Registry[Metric]("metric", list_hint="fer_bench.evaluation.metrics.METRICS.names(ordered=True)")

@@ -49,9 +49,9 @@ class ResultRow(TypedDict, total=False):
     n_train: int
     n_val: int
     n_test: int
-    seed: int
+    seed: int | None  # None: an eval row of a bare weights file (no training run behind it)
     # settings as resolved
-    epochs: int
+    epochs: int | None
     epochs_run: int
     best_epoch: int
     img_size: int
@@ -102,6 +102,14 @@ class ResultRow(TypedDict, total=False):
     infer_model_img_s: float
     infer_batch_size: int
     test_tta_gmacs: dict[str, float]
+    # where the row came from besides a plain run
+    suite: str  # a suite's name and cell id (fer-bench run --suite)
+    cell: str
+    blind: bool  # a blind suite's validation row: trained, never tested
+    trained_run_id: str  # the run whose weights this row scored (another split, or eval of a run folder)
+    eval: dict[str, Any]  # fer-bench eval: the checkpoint, its sha256, the run it came from, the data scored
+    cross_dataset: dict[str, Any]  # eval on another dataset's classes: the class map and what it shares
+    corruptions: dict[str, Any]  # the corruption suite: mCA, the table, its files
 
 
 def segment_fields(history: list[dict[str, Any]], segments: list[int]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from fer_bench.engine.predict import predict_plain, predict_test, tta_said
 from fer_bench.evaluation import predictions
 from fer_bench.experiment.plan import (
     RunOptions,
+    RunPlan,
     device_context,
     make_norms,
     make_protocol,
@@ -64,21 +65,24 @@ def run_model(
     data: FerData,
     opts: RunOptions,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    plan: RunPlan | None = None,
 ) -> dict[str, Any]:
     """Train ``model_name`` under ``recipe`` on ``data``, evaluate it, write and return its result row.
 
     ``on_epoch`` receives each epoch's history entry (the tracker logs it); files go to ``opts.out/<run_id>/``.
+    ``plan``: the run already resolved by the caller (:func:`fer_bench.experiment.plan.resolve_plan` of the same
+    model, recipe, data and options), so that its identity is computed once.
     """
     if reason := frozen_without_weights(recipe, has_weights=recipe.input.pretrained or opts.weights is not None):
         raise ConfigError(reason)  # before any loading: a frozen random backbone is no result
     check_targets(recipe.loss, data)  # label distributions need a loss that takes them, before anything is written
-    plan = resolve_plan(model_name, recipe, data, opts)
+    plan = plan or resolve_plan(model_name, recipe, data, opts)
     ctx, world, run_dir = plan.ctx, opts.world, plan.run_dir
     seed_everything(recipe.train.seed)
     model, spec = create_model(model_name, num_classes=len(data.classes), pretrained=recipe.input.pretrained,
                                weights=opts.weights, drop_rate=recipe.model.drop_rate,
                                allow_partial=opts.allow_partial_weights)  # fmt: skip
-    if unloaded := frozen_unloaded(model, recipe):  # a partial file passes the check above; frozen must be loaded
+    if unloaded := frozen_unloaded(model, plan.stages):  # a partial file passes the check above; frozen must be loaded
         raise ConfigError(frozen_unloaded_message(recipe, unloaded))
     model = distributed.sync_batchnorm(model, world, recipe.train.sync_bn, ctx.device.type)
     model = model.to(ctx.device, memory_format=torch.channels_last if ctx.channels_last else torch.preserve_format)

@@ -262,6 +262,11 @@ class SuiteRun:
     finished: Callable[[Cell, str], bool]  # is (cell, split) done under the cell's own protocol hash?
     protocol_of: Callable[[Cell], str]  # the protocol hash a cell's rows will carry (computed before training)
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)
+    plan_of: Callable[[Cell], Any] | None = None  # the cell's first split, resolved once (experiment.plan.RunPlan)
+
+    def plan(self, cell: Cell):
+        """The resolved run of ``cell``'s first split (the one it trains), or None to resolve it in the runner."""
+        return self.plan_of(cell) if self.plan_of is not None else None
 
 
 def pending(job: SuiteRun) -> list[Cell]:
@@ -294,12 +299,14 @@ def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
             recipe = split_recipe(cell.recipe, split)
             if job.finished(cell, split):
                 if trained is None and split == cell.splits[0]:  # its weights serve the other splits
-                    trained = finished_row(job, cell, split) or run_model(cell.model, recipe, job.data, resume)
+                    trained = finished_row(job, cell, split) or run_model(cell.model, recipe, job.data, resume,
+                                                                          plan=job.plan(cell))  # fmt: skip
                 continue
             tags = {KIND_TAG: "model", SUITE_TAG: job.suite.name, CELL_TAG: cell.id}
             with job.tracker.run(f"{cell.id}-{split}", nested=True, tags=tags):
                 if trained is None:  # the cell's training run
-                    row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch)
+                    row = trained = run_model(cell.model, recipe, job.data, resume, on_epoch=job.tracker.log_epoch,
+                                              plan=job.plan(cell))  # fmt: skip
                     for entry in row["history"] if job.suite.blind else ():  # trained blind: its curve, logged now
                         job.tracker.log_epoch(entry)
                 else:  # the same weights on another split: a row of its own, no retraining
@@ -353,7 +360,7 @@ def train_blind(job: SuiteRun) -> list[dict[str, Any]]:
     for n, cell in enumerate(todo, 1):
         job.log(f"== [{n}/{len(todo)}] {cell.id} · blind")
         opts = replace(job.opts, resume=True, evaluate_test=False)  # the run folder --unblind resumes from
-        row = run_model(cell.model, split_recipe(cell.recipe, cell.splits[0]), job.data, opts)
+        row = run_model(cell.model, split_recipe(cell.recipe, cell.splits[0]), job.data, opts, plan=job.plan(cell))
         row |= {"suite": job.suite.name, "cell": cell.id, "blind": True}
         write_json(validation_file(job, cell), row)
         rows.append(row)

@@ -330,14 +330,17 @@ def _final_row(job: TuneJob, label: str, recipe, data, out: Path, tracker, study
     run of the same settings is reused), or trained (resuming a killed one)."""
     import json
 
-    from fer_bench.experiment.runner import RunOptions, run_folder, run_model
+    from fer_bench.experiment.plan import resolve_plan
+    from fer_bench.experiment.runner import RunOptions, run_model
 
-    if (done := run_folder(job.model, recipe, data, RunOptions(out=out)) / "result.json").is_file():
+    opts = RunOptions(out=out, resume=True)
+    plan = resolve_plan(job.model, recipe, data, opts)  # its folder is named by its protocol
+    if (done := plan.run_dir / "result.json").is_file():
         return json.loads(done.read_text())
     print(f"== final: {recipe.name} seed {recipe.train.seed}", file=sys.stderr)
     tags = {KIND_TAG: "model", "fer_bench.tune_final": label, "fer_bench.study": study}
     with tracker.run(f"{recipe.name}-s{recipe.train.seed}", nested=True, tags=tags):
-        row = run_model(job.model, recipe, data, RunOptions(out=out, resume=True), on_epoch=tracker.log_epoch)
+        row = run_model(job.model, recipe, data, opts, on_epoch=tracker.log_epoch, plan=plan)
         tracker.log_result(row, out / row["run_id"], recipe_to_dict(recipe))
     return row
 

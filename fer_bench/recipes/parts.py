@@ -35,7 +35,7 @@ class Part:
     builder: str | None = None
     takes_distributions: bool = False  # losses: trains on label distributions (FerData.soft), not class indices
     passes: int = 1  # TTA modes: forward passes per image (the TTA column's cost)
-    pipeline: str = "eval"  # TTA modes: the input pipeline it reads (runner.make_norms: "eval" or "tencrop")
+    pipeline: str = "eval"  # TTA modes: the input pipeline it reads (experiment.plan.make_norms: "eval" or "tencrop")
     uses_validation: bool = False  # schedules: steered by the validation metric each epoch
     reference: str = ""
 

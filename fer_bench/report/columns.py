@@ -42,7 +42,7 @@ HEADERS = {"weights_kind": "weights", "epochs_shown": "epochs", "top1_pm": "top-
            "source_recipe": "recipe", "trained_on": "trained on", "top1_shared": "shared top-1 %",
            "n_lacking": "lacked faces"}  # fmt: skip
 CONVERGED, NOT_CONVERGED, SNAPSHOT = "converged", "not converged", "snapshot, not converged"
-# NOTE: fer_bench.experiment.runner.plateau judges a run on its last max(5, 20 %) epochs against the ones before them: a
+# NOTE: fer_bench.experiment.row.plateau judges a run on its last max(5, 20 %) epochs against the ones before them: a
 # run of at most this many epochs has no verdict (a snapshot). Rows from before the verdict was recorded are judged so
 # too.
 SNAPSHOT_EPOCHS = 5
@@ -135,7 +135,7 @@ def groups(names: Sequence[str] = (), *, per_class: bool = False) -> list[str]:
 
 
 def convergence(converged: object, epochs_run: object) -> str | None:
-    """A run's verdict: the row's own (``fer_bench.experiment.runner.plateau``), else a snapshot when it ran too few
+    """A run's verdict: the row's own (``fer_bench.experiment.row.plateau``), else a snapshot when it ran too few
     epochs to have one; None when neither is known."""
     if isinstance(converged, bool | np.bool_):
         return CONVERGED if converged else NOT_CONVERGED

@@ -1,0 +1,74 @@
+"""Ranking rows from Python: :func:`leaderboard` (what `fer-bench leaderboard` does)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """A ranked table: ``rows`` (one per run), ``frame`` (one per line: mean, sd and intervals over seeds), ``text``
+    (rendered in the format asked for)."""
+
+    rows: pd.DataFrame
+    frame: pd.DataFrame
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def leaderboard(
+    results: Sequence[str | Path] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "fer-bench",
+    filter: str = "",  # noqa: A002  (MLflow's word for it)
+    corruption_runs: Sequence[str | Path] = (),
+    fmt: str = "md",
+    columns: Sequence[str] = (),
+    per_class: bool = False,
+    published: bool = False,
+    title: str = "",
+) -> Leaderboard:
+    """Rank the rows of ``results`` (run folders, their parents, or result.json files), or else of an MLflow store.
+
+    Args:
+        results: where ``fer-bench run --out`` wrote (default: read the tracking store instead).
+        tracking_uri, experiment, filter: the MLflow store, experiment and extra search filter.
+        corruption_runs: ``fer-bench eval --corruptions`` folders whose mCA fills the table's mCA columns.
+        fmt: ``md``, ``csv``, ``latex`` or ``html``; columns, per_class, published, title: as `fer-bench leaderboard`.
+    """
+    from fer_bench.report import leaderboard as lb
+    from fer_bench.utils.errors import FerBenchError
+
+    if fmt not in (formats := ("csv", *lb.FORMATS)):
+        raise FerBenchError(f"--format {fmt}: expected one of {', '.join(formats)}.")
+    lb.layout.groups(list(columns))
+    for flag, paths in (("--from-results", results or ()), ("--corruption-runs", corruption_runs)):
+        if missing := [str(p) for p in paths if not Path(p).exists()]:
+            raise FerBenchError(f"{flag}: {', '.join(missing)} does not exist. Give the --out folder of a "
+                                f"`fer-bench {'run' if flag == '--from-results' else 'eval --corruptions'}` (or its "
+                                "run folders).")  # fmt: skip
+    if results:
+        frame = lb.frame_from_rows(lb.read_rows([Path(p) for p in results]))
+    else:
+        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
+
+        frame = lb.frame_from_mlflow(search_model_runs(tracking_uri, experiment, filter))
+        frame = lb.apply_bench(frame, search_bench_runs(tracking_uri, experiment))
+    if corruption_runs and not frame.empty:
+        frame = lb.apply_corruptions(frame, lb.frame_from_rows(lb.read_rows([Path(p) for p in corruption_runs])))
+    if frame.empty:
+        where = ", ".join(map(str, results)) if results else f"experiment {experiment!r}"
+        raise FerBenchError(f"no finished model runs in {where}{' matching ' + repr(filter) if filter else ''}. "
+                            "Run `fer-bench run` first.")  # fmt: skip
+    agg = lb.aggregate(frame)
+    text = lb.render(agg, fmt, columns=list(columns), per_class=per_class, published=published, title=title)
+    return Leaderboard(frame, agg, text)
