@@ -123,6 +123,6 @@ def test_an_installed_wheel_lists_its_recipes_and_trains_outside_the_source_tree
     res = _sh(env_dir / "bin" / "fer-bench", "leaderboard", "--from-results", out, "--published", cwd=tmp_path, env=env)
     # the published figures are FER2013's: they stand beside FER2013 lines only, never beside this synthetic one
     assert res.returncode == 0 and "simple_cnn" in res.stdout and "(published)" not in res.stdout, res.stderr[-2000:]
-    count = "from fer_bench import leaderboard as lb; print(len(lb.published_rows()))"
+    count = "from fer_bench.report import leaderboard as lb; print(len(lb.published_rows()))"
     res = _sh(env_dir / "bin" / "python", "-c", count, cwd=tmp_path, env=env)
     assert res.returncode == 0 and int(res.stdout) >= 5, res.stderr[-2000:]  # the wheel ships published.yaml
