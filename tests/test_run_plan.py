@@ -96,3 +96,22 @@ def test_a_rows_fields_are_the_schemas_with_their_types(tmp_path, data):
 def test_the_schema_check_can_fail():
     assert schema_mismatches({"seed": "3", "new_field": 1}) == {"seed": "str", "new_field": "not in the schema"}
     assert schema_mismatches({"test": {}, "seed": None, "train_e2e_img_s": 3}) == {}
+
+
+def test_an_evaluation_hashes_its_data_and_names_its_folder_once(tmp_path, monkeypatch, data):
+    """``fer_bench.evaluate`` of a run and of a bare weights file: one data fingerprint and one eval id each."""
+    from fer_bench.experiment import protocol
+
+    out = tmp_path / "runs"
+    row = run_model("simple_cnn", load_recipe("baseline", TINY), data, RunOptions(out=out, progress=False))
+    counts = {}
+    for n in ("data_fingerprint", "run_name"):
+        counts[n] = _counting(monkeypatch, protocol, n)
+        for user in _importers(n, protocol):
+            monkeypatch.setattr(user, n, getattr(protocol, n))
+    fer_bench.evaluate(out / row["run_id"], split="private", out=tmp_path / "eval")
+    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}
+    for c in counts.values():
+        c.clear()
+    fer_bench.evaluate(weights=out / row["run_id"] / "best.pt", model="simple_cnn", out=tmp_path / "bare")
+    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}

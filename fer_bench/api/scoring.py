@@ -69,7 +69,7 @@ def evaluate(
     opts = RunOptions(out=Path(out), device=device, progress=False, protocol=proto)
     prepared = ev.prepare(ck, data, split or (ck.run["split"] if ck.run else "test"), opts)  # nothing written before
     tracker = tracker_of(tracker)
-    with tracker.run(ev.eval_id(prepared), tags={KIND_TAG: "eval"}):
+    with tracker.run(prepared.eval_id, tags={KIND_TAG: "eval"}):
         row = ev.evaluate(prepared, opts, plan)
         tracker.log_result(row, Path(out) / row["run_id"], recipe_to_dict(ck.recipe))
     return row

@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,24 @@ class Prepared:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.data.classes)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """The data's content hash (:func:`fer_bench.experiment.protocol.data_fingerprint`), computed once."""
+        return data_fingerprint(self.data)
+
+    @cached_property
+    def eval_id(self) -> str:
+        """The evaluation's folder name (:func:`fer_bench.experiment.protocol.run_name` with kind ``eval``), computed
+        once; its key covers the checkpoint's bytes, the data's content, the samples scored, the input size and the
+        precision."""
+        ident = {"checkpoint_sha256": self.sha256, "data_fingerprint": self.fingerprint,
+                 "img_size": self.size,
+                 "samples": hashlib.sha256(np.ascontiguousarray(self.idx, dtype=np.int64).tobytes()).hexdigest(),
+                 "precision": precision_label(self.precision, self.ctx.device.type)}  # fmt: skip
+        seed = self.ck.run.get("seed") if self.ck.run else None
+        return run_name(self.ck.model, self.ck.recipe.name, self.data.name, self.split, seed, protocol_hash(ident),
+                        kind="eval")  # fmt: skip
+
 
 def prepare(ck: Checkpoint, data, split: str, opts: RunOptions) -> Prepared:
     """Load ``ck`` strictly (every tensor, the head included) for ``data`` and pick the samples of ``split``.
@@ -201,21 +220,11 @@ def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], ck: Che
                       "it), or use --run DIR.")  # fmt: skip
 
 
-def eval_id(p: Prepared) -> str:
-    """The evaluation's folder name (:func:`fer_bench.experiment.protocol.run_name` with kind ``eval``); its key covers
-    the checkpoint's bytes, the data's content, the samples scored, the input size and the precision."""
-    ident = {"checkpoint_sha256": p.sha256, "data_fingerprint": data_fingerprint(p.data), "img_size": p.size,
-             "samples": hashlib.sha256(np.ascontiguousarray(p.idx, dtype=np.int64).tobytes()).hexdigest(),
-             "precision": precision_label(p.precision, p.ctx.device.type)}  # fmt: skip
-    seed = p.ck.run.get("seed") if p.ck.run else None
-    return run_name(p.ck.model, p.ck.recipe.name, p.data.name, p.split, seed, protocol_hash(ident), kind="eval")
-
-
 def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) -> dict[str, Any]:
     """Score a prepared checkpoint; write the row, predictions, plots (and the corruption table) to ``opts.out``."""
     recipe, data = p.ck.recipe, p.data
     norms = make_norms(recipe, p.spec, p.size)
-    run_dir = opts.out / eval_id(p)
+    run_dir = opts.out / p.eval_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     row = _base_row(p, run_dir)
@@ -260,7 +269,7 @@ def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
 def _base_row(p: Prepared, run_dir: Path) -> dict[str, Any]:
     """The run's row (for a run folder) or the checkpoint's own description, with this evaluation's fields."""
     recipe, data, ctx = p.ck.recipe, p.data, p.ctx
-    fingerprint = data_fingerprint(data)
+    fingerprint = p.fingerprint
     label = precision_label(p.precision, ctx.device.type)
     mark = {"checkpoint": str(p.ck.path.resolve()), "checkpoint_sha256": p.sha256,
             "from_run": p.ck.run.get("run_id") if p.ck.run else None, "dataset": data.name,
