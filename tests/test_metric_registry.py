@@ -119,3 +119,19 @@ def test_a_registered_metric_reaches_row_mlflow_every_format_and_the_page(balanc
     text = html_path.read_text()
     assert f'data-key="{NAME}"' in text and f"{HEADER} ↑" in text
     assert f'data-v="{float(agg[NAME].iloc[0])!r}">{cell}</td>' in text
+
+
+def test_class_averaged_metrics_average_over_the_classes_named():
+    """A cross-dataset evaluation averages over the shared classes only: scikit-learn's ``labels=`` argument."""
+    rng = np.random.default_rng(1)
+    logits, y = rng.normal(size=(400, 7)), rng.integers(0, 7, 400)
+    logits[np.arange(200), y[:200]] += 1.5
+    shared = np.array([0, 2, 3, 6])
+    m = classification_metrics(logits, y, CLASSES, averaged=shared)
+    pred = logits.argmax(1)
+    for name, fn in (("macro_f1", skm.f1_score), ("macro_precision", skm.precision_score),
+                     ("macro_recall", skm.recall_score)):  # fmt: skip
+        assert m[name] == pytest.approx(fn(y, pred, labels=shared, average="macro", zero_division=0) * 100)
+    assert m["weighted_f1"] == pytest.approx(skm.f1_score(y, pred, labels=shared, average="weighted") * 100)
+    assert m["top1"] == pytest.approx(skm.accuracy_score(y, pred) * 100)  # over every sample
+    assert m["macro_f1"] != pytest.approx(classification_metrics(logits, y, CLASSES)["macro_f1"])

@@ -112,16 +112,9 @@ def metrics(probs: np.ndarray, labels: np.ndarray, m: ClassMap) -> dict[str, flo
     are those of the macro-F1) and the macro figures over the shared classes."""
     p_ext, y = extend(probs, labels, m)
     k = len(m.model_classes)
-    out = classification_metrics(p_ext, y, m.scoring_classes)  # top1 over every sample: the LACKING column is 0
     shared = [m.model_classes.index(c) for c in m.shared]
-    pc = per_class(confusion_matrix(y, p_ext.argmax(1), k + 1))
-    support = pc["support"][shared].astype(np.float64)
-    out |= {
-        "macro_f1": float(pc["f1"][shared].mean() * 100),
-        "macro_precision": float(pc["precision"][shared].mean() * 100),
-        "macro_recall": float(pc["recall"][shared].mean() * 100),
-        "weighted_f1": float((pc["f1"][shared] * support).sum() / max(support.sum(), 1) * 100),
-    }
+    # top1 over every sample (the LACKING column is 0); every class-averaged metric over the shared classes
+    out = classification_metrics(p_ext, y, m.scoring_classes, averaged=np.array(shared, dtype=np.int64))
     on_shared = y < k
     pred = p_ext.argmax(1)
     # the restricted alternative: the argmax over the shared classes' outputs, on the shared samples

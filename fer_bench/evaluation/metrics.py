@@ -52,13 +52,19 @@ def topk_accuracy(logits: np.ndarray, y_true: np.ndarray, k: int) -> float:
 
 @dataclass(frozen=True)
 class Scores:
-    """What a metric function reads of one evaluation: logits, true labels, the confusion matrix and per-class
-    statistics (:func:`per_class`)."""
+    """What a metric function reads of one evaluation: logits, true labels, the confusion matrix, per-class
+    statistics (:func:`per_class`) and the classes that class-averaged metrics average over (all of them, except in a
+    cross-dataset evaluation, where only the classes both label sets share enter a macro figure)."""
 
     logits: np.ndarray
     y_true: np.ndarray
     cm: np.ndarray
     per_class: dict[str, np.ndarray]
+    averaged: np.ndarray  # class indices
+
+    def over_classes(self, stat: str) -> np.ndarray:
+        """``per_class[stat]`` of the classes a class-averaged metric reads."""
+        return self.per_class[stat][self.averaged]
 
 
 TABLES = ("default", "comparison", "csv")  # the places of the leaderboard that show registered metrics
@@ -151,29 +157,32 @@ def _top2(s: Scores) -> float:
 
 @register_metric("macro_f1", header="macro-F1", tables=("default", "csv"), description="mean per-class F1")
 def _macro_f1(s: Scores) -> float:
-    return float(s.per_class["f1"].mean() * 100)
+    return float(s.over_classes("f1").mean() * 100)
 
 
 @register_metric("weighted_f1", header="weighted-F1", tables=("comparison", "csv"),
                  description="per-class F1 weighted by support")  # fmt: skip
 def _weighted_f1(s: Scores) -> float:
-    support = s.per_class["support"].astype(np.float64)
-    return float(_safe_div(np.array([(s.per_class["f1"] * support).sum()]), np.array([support.sum()]))[0] * 100)
+    support = s.over_classes("support").astype(np.float64)
+    return float(_safe_div(np.array([(s.over_classes("f1") * support).sum()]), np.array([support.sum()]))[0] * 100)
 
 
 @register_metric("macro_precision", description="unweighted mean of per-class precision")
 def _macro_precision(s: Scores) -> float:
-    return float(s.per_class["precision"].mean() * 100)
+    return float(s.over_classes("precision").mean() * 100)
 
 
 @register_metric("macro_recall", description="unweighted mean of per-class recall")
 def _macro_recall(s: Scores) -> float:
-    return float(s.per_class["recall"].mean() * 100)
+    return float(s.over_classes("recall").mean() * 100)
 
 
-def classification_metrics(logits: np.ndarray, y_true: np.ndarray, classes: tuple[str, ...]) -> dict[str, float]:
+def classification_metrics(
+    logits: np.ndarray, y_true: np.ndarray, classes: tuple[str, ...], averaged: np.ndarray | None = None
+) -> dict[str, float]:
     """Every headline metric (:data:`METRICS`, in registration order) and per-class metric of one evaluation, as a
-    flat ``dict[str, float]``.
+    flat ``dict[str, float]``; ``averaged`` (class indices, default all) are the classes a class-averaged metric
+    averages over.
 
     Example:
         >>> m = classification_metrics(np.eye(3), np.array([0, 1, 2]), ("a", "b", "c"))
@@ -183,7 +192,7 @@ def classification_metrics(logits: np.ndarray, y_true: np.ndarray, classes: tupl
     y_pred = np.argmax(logits, axis=1)
     cm = confusion_matrix(y_true, y_pred, len(classes))
     pc = per_class(cm)
-    scores = Scores(logits, np.asarray(y_true), cm, pc)
+    scores = Scores(logits, np.asarray(y_true), cm, pc, np.arange(len(classes)) if averaged is None else averaged)
     out = {m.name: float(m.fn(scores)) for m in headline()}
     for stat in ("precision", "recall", "f1"):
         out |= {f"{stat}_{c}": float(v * 100) for c, v in zip(classes, pc[stat], strict=True)}
