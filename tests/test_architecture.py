@@ -190,3 +190,21 @@ def test_the_architecture_note_draws_these_layers():
     note = (ROOT / "docs" / "architecture.md").read_text()
     drawn = re.findall(r"^\s*(\w+)(?:/|\.py)\s", note.split("```")[1], re.M)
     assert [p for group in LAYERS for p in group] == drawn, "docs/architecture.md's picture lists other layers"
+
+
+def test_the_recipe_parts_name_their_builders_in_the_engine():
+    """The one upward reference: recipes/parts.py names each part's torch builder as a ``module:attribute`` string
+    (so the schema imports no torch). Every built-in one points into the engine layer and names a function there."""
+    from fer_bench.recipes.parts import PARTS
+
+    named = {f"{kind}/{n}": reg.get(n).builder for kind, reg in PARTS.items() for n in reg if reg.get(n).builder}
+    assert named, "no part names a builder"
+    outside = {k: b for k, b in named.items() if not b.startswith("fer_bench.engine.")}
+    assert not outside, f"builders outside fer_bench.engine: {outside}"
+    for key, path in named.items():
+        module, _, attr = path.partition(":")
+        file = PKG.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        tree = ast.parse(file.read_text())
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        assert attr in defined, f"{key}: {path} is not defined at the top of {file.relative_to(ROOT)}"
