@@ -51,6 +51,17 @@ SLOW_TESTS = {
     "test_timing.py::test_bench_vs_timer_check_pairs_every_ratio",
     "test_timing.py::test_data_bench_every_ratio_comes_from_paired_windows",
     "test_cli.py::test_seeds_train_each_model_once_per_seed_and_a_pipe_gets_one_line_per_epoch",
+    # resume: the fast tier keeps an in-process kill after the first epoch resuming to the same numbers
+    "test_resume.py::test_killed_run_resumes_to_the_same_metrics",
+    "test_resume.py::test_resume_with_another_recipe_starts_a_run_of_its_own",
+    "test_resume.py::test_a_kill_at_an_early_stop_resumes_into_the_next_stage",
+    "test_segments.py::test_a_run_killed_and_resumed_twice_has_three_segments",
+    "test_compare_recipe.py::test_a_killed_run_with_the_ema_warmup_resumes_to_the_same_numbers",
+    # the fast tier keeps eval's exact re-scoring and the cross-dataset cases
+    "test_eval.py::test_eval_under_corruptions_writes_the_table_and_the_grid",
+    "test_eval.py::test_a_suite_with_corruptions_scores_every_row_of_its_cells",
+    "test_run_folders.py::test_a_rerun_of_the_same_protocol_says_it_replaces_its_row",
+    "test_protocol.py::test_a_run_and_its_suite_check_compute_one_protocol",
 }
 
 

@@ -64,10 +64,10 @@ CSV_CASES = {
 
 
 @pytest.mark.parametrize("case", CSV_CASES)
-def test_bad_csv(tmp_path, case):
+def test_bad_csv(tmp_path, capsys, case):
     make, expected = CSV_CASES[case]
     path = make(tmp_path)
-    _assert_clean_failure(tmp_path, ["--data-dir", path], [os.path.basename(path), *expected])
+    _assert_clean_failure(tmp_path, capsys, ["--data-dir", path], [os.path.basename(path), *expected])
 
 
 def _tree(tmp_path):
@@ -117,19 +117,20 @@ TREE_CASES = {
 
 
 @pytest.mark.parametrize("case", TREE_CASES)
-def test_bad_folder_tree(tmp_path, case):
+def test_bad_folder_tree(tmp_path, capsys, case):
     make, expected = TREE_CASES[case]
-    _assert_clean_failure(tmp_path, ["--data-dir", str(make(tmp_path))], expected)
+    _assert_clean_failure(tmp_path, capsys, ["--data-dir", str(make(tmp_path))], expected)
 
 
-def _assert_clean_failure(tmp_path, data_args: list[str], expected: list[str]) -> None:
+def _assert_clean_failure(tmp_path, capsys, data_args: list[str], expected: list[str]) -> None:
+    """In this process (the real entry point's exit and stderr are checked below, once)."""
     out = tmp_path / "out"
-    res = fer_bench("run", "--models", "simple_cnn", "--dataset", "fer2013", *data_args, "--epochs", "1",
-                    "--out", str(out), "--no-progress")  # fmt: skip
-    assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr and res.stderr.startswith("fer-bench: error:")
+    code, err, _ = cli(capsys, "run", "--models", "simple_cnn", "--dataset", "fer2013", *data_args, "--epochs", "1",
+                       "--out", out, "--no-progress")  # fmt: skip
+    assert code == 2, err
+    assert "Traceback" not in err and err.startswith("fer-bench: error:")
     for part in expected:
-        assert part in res.stderr, (part, res.stderr)
+        assert part in err, (part, err)
     assert not out.exists() or not list(out.rglob("result.json"))
 
 

@@ -98,7 +98,9 @@ def uninterrupted(tmp_path_factory, synthetic):
     return _run(out, synthetic, TWO_STAGES), _best_weights(out), out
 
 
-@pytest.mark.parametrize("kill_after", [1, 2, 3])  # 1 = the last epoch of the first stage
+@pytest.mark.parametrize(
+    "kill_after", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)]
+)  # 1 = the last epoch of the first stage
 def test_a_kill_after_any_epoch_resumes_to_the_same_numbers(tmp_path, synthetic, uninterrupted, monkeypatch,
                                                              kill_after):  # fmt: skip
     full, full_best, _ = uninterrupted

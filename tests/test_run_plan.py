@@ -65,14 +65,20 @@ def _importers(name: str, module) -> list:
             and getattr(m, name, None) is real]  # fmt: skip
 
 
-def test_the_row_carries_the_plans_identity(tmp_path, data):
-    recipe, opts = load_recipe("baseline", TINY), RunOptions(out=tmp_path, progress=False)
-    plan = resolve_plan("simple_cnn", recipe, data, opts)
-    row = run_model("simple_cnn", recipe, data, opts)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    """One tiny run: (its out folder, its row)."""
+    out = tmp_path_factory.mktemp("runs")
+    return out, run_model("simple_cnn", load_recipe("baseline", TINY), data, RunOptions(out=out, progress=False))
+
+
+def test_the_row_carries_the_plans_identity(trained, data):
+    out, row = trained
+    plan = resolve_plan("simple_cnn", load_recipe("baseline", TINY), data, RunOptions(out=out, progress=False))
     assert (row["protocol_hash"], row["run_id"], row["recipe_hash"]) == (plan.protocol_hash, plan.run_id,
                                                                          plan.recipe_hash)  # fmt: skip
     assert (row["img_size"], row["precision"], row["n_test"]) == (plan.size, plan.precision, len(plan.proto.test))
-    assert (tmp_path / plan.run_id / "result.json").is_file()
+    assert (out / plan.run_id / "result.json").is_file()
 
 
 def test_a_plan_is_frozen(tmp_path, data):
@@ -81,14 +87,30 @@ def test_a_plan_is_frozen(tmp_path, data):
         plan.size = 96
 
 
-def test_a_rows_fields_are_the_schemas_with_their_types(tmp_path, data):
-    out = tmp_path / "runs"
-    row = run_model("simple_cnn", load_recipe("baseline", TINY), data, RunOptions(out=out, progress=False))
-    assert schema_mismatches(row) == {}
+def test_a_training_rows_fields_are_the_schemas_with_their_types(trained):
+    assert schema_mismatches(trained[1]) == {}
+
+
+def test_an_evaluation_follows_the_schema_and_hashes_its_data_and_names_its_folder_once(trained, tmp_path,
+                                                                                        monkeypatch):  # fmt: skip
+    """``fer_bench.evaluate`` of a run (with a corruption) and of a bare weights file: each row follows the schema;
+    each evaluation computes one data fingerprint and one eval id."""
+    from fer_bench.experiment import protocol
+
+    out, row = trained
+    counts = {}
+    for n in ("data_fingerprint", "run_name"):
+        counts[n] = _counting(monkeypatch, protocol, n)
+        for user in _importers(n, protocol):
+            monkeypatch.setattr(user, n, getattr(protocol, n))
     run_dir = out / row["run_id"]
     rescored = fer_bench.evaluate(run_dir, split="private", out=tmp_path / "eval", corruptions="gaussian_noise",
                                   severities="1")  # fmt: skip
+    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}
+    for c in counts.values():
+        c.clear()
     bare = fer_bench.evaluate(weights=run_dir / "best.pt", model="simple_cnn", out=tmp_path / "bare")
+    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}
     assert schema_mismatches(rescored) == {} and schema_mismatches(bare) == {}
     assert rescored["corruptions"] and rescored["trained_run_id"] == row["run_id"] and bare["seed"] is None
 
@@ -96,22 +118,3 @@ def test_a_rows_fields_are_the_schemas_with_their_types(tmp_path, data):
 def test_the_schema_check_can_fail():
     assert schema_mismatches({"seed": "3", "new_field": 1}) == {"seed": "str", "new_field": "not in the schema"}
     assert schema_mismatches({"test": {}, "seed": None, "train_e2e_img_s": 3}) == {}
-
-
-def test_an_evaluation_hashes_its_data_and_names_its_folder_once(tmp_path, monkeypatch, data):
-    """``fer_bench.evaluate`` of a run and of a bare weights file: one data fingerprint and one eval id each."""
-    from fer_bench.experiment import protocol
-
-    out = tmp_path / "runs"
-    row = run_model("simple_cnn", load_recipe("baseline", TINY), data, RunOptions(out=out, progress=False))
-    counts = {}
-    for n in ("data_fingerprint", "run_name"):
-        counts[n] = _counting(monkeypatch, protocol, n)
-        for user in _importers(n, protocol):
-            monkeypatch.setattr(user, n, getattr(protocol, n))
-    fer_bench.evaluate(out / row["run_id"], split="private", out=tmp_path / "eval")
-    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}
-    for c in counts.values():
-        c.clear()
-    fer_bench.evaluate(weights=out / row["run_id"] / "best.pt", model="simple_cnn", out=tmp_path / "bare")
-    assert {n: len(c) for n, c in counts.items()} == {"data_fingerprint": 1, "run_name": 1}

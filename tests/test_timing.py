@@ -18,7 +18,7 @@ import torch
 from fer_bench.bench.data_pipelines import ours_augment, same_work, torchvision_ops, torchvision_transform
 from fer_bench.bench.timing import MachineLoad, check_paired, paired
 from fer_bench.recipes.schema import AugmentCfg
-from helpers import fer_bench
+from helpers import cli, fer_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,9 +210,9 @@ def test_data_bench_refuses_different_work_before_timing_anything(tmp_path, monk
     (["--data-batch-size", "5000"], "larger than the 2400 training images"),
     (["--data-dir", "/no/such/dir"], "/no/such/dir"),
 ])  # fmt: skip
-def test_data_bench_bad_settings_exit_2(tmp_path, args, message):
-    res = fer_bench("bench", "--data", "--out", str(tmp_path / "o"), *args)
-    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+def test_data_bench_bad_settings_exit_2(tmp_path, capsys, args, message):
+    code, err, _ = cli(capsys, "bench", "--data", "--out", tmp_path / "o", *args)  # in this process
+    assert code == 2 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()  # nothing written, not even the folder
 
 
