@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_bench.experiment.checks import check_data_args, check_device
+from fer_bench.utils.errors import ConfigError, FerBenchError
 
 if TYPE_CHECKING:
     from fer_bench.experiment.tracking import Tracker
@@ -126,7 +127,6 @@ def recipe_for(model: str, recipe: str | None, sets: Sequence[str], origins: dic
     from fer_bench.models import get_spec
     from fer_bench.recipes import default_recipe, load_recipe
     from fer_bench.recipes.checks import frozen_without_weights
-    from fer_bench.utils.errors import ConfigError
 
     extra = [f"train.seed={seed}"] if seed is not None else []
     if pretrained:
@@ -155,7 +155,5 @@ def load_protocol_file(path: str | Path | None) -> dict | None:
 
 
 def distinct_seeds(seeds: Sequence[int]) -> None:
-    from fer_bench.utils.errors import FerBenchError
-
     if len(set(seeds)) != len(seeds):
         raise FerBenchError(f"--seeds {','.join(map(str, seeds))} repeats a seed; list each seed once.")

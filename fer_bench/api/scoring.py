@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from fer_bench.experiment.tracking import Tracker
 
 from fer_bench.api.runs import load_protocol_file, tracker_of
+from fer_bench.utils.errors import FerBenchError
 
 
 def evaluate(
@@ -44,7 +45,6 @@ def evaluate(
     from fer_bench.experiment.runner import RunOptions
     from fer_bench.experiment.tracking import KIND_TAG
     from fer_bench.recipes import recipe_to_dict
-    from fer_bench.utils.errors import FerBenchError
 
     if (run is None) == (weights is None):
         raise FerBenchError("give a run folder (--run DIR) or a weights file (--weights FILE --model NAME): one of "

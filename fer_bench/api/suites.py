@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from fer_bench.experiment.tracking import Tracker
 
 from fer_bench.api.runs import distinct_seeds, load_protocol_file
+from fer_bench.utils.errors import FerBenchError
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ def run_suite(
     from fer_bench.experiment.shards import shard as share_of
     from fer_bench.experiment.tracking import KIND_TAG, NullTracker
     from fer_bench.utils.devices import job_gpus
-    from fer_bench.utils.errors import FerBenchError
     from fer_bench.utils.provenance import git_sha
 
     spec = st.load_suite(Path(suite), pilot=pilot)

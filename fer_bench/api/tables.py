@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fer_bench.utils.errors import FerBenchError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,7 +48,6 @@ def leaderboard(
         fmt: ``md``, ``csv``, ``latex`` or ``html``; columns, per_class, published, title: as `fer-bench leaderboard`.
     """
     from fer_bench.report import leaderboard as lb
-    from fer_bench.utils.errors import FerBenchError
 
     if fmt not in (formats := ("csv", *lb.FORMATS)):
         raise FerBenchError(f"--format {fmt}: expected one of {', '.join(formats)}.")

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +207,6 @@ def skipped_rows(cfg: GridConfig, note: str, status: str = "skipped") -> list[di
 def run_grid(models: list[str], base: GridConfig, out: Path, say: Callable[[str], None]) -> dict[str, Path]:
     """Every setting of every model, each in its own process; writes CSV, JSON and a markdown summary under ``out``
     (names encode the conditions) and returns their paths."""
-    from dataclasses import replace
 
     from fer_bench.utils.cpu_caps import probe
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -273,7 +273,6 @@ def conditions(device) -> dict[str, Any]:
 
 def measure_with_oom_backoff(cfg: BenchConfig) -> dict[str, Any]:
     """On CUDA out-of-memory, halve the batch until it fits; the row reports the batch actually used."""
-    from dataclasses import replace
 
     import torch
 

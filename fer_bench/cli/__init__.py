@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed
 
 from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, OneLineParser, make_tracker
@@ -69,8 +71,6 @@ class Parser(OneLineParser):
 
 def version() -> str:
     """The installed distribution's version, else the source tree's."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
 
     try:
         return installed("fer-bench")

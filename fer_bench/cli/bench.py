@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -70,8 +71,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
-
     from fer_bench.models import get_spec
 
     for m in (*(args.models or []), args.e2e_model):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_bench.experiment.checks import check_data_args, check_device  # noqa: F401  (the commands' names)
+from fer_bench.utils.errors import FerBenchError
 
 # CLI flag → the recipe path it overrides (CLI > YAML > defaults).
 RUN_OVERRIDES = {
@@ -69,7 +70,6 @@ def make_tracker(args: argparse.Namespace):
 
 def one_model(value: str | None, command: str) -> str | None:
     """The single model ``tune``/``eval`` take, whichever of --model/--models named it (a list is refused)."""
-    from fer_bench.utils.errors import FerBenchError
 
     if value is not None and "," in value:
         raise FerBenchError(f"--model {value}: `fer-bench {command}` takes one model; give one name, or use "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from fer_bench.cli.common import add_data_args
@@ -23,8 +24,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    import json
-
     from tabulate import tabulate
 
     from fer_bench.data import load_dataset

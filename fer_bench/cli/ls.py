@@ -5,6 +5,7 @@ imports no torch (a test checks it); ``ls models|corruptions`` import it in the 
 from __future__ import annotations
 
 import argparse
+from functools import reduce
 
 from fer_bench.recipes.parts import PARTS
 
@@ -94,7 +95,6 @@ def _dataset_row(spec) -> tuple:
 
 def _part_row(part) -> tuple:
     """One ``ls losses|optimizers|schedules|tta|augment-ops`` line, with the recipe fields that set it (defaults)."""
-    from functools import reduce
 
     from fer_bench.recipes.schema import Recipe
 

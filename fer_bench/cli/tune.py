@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 from pathlib import Path
 
 from fer_bench.cli.common import (
@@ -62,8 +64,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import json
-
     from fer_bench.experiment.tune import TuneJob, final_compare, plan_devices, report, tune
     from fer_bench.experiment.tune_space import read_space
     from fer_bench.models import get_spec
@@ -97,8 +97,6 @@ DB_DRIVERS = {"postgresql": ("psycopg2", "psycopg"), "mysql": ("pymysql", "MySQL
 def storage(text: str) -> str:
     """An argparse type: a study journal file (new, or one Optuna wrote) or a postgresql:// / mysql:// URL whose
     driver is installed; checked before any trial runs, so a wrong value never touches the user's files."""
-    import importlib.util
-    import json
 
     if not text.strip():
         raise argparse.ArgumentTypeError("empty; give a journal file path or a postgresql:// URL")

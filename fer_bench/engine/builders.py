@@ -271,8 +271,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from fer_bench.utils.errors import ConfigError
-
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device. Use --device cpu or auto.")
     return torch.device(name)
 

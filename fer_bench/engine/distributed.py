@@ -13,6 +13,7 @@ docs/scale-out.md.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -312,7 +313,6 @@ def _comm_device() -> torch.device:
 
 def param_digest(model: nn.Module) -> str:
     """sha256 over the model's parameters in order: equal on every rank when the ranks trained in step."""
-    import hashlib
 
     h = hashlib.sha256()
     for _, p in sorted(model.named_parameters()):

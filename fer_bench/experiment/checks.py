@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fer_bench.utils.errors import ConfigError
+
 
 def check_device(name: str) -> None:
     """--device cuda/cuda:N/mps that this machine does not have: one line now, before any data loads (torch is
     imported only for those names)."""
-    from fer_bench.utils.errors import ConfigError
 
     if name.startswith("cuda"):
         from fer_bench.engine.builders import resolve_device
@@ -34,7 +35,6 @@ def check_data_args(dataset: str | None, data_dir: str | Path | None, split: str
             or a split the dataset does not have.
     """
     from fer_bench.data.spec import DATASETS, split_name
-    from fer_bench.utils.errors import ConfigError
 
     spec = None
     if dataset is not None:  # None: a suite's own dataset, checked when the suite is read

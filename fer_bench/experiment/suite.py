@@ -20,6 +20,7 @@ the test splits once and writes the rows, predictions, MLflow runs and tables as
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -236,7 +237,6 @@ def check_distinct(all_cells: list[Cell], data, hashes: dict[str, str], protocol
 
 def finished_on_disk(path: Path, phash: str) -> bool:
     """A result file that exists *and* names the expected protocol hash (never a smoke row in its place)."""
-    import json
 
     if not path.is_file():
         return False
@@ -326,7 +326,6 @@ def run_suite(job: SuiteRun, unblind: bool = False) -> list[dict[str, Any]]:
 def finished_row(job: SuiteRun, cell: Cell, split: str) -> dict[str, Any] | None:
     """The finished row of ``cell`` on ``split`` as its result.json holds it, or None when this machine lacks it (a
     row another shard wrote to the shared tracking store: its weights are then rebuilt from last.pt)."""
-    import json
 
     protocol = job.opts.protocol["name"] if job.opts.protocol else "standard"
     path = result_file(job.opts.out, cell, split, job.data, job.protocol_of(cell), protocol)

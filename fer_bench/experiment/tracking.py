@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_bench.evaluation.metrics import shown_in
+from fer_bench.utils.errors import ConfigError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fer-bench"
@@ -330,8 +331,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def search_model_runs(uri: str | None, experiment: str, extra_filter: str = ""):
     """Finished child runs that carry a result row, as the ``mlflow.search_runs`` pandas frame."""
     import mlflow
-
-    from fer_bench.utils.errors import ConfigError
 
     mlflow.set_tracking_uri(resolve_uri(uri))
     if mlflow.get_experiment_by_name(experiment) is None:

@@ -8,8 +8,10 @@ as objective (the test split is never evaluated), one MLflow child run per trial
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,8 +104,6 @@ def _storage(job: TuneJob):
 
 
 def create_study(job: TuneJob, name: str):
-    import warnings
-
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -328,7 +328,6 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
 def _final_row(job: TuneJob, label: str, recipe, data, out: Path, tracker, study: str) -> dict[str, Any]:
     """One final run in ``out``: its finished row read back from its run folder (named by its protocol, so only a
     run of the same settings is reused), or trained (resuming a killed one)."""
-    import json
 
     from fer_bench.experiment.plan import resolve_plan
     from fer_bench.experiment.runner import RunOptions, run_model
