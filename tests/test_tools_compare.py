@@ -79,6 +79,30 @@ def test_a_plan_changed_after_a_row_fails_it(tmp_path):
     assert len(problems) == 1 and "does not descend" in problems[0]
 
 
+def test_a_plan_amended_at_its_end_keeps_the_rows_made_before_the_amendment(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    plan_file, cmp = repo / "results" / "cmp" / "PLAN.md", repo / "results" / "cmp"
+    plan = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n")
+    _row(repo, "a", plan)
+    amended = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n\n## Amendments\n\n- 2026-12-07: E = 4 for b\n")
+    _row(repo, "b", amended)
+    assert plan_check.plan_commit(plan_file) == plan
+    assert plan_check.check_plan_precedes_rows(cmp, plan_file) == []
+    # a second amendment appended: still fine
+    _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n\n## Amendments\n\n- 2026-12-07: E = 4 for b\n- later\n")
+    assert plan_check.check_plan_precedes_rows(cmp, plan_file) == []
+    # rewriting an earlier amendment is a problem; so is a change above the amendments (both rows then fail)
+    _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n\n## Amendments\n\n- 2026-12-07: E = 5 for b\n")
+    problems = plan_check.check_plan_precedes_rows(cmp, plan_file)
+    assert len(problems) == 1 and "rewrote an earlier amendment" in problems[0]
+    body = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 6\n\n## Amendments\n\n- 2026-12-07: E = 5 for b\n")
+    assert plan_check.plan_commit(plan_file) == body
+    problems = plan_check.check_plan_precedes_rows(cmp, plan_file)
+    assert sum("does not descend" in p for p in problems) == 2
+
+
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
 
 

@@ -1,11 +1,13 @@
 """Check that a results folder's plan was committed before any of its rows was produced.
 
-    python tools/plan_check.py results/fer2013-compare results/fer2013-compare/README.md
+    python tools/plan_check.py results/fer2013-compare results/fer2013-compare/PLAN.md
 
-A plan fixed before any figure exists is only shown to be so by git: the commit that last changed the plan file must
-be an ancestor of (or equal to) the commit every row (``result.json``, ``validation.json``) names in ``git_sha``. A
-row made from uncommitted changes (``<sha>-dirty``) or from a commit this repository does not hold fails too. Exit
-code 1 and one line per problem when any row fails.
+A plan fixed before any figure exists is only shown to be so by git: the commit that last changed the plan's text
+must be an ancestor of (or equal to) the commit every row (``result.json``, ``validation.json``) names in
+``git_sha``. A row made from uncommitted changes (``<sha>-dirty``) or from a commit this repository does not hold
+fails too. A plan may be amended only by appending dated entries under a final ``## Amendments`` heading: the text
+above it is the plan that rows descend from, and an amendment that rewrites an earlier one is a problem. Exit code 1
+and one line per problem.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 ROW_FILES = ("result.json", "validation.json")
+AMENDMENTS = "\n## Amendments"  # the plan's last section: dated entries, appended only
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -29,11 +32,45 @@ def _checkout(path: Path) -> Path:
     return next(p for p in (path, *path.parents) if p.is_dir())
 
 
-def plan_commit(plan_file: Path) -> str | None:
-    """The commit that last changed ``plan_file`` (``git log --format=%H -1 -- plan``), or None when none did."""
+def split_plan(text: str) -> tuple[str, str]:
+    """(the plan, its amendments section or ""): the text before and from the ``## Amendments`` heading."""
+    head, sep, tail = text.partition(AMENDMENTS)
+    return head, sep + tail
+
+
+def _versions(plan_file: Path) -> list[tuple[str, str]]:
+    """(commit, the file's text at it) for every commit that changed ``plan_file``, newest first."""
     plan_file = plan_file.resolve()
-    sha = _git(_checkout(plan_file), "log", "--format=%H", "-1", "--", str(plan_file)).stdout.strip()
-    return sha or None
+    repo = _checkout(plan_file)
+    shas = _git(repo, "log", "--format=%H", "--", str(plan_file)).stdout.split()
+    top = _git(repo, "rev-parse", "--show-toplevel").stdout.strip()
+    rel = plan_file.relative_to(Path(top).resolve()).as_posix() if top else plan_file.name
+    return [(sha, _git(repo, "show", f"{sha}:{rel}").stdout) for sha in shas]
+
+
+def plan_commit(plan_file: Path) -> str | None:
+    """The commit that last changed the plan's text above its amendments, or None when no commit holds the file."""
+    versions = _versions(plan_file)
+    if not versions:
+        return None
+    latest = split_plan(versions[0][1])[0]
+    commit = versions[0][0]
+    for sha, text in versions[1:]:  # back in time while only the amendments changed
+        if split_plan(text)[0] != latest:
+            break
+        commit = sha
+    return commit
+
+
+def amendment_problems(plan_file: Path) -> list[str]:
+    """Amendments that rewrote (rather than appended to) the ones before them, oldest first."""
+    versions = _versions(plan_file)[::-1]
+    problems = []
+    for (_, before), (sha, after) in zip(versions, versions[1:], strict=False):
+        old, new = split_plan(before)[1], split_plan(after)[1]
+        if split_plan(before)[0] == split_plan(after)[0] and not new.startswith(old):
+            problems.append(f"{plan_file}: commit {sha[:12]} rewrote an earlier amendment; amendments are appended")
+    return problems
 
 
 def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bool = False) -> list[str]:
@@ -49,7 +86,7 @@ def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bo
     rows = sorted(f for name in ROW_FILES for f in Path(results_dir).rglob(name))
     if not rows:
         return [f"{results_dir}: no rows ({' or '.join(ROW_FILES)}) to check"]
-    problems = []
+    problems = amendment_problems(plan_file)
     for path in rows:
         sha = str(json.loads(path.read_text()).get("git_sha", ""))
         base = sha.removesuffix("-dirty")
