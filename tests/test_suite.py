@@ -341,6 +341,34 @@ def test_the_comparison_suite_is_the_plan_it_cites():
     assert (ROOT / "results" / "fer2013-compare" / "PLAN.md").is_file()
 
 
+def test_the_comparison_budget_gives_each_line_the_epochs_its_plan_and_amendments_say():
+    """E = round(2700 / t): the pilots' t, except the lines the time rule re-derived (PLAN.md's amendments), whose t
+    in pilots-amended.yaml is their seed-0 cell's mean epoch and which name that cell and the pilot's t."""
+    import yaml
+
+    folder = ROOT / "results" / "fer2013-compare"
+    suite = load_suite(ROOT / "benchmarks" / "fer2013-compare.yaml")
+    assert Path(suite.pilots).name == "pilots-amended.yaml"
+    epochs = {c.line: c.recipe.train.epochs for c in cells(suite)}
+    assert epochs == {
+        "resnet18-compare-48": 10,
+        "vgg_khaireddin-compare-48-0cb4b1": 3,
+        "efficientnet_b2-compare-48": 6,
+        "efficientnetv2_s-compare-48": 4,
+        "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1": 3,
+    }
+    pilots = yaml.safe_load((folder / "pilots.yaml").read_text())["lines"]
+    amended = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]
+    assert amended.keys() == pilots.keys()
+    changed = {line for line in pilots if amended[line] != pilots[line]}
+    assert changed == {"efficientnetv2_s-compare-48"}
+    for line in changed:
+        source = amended[line]["rederived_from"]
+        assert source["cell"] == f"{line}-s0" and source["pilot_median_epoch_s"] == pilots[line]["median_epoch_s"]
+    plan = (folder / "PLAN.md").read_text()
+    assert "\n## Amendments" in plan and "pilots-amended.yaml" in plan.split("\n## Amendments")[1]
+
+
 def test_every_committed_comparison_row_descends_from_its_plan():
     import subprocess
     import sys
