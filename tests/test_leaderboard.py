@@ -506,3 +506,19 @@ def test_the_cli_takes_column_groups_and_refuses_an_unknown_one_in_one_line(caps
     assert main(["leaderboard", "--from-results", runs, "--columns", "cots"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Did you mean 'cost'?" in err
+
+
+def test_rows_below_a_superseded_folder_are_never_read(tmp_path):
+    """A results folder keeps the rows a rule set aside under superseded/, with why; no table or comparison reads
+    them."""
+    import json
+
+    from fer_bench.report.frames import read_rows
+    from fer_bench.utils.io import row_files
+
+    for sub, seed in (("kept", 0), ("superseded/old", 1), ("x/superseded/older", 2)):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "result.json").write_text(json.dumps({"seed": seed}))
+    assert [r["seed"] for r in read_rows([tmp_path])] == [0]
+    assert row_files(tmp_path / "superseded") == [tmp_path / "superseded" / "old" / "result.json"]  # asked for by name
+    assert len(read_rows([tmp_path / "superseded" / "old" / "result.json"])) == 1

@@ -178,3 +178,11 @@ def test_budget_check_passes_cells_near_their_pilot_and_fails_one_off_by_more_th
     records, ok = budget_check.check(rows, pilots, "avx512")  # no pilot epoch on this class for r18: it fails
     assert not ok and [r["on_class"] for r in records] == [0, 0, 1]
     assert budget_check.line_of("x-s12") == "x" and budget_check.line_of("nosplit") == "nosplit"
+    # a cell a rule set aside (superseded/) is not read, even when it sorts first
+    _cell_row(rows / "0-superseded-first" / "superseded" / "c-old", "r18-compare-48-s1", [500.0])
+    assert [r["mean_epoch_s"] for r in budget_check.check(rows, pilots, "avx2")[0]] == [103.0, 111.5, 300.0]
+    (rows / "c" / "validation.json").unlink()
+    assert [r["cell"] for r in budget_check.check(rows, pilots, "avx2")[0]] == [
+        "r18-compare-48-s0",
+        "vgg-compare-48-0cb4b1-s1",
+    ]

@@ -31,9 +31,11 @@ def line_of(cell: str) -> str:
 
 
 def read_cells(rows_dir: Path) -> dict[str, dict]:
-    """Each cell's row under ``rows_dir`` (a cell's split rows repeat its training: the first one found)."""
+    """Each cell's row under ``rows_dir`` (a cell's split rows repeat its training: the first one found), none below a
+    ``superseded/`` folder (cells a rule of the plan set aside)."""
     cells: dict[str, dict] = {}
-    for path in sorted(p for name in ROW_FILES for p in Path(rows_dir).rglob(name)):
+    rows = (p for name in ROW_FILES for p in Path(rows_dir).rglob(name))
+    for path in sorted(p for p in rows if "superseded" not in p.relative_to(rows_dir).parts[:-1]):
         row = json.loads(path.read_text())
         if row.get("cell") and row.get("history"):
             cells.setdefault(row["cell"], row | {"_path": str(path)})

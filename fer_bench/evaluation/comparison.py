@@ -32,7 +32,7 @@ import numpy as np
 
 from fer_bench.evaluation import calibration, predictions, stats
 from fer_bench.utils.errors import DataError
-from fer_bench.utils.io import file_sha256
+from fer_bench.utils.io import file_sha256, row_files
 
 VALID_FILE = predictions.VALID_FILE  # the validation hold-out's predictions, for temperature scaling
 
@@ -155,7 +155,7 @@ def load_line(arg: str) -> list[Side]:
     sides = []
     for part in filter(None, (p.strip() for p in str(arg).split(","))):
         path = Path(part)
-        runs = [] if (path / "result.json").is_file() else sorted(path.rglob("result.json")) if path.is_dir() else []
+        runs = [] if (path / "result.json").is_file() else row_files(path) if path.is_dir() else []
         sides += [load_side(r.parent) for r in runs] if runs else [load_side(path)]
     lines = {s.line for s in sides if s.line}
     if len(lines) > 1:

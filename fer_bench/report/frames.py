@@ -19,6 +19,7 @@ from fer_bench.evaluation import metrics as metric_registry
 from fer_bench.evaluation.comparison import macro_classes
 from fer_bench.report import columns as layout
 from fer_bench.utils.errors import DataError
+from fer_bench.utils.io import row_files
 
 # One leaderboard line per distinct combination. The dataset scored is part of it: an eval of a run's weights on
 # another dataset (`fer-bench eval --dataset`) keeps the run's protocol hash and split name.
@@ -45,10 +46,11 @@ def value_columns() -> list[str]:
 
 
 def read_rows(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every ``result.json`` under the given files or folders (``_dir``: its folder, where its predictions are)."""
+    """Every ``result.json`` under the given files or folders (``_dir``: its folder, where its predictions are), none
+    below a ``superseded/`` folder."""
     rows = []
     for p in paths:
-        files = sorted(p.rglob("result.json")) if p.is_dir() else [p]
+        files = row_files(p) if p.is_dir() else [p]
         rows += [json.loads(f.read_text()) | {"_dir": str(f.parent)} for f in files]
     return rows
 

@@ -30,3 +30,22 @@ def file_sha256(path: str | Path) -> str:
                 h.update(block)
         _FILE_DIGESTS[key] = h.hexdigest()
     return _FILE_DIGESTS[key]
+
+
+SUPERSEDED = "superseded"  # a results folder's rows that a later change invalidated: kept, with why, never read
+
+
+def row_files(folder: Path, name: str = "result.json") -> list[Path]:
+    """Every ``name`` under ``folder``, sorted, except those below a ``superseded/`` folder.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> for sub in ("a", "superseded/b"):
+        ...     (d / sub).mkdir(parents=True)
+        ...     (d / sub / "result.json").write_text("{}")
+        >>> [p.parent.name for p in row_files(d)]
+        ['a']
+    """
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob(name) if SUPERSEDED not in p.relative_to(folder).parts[:-1])
