@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -186,3 +187,33 @@ def test_budget_check_passes_cells_near_their_pilot_and_fails_one_off_by_more_th
         "r18-compare-48-s0",
         "vgg-compare-48-0cb4b1-s1",
     ]
+
+
+def test_budget_watch_stops_the_suite_when_a_first_cell_is_off_and_keeps_a_rederived_line(tmp_path):
+    import budget_watch
+
+    pilots = tmp_path / "pilots.yaml"
+    pilots.write_text(
+        "lines:\n  r18-compare-48: {median_epoch_s: 100.0}\n"
+        "  v2s-compare-48: {median_epoch_s: 200.0, rederived_from: {cell: v2s-compare-48-s0}}\n"
+    )
+    rows, pid_file, seen = tmp_path / "runs", tmp_path / "cells.pid", set()
+    suite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    pid_file.write_text(f"{suite.pid}\n")
+    try:
+        _cell_row(rows / "a", "r18-compare-48-s1", [150.0])  # off, but not a first cell: not judged here
+        _cell_row(rows / "b", "v2s-compare-48-s0", [260.0])  # off by 30 %, in a line re-derived once: kept
+        said = budget_watch.poll(rows, pilots, "avx2", 0, seen, pid_file)
+        assert len(said) == 1 and "v2s-compare-48-s0" in said[0] and "kept" in said[0]
+        assert suite.poll() is None
+        _cell_row(rows / "c", "r18-compare-48-s0", [104.0])  # within
+        assert "yes" in budget_watch.poll(rows, pilots, "avx2", 0, seen, pid_file)[0] and suite.poll() is None
+        assert budget_watch.poll(rows, pilots, "avx2", 0, seen, pid_file) == []  # each row is said once
+        (rows / "c" / "validation.json").unlink()
+        seen.clear()
+        _cell_row(rows / "d", "r18-compare-48-s0", [115.0])  # 15 % over: the suite is stopped
+        said = budget_watch.poll(rows, pilots, "avx2", 0, {"v2s-compare-48-s0"}, pid_file)
+        assert said and said[0].endswith("NO; suite stopped")
+        assert suite.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        suite.kill()
