@@ -217,3 +217,29 @@ def test_budget_watch_stops_the_suite_when_a_first_cell_is_off_and_keeps_a_reder
         assert suite.wait(timeout=10) == -signal.SIGTERM
     finally:
         suite.kill()
+
+
+def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committed_amendment(tmp_path, capsys):
+    import budget_check
+    import yaml
+
+    pilots = tmp_path / "pilots.yaml"
+    pilots.write_text("lines:\n  r18-compare-48: {median_epoch_s: 100.0}\n  vgg-compare-48: {median_epoch_s: 300}\n")
+    rows, out = tmp_path / "runs", tmp_path / "pilots-amended.yaml"
+    _cell_row(rows / "a", "r18-compare-48-s0", [130.0, 126.0])
+    args = [str(rows), str(pilots), "--cpu-class", "avx2", "--rederive", "r18-compare-48-s0", "--write", str(out)]
+    assert budget_check.main(args) == 0
+    assert "t 100.0 -> 128.0 s (E 27 -> 21)" in capsys.readouterr().out
+    lines = yaml.safe_load(out.read_text())["lines"]
+    assert lines["r18-compare-48"]["median_epoch_s"] == 128.0 and lines["vgg-compare-48"] == {"median_epoch_s": 300}
+    assert lines["r18-compare-48"]["rederived_from"]["pilot_median_epoch_s"] == 100.0
+    assert budget_check.main([str(rows), str(out), *args[2:]]) == 2  # a line is re-derived once
+    assert "once already" in capsys.readouterr().err
+    assert budget_check.main([*args[:5], "vgg-compare-48-s0", *args[6:]]) == 2  # no row of that cell
+    # the committed amendment is what the rule gives from the superseded cell
+    folder = ROOT / "results" / "fer2013-compare"
+    cell = "efficientnetv2_s-compare-48-s0"
+    budget_check.rederive(folder / "superseded", folder / "pilots.yaml", cell, "avx2", tmp_path / "again.yaml")
+    again = yaml.safe_load((tmp_path / "again.yaml").read_text())["lines"]
+    committed = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]
+    assert again == committed

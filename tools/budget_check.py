@@ -11,6 +11,9 @@ never compared with these pilots: a session on another processor class checks th
 (``--cpu-class`` of that class). A line the rule re-derived once (its pilots entry names the cell it came from,
 ``rederived_from``) is not re-derived again: its cells are checked against the new t and one that is off is kept and
 marked so (the plan's amendment of 2026-12-07). Exit code 1 when any other cell fails, 0 otherwise.
+
+With ``--rederive CELL --write FILE`` it applies the rule instead: FILE is the pilots file with CELL's line given
+t = that cell's mean epoch (exit 2 when the cell has no row or its line was re-derived already).
 """
 
 from __future__ import annotations
@@ -65,6 +68,37 @@ def check(rows_dir: Path, pilots_file: Path, cpu_class: str, tolerance: float = 
     return records, ok and bool(records)
 
 
+def rederive(rows_dir: Path, pilots_file: Path, cell: str, cpu_class: str, out: Path, budget_s: float = 2700) -> str:
+    """Write ``out``: the pilots file with ``cell``'s line given t = that cell's mean epoch on ``cpu_class`` (the
+    cell it came from named under ``rederived_from``); every other line as it was. Returns one line saying so.
+
+    Raises:
+        ValueError: no row of ``cell``, no such line, no epoch on the class, or a line re-derived once already (the
+            plan re-derives a line at most once).
+    """
+    data = yaml.safe_load(Path(pilots_file).read_text())
+    row, line = read_cells(rows_dir).get(cell), line_of(cell)
+    if row is None or line not in data.get("lines", {}):
+        raise ValueError(f"no row of cell {cell!r} under {rows_dir}, or no line {line!r} in {pilots_file}")
+    old = data["lines"][line]
+    if old.get("rederived_from"):
+        raise ValueError(f"line {line!r} was re-derived once already, from {old['rederived_from']['cell']!r}")
+    walls = [h["epoch_wall_s"] for h in row["history"] if h.get("cpu_class") == cpu_class]
+    if not walls:
+        raise ValueError(f"cell {cell!r} has no epoch on {cpu_class}")
+    mean = round(statistics.fmean(walls), 2)
+    source = {"cell": cell, "run_id": row.get("run_id"), "git_sha": row.get("git_sha"),
+              "pilot_median_epoch_s": old["median_epoch_s"], "epochs": len(walls),
+              "note": "mean epoch wall time of that cell (training + validation)"}  # fmt: skip
+    data["lines"][line] = {"epoch_wall_s": [round(w, 2) for w in walls], "median_epoch_s": mean,
+                           "rederived_from": source}  # fmt: skip
+    if Path(out).resolve() != Path(pilots_file).resolve():
+        data.setdefault("amends", Path(pilots_file).name)
+    Path(out).write_text(yaml.safe_dump(data, sort_keys=False))
+    e_old, e_new = max(1, round(budget_s / old["median_epoch_s"])), max(1, round(budget_s / mean))
+    return f"{line}: t {old['median_epoch_s']} -> {mean} s (E {e_old} -> {e_new}), written to {out}"
+
+
 def _fmt(v: object, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
@@ -79,7 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("pilots_file", type=Path, help="the suite's pilots file (`fer-bench run --suite S --pilot`)")
     p.add_argument("--cpu-class", required=True, help="the processor class the pilots ran on (avx2, avx512, ...)")
     p.add_argument("--tolerance", type=float, default=0.10, help="largest accepted |mean / t - 1| (default 0.10)")
+    p.add_argument("--rederive", metavar="CELL", help="write --write: the pilots with CELL's line re-derived from it")
+    p.add_argument("--write", type=Path, help="the amended pilots file --rederive writes (may be the pilots file)")
+    p.add_argument("--budget-s", type=float, default=2700, help="the suite's budget_s, for the epochs said (2700)")
     args = p.parse_args(argv)
+    if args.rederive:
+        if args.write is None:
+            p.error("--rederive needs --write FILE")
+        try:
+            print(rederive(args.rows_dir, args.pilots_file, args.rederive, args.cpu_class, args.write, args.budget_s))
+        except ValueError as exc:
+            print(f"budget_check: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if not args.pilots_file.is_file() or not args.rows_dir.is_dir():
         print(f"budget_check: {args.pilots_file if not args.pilots_file.is_file() else args.rows_dir} does not "
               "exist", file=sys.stderr)  # fmt: skip
