@@ -275,3 +275,12 @@ def test_a_committed_rows_protocol_hash_recomputes(path, tmp_path):
     data = _training_data(trained_on)
     assert data_fingerprint(data) == row["data_fingerprint"]
     assert _recomputed(row, path.parent, data, VERSIONS[row["protocol_hash"]], tmp_path) == row["protocol_hash"]
+
+
+def test_the_tag_names_written_into_tracking_stores_are_pinned():
+    """A suite finds the cells it finished by these tags in a store it wrote earlier (possibly with older code): a
+    renamed tag would retrain every finished cell."""
+    from fer_bench.experiment import tracking
+
+    assert (tracking.KIND_TAG, tracking.SUITE_TAG, tracking.CELL_TAG) == ("fer_bench.kind", "fer_bench.suite",
+                                                                          "fer_bench.cell")  # fmt: skip

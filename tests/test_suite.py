@@ -220,7 +220,7 @@ def test_two_shards_run_one_suite_and_a_rerun_skips_finished_cells(tracked):
         (f"simple_cnn-baseline-s{s}", split) for s in (0, 1) for split in ("public", "private")
     }
     for r in runs:  # the private row reuses the public row's weights: same training, its own test figures
-        assert r.data.tags["fer_bench.experiment.suite"] == "tiny" and "test_macro_f1" in r.data.metrics
+        assert r.data.tags["fer_bench.suite"] == "tiny" and "test_macro_f1" in r.data.metrics
     # the table of the second shard sees the first shard's rows too: 2 seeds per (model, split)
     csv = got["second.table"]
     seeds = csv[0].split(",").index("seeds")  # by name: the interval/calibration columns come after it

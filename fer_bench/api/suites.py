@@ -78,7 +78,7 @@ def run_suite(
     from fer_bench.experiment.runner import RunOptions
     from fer_bench.experiment.shards import parse_shard
     from fer_bench.experiment.shards import shard as share_of
-    from fer_bench.experiment.tracking import KIND_TAG, NullTracker
+    from fer_bench.experiment.tracking import KIND_TAG, SUITE_TAG, NullTracker
     from fer_bench.utils.devices import job_gpus
     from fer_bench.utils.provenance import git_sha
 
@@ -140,7 +140,7 @@ def run_suite(
         st.run_suite(job, unblind=unblind)
         return SuiteResult(None, "", [], "", None)
     failed = None
-    tags = {KIND_TAG: "suite", st.SUITE_TAG: spec.name, "fer_bench.shard": f"{k}/{n}"}
+    tags = {KIND_TAG: "suite", SUITE_TAG: spec.name, "fer_bench.shard": f"{k}/{n}"}
     try:
         with track.run(f"suite-{spec.name}-{k}of{n}", tags=tags) as parent:
             if parallel:
@@ -168,9 +168,9 @@ def _suite_frame(spec, all_cells, data, out: Path, hashes: dict[str, str], proto
     from fer_bench.report import leaderboard as lb
 
     if track.enabled:
-        from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
+        from fer_bench.experiment.tracking import SUITE_TAG, search_bench_runs, search_model_runs
 
-        found = search_model_runs(track.uri, experiment, f"tags.`{st.SUITE_TAG}` = '{spec.name}'")
+        found = search_model_runs(track.uri, experiment, f"tags.`{SUITE_TAG}` = '{spec.name}'")
         frame = lb.apply_bench(lb.frame_from_mlflow(found), search_bench_runs(track.uri, experiment))
     else:
         files = [st.result_file(out, c, s, data, hashes[c.id], proto_name) for c in all_cells for s in c.splits]

@@ -30,14 +30,12 @@ from typing import Any
 import yaml
 
 from fer_bench.experiment.pilots import budget_epochs
-from fer_bench.experiment.tracking import KIND_TAG
+from fer_bench.experiment.tracking import CELL_TAG, KIND_TAG, SUITE_TAG
 from fer_bench.recipes import from_dict, load_recipe
 from fer_bench.recipes.schema import EVAL_SPLITS, Recipe
 from fer_bench.report.leaderboard import FORMATS as TABLE_FORMATS
 from fer_bench.utils.errors import ConfigError
 
-SUITE_TAG = "fer_bench.experiment.suite"
-CELL_TAG = "fer_bench.cell"
 LEADERBOARD_FORMATS = ("csv", *TABLE_FORMATS)  # what fer_bench.report.leaderboard.render writes
 
 

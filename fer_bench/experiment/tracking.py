@@ -27,6 +27,10 @@ from fer_bench.utils.errors import ConfigError
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fer-bench"
 KIND_TAG = "fer_bench.kind"  # "suite" (parent) or "model" (a child: a result row once FINISHED)
+# A suite's runs: the suite's name and the cell's id. Stored in every tracking store a suite wrote: never renamed, or
+# a suite would no longer find the cells it finished.
+SUITE_TAG = "fer_bench.suite"
+CELL_TAG = "fer_bench.cell"
 # NOTE: MLflow's UI (3.x) opens an experiment on its GenAI overview unless told otherwise: the kind tag asks for
 # the classic runs page where the UI reads it, the URL's workflowType where the UI reads that instead.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -384,11 +388,11 @@ def finished_suite_rows(uri: str | None, experiment: str, suite: str) -> set[tup
     if mlflow.get_experiment_by_name(experiment) is None:
         return set()
     query = (f"tags.`{KIND_TAG}` = 'model' and attributes.status = 'FINISHED' and "
-             f"tags.`fer_bench.experiment.suite` = '{suite}'")  # fmt: skip
+             f"tags.`{SUITE_TAG}` = '{suite}'")  # fmt: skip
     runs = mlflow.search_runs(experiment_names=[experiment], filter_string=query, max_results=50_000)
     if runs.empty:
         return set()
     if "tags.fer_bench.protocol_hash" not in runs:  # rows from before protocol hashes: none can be reused
         return set()
-    return set(zip(runs["tags.fer_bench.cell"], runs["tags.fer_bench.split"], runs["tags.fer_bench.protocol_hash"],
+    return set(zip(runs[f"tags.{CELL_TAG}"], runs["tags.fer_bench.split"], runs["tags.fer_bench.protocol_hash"],
                    strict=True))  # fmt: skip
