@@ -187,7 +187,9 @@ def test_a_fixture_reader_keeps_its_fingerprint_and_ids(tmp_path, fixture, reque
 
 # ---- committed rows ----
 
-ROWS = sorted(RESULTS.rglob("result.json"))
+# A row: a run's result.json, or a blind cell's validation.json (written before its test splits are scored).
+ROWS = sorted([*RESULTS.rglob("result.json"),
+               *(p for p in RESULTS.rglob("validation.json") if not (p.parent / "result.json").is_file())])  # fmt: skip
 PROTOCOLS = sorted(RESULTS.rglob("protocol.json"))
 # How each training dataset of a committed row loads from ../shared/data: (--dataset, --data-dir).
 SHARED = {"fer2013": ("fer2013", "fer2013"), "ferplus-crossentropy": ("ferplus:labels=crossentropy", "ferplus")}
@@ -197,12 +199,19 @@ def _rel(p: Path) -> str:
     return p.parent.relative_to(RESULTS).as_posix()
 
 
+def _row_beside(p: Path) -> dict:
+    """The row in the folder of ``p``: its result.json, else (a blind cell) its validation.json."""
+    folder = p.parent
+    return json.loads((folder / "result.json" if (folder / "result.json").is_file() else folder / "validation.json")
+                      .read_text())  # fmt: skip
+
+
 def test_every_committed_row_carries_the_hash_of_a_committed_protocol():
     """A row's hash is that of its protocol.json, or (an evaluation of a trained run) of its trained run's."""
     protocols = {}
     for p in PROTOCOLS:
         fields = json.loads(p.read_text())
-        row = json.loads((p.parent / "result.json").read_text())
+        row = _row_beside(p)
         assert protocol_hash(fields) == row["protocol_hash"], _rel(p)
         protocols[row["protocol_hash"]] = fields
     for path in ROWS:
@@ -218,10 +227,7 @@ RECOMPUTABLE = [
     p for p in ROWS if (p.parent / "recipe.yaml").is_file() and "protocol_hash" in json.loads(p.read_text())
 ]
 # protocol hash → the protocol version it was computed under (from the committed protocol.json files)
-VERSIONS = {
-    json.loads((p.parent / "result.json").read_text())["protocol_hash"]: json.loads(p.read_text())["version"]
-    for p in PROTOCOLS
-}
+VERSIONS = {_row_beside(p)["protocol_hash"]: json.loads(p.read_text())["version"] for p in PROTOCOLS}
 _DATA: dict[str, object] = {}
 
 
