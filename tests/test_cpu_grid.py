@@ -4,6 +4,7 @@ processor's facts and the rule's reading written with the figures."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pandas as pd
@@ -96,7 +97,9 @@ def test_grid_files_name_their_conditions_and_say_what_the_rule_makes_of_them(mo
     md = paths["md"].read_text()
     assert "skipped: no bf16 instructions" in md or caps.bf16
     # bf16 measured at 0.055x: the rule keeps fp32 even with bf16 instructions; channels_last at 1.105x pays
-    assert "resolves to **fp32**, channels_last **True**, compile **None**" in md
+    assert re.search(
+        r"\*\*fp32\*\*\W+channels_last \*\*True\*\*\W+compile \*\*None\*\*", md
+    )  # what the rule resolves to
 
 
 def test_bad_grid_options_fail_in_one_line(tmp_path):

@@ -231,7 +231,7 @@ def test_a_model_scored_on_another_dataset_is_a_line_of_its_own_ranked_apart():
     cross_line = _md_cells(table.split("**ferplus · trained on fer2013 · private split")[1])  # a table of its own
     assert cross_line["model"] == "resnet18"
     assert cross_line["shared top-1 % ↑"] == "67.30" and cross_line["lacked faces"] == "16"
-    assert "lacked faces: test faces of classes the model lacks" in table
+    assert "lacked faces:" in table  # the column's footnote
     plain = _md_cells(lb.render(lb.aggregate(lb.frame_from_rows(rows[:1])), "md"))
     assert "trained on" not in plain and "lacked faces" not in plain  # only where there are any
 
@@ -351,7 +351,7 @@ def test_mca_is_shown_with_and_without_the_cells_at_or_below_the_majority_rate()
     cells = _md_cells(md)
     assert cells["mCA % (corruptions) ↑"].startswith("48.80")
     assert cells["mCA % without cells ≤ majority class ↑"].startswith("52.30")
-    assert "at or below the scored split's majority-class rate" in md
+    assert "majority-class rate" in md  # the second mCA column's footnote
     assert r"$\leq$" in lb.render(lb.aggregate(runs), "latex", columns=["robustness"])
     plain = lb.render(lb.aggregate(_runs()), "md", columns=["robustness"])  # no corruption run: no extra column, note
     assert "majority class" not in plain
