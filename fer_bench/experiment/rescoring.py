@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -32,13 +31,11 @@ from fer_bench.evaluation import cross_dataset, predictions
 from fer_bench.experiment.corruption_scoring import CorruptionPlan, corruption_eval
 from fer_bench.experiment.plan import RunOptions, device_context, make_norms, make_protocol
 from fer_bench.experiment.protocol import data_fingerprint, precision_label, protocol_hash, run_name
-from fer_bench.experiment.row import model_cost, save_predictions
+from fer_bench.experiment.row import model_cost, provenance_fields, save_predictions, timestamp, write_row
 from fer_bench.models import create_model
 from fer_bench.models.weights import SHOWN_MISSING, WeightsInfo, check_weights_file, head_keys, read_state_dict
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
-from fer_bench.recipes.parts import TTA_MODES
 from fer_bench.recipes.schema import Recipe
-from fer_bench.utils import provenance
 from fer_bench.utils.errors import ConfigError
 from fer_bench.utils.io import file_sha256, write_json
 
@@ -236,15 +233,10 @@ def evaluate(p: Prepared, opts: RunOptions, plan: CorruptionPlan | None = None) 
             _give_run_its_valid_predictions(p, plain)
     else:
         row |= _cross_test(p, norms, run_dir)
-    row |= model_cost(p.model, p.spec, p.size, p.ctx)
-    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
+    row |= model_cost(p.model, p.spec, p.size, p.ctx, tta=row["test_tta"])
     if plan is not None:
         row["corruptions"] = corruption_eval(p, norms["eval"], plan, run_dir, clean_top1=row["test"]["top1"])
-    write_json(run_dir / "result.json", row)
-    from fer_bench.report.run_plots import save_run_plots
-
-    save_run_plots(row, run_dir)
-    return row
+    return write_row(row, run_dir)
 
 
 def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
@@ -289,10 +281,9 @@ def _base_row(p: Prepared, run_dir: Path) -> dict[str, Any]:
     return row | {
         "dataset": data.name, "data_source": data.source, "split": p.split, "n_test": len(p.idx),
         "img_size": p.size, "precision": p.precision, "precision_label": label, "channels_last": ctx.channels_last,
-        "device": ctx.device.type, "device_name": provenance.device_name(ctx.device), "git_sha": provenance.git_sha(),
-        "versions": provenance.versions(), "tf32": provenance.tf32(ctx.device), "eval": mark,
+        **provenance_fields(ctx), "eval": mark,
         "weights": p.ck.run["weights"] if p.ck.run else p.model.fer_bench_weights.as_row(),
-        "run_id": run_dir.name, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_id": run_dir.name, "timestamp": timestamp(),
     }  # fmt: skip
 
 

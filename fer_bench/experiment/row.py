@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -16,8 +17,10 @@ from fer_bench.bench import cost
 from fer_bench.engine.trainer import SELECT_BY
 from fer_bench.evaluation import predictions
 from fer_bench.experiment.protocol import sample_ids
+from fer_bench.recipes.parts import TTA_MODES
 from fer_bench.recipes.schema import Recipe, lr_factor, stage_lr
 from fer_bench.utils import provenance
+from fer_bench.utils.io import write_json
 
 __all__ = ["SELECT_BY", "ResultRow", "plateau", "plateau_figure", "recipe_choice", "time_to_accuracy"]
 
@@ -139,16 +142,15 @@ def result_row(plan, data, history: list[dict[str, Any]]) -> ResultRow:
         "n_train": len(plan.proto.train), "n_val": len(plan.proto.val), "n_test": len(plan.proto.test),
         "seed": recipe.train.seed, "epochs": recipe.train.epochs, "epochs_run": len(history),
         "best_epoch": best["epoch"], "img_size": plan.size, "batch_size": recipe.train.batch_size,
-        "precision": plan.precision, "channels_last": ctx.channels_last, "device": ctx.device.type,
+        "precision": plan.precision, "channels_last": ctx.channels_last,
         "compile": recipe.train.compile, "ema_decay": recipe.train.ema_decay, **_lr_fields(recipe, plan.stages),
-        "device_name": provenance.device_name(ctx.device), "git_sha": provenance.git_sha(),
-        "versions": provenance.versions(), "classes": list(data.classes),
+        **provenance_fields(ctx), "classes": list(data.classes),
         # the run's end-to-end training speed (augmentation, forward, backward, step; no validation), median
         # over epochs; epochs in a stage with frozen parameters are counted (a frozen backbone trains faster)
         "train_e2e_img_s": round(statistics.median(h["epoch_train_img_s"] for h in history), 1),
         "train_frozen_epochs": sum(1 for h in history if h["stage"] in _frozen_stages(plan.stages)),
         **time_to_accuracy(history), **plateau(history, recipe.train.epochs), **plateau_figure(history),
-        "history": history, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "history": history, "timestamp": timestamp(),
     }  # fmt: skip
 
 
@@ -265,11 +267,37 @@ def save_predictions(run_dir: Path, data, idx: np.ndarray, probs, labels, name: 
     return {"file": path.name, "sha256": predictions.write(path, probs, labels, sample_ids(data)[idx])}
 
 
-def model_cost(model, spec, size: int, ctx) -> dict[str, Any]:
-    return cost.count_params(model) | {
+def model_cost(model, spec, size: int, ctx, tta: Iterable[str] = ()) -> dict[str, Any]:
+    """Parameters, GMACs and model-only inference throughput of ``model``; with ``tta`` (the row's TTA modes), the
+    GMACs of each mode's forward passes (``test_tta_gmacs``)."""
+    out = cost.count_params(model) | {
         "gmacs": round(cost.gmacs(model, spec.in_chans, size, ctx.device), 4),
         # model-only inference on random input at the run's precision and memory format (not `fer-bench bench`)
         "infer_model_img_s": round(cost.infer_throughput(model, spec.in_chans, size, ctx.device, batch_size=64,
                                                          channels_last=ctx.channels_last, amp_dtype=ctx.amp_dtype), 1),
         "infer_batch_size": 64,
     }  # fmt: skip
+    if tta:
+        out["test_tta_gmacs"] = {t: round(out["gmacs"] * TTA_MODES.get(t).passes, 4) for t in tta}
+    return out
+
+
+def provenance_fields(ctx) -> dict[str, Any]:
+    """Where a row was computed: the device, its name, the code's commit, the library versions, TF32."""
+    return {"device": ctx.device.type, "device_name": provenance.device_name(ctx.device),
+            "git_sha": provenance.git_sha(), "versions": provenance.versions(),
+            "tf32": provenance.tf32(ctx.device)}  # fmt: skip
+
+
+def timestamp() -> str:
+    """A row's local time of writing, with its UTC offset."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_row(row: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """``run_dir/result.json`` and the run's plots (learning curve, confusion matrix, reliability)."""
+    from fer_bench.report.run_plots import save_run_plots
+
+    write_json(run_dir / "result.json", row)
+    save_run_plots(row, run_dir)
+    return row

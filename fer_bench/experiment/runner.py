@@ -37,14 +37,11 @@ from fer_bench.experiment.plan import (
     run_protocol,
 )
 from fer_bench.experiment.protocol import weights_label
-from fer_bench.experiment.row import model_cost, result_row, save_predictions, segment_fields
+from fer_bench.experiment.row import model_cost, result_row, save_predictions, segment_fields, timestamp, write_row
 from fer_bench.models import create_model, weights_info
 from fer_bench.recipes import recipe_hash, recipe_to_dict
 from fer_bench.recipes.checks import frozen_without_weights
-from fer_bench.recipes.parts import TTA_MODES
 from fer_bench.recipes.schema import Recipe
-from fer_bench.report.run_plots import save_run_plots
-from fer_bench.utils import provenance
 from fer_bench.utils.errors import ConfigError
 from fer_bench.utils.io import write_json
 
@@ -108,7 +105,7 @@ def run_model(
     if world.active:  # each rank's trained parameters (sha256): equal when the ranks stayed in step
         row["distributed"] = {"world_size": world.size, "backend": torch.distributed.get_backend(),
                               "sync_bn": recipe.train.sync_bn, "param_sha256": digests}  # fmt: skip
-    row["weights"], row["tf32"] = weights_info(model), provenance.tf32(ctx.device)
+    row["weights"] = weights_info(model)
     pfields = plan.protocol_fields
     row |= {"protocol_hash": plan.protocol_hash, "data_fingerprint": pfields["data_fingerprint"],
             "weights_source": weights_label(pfields["weights"]), "precision_label": pfields["precision"]}  # fmt: skip
@@ -125,14 +122,11 @@ def run_model(
     valid = predict_plain(model, recipe, data, proto.val, norms, ctx)
     row["predictions_valid"] = save_predictions(run_dir, data, proto.val, *valid, name=predictions.VALID_FILE)
     phase("measuring parameters, GMACs and inference throughput")
-    row |= model_cost(model, spec, plan.size, ctx)
-    row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
+    row |= model_cost(model, spec, plan.size, ctx, tta=row["test_tta"])
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["run_id"] = plan.run_id
-    write_json(run_dir / "result.json", row)
     phase(f"writing plots to {run_dir}")
-    save_run_plots(row, run_dir)
-    return row
+    return write_row(row, run_dir)
 
 
 def phase(what: str) -> None:
@@ -162,12 +156,10 @@ def evaluate_on_split(
     phase(f"testing the same weights on {recipe.eval.split}: {len(proto.test)} images, {tta_said(recipe)}")
     row = dict(trained) | {"split": recipe.eval.split, "recipe_hash": recipe_hash(recipe), "n_test": len(proto.test),
                            "run_id": rid, "trained_run_id": trained["run_id"],
-                           "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+                           "timestamp": timestamp()}  # fmt: skip
     figures = predict_test(model, recipe, data, proto.test, norms, ctx)
     row["test"], row["test_tta"], row["confusion_matrix"], plain = figures
     row["predictions"] = save_predictions(run_dir, data, proto.test, *plain)
     if "predictions_valid" in trained:  # the same weights on the same hold-out: the trained run's file, copied
         shutil.copyfile(opts.out / trained["run_id"] / predictions.VALID_FILE, run_dir / predictions.VALID_FILE)
-    write_json(run_dir / "result.json", row)
-    save_run_plots(row, run_dir)
-    return row
+    return write_row(row, run_dir)
