@@ -36,22 +36,29 @@ def _counting(monkeypatch, module, name: str) -> list[int]:
     return calls
 
 
-def test_a_run_computes_each_identity_hash_once(tmp_path, monkeypatch, data):
-    """Counted where they are defined (every module's call goes through the defining module's function)."""
+@pytest.mark.parametrize("entry", ["run_model", "fer_bench.run"])
+def test_a_run_computes_each_identity_hash_once(tmp_path, monkeypatch, data, entry):
+    """Counted where they are defined (every module's call goes through the defining module's function), through the
+    runner and through the Python API (which loads the recipe and data and resolves the plan itself)."""
     from fer_bench import recipes
     from fer_bench.experiment import protocol
     from fer_bench.recipes import schema
 
     recipe = load_recipe("baseline", TINY)  # read before counting: reading validates the recipe's stages
     counts = {n: _counting(monkeypatch, plan_module, n) for n in ("device_context",)}
-    for module, names in ((recipes, ("recipe_hash",)), (protocol, ("protocol_hash", "data_fingerprint")),
-                          (schema, ("stage_plan",))):  # fmt: skip
-        for n in names:
+    names = [(recipes, ("recipe_hash",)), (protocol, ("protocol_hash", "data_fingerprint"))]
+    if entry == "run_model":  # fer_bench.run reads the recipe inside the count: its validation plans the stages too
+        names.append((schema, ("stage_plan",)))
+    for module, fns in names:
+        for n in fns:
             spy = _counting(monkeypatch, module, n)
             counts[n] = spy
             for user in _importers(n, module):  # the modules that imported the name bind it themselves
                 monkeypatch.setattr(user, n, getattr(module, n))
-    row = run_model("simple_cnn", recipe, data, RunOptions(out=tmp_path, progress=False))
+    if entry == "run_model":
+        row = run_model("simple_cnn", recipe, data, RunOptions(out=tmp_path, progress=False))
+    else:
+        (row,) = fer_bench.run(["simple_cnn"], recipe="baseline", sets=TINY, out=tmp_path, progress=False)
     assert row["epochs_run"] == 3
     assert {n: len(c) for n, c in counts.items()} == dict.fromkeys(counts, 1)
 
