@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fer_bench.utils.errors import FerBenchError
 
@@ -21,9 +21,24 @@ class Leaderboard:
     rows: pd.DataFrame
     frame: pd.DataFrame
     text: str
+    page_options: dict[str, Any] = field(default_factory=dict)  # what the page shows, as the table was asked for
 
     def __str__(self) -> str:
         return self.text
+
+    def save_plot(self, path: str | Path) -> None:
+        """The accuracy-against-throughput Pareto figure of the lines (PNG)."""
+        from fer_bench.report.figures import save_pareto
+
+        save_pareto(self.frame, Path(path))
+
+    def write_page(self, path: str | Path, screenshot: str | Path | None = None) -> None:
+        """The self-contained HTML page (tables, figures, per-class F1), and its headless-Chromium ``screenshot``."""
+        from fer_bench.report import page
+
+        page.write(self.rows, self.frame, Path(path), **self.page_options)
+        if screenshot:
+            page.screenshot(Path(path), Path(screenshot))
 
 
 def leaderboard(
@@ -72,4 +87,8 @@ def leaderboard(
                             "Run `fer-bench run` first.")  # fmt: skip
     agg = lb.aggregate(frame)
     text = lb.render(agg, fmt, columns=list(columns), per_class=per_class, published=published, title=title)
-    return Leaderboard(frame, agg, text)
+    source = (" ".join(str(p) for p in results) if results
+              else f"MLflow experiment {experiment!r}" + (f" ({filter})" if filter else ""))  # fmt: skip
+    options = {"published": published, "per_class": per_class, "columns": list(columns), "source": source,
+               "title": title}  # fmt: skip
+    return Leaderboard(frame, agg, text, options)

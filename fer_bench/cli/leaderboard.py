@@ -53,21 +53,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     else:
         print(board.text)
     if args.plot:
-        from fer_bench.report.figures import save_pareto
-
-        save_pareto(board.frame, args.plot)
+        board.save_plot(args.plot)
     if args.page:
-        _write_page(args, board.rows, board.frame)
+        board.write_page(args.page, args.screenshot)
     return 0
 
 
 def _check_page_args(args: argparse.Namespace) -> None:
     if args.screenshot and not args.page:
         raise FerBenchError("--screenshot needs --page FILE (it is a picture of the page).")
-    missing = [str(p) for p in args.corruption_runs or [] if not p.exists()]
-    if missing:
-        raise FerBenchError(f"--corruption-runs: {', '.join(missing)} does not exist. Give the --out folder of a "
-                            "`fer-bench eval --corruptions` (or its run folders).")  # fmt: skip
     if args.screenshot:
         from fer_bench.report.page import CHROMIUM, find_chromium
 
@@ -75,14 +69,3 @@ def _check_page_args(args: argparse.Namespace) -> None:
             looked = ", ".join(CHROMIUM)
             raise FerBenchError(f"--screenshot: no headless browser on PATH (looked for {looked}). Install Debian's "
                                 "`chromium` (apt-get install chromium) or drop --screenshot.")  # fmt: skip
-
-
-def _write_page(args: argparse.Namespace, frame, agg) -> None:
-    from fer_bench.report import page as leaderboard_page
-
-    source = (" ".join(str(p) for p in args.from_results) if args.from_results
-              else f"MLflow experiment {args.experiment!r}" + (f" ({args.filter})" if args.filter else ""))  # fmt: skip
-    leaderboard_page.write(frame, agg, args.page, published=args.published, per_class=args.per_class,
-                           columns=args.columns, source=source, title=args.title)  # fmt: skip
-    if args.screenshot:
-        leaderboard_page.screenshot(args.page, args.screenshot)
