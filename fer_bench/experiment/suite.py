@@ -1,20 +1,11 @@
 """Benchmark suites: models × recipes × seeds × evaluation splits, as one YAML file anyone can re-run.
 
-A suite file (``benchmarks/fer2013-cpu.yaml``) is validated as strictly as a recipe. Each *cell* (one model
-entry × one seed) trains once and is evaluated on every split the suite lists; each (cell, split) is one result
-row and one MLflow child run tagged ``fer_bench.experiment.suite`` and ``fer_bench.cell``. Running a suite again skips
-the cells whose rows are all FINISHED in the tracking store (or, untracked, on disk) *under the same protocol hash*
-(fer_bench.experiment.protocol: a smoke run of a cell never stands in for the real one), and resumes a cell killed
-mid-way from its last checkpoint. Each row has its run folder in ``OUT`` (:func:`fer_bench.experiment.runner.run_id`:
-model, recipe, dataset, split, seed and protocol hash), named as ``fer-bench run`` names it. ``--shard K/N``
-(:mod:`fer_bench.experiment.shards`) takes a deterministic share of the cells, so N machines logging to one MLflow
-server run one suite together; the leaderboard then reads every shard's rows. ``budget_s`` gives every cell the same
-training time (:mod:`fer_bench.experiment.pilots`).
-
-``blind: true`` trains every cell and picks its checkpoint on the validation split without scoring any test
-split (no test figure printed, logged or written: each cell leaves ``validation.json`` beside its checkpoints);
-``fer-bench run --suite S --unblind``, refused until every cell of the suite has its validation row, then scores
-the test splits once and writes the rows, predictions, MLflow runs and tables as a plain suite run does.
+Each *cell* (one model entry × one seed) trains once and is scored on every split the suite lists; each (cell,
+split) is one result row, one run folder (named as ``fer-bench run`` names it) and one MLflow child run tagged
+``fer_bench.suite`` / ``fer_bench.cell``. A rerun skips the cells finished *under the same protocol hash* and resumes
+a killed one from its last checkpoint. ``--shard K/N`` (:mod:`fer_bench.experiment.shards`), ``budget_s``
+(:mod:`fer_bench.experiment.pilots`) and ``blind: true`` (validation rows only until ``--unblind``) are described in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
