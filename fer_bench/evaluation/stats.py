@@ -4,31 +4,11 @@ Every figure is on the 0–100 scale of :mod:`fer_bench.evaluation.metrics`. Pre
 per run (``(N,)``) or one per seed of a leaderboard line (``(S, N)``, the runs of one line on the same test ids in the
 same order); a line's figure is the mean over its seeds, as in the leaderboard.
 
-**The significance test, chosen in advance for every significance statement** (:func:`paired_test`): a paired
-permutation test on the seed-averaged per-face predictions. Each face of a line is its predictions' share per class
-over the line's seeds (one face counts once, whatever the number of seeds; repeating a seed changes nothing); under
-"A and B are exchangeable" each face's two shares are swapped at random. The statistic is the figure's difference
-on those shares: for top-1 the mean per-face correctness (the seeds' mean top-1), whose permutation distribution is
-enumerated exactly (for one run each it is McNemar's exact test); for macro-F1 the macro-F1 of the seed-averaged
-confusion counts (the seeds' mean macro-F1 for one seed; for several, within a few tenths of it), sampled with
-:data:`N_PERM` rounds and its Monte Carlo standard error reported. Seeds are never paired with seeds, so lines of
-different seeds compare. ``fer-bench compare`` and the leaderboard call it with the same arguments (faces in sorted
-id order, :data:`SEED`, :data:`N_PERM`) and so give the same p for the same pair of lines.
-
-**Intervals** (never tests): :func:`bootstrap_interval` and :func:`paired_bootstrap` resample faces (percentile
-bootstrap, :data:`N_BOOT` resamples, seeded, vectorised), every seed of every line on the same resampled ids, and
-take the seeds' mean. With several seeds, :func:`seed_summary` / :func:`seed_difference` add the t interval over the
-seeds' own figures (Welch's for a difference). The face bootstrap holds the trained models fixed (it is the test
-set's sampling error); the t interval holds the test set fixed (it is the training runs' spread). Neither covers
-both; shown side by side, the wider one is the honest one. The test, too, holds the runs fixed: it asks whether
-these runs differ on these faces; whether two recipes differ beyond seed-to-seed noise is what the seeds' interval
-speaks to. With 3 seeds the t interval has 2 degrees of freedom
-(t = 4.30): it is wide and its own width is poorly known; a bootstrap over seeds (or a hierarchical one over seeds
-and faces) draws from 3 values only and is nearly degenerate, so none is used.
-
-**Minimum detectable effect** (:func:`minimum_detectable_effect`): the smallest true difference a two-sided test at
-level α detects with probability ``power``, in the normal approximation: ``(z_{1-α/2} + z_{power}) × SE``, SE the
-standard error of the paired difference (the paired face bootstrap's standard deviation).
+The methods, what each holds fixed and why these were chosen are in docs/protocol-and-statistics.md. In short:
+:func:`paired_test` (the one significance test: a paired permutation test on the seed-averaged per-face
+predictions, exact for top-1, :data:`N_PERM` rounds for macro-F1); :func:`bootstrap_interval` and
+:func:`paired_bootstrap` (percentile bootstrap over faces, :data:`N_BOOT` resamples: intervals, never tests);
+:func:`seed_summary` / :func:`seed_difference` (t and Welch intervals over seeds); :func:`minimum_detectable_effect`.
 
 Library references: :func:`wilson` is statsmodels' ``proportion_confint(method="wilson")``, :func:`holm` is
 ``multipletests(method="holm")``, :func:`mcnemar` is statsmodels' McNemar test; the bootstrap and the permutation
