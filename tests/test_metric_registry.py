@@ -81,8 +81,10 @@ def test_a_registered_metric_reaches_row_mlflow_every_format_and_the_page(balanc
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "out"
-    rows = fer_bench.run(["simple_cnn"], sets=TINY, out=out, progress=False, tracker=MlflowTracker(uri, "t"))
+    rows = fer_bench.run(["simple_cnn"], sets=[*TINY, "eval.tta=[none,hflip]"], out=out, progress=False,
+                         tracker=MlflowTracker(uri, "t"))  # fmt: skip
     row = rows[0]
+    assert NAME in row["test_tta"]["hflip"]  # a TTA column's figures come from the registry too
 
     # the row: in memory, on disk, and equal to scikit-learn's on the row's own predictions
     value = row["test"][NAME]
@@ -93,6 +95,7 @@ def test_a_registered_metric_reaches_row_mlflow_every_format_and_the_page(balanc
     # MLflow: logged under test_<name>, and read back into the leaderboard frame
     runs = search_model_runs(uri, "t")
     assert runs[f"metrics.test_{NAME}"].iloc[0] == pytest.approx(value)
+    assert runs[f"metrics.test_hflip_{NAME}"].iloc[0] == pytest.approx(row["test_tta"]["hflip"][NAME])
     assert lb.frame_from_mlflow(runs)[NAME].iloc[0] == pytest.approx(value)
     parent = [r for r in mlflow.search_runs(experiment_names=["t"], output_format="list")
               if r.data.tags.get("fer_bench.kind") == "suite"][0]  # fmt: skip

@@ -11,7 +11,7 @@ from fer_bench.data import FerData
 from fer_bench.data.augment import Normalize
 from fer_bench.engine import steps as engine
 from fer_bench.evaluation import predictions
-from fer_bench.evaluation.metrics import classification_metrics, confusion_matrix
+from fer_bench.evaluation.metrics import classification_metrics, confusion_matrix, headline
 from fer_bench.recipes.parts import TTA_MODES
 from fer_bench.recipes.schema import Recipe
 
@@ -27,7 +27,7 @@ def device_tensors(
 def predict_test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, Normalize], ctx):
     """The plain single-crop figures (the headline, always), and each TTA of ``eval.tta`` beside them.
 
-    Returns (headline metrics, {tta: top1/macro_f1/weighted_f1}, confusion matrix of the headline, (headline
+    Returns (headline metrics, {tta: every registered headline metric}, confusion matrix of the headline, (headline
     probabilities, labels)). The headline is scored on the float32 probabilities its predictions file keeps, so
     the file gives back exactly the row's figures (an argmax over logits may break a float32 tie otherwise).
     """
@@ -36,7 +36,8 @@ def predict_test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, 
     for tta, logits, y in tta_logits(model, recipe, data, idx, norms, ctx):
         results[tta] = classification_metrics(logits, y, data.classes)
     confusion = confusion_matrix(plain[1], plain[0].argmax(1), len(data.classes)).tolist()
-    summary = {t: {k: m[k] for k in ("top1", "macro_f1", "weighted_f1")} for t, m in results.items()}
+    names = [m.name for m in headline()]  # the metric registry's, so a registered metric reaches every TTA column
+    summary = {t: {k: m[k] for k in names} for t, m in results.items()}
     return results["none"], summary, confusion, plain
 
 

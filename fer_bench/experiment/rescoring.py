@@ -28,6 +28,7 @@ import yaml
 from fer_bench.engine import steps as engine
 from fer_bench.engine.predict import predict_plain, predict_test, tta_logits
 from fer_bench.evaluation import cross_dataset, predictions
+from fer_bench.evaluation.metrics import headline
 from fer_bench.experiment.corruption_scoring import CorruptionPlan, corruption_eval
 from fer_bench.experiment.plan import RunOptions, device_context, make_norms, make_protocol
 from fer_bench.experiment.protocol import data_fingerprint, precision_label, protocol_hash, run_name
@@ -248,7 +249,7 @@ def _cross_test(p: Prepared, norms, run_dir: Path) -> dict[str, Any]:
     tta = {"none": cross_dataset.metrics(probs, y, cmap)}
     for t, logits, yt in tta_logits(p.model, recipe, data, p.idx, norms, p.ctx):
         tta[t] = cross_dataset.metrics(predictions.softmax(logits), yt, cmap)
-    keys = ("top1", "macro_f1", "weighted_f1", "top1_shared", "top1_restricted", "macro_f1_restricted")
+    keys = (*(m.name for m in headline()), "top1_shared", "top1_restricted", "macro_f1_restricted")
     return {
         "test": tta["none"], "test_tta": {t: {k: m[k] for k in keys} for t, m in tta.items()},
         "confusion_matrix": cross_dataset.confusion(probs, y, cmap), "classes": list(cmap.scoring_classes),
