@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fer_bench.recipes import _coerce, load_recipe, read_yaml, recipe_to_dict
+from fer_bench.recipes import coerce, load_recipe, read_yaml, recipe_to_dict
 from fer_bench.utils.errors import ConfigError
 
 DISTRIBUTIONS = ("float", "int", "categorical")
@@ -55,8 +55,8 @@ def _check_param(path: Path, key: str, spec: Any) -> dict[str, Any]:
         missing = [b for b in ("low", "high") if b not in spec]
         if missing:
             raise ConfigError(f"{path}: params.{key} needs low and high (missing {', '.join(missing)}).")
-        spec = {**spec, **{b: _coerce(tp, spec[b], str(path), f"params.{key}.{b}") for b in ("low", "high")}}
-        spec["log"] = _coerce(bool, spec.get("log", False), str(path), f"params.{key}.log")
+        spec = {**spec, **{b: coerce(tp, spec[b], str(path), f"params.{key}.{b}") for b in ("low", "high")}}
+        spec["log"] = coerce(bool, spec.get("log", False), str(path), f"params.{key}.log")
         if not spec["low"] < spec["high"] or (spec["log"] and spec["low"] <= 0):
             need = "0 < low < high (log scale)" if spec["log"] else "low < high"
             raise ConfigError(f"{path}: params.{key}: low = {spec['low']}, high = {spec['high']}; expected {need}.")

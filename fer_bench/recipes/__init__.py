@@ -159,7 +159,7 @@ def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") ->
             close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
             raise ConfigError(f"{source}: unknown key '{prefix}{key}'.{hint}")
-        kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+        kwargs[key] = coerce(hints[key], value, source, f"{prefix}{key}")
     required = [n for n, f in fields.items() if f.default is f.default_factory is dataclasses.MISSING]
     missing = [n for n in required if n not in kwargs]
     if missing:  # e.g. a suite without `name:`; cls(**kwargs) would raise a bare TypeError
@@ -167,7 +167,9 @@ def from_dict(cls: type, data: dict[str, Any], source: str, prefix: str = "") ->
     return cls(**kwargs)
 
 
-def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
+def coerce(tp: Any, value: Any, source: str, path: str) -> Any:
+    """``value`` (read from YAML or --set) checked and converted to the recipe field type ``tp``; a wrong value is one
+    ConfigError naming ``source`` and the field's dotted ``path``."""
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, source, path + ".")
     args = typing.get_args(tp)
@@ -175,7 +177,7 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, source, path)
+        return coerce(inner[0], value, source, path)
     if typing.get_origin(tp) is tuple:
         if not isinstance(value, list | tuple):
             raise _type_error(source, path, value, _describe(tp))
@@ -183,7 +185,7 @@ def _coerce(tp: Any, value: Any, source: str, path: str) -> Any:
         if len(items) != len(value):
             raise _type_error(source, path, value, _describe(tp))
         paths = [f"{path}[{i}]" if dataclasses.is_dataclass(t) else path for i, t in enumerate(items)]
-        return tuple(_coerce(t, v, source, p) for t, v, p in zip(items, value, paths, strict=True))
+        return tuple(coerce(t, v, source, p) for t, v, p in zip(items, value, paths, strict=True))
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
