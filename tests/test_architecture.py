@@ -51,6 +51,8 @@ def imports(path: Path) -> list[str]:
 
     def visit(node: ast.AST) -> None:
         if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for child in node.orelse:  # the else branch runs: its imports count
+                visit(child)
             return
         if isinstance(node, ast.Import):
             names.extend(a.name for a in node.names)
