@@ -141,7 +141,8 @@ class _Killed(Exception):
 
 
 def _run(out, data, sets, *, resume: bool = False) -> dict:
-    from fer_bench.experiment.runner import RunOptions, run_model
+    from fer_bench.experiment.plan import RunOptions
+    from fer_bench.experiment.runner import run_model
     from fer_bench.recipes import load_recipe
 
     return run_model("simple_cnn", load_recipe(None, sets), data,
@@ -174,7 +175,8 @@ def _run_recording(tmp_path, data, sets: list[str]) -> tuple[dict, list[list[flo
     """Run simple_cnn; also return, per epoch, the LR of every optimizer step (all parameter groups agree)."""
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    from fer_bench.experiment.runner import RunOptions, run_model
+    from fer_bench.experiment.plan import RunOptions
+    from fer_bench.experiment.runner import run_model
     from fer_bench.recipes import load_recipe
 
     steps: list[float] = []

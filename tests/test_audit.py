@@ -7,7 +7,7 @@ import numpy as np
 from fer_bench.data import FerData
 from fer_bench.data.audit import audit, load_protocol, write_protocol
 from fer_bench.data.labels import FER2013_CLASSES, PRIVATE, PUBLIC, TRAIN
-from fer_bench.experiment.runner import make_protocol
+from fer_bench.experiment.plan import make_protocol
 from fer_bench.recipes import load_recipe
 
 

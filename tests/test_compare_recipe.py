@@ -71,7 +71,7 @@ def test_exclusive_or_out_of_range_lengths_are_refused(sets, where):
     "field", ["schedule.warmup_fraction=0.04", "train.ema_horizon_fraction=0.2", "train.ema_warmup=false"]
 )
 def test_the_new_lengths_are_in_the_recipe_and_protocol_hashes(field, synthetic):
-    from fer_bench.experiment.runner import RunOptions, run_protocol
+    from fer_bench.experiment.plan import RunOptions, run_protocol
 
     base, other = load_recipe("compare-48"), load_recipe("compare-48", [field])
     assert recipe_hash(base) != recipe_hash(other)

@@ -262,7 +262,7 @@ def test_batch_norm_over_rank_slices_is_a_protocol_of_its_own():
     """N ranks without SyncBatchNorm normalise over B/N images: another protocol hash. With it, or in one process,
     the computation is the one-process one: the same hash."""
     from fer_bench.data import load_dataset
-    from fer_bench.experiment.runner import RunOptions, run_protocol
+    from fer_bench.experiment.plan import RunOptions, run_protocol
     from fer_bench.recipes import load_recipe
 
     data = load_dataset("synthetic")

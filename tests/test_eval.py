@@ -17,7 +17,8 @@ from fer_bench.data import load_dataset
 from fer_bench.data.corruptions import corrupt
 from fer_bench.evaluation import predictions
 from fer_bench.experiment.corruption_scoring import GRID_CELL_PX, grid_size
-from fer_bench.experiment.runner import RunOptions, make_norms, run_model
+from fer_bench.experiment.plan import RunOptions, make_norms
+from fer_bench.experiment.runner import run_model
 from fer_bench.experiment.suite import load_suite
 from fer_bench.experiment.tracking import result_tags
 from fer_bench.models import create_model

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fer_bench.data import load_dataset
-from fer_bench.experiment.runner import RunOptions, run_model
+from fer_bench.experiment.plan import RunOptions
+from fer_bench.experiment.runner import run_model
 from fer_bench.experiment.suite import load_suite
 from fer_bench.models import create_model
 from fer_bench.recipes import list_recipes, load_recipe

@@ -248,8 +248,8 @@ def _recomputed(row: dict, folder: Path, data, version: int, tmp: Path) -> str:
     Version 2 (today's): what a run computes before it trains. Version 1, that of rows regenerated from their files:
     the recipe as written (not resolved), with the evaluation batch size and TTA list in it.
     """
+    from fer_bench.experiment.plan import RunOptions, run_protocol
     from fer_bench.experiment.protocol import protocol_fields, weights_identity
-    from fer_bench.experiment.runner import RunOptions, run_protocol
     from fer_bench.recipes import load_recipe, recipe_to_dict
 
     recipe = load_recipe(str(folder / "recipe.yaml"))

@@ -16,7 +16,7 @@ from fer_bench.cli import build_parser
 from fer_bench.data.augment import BatchAugment, Normalize
 from fer_bench.engine import builders as training
 from fer_bench.engine import steps as engine
-from fer_bench.experiment import runner
+from fer_bench.experiment import plan as run_plan
 from fer_bench.recipes import parts
 from fer_bench.recipes.schema import AugmentCfg, LossCfg, OptimCfg, Recipe, ScheduleCfg, check_values
 from fer_bench.report import leaderboard
@@ -182,7 +182,7 @@ def test_distribution_targets_need_a_loss_registered_as_taking_them():
 def test_every_tta_mode_runs_with_its_registered_pipeline_and_cost():
     ctx = engine.StepContext(device=torch.device("cpu"))
     x = torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)
-    norms = runner.make_norms(Recipe(), type("Spec", (), {"in_chans": 1, "mean": (0.5,), "std": (0.5,)}), 40)
+    norms = run_plan.make_norms(Recipe(), type("Spec", (), {"in_chans": 1, "mean": (0.5,), "std": (0.5,)}), 40)
     for name in parts.TTA_MODES:
         tta = parts.TTA_MODES.get(name)
         norm = norms[tta.pipeline]

@@ -10,8 +10,8 @@ import pytest
 from fer_bench.data import load_dataset
 from fer_bench.data.labels import SPLITS
 from fer_bench.evaluation import predictions
+from fer_bench.experiment.plan import RunOptions, run_protocol
 from fer_bench.experiment.protocol import data_fingerprint, protocol_fields, protocol_hash, sample_ids, weights_identity
-from fer_bench.experiment.runner import RunOptions, run_protocol
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.utils import cpu_caps
 from helpers import write_tree

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fer_bench.data import load_dataset
-from fer_bench.experiment.runner import RunOptions, run_model
+from fer_bench.experiment.plan import RunOptions
+from fer_bench.experiment.runner import run_model
 from fer_bench.recipes import load_recipe
 
 

@@ -16,8 +16,8 @@ import torch
 
 from fer_bench.data import load_dataset
 from fer_bench.engine import steps as engine
+from fer_bench.experiment.plan import RunOptions, run_folder
 from fer_bench.experiment.row import time_to_accuracy
-from fer_bench.experiment.runner import RunOptions, run_folder
 from fer_bench.recipes import load_recipe
 from fer_bench.utils.errors import ConfigError
 from helpers import TWO_STAGES, _Killed, _killed_after, _run, _untimed

@@ -49,7 +49,7 @@ def test_the_leaderboard_in_out_holds_both_runs(two_runs):
 def test_other_epochs_are_another_folder(tmp_path):
     """The epochs were missing from the folder name: a longer run took the shorter one's folder."""
     from fer_bench.data import load_dataset
-    from fer_bench.experiment.runner import RunOptions, run_folder
+    from fer_bench.experiment.plan import RunOptions, run_folder
     from fer_bench.recipes import load_recipe
 
     data, opts = load_dataset("synthetic"), RunOptions(out=tmp_path, device="cpu")

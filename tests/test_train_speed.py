@@ -12,9 +12,10 @@ from fer_bench.cli import main
 from fer_bench.data import load_dataset
 from fer_bench.engine import checkpoint
 from fer_bench.engine import steps as engine
+from fer_bench.experiment.plan import RunOptions, run_protocol
 from fer_bench.experiment.plan import device_context as _context
 from fer_bench.experiment.protocol import protocol_fields, protocol_hash
-from fer_bench.experiment.runner import RunOptions, run_model, run_protocol
+from fer_bench.experiment.runner import run_model
 from fer_bench.models import create_model
 from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
 from fer_bench.recipes.schema import lr_factor

@@ -56,8 +56,8 @@ def run(
     from fer_bench.data import load_dataset
     from fer_bench.engine import distributed
     from fer_bench.engine.builders import check_targets
-    from fer_bench.experiment.plan import resolve_plan
-    from fer_bench.experiment.runner import RunOptions, phase, run_model
+    from fer_bench.experiment.plan import RunOptions, resolve_plan
+    from fer_bench.experiment.runner import phase, run_model
     from fer_bench.experiment.tracking import KIND_TAG, NullTracker
     from fer_bench.models import get_spec
     from fer_bench.recipes import recipe_to_dict

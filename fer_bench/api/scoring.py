@@ -42,7 +42,7 @@ def evaluate(
     With ``corruptions`` (``all`` or ``name,…``) the row also holds the corruption suite's table and mCA.
     """
     from fer_bench.experiment import rescoring as ev
-    from fer_bench.experiment.runner import RunOptions
+    from fer_bench.experiment.plan import RunOptions
     from fer_bench.experiment.tracking import KIND_TAG
     from fer_bench.recipes import recipe_to_dict
 

@@ -74,8 +74,7 @@ def run_suite(
     from fer_bench.experiment import suite as st
     from fer_bench.experiment.jobs import CellsFailed, parse_jobs, run_parallel
     from fer_bench.experiment.pilots import PILOT_EPOCHS, run_pilots
-    from fer_bench.experiment.plan import resolve_plan
-    from fer_bench.experiment.runner import RunOptions
+    from fer_bench.experiment.plan import RunOptions, resolve_plan
     from fer_bench.experiment.shards import parse_shard
     from fer_bench.experiment.shards import shard as share_of
     from fer_bench.experiment.tracking import KIND_TAG, SUITE_TAG, NullTracker

@@ -32,9 +32,7 @@ from fer_bench.experiment.plan import (
     make_norms,
     make_protocol,
     resolve_plan,
-    run_folder,
     run_id,
-    run_protocol,
 )
 from fer_bench.experiment.protocol import weights_label
 from fer_bench.experiment.row import model_cost, result_row, save_predictions, segment_fields, timestamp, write_row
@@ -44,10 +42,6 @@ from fer_bench.recipes.checks import frozen_without_weights
 from fer_bench.recipes.schema import Recipe
 from fer_bench.utils.errors import ConfigError
 from fer_bench.utils.io import write_json
-
-# the names callers import from here: a run's options, folder and protocol hash
-__all__ = ["RunOptions", "evaluate_on_split", "make_norms", "make_protocol", "phase", "run_folder", "run_id",
-           "run_model", "run_protocol"]  # fmt: skip
 
 
 def seed_everything(seed: int) -> None:

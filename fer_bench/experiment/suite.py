@@ -204,7 +204,7 @@ def line_id(entry: SuiteModel, recipe: str | None) -> str:
 
 def result_file(out: Path, cell: Cell, split: str, data, phash: str, protocol: str = "standard") -> Path:
     """Where a suite writes the row of ``cell`` on ``split``: ``OUT/<run id>/result.json``."""
-    from fer_bench.experiment.runner import run_id
+    from fer_bench.experiment.plan import run_id
 
     return out / run_id(cell.model, split_recipe(cell.recipe, split), data, phash, protocol) / "result.json"
 
@@ -246,7 +246,7 @@ class SuiteRun:
     suite: SuiteSpec
     cells: list[Cell]
     data: Any  # FerData
-    opts: Any  # runner.RunOptions
+    opts: Any  # plan.RunOptions
     tracker: Any  # tracking.MlflowTracker or NullTracker
     finished: Callable[[Cell, str], bool]  # is (cell, split) done under the cell's own protocol hash?
     protocol_of: Callable[[Cell], str]  # the protocol hash a cell's rows will carry (computed before training)

@@ -119,7 +119,8 @@ def create_study(job: TuneJob, name: str):
 def objective_fn(job: TuneJob, space: dict, data, tracker):
     import optuna
 
-    from fer_bench.experiment.runner import RunOptions, run_model
+    from fer_bench.experiment.plan import RunOptions
+    from fer_bench.experiment.runner import run_model
 
     metric = space.get("objective", "val_macro_f1")
 
@@ -285,7 +286,7 @@ def final_compare(job: TuneJob, seeds: list[int]) -> str:
     search's training budget (the job's overrides: epochs, subset, size).
 
     The choice is fixed (the study's best trial, read once) before any run touches the test split. Runs go to
-    ``OUT/final/<base|tuned>/<run folder>/`` (:func:`fer_bench.experiment.runner.run_id`: the folder names the
+    ``OUT/final/<base|tuned>/<run folder>/`` (:func:`fer_bench.experiment.plan.run_id`: the folder names the
     protocol): a finished one is read back only under the same settings, an interrupted one resumes from its last epoch.
     Writes ``OUT/final.md`` and ``OUT/final.csv`` (mean ± std over seeds, per-class F1).
     """
@@ -329,8 +330,8 @@ def _final_row(job: TuneJob, label: str, recipe, data, out: Path, tracker, study
     """One final run in ``out``: its finished row read back from its run folder (named by its protocol, so only a
     run of the same settings is reused), or trained (resuming a killed one)."""
 
-    from fer_bench.experiment.plan import resolve_plan
-    from fer_bench.experiment.runner import RunOptions, run_model
+    from fer_bench.experiment.plan import RunOptions, resolve_plan
+    from fer_bench.experiment.runner import run_model
 
     opts = RunOptions(out=out, resume=True)
     plan = resolve_plan(job.model, recipe, data, opts)  # its folder is named by its protocol
