@@ -41,3 +41,14 @@ def test_leakage_free_protocol_drops_the_leaked_test_images(tmp_path):
     assert proto.name == "dedup"
     assert sorted(proto.test.tolist()) == [9, 10, 11]
     assert sorted(make_protocol(data, load_recipe(None, ["eval.split=test"])).test.tolist()) == [7, 8, 9, 10, 11]
+
+
+def test_content_hashes_are_computed_once_per_array():
+    """A suite cell's two splits (and an audit) hash one in-memory dataset once; another array is hashed anew."""
+    from fer_bench.data.audit import content_hashes
+
+    images = np.arange(4 * 48 * 48, dtype=np.uint8).reshape(4, 48, 48)
+    first = content_hashes(images)
+    assert content_hashes(images) is first  # the cached list itself
+    copy = images.copy()
+    assert content_hashes(copy) == first and content_hashes(copy) is not first

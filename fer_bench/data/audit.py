@@ -19,11 +19,19 @@ from fer_bench.data.base import FerData
 from fer_bench.data.labels import SPLITS, TRAIN
 from fer_bench.utils.errors import DataError
 
+_HASHES: dict[int, tuple[np.ndarray, list[str]]] = {}  # id(images) -> (images, their hashes): one pass per array
+
 
 def content_hashes(images: np.ndarray) -> list[str]:
-    """A short digest of each image's pixels (equal digests = identical pixels)."""
+    """A short digest of each image's pixels (equal digests = identical pixels); computed once per in-memory array
+    (a suite cell's splits and an audit share it)."""
+    hit = _HASHES.get(id(images))
+    if hit is not None and hit[0] is images:
+        return hit[1]
     flat = np.ascontiguousarray(images).reshape(len(images), -1)
-    return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in flat]
+    hashes = [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in flat]
+    _HASHES[id(images)] = (images, hashes)
+    return hashes
 
 
 @dataclass(frozen=True)
