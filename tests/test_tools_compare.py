@@ -229,13 +229,16 @@ def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committe
     _cell_row(rows / "a", "r18-compare-48-s0", [130.0, 126.0])
     args = [str(rows), str(pilots), "--cpu-class", "avx2", "--rederive", "r18-compare-48-s0", "--write", str(out)]
     assert budget_check.main(args) == 0
-    assert "t 100.0 -> 128.0 s (E 27 -> 21)" in capsys.readouterr().out
+    assert "t 100.0 -> 128.0 s (E 27 -> 21: its cells rerun)" in capsys.readouterr().out
     lines = yaml.safe_load(out.read_text())["lines"]
     assert lines["r18-compare-48"]["median_epoch_s"] == 128.0 and lines["vgg-compare-48"] == {"median_epoch_s": 300}
     assert lines["r18-compare-48"]["rederived_from"]["pilot_median_epoch_s"] == 100.0
     assert budget_check.main([str(rows), str(out), *args[2:]]) == 2  # a line is re-derived once
     assert "once already" in capsys.readouterr().err
     assert budget_check.main([*args[:5], "vgg-compare-48-s0", *args[6:]]) == 2  # no row of that cell
+    _cell_row(rows / "v", "vgg-compare-48-s0", [310.0])  # off the tolerance? no, but E stays 9 either way
+    assert budget_check.main([*args[:5], "vgg-compare-48-s0", "--write", str(tmp_path / "v.yaml")]) == 0
+    assert "E stays 9: its finished cells stand" in capsys.readouterr().out
     # the committed amendment is what the rule gives from the superseded cell
     folder = ROOT / "results" / "fer2013-compare"
     cell = "efficientnetv2_s-compare-48-s0"

@@ -96,7 +96,9 @@ def rederive(rows_dir: Path, pilots_file: Path, cell: str, cpu_class: str, out: 
         data.setdefault("amends", Path(pilots_file).name)
     Path(out).write_text(yaml.safe_dump(data, sort_keys=False))
     e_old, e_new = max(1, round(budget_s / old["median_epoch_s"])), max(1, round(budget_s / mean))
-    return f"{line}: t {old['median_epoch_s']} -> {mean} s (E {e_old} -> {e_new}), written to {out}"
+    # the same epochs from the same seeds: the finished cells stand (PLAN.md, amendments)
+    said = f"E stays {e_old}: its finished cells stand" if e_new == e_old else f"E {e_old} -> {e_new}: its cells rerun"
+    return f"{line}: t {old['median_epoch_s']} -> {mean} s ({said}), written to {out}"
 
 
 def _fmt(v: object, spec: str) -> str:
