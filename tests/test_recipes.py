@@ -110,12 +110,12 @@ def test_a_quoted_number_in_a_file_is_still_a_type_error(tmp_path, text, expecte
 
 
 def test_run_flags_in_exponent_notation_build_the_recipe():
-    from fer_bench.cli import build_parser, recipe_for
+    from fer_bench.cli import build_parser, recipe_from_args
     from fer_bench.models import get_spec
 
     args = build_parser().parse_args(["run", "--models", "simple_cnn", "--lr", "1e-5",
                                       "--set", "optim.weight_decay=1e-4"])  # fmt: skip
-    r = recipe_for(args, get_spec("simple_cnn"))  # --lr becomes the --set string "optim.lr=1e-05"
+    r = recipe_from_args(args, get_spec("simple_cnn"))  # --lr becomes the --set string "optim.lr=1e-05"
     assert (r.optim.lr, r.optim.weight_decay) == (1e-5, 1e-4)
 
 

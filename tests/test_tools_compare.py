@@ -80,6 +80,23 @@ def test_a_plan_changed_after_a_row_fails_it(tmp_path):
     assert len(problems) == 1 and "does not descend" in problems[0]
 
 
+def test_an_amendment_after_the_first_test_row_is_a_problem_and_blank_lines_change_no_plan(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    plan_file, cmp = repo / "results" / "cmp" / "PLAN.md", repo / "results" / "cmp"
+    plan = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n")
+    _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n## Amendments\n\n- E = 4\n")  # no blank line above
+    assert plan_check.plan_commit(plan_file) == plan
+    row = cmp / "a" / "result.json"
+    row.parent.mkdir(parents=True)
+    row.write_text(json.dumps({"git_sha": plan, "test": {"top1": 50.0}, "timestamp": "2000-01-01T00:00:00+0000"}))
+    problems = plan_check.check_plan_precedes_rows(cmp, plan_file)  # the amendment came after that test row
+    assert len(problems) == 1 and "after the first row with test figures" in problems[0]
+    row.write_text(json.dumps({"git_sha": plan, "test": {"top1": 50.0}, "timestamp": "2999-01-01T00:00:00+0000"}))
+    assert plan_check.check_plan_precedes_rows(cmp, plan_file) == []
+
+
 def test_a_plan_amended_at_its_end_keeps_the_rows_made_before_the_amendment(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -105,7 +105,7 @@ def _fmt(v: object, spec: str) -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _within(r: dict) -> str:
+def within(r: dict) -> str:
     return "yes" if r["ok"] else "no, kept (line re-derived once)" if r["kept"] else "NO"
 
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         print(f"| {r['cell']} | {r['epochs']} | {r['on_class']} | {r['elsewhere']} | {_fmt(r['segments'], 'd')} | "
               f"{r['train_s'] / 60:.1f} | {_fmt(r['mean_epoch_s'], '.1f')} | {_fmt(r['pilot_s'], '.1f')} | "
-              f"{_fmt(r['ratio'], '.3f')} | {_within(r)} |")  # fmt: skip
+              f"{_fmt(r['ratio'], '.3f')} | {within(r)} |")  # fmt: skip
     total = sum(r["train_s"] for r in records)
     print(f"\n{len(records)} cell(s), {total / 3600:.2f} h of training; tolerance ±{args.tolerance:.0%} on "
           f"{args.cpu_class}: {'every cell within it' if ok else 'NOT every cell within it'}")  # fmt: skip

@@ -6,8 +6,8 @@ that cell is off (so that the line's other seeds never train at epochs the rule 
 
 Every ``--every`` seconds it reads the rows of the cells of seed ``--seed`` (default 0) under ROWS with
 :func:`budget_check.check`; a new row within the tolerance, or of a line the rule already re-derived once, is
-logged; a new row outside it is logged and the process in ``--pid-file`` gets SIGTERM (the suite stops between
-epochs, resumable). One line per row on stdout. Stops by itself with ``--once`` after one pass.
+logged; a new row outside it is logged and the process in ``--pid-file`` gets SIGTERM (the suite stops, possibly
+mid-epoch, and resumes from the last epoch's ``last.pt``). One line per row on stdout; ``--once``: one pass.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def poll(rows_dir: Path, pilots: Path, cpu_class: str, seed: int, seen: set[str]
         seen.add(r["cell"])
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.3f}"
         mean = "–" if r["mean_epoch_s"] is None else f"{r['mean_epoch_s']:.1f}"
-        verdict = budget_check._within(r)
+        verdict = budget_check.within(r)
         line = (f"{time.strftime('%H:%M:%S')} {r['cell']}: mean epoch {mean} s, t {r['pilot_s']} s, "
                 f"ratio {ratio}: {verdict}")  # fmt: skip
         if verdict == "NO" and pid_file is not None and pid_file.is_file():

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 ROW_FILES = ("result.json", "validation.json")
-AMENDMENTS = "\n## Amendments"  # the plan's last section: dated entries, appended only
+AMENDMENTS = re.compile(r"^## Amendments\s*$", re.M)  # the plan's last section: dated entries, appended only
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,9 +35,10 @@ def _checkout(path: Path) -> Path:
 
 
 def split_plan(text: str) -> tuple[str, str]:
-    """(the plan, its amendments section or ""): the text before and from the ``## Amendments`` heading."""
-    head, sep, tail = text.partition(AMENDMENTS)
-    return head, sep + tail
+    """(the plan, its amendments section or ""): the text before (trailing blank lines aside) and from the
+    ``## Amendments`` heading."""
+    m = AMENDMENTS.search(text)
+    return (text[: m.start()].rstrip(), text[m.start() :]) if m else (text.rstrip(), "")
 
 
 def _versions(plan_file: Path) -> list[tuple[str, str]]:
@@ -62,15 +65,34 @@ def plan_commit(plan_file: Path) -> str | None:
     return commit
 
 
-def amendment_problems(plan_file: Path) -> list[str]:
-    """Amendments that rewrote (rather than appended to) the ones before them, oldest first."""
+def amendment_problems(plan_file: Path, first_test_row: datetime | None = None) -> list[str]:
+    """Amendments that rewrote (rather than appended to) the ones before them, and amendments committed after the
+    first row with test figures (``first_test_row``: a plan is never changed once a test figure exists)."""
     versions = _versions(plan_file)[::-1]
     problems = []
+    repo = _checkout(plan_file.resolve())
+    for (_, before), (sha, after) in zip(versions, versions[1:], strict=False):
+        if first_test_row is None or split_plan(before)[1] == split_plan(after)[1]:
+            continue
+        when = datetime.fromisoformat(_git(repo, "log", "-1", "--format=%cI", sha).stdout.strip())
+        if when > first_test_row:
+            problems.append(f"{plan_file}: commit {sha[:12]} amended the plan at {when.isoformat()}, after the first "
+                            f"row with test figures ({first_test_row.isoformat()})")  # fmt: skip
     for (_, before), (sha, after) in zip(versions, versions[1:], strict=False):
         old, new = split_plan(before)[1], split_plan(after)[1]
         if split_plan(before)[0] == split_plan(after)[0] and not new.startswith(old):
             problems.append(f"{plan_file}: commit {sha[:12]} rewrote an earlier amendment; amendments are appended")
     return problems
+
+
+def _first_test_row(rows: list[Path]) -> datetime | None:
+    """When the earliest row with test figures (a ``result.json`` holding ``test``) was written, or None."""
+    times = []
+    for path in rows:
+        row = json.loads(path.read_text())
+        if path.name == "result.json" and "test" in row and row.get("timestamp"):
+            times.append(datetime.strptime(row["timestamp"], "%Y-%m-%dT%H:%M:%S%z"))
+    return min(times, default=None)
 
 
 def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bool = False) -> list[str]:
@@ -86,7 +108,7 @@ def check_plan_precedes_rows(results_dir: Path, plan_file: Path, allow_dirty: bo
     rows = sorted(f for name in ROW_FILES for f in Path(results_dir).rglob(name))
     if not rows:
         return [f"{results_dir}: no rows ({' or '.join(ROW_FILES)}) to check"]
-    problems = amendment_problems(plan_file)
+    problems = amendment_problems(plan_file, _first_test_row(rows))
     for path in rows:
         sha = str(json.loads(path.read_text()).get("git_sha", ""))
         base = sha.removesuffix("-dirty")

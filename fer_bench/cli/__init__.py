@@ -15,11 +15,11 @@ from importlib.metadata import version as installed
 
 from fer_bench.cli import bench, compare, data, eval, leaderboard, ls, run, tune, validate
 from fer_bench.cli.common import RUN_OVERRIDES, OneLineParser, make_tracker
-from fer_bench.cli.run import recipe_for
+from fer_bench.cli.run import recipe_from_args
 from fer_bench.utils.console import quiet_libraries
 from fer_bench.utils.errors import FerBenchError
 
-__all__ = ["RUN_OVERRIDES", "recipe_for", "build_parser", "main", "make_tracker"]
+__all__ = ["RUN_OVERRIDES", "recipe_from_args", "build_parser", "main", "make_tracker"]
 
 # The subcommands in the order `fer-bench --help` lists them.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (

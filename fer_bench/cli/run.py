@@ -212,7 +212,7 @@ def _sets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return [*args.sets, *sets], origins
 
 
-def recipe_for(args: argparse.Namespace, spec, seed: int | None = None):
+def recipe_from_args(args: argparse.Namespace, spec, seed: int | None = None):
     """The recipe `fer-bench run --models` resolves for ``spec`` from the parsed flags."""
     from fer_bench import api
 

@@ -36,7 +36,7 @@ def predict_test(model, recipe: Recipe, data, idx: np.ndarray, norms: dict[str, 
     for tta, logits, y in tta_logits(model, recipe, data, idx, norms, ctx):
         results[tta] = classification_metrics(logits, y, data.classes)
     confusion = confusion_matrix(plain[1], plain[0].argmax(1), len(data.classes)).tolist()
-    names = [m.name for m in headline()]  # the metric registry's, so a registered metric reaches every TTA column
+    names = [m.name for m in headline()]  # the metric registry's: a registered metric reaches the row and MLflow
     summary = {t: {k: m[k] for k in names} for t, m in results.items()}
     return results["none"], summary, confusion, plain
 

@@ -22,7 +22,8 @@ from fer_bench.recipes.schema import Recipe, lr_factor, stage_lr
 from fer_bench.utils import provenance
 from fer_bench.utils.io import write_json
 
-__all__ = ["SELECT_BY", "ResultRow", "plateau", "plateau_figure", "recipe_choice", "time_to_accuracy"]
+__all__ = ["SELECT_BY", "ResultRow", "model_cost", "plateau", "plateau_figure", "provenance_fields", "recipe_choice",
+           "result_row", "time_to_accuracy", "timestamp", "write_row"]  # fmt: skip
 
 
 class ResultRow(TypedDict, total=False):
