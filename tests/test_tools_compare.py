@@ -80,12 +80,17 @@ def test_a_plan_changed_after_a_row_fails_it(tmp_path):
     assert len(problems) == 1 and "does not descend" in problems[0]
 
 
-def test_an_amendment_after_the_first_test_row_is_a_problem_and_blank_lines_change_no_plan(tmp_path):
+def _planned_repo(tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """A git repository holding results/cmp/PLAN.md: (repo, the plan file, its folder, the plan's commit)."""
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
-    plan_file, cmp = repo / "results" / "cmp" / "PLAN.md", repo / "results" / "cmp"
     plan = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n")
+    return repo, repo / "results" / "cmp" / "PLAN.md", repo / "results" / "cmp", plan
+
+
+def test_an_amendment_after_the_first_test_row_is_a_problem_and_blank_lines_change_no_plan(tmp_path):
+    repo, plan_file, cmp, plan = _planned_repo(tmp_path)
     _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n## Amendments\n\n- E = 4\n")  # no blank line above
     assert plan_check.plan_commit(plan_file) == plan
     row = cmp / "a" / "result.json"
@@ -98,11 +103,7 @@ def test_an_amendment_after_the_first_test_row_is_a_problem_and_blank_lines_chan
 
 
 def test_a_plan_amended_at_its_end_keeps_the_rows_made_before_the_amendment(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    plan_file, cmp = repo / "results" / "cmp" / "PLAN.md", repo / "results" / "cmp"
-    plan = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n")
+    repo, plan_file, cmp, plan = _planned_repo(tmp_path)
     _row(repo, "a", plan)
     amended = _commit(repo, "results/cmp/PLAN.md", "# plan\n\nE = 3\n\n## Amendments\n\n- 2026-12-07: E = 4 for b\n")
     _row(repo, "b", amended)
