@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from fer_bench.utils.io import row_files
+
 ROW_FILES = ("validation.json", "result.json")
 
 
@@ -39,8 +41,7 @@ def read_cells(rows_dir: Path) -> dict[str, dict]:
     """Each cell's row under ``rows_dir`` (a cell's split rows repeat its training: the first one found), none below a
     ``superseded/`` folder (cells a rule of the plan set aside)."""
     cells: dict[str, dict] = {}
-    rows = (p for name in ROW_FILES for p in Path(rows_dir).rglob(name))
-    for path in sorted(p for p in rows if "superseded" not in p.relative_to(rows_dir).parts[:-1]):
+    for path in sorted(p for name in ROW_FILES for p in row_files(Path(rows_dir), name)):
         row = json.loads(path.read_text())
         if row.get("cell") and row.get("history"):
             cells.setdefault(row["cell"], row | {"_path": str(path)})
@@ -55,11 +56,12 @@ def check(rows_dir: Path, pilots_file: Path, cpu_class: str, tolerance: float = 
         line = line_of(cell)
         walls = [h["epoch_wall_s"] for h in row["history"] if h.get("cpu_class") == cpu_class]
         other = sum(1 for h in row["history"] if h.get("cpu_class") != cpu_class)
-        t = (lines.get(line) or {}).get("median_epoch_s")
+        entry = lines.get(line) or {}
+        t = entry.get("median_epoch_s")
         mean = statistics.fmean(walls) if walls else None
         ratio = mean / t if mean is not None and t else None
         good = ratio is not None and abs(ratio - 1) <= tolerance
-        kept = not good and ratio is not None and bool((lines.get(line) or {}).get("rederived_from"))
+        kept = not good and ratio is not None and bool(entry.get("rederived_from"))
         ok &= good or kept
         train_s = round(sum(h["epoch_wall_s"] for h in row["history"]), 1)
         records.append({"cell": cell, "line": line, "epochs": len(row["history"]), "on_class": len(walls),
