@@ -127,6 +127,32 @@ def test_bench_figures_are_tracked(bench_out):
     assert len(runs) == 2 and "metrics.infer_img_s_median" in runs
 
 
+def test_the_bench_csvs_fill_a_leaderboard_as_the_tracked_bench_runs_do(bench_out, tmp_path):
+    """`leaderboard --bench DIR` (results folders have no MLflow) gives a line the same bench columns as the bench
+    runs of its MLflow experiment; a CSV that bench did not write is refused with the fix."""
+    from fer_bench.experiment.tracking import search_bench_runs
+    from fer_bench.report import leaderboard as lb
+    from fer_bench.utils.errors import DataError
+
+    out, uri = bench_out
+    device = pd.read_csv(next(out.glob("bench-infer-*.csv")))["device_name"].iloc[0]
+    row = {"model": "simple_cnn", "recipe": "baseline", "dataset": "synthetic", "split": "public", "img_size": 48,
+           "epochs": 1, "seed": 0, "device_name": device, "precision": "fp32", "params": 1e5, "gmacs": 0.01,
+           "protocol_hash": "aaaa", "run_id": "r",
+           "test": {"top1": 50.0, "macro_f1": 40.0, "weighted_f1": 1.0}}  # fmt: skip
+    frame = lb.frame_from_rows([row])
+    cols = ["bench_infer_img_s", "bench_train_img_s", "bench_conditions"]
+    from_csv = lb.apply_bench(frame, lb.bench_frame_from_csv([out]))[cols]
+    tracked = lb.apply_bench(frame, search_bench_runs(uri, "b"))[cols]
+    pd.testing.assert_frame_equal(from_csv, tracked, check_exact=False, rtol=1e-3)  # the CSV keeps 4 digits
+    infer = pd.read_csv(next(out.glob("bench-infer-*.csv")))
+    assert from_csv.iloc[0]["bench_infer_img_s"] == infer.loc[infer["img_size"] == 48, "infer_img_s_median"].item()
+    assert from_csv.iloc[0]["bench_conditions"] == "b16, fp32, NCHW"
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not a `fer-bench bench` CSV"):
+        lb.bench_frame_from_csv([tmp_path / "other.csv"])
+
+
 def test_unknown_model_fails_before_measuring(tmp_path):
     res = fer_bench("bench", "--models", "resnet81", "--out", str(tmp_path), "--no-track")
     assert res.returncode == 2 and "resnet18" in res.stderr and not list(tmp_path.glob("*.csv"))

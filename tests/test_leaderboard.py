@@ -117,6 +117,28 @@ def _md_cells(table: str) -> dict[str, str]:
     return dict(zip(header, first, strict=True))
 
 
+def test_the_comparison_columns_give_the_sd_over_a_lines_seeds():
+    import statistics
+
+    f1s = [(61.0, 50.5), (58.0, 47.0), (63.5, 52.0)]
+    rows = [_one(seed=s, test={"top1": t, "macro_f1": f, "weighted_f1": 1.0}) for s, (t, f) in enumerate(f1s)]
+    rows.append(_one(model="vgg", test={"top1": 40.0, "macro_f1": 30.0, "weighted_f1": 1.0}))
+    md = lb.render(lb.aggregate(lb.frame_from_rows(rows)), "md", columns=["comparison"])
+    cells = _md_cells(md)
+    sd = [statistics.stdev(v) for v in zip(*f1s, strict=True)]  # the sample sd (n − 1), as the CSV's *_std
+    assert cells["sd over seeds (top-1 / macro-F1)"] == f"{sd[0]:.1f} / {sd[1]:.1f}"
+    second = [c.strip() for c in _md_lines(md)[3].split("|")]
+    assert second[list(cells).index("sd over seeds (top-1 / macro-F1)")] == "–"  # one seed: no spread to show
+    csv = pd.read_csv(io.StringIO(lb.render(lb.aggregate(lb.frame_from_rows(rows)), "csv")))
+    assert csv.loc[0, "macro_f1_std"] == pytest.approx(sd[1], abs=1e-4)
+
+
+def test_a_line_of_five_epochs_or_fewer_says_it_has_no_plateau_window():
+    md = lb.render(lb.aggregate(lb.frame_from_rows([_one(epochs=4, epochs_run=4)])), "md")
+    assert "†" in _md_cells(md)["epochs"]
+    assert "no plateau window" in " ".join(md.split())
+
+
 def test_rows_of_different_protocols_or_devices_are_never_averaged():
     rows = [_one(seed=0), _one(seed=1, test={"top1": 52.0, "macro_f1": 42.0, "weighted_f1": 50.0}),
             _one(protocol_hash="bbbb", img_size=224, test={"top1": 70.0, "macro_f1": 60.0, "weighted_f1": 68.0}),
@@ -138,9 +160,9 @@ def test_each_split_is_ranked_on_its_own():
         _one(split="private", model="vgg", test={"top1": 50.0, "macro_f1": 45.0, "weighted_f1": 1.0}),
     ]
     agg = lb.aggregate(lb.frame_from_rows(rows))
-    assert agg["split"].tolist() == ["public", "public", "private", "private"]  # never interleaved
+    assert agg["split"].tolist() == ["private", "private", "public", "public"]  # never interleaved; the headline first
     assert lb._ranks(agg) == ["1", "2", "1", "2"]
-    assert agg["model"].tolist() == ["vgg", "resnet18", "resnet18", "vgg"]
+    assert agg["model"].tolist() == ["resnet18", "vgg", "vgg", "resnet18"]
 
 
 def test_rows_without_a_protocol_hash_never_aggregate():

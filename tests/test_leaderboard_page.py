@@ -401,6 +401,30 @@ def test_the_learning_curves_show_each_lines_seed_mean_and_range_against_trainin
     assert "(3 seed(s))" in mean_a.get_label() and "(1 seed(s))" in only_b.get_label()
 
 
+def test_leaderboard_curves_writes_the_pages_curves_figure_as_a_png(tmp_path):
+    """`leaderboard --curves PNG`: the page's figure on its own (for a README); rows without a timed history are
+    refused in one line."""
+    from fer_bench import api
+    from fer_bench.utils.errors import FerBenchError
+
+    f1s = {("a", 0): [20, 30, 40], ("a", 1): [22, 34, 38], ("b", 0): [10, 15, 19, 25]}
+    for (m, s), f in f1s.items():
+        row = _row(m, None, top1=50.0, f1=f[-1], seed=s, history=_history([90.0] * len(f), f))
+        (tmp_path / "runs" / f"{m}{s}").mkdir(parents=True)
+        (tmp_path / "runs" / f"{m}{s}" / "result.json").write_text(json.dumps(row))
+    board = api.leaderboard([tmp_path / "runs"])
+    lines = page.curve_lines(board.frame, board.rows)
+    assert list(lines) == ["a · baseline", "b · baseline"]  # the table's order: a ranks first (macro-F1 39 > 25)
+    assert lines["a · baseline"] == [tuple((1.5 * e, v) for e, v in enumerate(f1s[("a", s)], start=1)) for s in (0, 1)]
+    board.save_curves(tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bare" / "x").mkdir(parents=True)
+    (tmp_path / "bare" / "x" / "result.json").write_text(json.dumps(_row("c", None, top1=50.0, f1=40.0)))
+    with pytest.raises(FerBenchError, match="--curves: no row has a timed validation history"):
+        api.leaderboard([tmp_path / "bare"]).save_curves(tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():
     from fer_bench.experiment.suite import SuiteSpec, suite_title
 

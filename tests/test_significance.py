@@ -130,7 +130,13 @@ def test_unequal_seed_lists_are_not_truncated(tmp_path):
     rows += [_run(tmp_path, f"other{s}", p, y, model="other", seed=s) for s, p in enumerate(other)]
     agg = _board(rows)
     assert agg.loc["other", "p_vs_best"] == stats.paired_test(y, np.stack(other), np.stack(best), 7)["macro_f1"]["p"]
-    assert agg.loc["other", "sig"] == "<"  # with the third seed; its first two alone are close to the best
+    assert agg.loc["other", "p_vs_best_holm"] < 0.05  # the faces, with the third seed: below the best
+    f1 = {m: [skm.f1_score(y, p, average="macro", labels=range(7), zero_division=0) * 100 for p in ps]
+          for m, ps in (("best", best), ("other", other))}  # fmt: skip
+    welch = sst.ttest_ind(f1["other"], f1["best"], equal_var=False).confidence_interval(0.95)  # all 3 against 2
+    assert (agg.loc["other", "vs_best_seeds_lo"], agg.loc["other", "vs_best_seeds_hi"]) == pytest.approx(
+        (welch.low, welch.high))  # fmt: skip
+    assert welch.high > 0 and agg.loc["other", "sig"] == "≈"  # one bad seed of three: the seeds cannot say it is below
 
 
 def test_vs_best_adds_the_seeds_welch_interval_when_both_lines_have_several_seeds(tmp_path):
@@ -242,6 +248,47 @@ def test_the_leaderboard_shows_the_difference_to_the_best_with_its_interval(tmp_
     )
 
 
+@pytest.mark.parametrize(
+    "p, diff, lo, hi, expected",
+    [
+        (0.001, -2.0, np.nan, np.nan, "<"),  # one seed on a side: the test alone, about those trained runs
+        (0.001, 2.0, np.nan, np.nan, ">"),
+        (0.001, -2.0, -4.5, 0.5, "≈"),  # the faces say below, the seeds' interval reaches above 0: no claim
+        (0.001, -2.0, -4.5, -0.3, "<"),
+        (0.001, 2.0, 0.2, 3.9, ">"),
+        (0.001, 2.0, -0.1, 3.9, "≈"),
+        (0.05, -2.0, -4.5, -0.3, "≈"),  # p < α, strictly (the plan's words)
+        (0.2, -9.0, -12.0, -6.0, "≈"),  # seeds alone claim nothing
+        (0.001, 0.0, np.nan, np.nan, "≈"),
+    ],
+)
+def test_a_difference_is_claimed_by_the_test_and_with_seeds_by_their_interval_too(p, diff, lo, hi, expected):
+    assert stats.claim(p, diff, lo, hi) == expected
+
+
+def test_the_leaderboard_mark_and_compare_claim_nothing_that_one_seeds_luck_explains(tmp_path):
+    """Three seeds a side. "lucky": a line whose seeds disagree (two good, one poor) beside a steady worse line: the
+    faces' test finds the steady line below, the seeds' Welch interval does not, so neither the leaderboard's mark
+    nor `compare` claims it. "steady": the same best line against a line far below on every seed: both claim it."""
+    y = _labels()
+    acc = {"best": (0.8, 0.62, 0.8), "steady_near": (0.66, 0.67, 0.65), "steady_far": (0.25, 0.26, 0.24)}
+    rows = {m: [_run(tmp_path, f"{m}{s}", _pred(y, a, 200 + 10 * i + s), y, model=m, seed=s)
+                for s, a in enumerate(accs)] for i, (m, accs) in enumerate(acc.items())}  # fmt: skip
+    for other, mark in (("steady_near", "≈"), ("steady_far", "<")):
+        agg = _board(rows["best"] + rows[other])
+        r = agg.loc[other]
+        f1 = {m: [x["test"]["macro_f1"] for x in rows[m]] for m in ("best", other)}
+        welch = sst.ttest_ind(f1[other], f1["best"], equal_var=False).confidence_interval(0.95)
+        assert (r["vs_best_seeds_lo"], r["vs_best_seeds_hi"]) == pytest.approx((welch.low, welch.high))
+        assert r["p_vs_best_holm"] < 0.05  # the faces alone would claim both
+        assert r["sig"] == mark and r["vs_best"].endswith(mark)
+        assert (welch.high < 0) == (mark == "<")
+        res = _compare(tmp_path, [f"{other}{s}" for s in range(3)], [f"best{s}" for s in range(3)])
+        assert res["paired"]["claim"]["macro_f1"] == mark
+        said = {"≈": "no difference claimed", "<": "A below B"}[mark]
+        assert comparison.render(res).splitlines()[-4].endswith(said)  # the macro-F1 line
+
+
 def test_the_minimum_detectable_effect_is_statsmodels_power_calculation():
     from statsmodels.stats.power import NormalIndPower
 
@@ -321,3 +368,10 @@ def test_the_bootstrap_is_scipys_percentile_bootstrap():
     ref = sst.bootstrap((np.arange(n),), f1, vectorized=True, n_resamples=500, method="percentile",
                         rng=np.random.default_rng(4)).confidence_interval  # fmt: skip
     assert ours["macro_f1"] == pytest.approx((ref.low, ref.high), abs=1e-9)
+
+
+def test_the_stats_docstring_examples_hold():
+    import doctest
+
+    failed, tried = doctest.testmod(stats)
+    assert tried >= 4 and failed == 0

@@ -169,6 +169,20 @@ def test_cpu_share_refuses_a_pid_that_is_not_running(capsys):
     assert "no live process" in capsys.readouterr().out
 
 
+def test_cpu_share_sums_the_segments_files_into_cpu_hours(tmp_path, capsys):
+    head = "# utc trainer_cpu_s machine_busy_cpu_s share_pct (since start; pid 1; every 60 s)\n"
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(head + "2026-12-07T01:00:00Z 60.0 61.0 98.4\n2026-12-07T01:01:00Z 3600.0 4000.0 90.0\n")
+    b.write_text("".join(head + f"2026-12-07T0{h}:00:00Z 1800.0 1800.0 100.0\n" for h in (2, 3)))  # two sampler runs
+    assert cpu_share.main(["--sum", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "a.txt 2026-12-07T01:00:00Z 2026-12-07T01:01:00Z 3600.0 4000.0 90.0"  # each run's last sample
+    assert out[2:4] == [f"b.txt 2026-12-07T0{h}:00:00Z 2026-12-07T0{h}:00:00Z 1800.0 1800.0 100.0" for h in (2, 3)]
+    assert out[-1] == "total: trainer 2.00 CPU h of 2.11 busy CPU h (94.7 %), 2 file(s)"  # 7200 / 7600
+    assert cpu_share.main(["--sum", str(tmp_path / "none.txt")]) == 2
+    assert "no sample file" in capsys.readouterr().out
+
+
 def _cell_row(path: Path, cell: str, walls: list[float], classes: list[str] | None = None) -> None:
     classes = classes or ["avx2"] * len(walls)
     history = [{"epoch": e, "epoch_wall_s": w, "cpu_class": c, "val_macro_f1": 10.0 * e}

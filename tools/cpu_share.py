@@ -1,6 +1,7 @@
 """Sample the CPU share of a trainer: its process tree's CPU seconds against the machine's busy CPU seconds.
 
     python tools/cpu_share.py --pid 12345 --out results/X/cpu-share.txt      # every 60 s until the pid exits
+    python tools/cpu_share.py --sum results/X/cpu-share*.txt                  # the files' totals: CPU hours, share
 
 Output (text, one sample a line, appended and flushed each interval)::
 
@@ -13,6 +14,11 @@ Output (text, one sample a line, appended and flushed each interval)::
 - ``machine_busy_cpu_s``: CPU seconds all cores spent busy since the start (``/proc/stat``'s first line: user, nice,
   system, irq, softirq, steal; idle and iowait are not busy; guest time is inside user).
 - ``share_pct``: 100 × trainer / busy, cumulative: what the rest of the machine took is 100 − share.
+
+``--sum`` adds up sample files; each sampler run counts from its own start, and a file appended to by a later run
+holds several, each under its header. Per run: its first and last sample time, the trainer's and the machine's CPU
+seconds at its last sample and the share; then the total trainer CPU hours, the busy machine CPU hours and the
+share over all runs. CPU used after a run's last sample (up to one interval) is not counted.
 
 Seconds carry one decimal (the files before this script had whole seconds; the columns are the same).
 """
@@ -91,13 +97,50 @@ def sample_lines(pid: int, interval: float, count: int | None = None):
         n += 1
 
 
+def _runs(path: Path) -> list[list[list[str]]]:
+    """A sample file's samples, one list per sampler run (a file appended to again starts over at its header)."""
+    runs: list[list[list[str]]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            runs.append([])
+        elif line.strip():
+            if not runs:
+                runs.append([])
+            runs[-1].append(line.split())
+    return [r for r in runs if r]
+
+
+def summarise(paths: list[Path]) -> str:
+    """The ``--sum`` report of sample files: one line per file, then the totals."""
+    lines, trainer, busy = ["# file first_utc last_utc trainer_cpu_s machine_busy_cpu_s share_pct"], 0.0, 0.0
+    for path in paths:
+        for samples in _runs(path):
+            t, b = float(samples[-1][1]), float(samples[-1][2])
+            trainer, busy = trainer + t, busy + b
+            share = f"{100 * t / b:.1f}" if b else "-"
+            lines.append(f"{path.name} {samples[0][0]} {samples[-1][0]} {t:.1f} {b:.1f} {share}")
+    share = 100 * trainer / busy if busy else 0.0
+    lines.append(f"total: trainer {trainer / 3600:.2f} CPU h of {busy / 3600:.2f} busy CPU h ({share:.1f} %), "
+                 f"{len(paths)} file(s)")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pid", type=int, required=True, help="the trainer's process id (its children count too)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--pid", type=int, help="the trainer's process id (its children count too)")
+    mode.add_argument("--sum", type=Path, nargs="+", metavar="FILE", help="add up sample files instead (see above)")
     p.add_argument("--interval", type=float, default=60.0, help="seconds between samples (default 60)")
     p.add_argument("--out", type=Path, help="file to append to (default: stdout)")
     p.add_argument("--count", type=int, help="stop after this many samples (default: when the pid exits)")
     args = p.parse_args(argv)
+    if args.sum:
+        missing = [str(f) for f in args.sum if not f.is_file()]
+        if missing:
+            print(f"cpu_share: no sample file {', '.join(missing)}; give the files --out wrote.")
+            return 2
+        print(summarise(args.sum))
+        return 0
     if not alive(args.pid):
         print(f"cpu_share: no live process {args.pid}; give the trainer's pid (pgrep -f 'fer_bench run').")
         return 2

@@ -32,6 +32,19 @@ class Leaderboard:
 
         save_pareto(self.frame, Path(path))
 
+    def save_curves(self, path: str | Path) -> None:
+        """Validation macro-F1 against training minutes, one curve per line with its seeds as a band (PNG), as on the
+        page; a :class:`~fer_bench.utils.errors.FerBenchError` when no row has a timed validation history."""
+        from fer_bench.report import figures, page
+
+        lines = page.curve_lines(self.frame, self.rows)
+        if not lines:
+            raise FerBenchError("--curves: no row has a timed validation history (epoch times and validation "
+                                "macro-F1); rows written by `fer-bench run` have one.")  # fmt: skip
+        fig = figures.curves_figure(lines)
+        fig.savefig(Path(path))
+        figures.pyplot().close(fig)
+
     def write_page(self, path: str | Path, screenshot: str | Path | None = None) -> None:
         """The self-contained HTML page (tables, figures, per-class F1), and its headless-Chromium ``screenshot``."""
         from fer_bench.report import page
@@ -48,6 +61,7 @@ def leaderboard(
     experiment: str = "fer-bench",
     filter: str = "",  # noqa: A002  (MLflow's word for it)
     corruption_runs: Sequence[str | Path] = (),
+    bench: Sequence[str | Path] = (),
     fmt: str = "md",
     columns: Sequence[str] = (),
     per_class: bool = False,
@@ -60,6 +74,8 @@ def leaderboard(
         results: where ``fer-bench run --out`` wrote (default: read the tracking store instead).
         tracking_uri, experiment, filter: the MLflow store, experiment and extra search filter.
         corruption_runs: ``fer-bench eval --corruptions`` folders whose mCA fills the table's mCA columns.
+        bench: ``fer-bench bench`` CSV files or their --out folders, whose figures fill the bench columns (default:
+            from an MLflow store, the experiment's bench runs; from result folders, none).
         fmt: ``md``, ``csv``, ``latex`` or ``html``; columns, per_class, published, title: as `fer-bench leaderboard`.
     """
     from fer_bench.report import leaderboard as lb
@@ -67,18 +83,21 @@ def leaderboard(
     if fmt not in (formats := ("csv", *lb.FORMATS)):
         raise FerBenchError(f"--format {fmt}: expected one of {', '.join(formats)}.")
     lb.layout.groups(list(columns))
-    for flag, paths in (("--from-results", results or ()), ("--corruption-runs", corruption_runs)):
+    made_by = {"--from-results": "run", "--corruption-runs": "eval --corruptions", "--bench": "bench"}
+    for flag, paths in (("--from-results", results or ()), ("--corruption-runs", corruption_runs), ("--bench", bench)):
         if missing := [str(p) for p in paths if not Path(p).exists()]:
             raise FerBenchError(f"{flag}: {', '.join(missing)} does not exist. Give the --out folder of a "
-                                f"`fer-bench {'run' if flag == '--from-results' else 'eval --corruptions'}` (or its "
-                                "run folders).")  # fmt: skip
+                                f"`fer-bench {made_by[flag]}` (or the files in it).")  # fmt: skip
     if results:
         frame = lb.frame_from_rows(lb.read_rows([Path(p) for p in results]))
     else:
         from fer_bench.experiment.tracking import search_bench_runs, search_model_runs
 
         frame = lb.frame_from_mlflow(search_model_runs(tracking_uri, experiment, filter))
-        frame = lb.apply_bench(frame, search_bench_runs(tracking_uri, experiment))
+        if not bench:
+            frame = lb.apply_bench(frame, search_bench_runs(tracking_uri, experiment))
+    if bench:
+        frame = lb.apply_bench(frame, lb.bench_frame_from_csv([Path(p) for p in bench]))
     if corruption_runs and not frame.empty:
         frame = lb.apply_corruptions(frame, lb.frame_from_rows(lb.read_rows([Path(p) for p in corruption_runs])))
     if frame.empty:

@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
                    "comparison holds fixed (default: none)")  # fmt: skip
     p.add_argument("--out", type=Path, help="write the table here (default: print it)")
     p.add_argument("--plot", type=Path, help="write the Pareto plot (macro-F1 vs img/s) as PNG here (default: none)")
+    p.add_argument("--curves", type=Path, metavar="PNG", help="write validation macro-F1 against training minutes "
+                   "(one curve per line, its seeds as a band) as PNG here (default: none)")  # fmt: skip
     p.add_argument("--page", type=Path, metavar="FILE",
                    help="write the leaderboard page here: one self-contained HTML file (sortable table, conditions, "
                         "Pareto plot, per-class F1, reliability diagrams, corruption curves; default: none)"
@@ -33,6 +35,10 @@ def add_parser(sub) -> None:
                    help="run folders (or their parents) of `fer-bench eval --corruptions` on the ranked runs' weights: "
                         "their mCA fills the table's mCA columns and, with --page, their curves are drawn; their rows "
                         "stay out of the table (default: none)")  # fmt: skip
+    p.add_argument("--bench", nargs="+", type=Path, metavar="CSV",
+                   help="`fer-bench bench` CSV files (or the --out folder holding them): their medians fill the bench "
+                        "columns of the lines they measured (same model, size, device, precision; default: from "
+                        "MLflow, the experiment's bench runs; from --from-results, none)")  # fmt: skip
     p.add_argument("--screenshot", type=Path, metavar="PNG",
                    help="with --page: a headless-Chromium screenshot of the page's first screen (1440 × 900 px, a "
                         "laptop's window; default: none)")  # fmt: skip
@@ -44,7 +50,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     _check_page_args(args)  # before anything is read or written
     board = api.leaderboard(args.from_results, tracking_uri=args.tracking_uri, experiment=args.experiment,
-                            filter=args.filter, corruption_runs=args.corruption_runs or (), fmt=args.format,
+                            filter=args.filter, corruption_runs=args.corruption_runs or (), bench=args.bench or (),
+                            fmt=args.format,
                             columns=args.columns, per_class=args.per_class, published=args.published,
                             title=args.title)  # fmt: skip
     if args.out:
@@ -54,6 +61,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(board.text)
     if args.plot:
         board.save_plot(args.plot)
+    if args.curves:
+        board.save_curves(args.curves)
     if args.page:
         board.write_page(args.page, args.screenshot)
     return 0

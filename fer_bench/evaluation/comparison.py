@@ -212,7 +212,8 @@ def paired(sa: list[Side], sb: list[Side], *, n_boot: int = stats.N_BOOT, n_perm
            seed: int = stats.SEED, level: float = stats.LEVEL, calibration_too: bool = True) -> dict:  # fmt: skip
     """The paired comparison of two lines (already in :func:`paired_arrays`' order): the test (p of top-1 and
     macro-F1), the face-bootstrap intervals of A − B (and of ΔECE, ΔNLL), Welch's t interval over the seeds when
-    both lines have several, and the smallest difference the test detects at this test-set size."""
+    both lines have several, the smallest difference the test detects at this test-set size, and the claim
+    (:func:`fer_bench.evaluation.stats.claim`: ``<``, ``>`` or ``≈`` for A against B)."""
     labels, k, avg = sa[0].labels, sa[0].probs.shape[1], sa[0].average
     pa, pb = _preds(sa), _preds(sb)
     boot = stats.paired_bootstrap(labels, pa, pb, k, n_boot=n_boot, seed=seed, level=level, average=avg)
@@ -223,6 +224,9 @@ def paired(sa: list[Side], sb: list[Side], *, n_boot: int = stats.N_BOOT, n_perm
     if len(sa) > 1 and len(sb) > 1:
         seeds_a, seeds_b = _per_seed(sa), _per_seed(sb)
         out["seeds"] = {m: stats.seed_difference(seeds_a[m], seeds_b[m], level) for m in ("top1", "macro_f1")}
+    nan = {"lo": float("nan"), "hi": float("nan")}
+    out["claim"] = {m: stats.claim(out["test"][m]["p"], boot[m]["diff"], out.get("seeds", {}).get(m, nan)["lo"],
+                                   out.get("seeds", {}).get(m, nan)["hi"]) for m in ("top1", "macro_f1")}  # fmt: skip
     if calibration_too:
         lines = [calibration.line_probs([s.probs for s in x], [s.valid for s in x]) for x in (sa, sb)]
         out["calibration"] = calibration.paired_bootstrap(*lines, labels, n_boot=n_boot, seed=seed, level=level)
@@ -242,6 +246,9 @@ def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N
         "paired": paired(sa, sb, n_perm=n_perm, **opts),
         "settings": settings,
     }
+
+
+CLAIMS = {"<": "A below B", ">": "A above B", "≈": "no difference claimed"}
 
 
 def _ci(v: list) -> str:
@@ -271,7 +278,10 @@ def _diff_line(label: str, m: str, p: dict) -> str:
             f"permutation p = {t['p']:.3g} (Monte Carlo SE {t['mc_se']:.4f}, {t['rounds']} rounds)")  # fmt: skip
     seeds = f"; seeds' Welch t {d['diff']:+.2f} [{p['seeds'][m]['lo']:+.2f}, {p['seeds'][m]['hi']:+.2f}]" if (
         "seeds" in p) else ""  # fmt: skip
-    return f"A − B {label}: {d['diff']:+.2f} pt [{d['lo']:+.2f}, {d['hi']:+.2f}]{seeds}; {test}"
+    verdict = CLAIMS[p["claim"][m]] + (
+        "" if "seeds" in p or p["claim"][m] == "≈" else " (these trained runs: one seed on a side)"
+    )
+    return f"A − B {label}: {d['diff']:+.2f} pt [{d['lo']:+.2f}, {d['hi']:+.2f}]{seeds}; {test}; {verdict}"
 
 
 def _calibration_line(cal: dict) -> str:

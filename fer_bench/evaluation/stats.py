@@ -8,7 +8,8 @@ The methods, what each holds fixed and why these were chosen are in docs/protoco
 :func:`paired_test` (the one significance test: a paired permutation test on the seed-averaged per-face
 predictions, exact for top-1, :data:`N_PERM` rounds for macro-F1); :func:`bootstrap_interval` and
 :func:`paired_bootstrap` (percentile bootstrap over faces, :data:`N_BOOT` resamples: intervals, never tests);
-:func:`seed_summary` / :func:`seed_difference` (t and Welch intervals over seeds); :func:`minimum_detectable_effect`.
+:func:`seed_summary` / :func:`seed_difference` (t and Welch intervals over seeds); :func:`claim` (when a difference is
+claimed: the test and, with several seeds, the seeds' interval); :func:`minimum_detectable_effect`.
 
 Library references: :func:`wilson` is statsmodels' ``proportion_confint(method="wilson")``, :func:`holm` is
 ``multipletests(method="holm")``, :func:`mcnemar` is statsmodels' McNemar test; the bootstrap and the permutation
@@ -254,6 +255,27 @@ def seed_difference(values_a, values_b, level: float = LEVEL) -> dict[str, float
     return {"diff": diff, "lo": float(ci.low), "hi": float(ci.high)}
 
 
+def claim(
+    p: float, diff: float, seeds_lo: float = float("nan"), seeds_hi: float = float("nan"), alpha: float = ALPHA
+) -> str:
+    """The project's rule for claiming that line A differs from line B (``"<"`` A below, ``">"`` A above, ``"≈"`` no
+    claim): the paired test's p (Holm-adjusted where several comparisons share it) below ``alpha`` and, when both
+    lines have several seeds, the seeds' Welch interval of A − B on the same side of 0. The test holds the trained
+    runs fixed; the seeds' interval is what says the difference is not one seed's luck. With one seed on a side
+    (NaN interval) the test alone decides, about those trained runs.
+
+    Example:
+        >>> claim(0.001, -2.0, -4.5, 0.5), claim(0.001, -2.0, -4.5, -0.3), claim(0.2, -2.0)
+        ('≈', '<', '≈')
+    """
+    if not p < alpha or diff == 0:
+        return "≈"
+    sign = "<" if diff < 0 else ">"
+    if np.isnan(seeds_lo) or np.isnan(seeds_hi):
+        return sign
+    return sign if (seeds_hi < 0 if diff < 0 else seeds_lo > 0) else "≈"
+
+
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, exact_below: int = EXACT_BELOW) -> dict[str, object]:
     """McNemar's test of paired correctness of one run each (bool arrays of N; statsmodels' ``mcnemar``): the exact
     binomial p below ``exact_below`` discordant pairs, else chi-square with continuity correction. Several seeds
@@ -279,7 +301,7 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, exact_below: int = EXA
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``; reject where adjusted ≤ α): family-wise
+    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``; :func:`claim` asks adjusted < α): family-wise
     error ≤ α for any dependence.
 
     Example:

@@ -30,7 +30,7 @@ CROSS = ["top1_shared", "n_lacking"]  # cross-dataset lines: top-1 on the shared
 # Shown-only columns (text made from the line's numbers) and the number each one sorts by on the page.
 DERIVED = {"weights_kind": "weights", "epochs_shown": "epochs", "top1_pm": "top1", "macro_f1_pm": "macro_f1",
            "to_best": "to_best_diff", "params_shown": "params_m", "source_recipe": "recipe",
-           "infer_shown": "infer_model_img_s"}  # fmt: skip
+           "infer_shown": "infer_model_img_s", "seeds_sd": "macro_f1_std"}  # fmt: skip
 DEFAULT = ["model", "weights_kind", "img_size", "epochs_shown", "top1_pm", "macro_f1_pm", "to_best", "params_shown",
            "gmacs", "infer_shown", "seeds"]  # fmt: skip
 HEADING = ["device_name", "precision", "recipe"]  # said once per table when its lines share it, else a column
@@ -38,7 +38,7 @@ PUBLISHED = ["model", "source_recipe", "split", "tta", "weights", "img_size", "t
 PUBLISHED_MORE = ["epochs", "trained_on", "params_shown", "source"]  # the provenance group of the published table
 HEADERS = {"weights_kind": "weights", "epochs_shown": "epochs", "top1_pm": "top-1 % ↑", "macro_f1_pm": "macro-F1 ↑",
            "to_best": "Δ best", "params_shown": "params ↓", "infer_shown": "img/s ↑",
-           "convergence": "converged",
+           "convergence": "converged", "seeds_sd": "sd over seeds (top-1 / macro-F1)",
            "source_recipe": "recipe", "trained_on": "trained on", "top1_shared": "shared top-1 %",
            "n_lacking": "lacked faces"}  # fmt: skip
 CONVERGED, NOT_CONVERGED, SNAPSHOT = "converged", "not converged", "snapshot, not converged"
@@ -50,15 +50,15 @@ MARK = "†"
 CONVERGENCE_NOTE = {
     NOT_CONVERGED: "not converged: the schedule stopped early or validation macro-F1 still rose by more than 0.5 pt "
                    "over the last max(5, 20 %) epochs",
-    SNAPSHOT: f"snapshot, not converged: {SNAPSHOT_EPOCHS} epochs or fewer, too few to judge; a snapshot, not a "
-              "result",
+    SNAPSHOT: f"snapshot, not converged: {SNAPSHOT_EPOCHS} epochs or fewer, no plateau window to judge by; where "
+              "training stood, not what the model reaches",
 }  # fmt: skip
 CROSS_NOTE = ("A model trained on another dataset: macro-F1 over the classes both datasets have; shared top-1: top-1 "
               "on those classes' faces; lacked faces: test faces of classes the model lacks "
               "(always wrong).")  # fmt: skip
 TO_BEST_NOTE = ("±: half-width of the 95 % interval (one decimal: the intervals are wider than a point). Δ best: "
-                "macro-F1 minus that of the table's best line; ≈: not significantly different from it, <: "
-                "significantly below it (the test is described below).")  # fmt: skip
+                "macro-F1 minus that of the table's best line; <: below it by the claim rule (the test and, with "
+                "several seeds, the seeds' interval; described below), ≈: not distinguishable from it.")  # fmt: skip
 
 
 def tta_columns() -> tuple[str, ...]:
@@ -81,7 +81,9 @@ def class_order(col: str) -> int:
 def _comparison(agg: pd.DataFrame) -> list[str]:
     # every statistic of leaderboard_stats that is not calibration: intervals, the test against the best line
     # then the headline metrics of the registry that the comparison group shows
-    return [c for c in leaderboard_stats.SHOWN if c not in _CALIBRATION] + metric_registry.shown_in("comparison")
+    # the seeds' spread first: the face intervals hold the trained runs fixed, the seeds' sd is the run-to-run part
+    shown = [c for c in leaderboard_stats.SHOWN if c not in _CALIBRATION]
+    return ["seeds_sd", *shown, *metric_registry.shown_in("comparison")]
 
 
 _CALIBRATION = ("ece", "ece_ts")
@@ -175,7 +177,16 @@ def with_shown(agg: pd.DataFrame) -> pd.DataFrame:
     out["source_recipe"] = [r.split(" (published)")[0] if isinstance(r, str) else r for r in out.get("recipe", blank)]
     out["infer_shown"] = [None if pd.isna(v) else f"{v:.0f}" for v in out.get("infer_model_img_s", blank)]
     out["params_shown"] = [None if pd.isna(v) else f"{v:.1f}M" for v in out.get("params_m", blank)]
+    out["seeds_sd"] = [_seeds_sd(r) for _, r in out.iterrows()]
     return out
+
+
+def _seeds_sd(r: pd.Series) -> str | None:
+    """The sample sd over a line's seeds of top-1 and macro-F1 (``top1_std``, ``macro_f1_std``); None for one seed."""
+    sd = [r.get(f"{m}_std") for m in ("top1", "macro_f1")]
+    if any(v is None or pd.isna(v) for v in sd):
+        return None
+    return f"{sd[0]:.1f} / {sd[1]:.1f}"
 
 
 def _whole(v: object) -> str:

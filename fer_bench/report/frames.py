@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,41 @@ def apply_bench(frame: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
     out = frame.assign(_precision=frame["precision"].astype(str).str.replace(r"\+tf32\(.*\)$", "", regex=True))
     b = b.rename(columns={"precision": "_precision"}).drop(columns="start")
     return out.merge(b, on=["model", "img_size", "device_name", "_precision"], how="left").drop(columns="_precision")
+
+
+BENCH_KEYS = ["model", "img_size", "batch_size", "precision", "channels_last", "compile", "device_name"]
+
+
+def bench_frame_from_csv(paths: Sequence[Path]) -> pd.DataFrame:
+    """`fer-bench bench` CSV files (``bench-infer-*.csv``, ``bench-train-*.csv``; a folder: every such file in it) as
+    the frame :func:`apply_bench` reads, the form of MLflow's bench runs: one line per measured model and conditions,
+    its inference and training medians side by side, the newest measurement of each kind."""
+    files = [f for p in paths for f in (sorted(Path(p).glob("bench-*.csv")) if Path(p).is_dir() else [Path(p)])]
+    parts = {"infer": [], "train": []}
+    for f in files:
+        kind = next((k for k in parts if f.name.startswith(f"bench-{k}-")), None)
+        if kind is None:
+            raise DataError(f"{f}: not a `fer-bench bench` CSV (bench-infer-*.csv or bench-train-*.csv); give the "
+                            "files, or the folder, that bench's --out wrote.")  # fmt: skip
+        frame = pd.read_csv(f, keep_default_na=False, na_values=[""])
+        if missing := [c for c in [*BENCH_KEYS, f"{kind}_img_s_median", "timestamp"] if c not in frame]:
+            raise DataError(f"{f}: no column {', '.join(missing)}; give a CSV that `fer-bench bench` wrote.")
+        parts[kind].append(frame[[*BENCH_KEYS, f"{kind}_img_s_median", "timestamp"]])
+    merged = None
+    for kind, frames in parts.items():
+        if not frames:
+            continue
+        one = pd.concat(frames).astype({"compile": str}).sort_values("timestamp")
+        one = one.drop_duplicates(BENCH_KEYS, keep="last").rename(columns={"timestamp": f"{kind}_timestamp"})
+        merged = one if merged is None else merged.merge(one, on=BENCH_KEYS, how="outer")
+    if merged is None:
+        return pd.DataFrame()
+    stamps = [c for c in ("infer_timestamp", "train_timestamp") if c in merged]
+    out = pd.DataFrame({f"tags.fer_bench.{k}": merged[k].astype(str) for k in BENCH_KEYS})
+    for kind in parts:
+        out[f"metrics.{kind}_img_s_median"] = merged.get(f"{kind}_img_s_median")
+    out["start_time"] = merged[stamps].astype(str).max(axis=1)
+    return out
 
 
 def apply_corruptions(frame: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,7 @@ from fer_bench.report.frames import (  # noqa: F401 (re-exported: callers read r
     RUN_KEYS,
     apply_bench,
     apply_corruptions,
+    bench_frame_from_csv,
     frame_from_mlflow,
     frame_from_rows,
     learning_curve,
@@ -50,7 +51,8 @@ from fer_bench.report.published import PUBLISHED, published_frame
 # Lines are ranked (and marked ≈ best) within a group: a model scored on another dataset than it was trained on
 # (`fer-bench eval --dataset`, its macro-F1 over the shared classes) is never ranked against the dataset's own rows.
 RANK_GROUP = ["dataset", "train_dataset", "split"]
-SPLIT_ORDER = {"public": 0, "private": 1, "test": 2}
+# FER2013's PrivateTest is the field's test split (PublicTest its usual validation): its table comes first
+SPLIT_ORDER = {"private": 0, "public": 1, "test": 2}
 HEADERS = {
     "model": "model", "recipe": "recipe", "dataset": "dataset", "split": "split", "img_size": "px",
     "epochs": "epochs", "weights": "weights", "precision": "precision", "params_m": "params M", "gmacs": "GMACs",

@@ -261,18 +261,25 @@ def _pareto(agg: pd.DataFrame) -> str:
     return img(page_figures.png(fig), "top-1 and macro-F1 against inference img/s") + f'<p class="note">{esc(text)}</p>'
 
 
-def _curves(agg: pd.DataFrame, runs: pd.DataFrame) -> str:
-    """One curve per trained line (its splits share the training), the seeds' mean with their range as a band."""
-    lines: dict[str, list] = {}
+def curve_lines(agg: pd.DataFrame, runs: pd.DataFrame) -> dict[str, list]:
+    """Per trained line (its splits share the training), in the table's order: one (minutes, validation macro-F1)
+    curve per seed, for :func:`fer_bench.report.figures.curves_figure`."""
+    lines: dict[str, dict] = {}
     for r in _ordered_runs(agg, runs):
         if r.get("device_name") == "published" or not isinstance(r.get("curve"), tuple | list):
             continue
         name = f"{r.get('model')} · {r.get('recipe')}"
         seeds = lines.setdefault(name, {})
         seeds.setdefault(r.get("seed"), r["curve"])  # the first split's row: the others repeat its training
+    return {k: list(v.values()) for k, v in lines.items()}
+
+
+def _curves(agg: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """One curve per trained line, the seeds' mean with their range as a band."""
+    lines = curve_lines(agg, runs)
     if not lines:
         return _missing("No line has a timed validation history (epoch times, validation macro-F1): nothing to plot.")
-    fig = page_figures.curves_figure({k: list(v.values()) for k, v in lines.items()})
+    fig = page_figures.curves_figure(lines)
     text = ("Each line: the mean over its seeds of the validation (Training hold-out) macro-F1 at each epoch's end, "
             "against the seeds' mean training minutes (training and validation); the band spans the seeds' lowest "
             "to highest. A line whose seeds ran different numbers of epochs is drawn to the shortest.")  # fmt: skip

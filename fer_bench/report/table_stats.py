@@ -16,10 +16,11 @@ an error, never a silent skip):
   one test
   (:func:`fer_bench.evaluation.stats.paired_test`: a paired permutation test on the seed-averaged per-face predictions,
   the same call and so the same p as ``fer-bench compare``), Holm-corrected over the split's comparisons at
-  α = :data:`fer_bench.evaluation.stats.ALPHA` for the mark: ``≈`` not significantly different from the best, ``<``
-  significantly below it; ``best`` for the best line, ``—`` for a line alone in its split (nothing to test),
+  α = :data:`fer_bench.evaluation.stats.ALPHA`; the mark is :func:`fer_bench.evaluation.stats.claim`: ``<`` below
+  the best (that p < α and, when both lines have several seeds, their Welch interval below 0), ``≈`` not
+  distinguishable from it; ``best`` for the best line, ``—`` for a line alone in its split (nothing to test),
   ``n/a`` where the lines cannot be compared (no predictions file, other faces). Lines are compared on all their
-  seeds, whatever seeds the other line has. The mark and the face interval hold the trained runs fixed; when both
+  seeds, whatever seeds the other line has. The face interval holds the trained runs fixed; when both
   lines have several seeds, ``vs_best_seeds_lo`` / ``vs_best_seeds_hi`` (also in the cell) are Welch's t interval of
   the difference of their per-seed macro-F1 (:func:`fer_bench.evaluation.stats.seed_difference`, as ``compare``), the
   seed-to-seed part; NaN otherwise.
@@ -172,7 +173,7 @@ def _marks(agg: pd.DataFrame, sides: list[dict[int, comparison.Side]]) -> pd.Dat
         adjusted = stats.holm([r["p_vs_best"] for r in tested.values()])
         mde = stats.minimum_detectable_effect(float(np.median([r.pop("_se") for r in tested.values()])))
         for (row, r), p in zip(tested.items(), adjusted, strict=True):
-            sig = "≈" if p > ALPHA else "<"
+            sig = stats.claim(p, r["vs_best_diff"], r["vs_best_seeds_lo"], r["vs_best_seeds_hi"])
             agg.loc[row, [*r, "p_vs_best_holm", "sig", "vs_best"]] = [*r.values(), p, sig, _cell(r, sig)]
         agg.loc[rows, "vs_best_mde"] = mde
     return agg
@@ -215,10 +216,11 @@ def note(agg: pd.DataFrame) -> str:
             "split, seeds' means, with the paired face-bootstrap 95 % interval; the mark is the paired permutation "
             f"test on seed-averaged per-face predictions ({stats.N_PERM} rounds, two-sided, p and its Monte Carlo "
             f"error in the CSV; the same p as `fer-bench compare`), Holm-corrected over the split's lines at α = "
-            f"{ALPHA}: ≈ not significantly different, < significantly below, — alone in its split, n/a not "
-            "comparable. The mark and the face interval hold the trained runs fixed; where both lines have several "
-            "seeds, the cell adds the seeds' Welch t 95 % interval of the difference of their per-seed macro-F1 (as "
-            "`fer-bench compare`), the seed-to-seed part.")  # fmt: skip
+            f"{ALPHA}; the face interval holds the trained runs fixed, and where both lines have several seeds the "
+            "cell adds the seeds' Welch t 95 % interval of the difference of their per-seed macro-F1 (as `fer-bench "
+            "compare`), the seed-to-seed part. < below the best: the Holm-adjusted p < α and, where both lines have "
+            "several seeds, the seeds' interval below 0 as well (with one seed, the test alone, about those trained "
+            "runs); ≈ not distinguishable from the best; — alone in its split; n/a not comparable.")  # fmt: skip
     text += _mde_note(agg)
     if "predictions_note" in agg:
         missing = agg.dropna(subset=["predictions_note"])
