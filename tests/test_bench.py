@@ -151,6 +151,21 @@ def test_the_bench_csvs_fill_a_leaderboard_as_the_tracked_bench_runs_do(bench_ou
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="not a `fer-bench bench` CSV"):
         lb.bench_frame_from_csv([tmp_path / "other.csv"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no bench-infer-"):
+        lb.bench_frame_from_csv([tmp_path / "empty"])
+    (tmp_path / "bench-infer-x.csv").write_text("")
+    with pytest.raises(DataError, match="not a readable CSV"):
+        lb.bench_frame_from_csv([tmp_path / "bench-infer-x.csv"])
+    import json
+
+    from fer_bench import api
+    from fer_bench.utils.errors import FerBenchError
+
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "result.json").write_text(json.dumps(row | {"device_name": "another CPU"}))
+    with pytest.raises(FerBenchError, match="--bench: no measurement matches a line.*simple_cnn 48 px, fp32"):
+        api.leaderboard([tmp_path / "runs"], bench=[out])  # benched on this machine, the row ran on another
 
 
 def test_unknown_model_fails_before_measuring(tmp_path):

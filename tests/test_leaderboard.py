@@ -293,7 +293,8 @@ def _predicted_row(tmp_path, name: str, pred: np.ndarray, y: np.ndarray, **kw) -
 
 
 def _known_case(tmp_path) -> tuple[list[dict], np.ndarray, dict[str, np.ndarray]]:
-    """best: two seeds near 70 %; near: differs from best's seed 0 on 4 samples; worse: 15 pt below; old: no file."""
+    """best: two seeds near 70 %; near: differs from best's seed 0 on 4 samples; worse: 15 pt below (one seed: the
+    test alone, "‹"); old: no file."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 1500)
     preds = {}
@@ -318,7 +319,7 @@ def test_intervals_calibration_and_marks_from_the_predictions(tmp_path):
 
     rows, y, preds = _known_case(tmp_path)
     agg = lb.aggregate(lb.frame_from_rows(rows)).set_index("model")
-    assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "<"
+    assert agg.loc["best", "sig"] == "best" and agg.loc["near", "sig"] == "≈" and agg.loc["worse", "sig"] == "‹"
     assert agg.loc["old", "sig"] == "n/a" and pd.isna(agg.loc["old", "top1_ci_lo"])  # no predictions: not compared
     assert agg.loc["worse", "p_vs_best"] < 0.05 < agg.loc["near", "p_vs_best"]
     order = np.argsort([f"s{i}" for i in range(len(y))])  # the faces in sorted id order, as `compare` sees them

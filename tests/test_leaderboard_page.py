@@ -19,7 +19,7 @@ import pytest
 from fer_bench.report import figures as page_figures
 from fer_bench.report import leaderboard as lb
 from fer_bench.report import page
-from helpers import one_line_error
+from helpers import cli, one_line_error
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EVIL = '<script>alert("x")</script>'  # a model name is user input
@@ -160,12 +160,12 @@ def test_the_table_carries_its_marks_conditions_and_sort_keys(built):
     assert '<td data-v="0.0" class="sig-best">best</td>' in text  # best is the first line: the best mark, no p
     title = r'title="p = [0-9.e-]+ ± [0-9.e-]+ \(Monte Carlo SE\), Holm-adjusted [0-9.e-]+"'
     assert re.search(rf'class="sig-near" {title}>−[0-9.]+ ≈</td>', text)  # the default's Δ best and its mark
-    assert re.search(rf'class="sig-below" {title}>−[0-9.]+ &lt;</td>', text)
+    assert re.search(rf'class="sig-runs" {title}>−[0-9.]+ ‹</td>', text)  # one seed: the runs', no claim
     full = page.render(built[0], agg, published=True, source="runs/x", columns=["comparison"])
     assert '<td class="sig-best">best</td>' in full  # the comparison group's difference with its interval
     diff = r"[−+][0-9.]+ \([−+][0-9.]+, [−+][0-9.]+\)"  # the difference to the best line and its interval
     assert re.search(rf'class="sig-near" {title}>{diff} ≈</td>', full)
-    assert re.search(rf'class="sig-below" {title}>{diff} &lt;</td>', full)
+    assert re.search(rf'class="sig-runs" {title}>{diff} ‹</td>', full)
     assert '<span class="badge">published</span>' in text
     for needle in ("α = 0.05", "Holm", "macro-F1 − best", "fer2013", "x86_64 (2 threads)", "runs/x", "seeds per line"):
         assert needle in text, needle
@@ -401,7 +401,7 @@ def test_the_learning_curves_show_each_lines_seed_mean_and_range_against_trainin
     assert "(3 seed(s))" in mean_a.get_label() and "(1 seed(s))" in only_b.get_label()
 
 
-def test_leaderboard_curves_writes_the_pages_curves_figure_as_a_png(tmp_path):
+def test_leaderboard_curves_writes_the_pages_curves_figure_as_a_png(tmp_path, capsys):
     """`leaderboard --curves PNG`: the page's figure on its own (for a README); rows without a timed history are
     refused in one line."""
     from fer_bench import api
@@ -423,6 +423,9 @@ def test_leaderboard_curves_writes_the_pages_curves_figure_as_a_png(tmp_path):
     with pytest.raises(FerBenchError, match="--curves: no row has a timed validation history"):
         api.leaderboard([tmp_path / "bare"]).save_curves(tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+    code, err, _ = cli(capsys, "leaderboard", "--curves", str(tmp_path / "none.png"), "--tracking-uri",
+                       f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    one_line_error(code, err, "--curves", "--from-results")  # refused before any table is read or written
 
 
 def test_a_budgeted_suites_tables_and_page_carry_its_budget_as_their_title():

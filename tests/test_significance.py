@@ -237,9 +237,9 @@ def test_the_leaderboard_shows_the_difference_to_the_best_with_its_interval(tmp_
         d = stats.paired_bootstrap(y, pred, best, 7)["macro_f1"]
         r = agg.loc[name]
         assert (r["vs_best_diff"], r["vs_best_lo"], r["vs_best_hi"]) == pytest.approx((d["diff"], d["lo"], d["hi"]))
-        assert re.fullmatch(r"[−+]\d+\.\d \([−+]\d+\.\d, [−+]\d+\.\d\) [≈<]", r["vs_best"]), r["vs_best"]
+        assert re.fullmatch(r"[−+]\d+\.\d \([−+]\d+\.\d, [−+]\d+\.\d\) [≈‹]", r["vs_best"]), r["vs_best"]
         assert r["p_vs_best_mc_se"] == pytest.approx(np.sqrt(r["p_vs_best"] * (1 - r["p_vs_best"]) / 10_000))
-    assert agg.loc["worse", "vs_best"].endswith("<") and agg.loc["best", "vs_best"] == "best"
+    assert agg.loc["worse", "vs_best"].endswith("‹") and agg.loc["best", "vs_best"] == "best"  # one seed a side
     ses = [stats.paired_bootstrap(y, p, best, 7)["macro_f1"]["se"] for p in (near, worse)]
     mde = stats.minimum_detectable_effect(float(np.median(ses)))
     assert agg.loc["near", "vs_best_mde"] == pytest.approx(mde)
@@ -251,8 +251,10 @@ def test_the_leaderboard_shows_the_difference_to_the_best_with_its_interval(tmp_
 @pytest.mark.parametrize(
     "p, diff, lo, hi, expected",
     [
-        (0.001, -2.0, np.nan, np.nan, "<"),  # one seed on a side: the test alone, about those trained runs
-        (0.001, 2.0, np.nan, np.nan, ">"),
+        (0.001, -2.0, np.nan, np.nan, "‹"),  # one seed on a side: those trained runs differ, no claim
+        (0.001, 2.0, np.nan, np.nan, "›"),
+        (0.001, -2.0, -4.5, 0.0, "≈"),  # the interval must lie below 0, not touch it
+        (0.001, np.nan, np.nan, np.nan, "≈"),
         (0.001, -2.0, -4.5, 0.5, "≈"),  # the faces say below, the seeds' interval reaches above 0: no claim
         (0.001, -2.0, -4.5, -0.3, "<"),
         (0.001, 2.0, 0.2, 3.9, ">"),
@@ -267,9 +269,9 @@ def test_a_difference_is_claimed_by_the_test_and_with_seeds_by_their_interval_to
 
 
 def test_the_leaderboard_mark_and_compare_claim_nothing_that_one_seeds_luck_explains(tmp_path):
-    """Three seeds a side. "lucky": a line whose seeds disagree (two good, one poor) beside a steady worse line: the
-    faces' test finds the steady line below, the seeds' Welch interval does not, so neither the leaderboard's mark
-    nor `compare` claims it. "steady": the same best line against a line far below on every seed: both claim it."""
+    """Three seeds a side. The best line's seeds disagree (two good, one poor). "steady_near", steady and a little
+    worse: the faces' test finds it below, the seeds' Welch interval does not, so neither the leaderboard's mark nor
+    `compare` claims it. "steady_far", far below on every seed: both claim it."""
     y = _labels()
     acc = {"best": (0.8, 0.62, 0.8), "steady_near": (0.66, 0.67, 0.65), "steady_far": (0.25, 0.26, 0.24)}
     rows = {m: [_run(tmp_path, f"{m}{s}", _pred(y, a, 200 + 10 * i + s), y, model=m, seed=s)
@@ -286,7 +288,8 @@ def test_the_leaderboard_mark_and_compare_claim_nothing_that_one_seeds_luck_expl
         res = _compare(tmp_path, [f"{other}{s}" for s in range(3)], [f"best{s}" for s in range(3)])
         assert res["paired"]["claim"]["macro_f1"] == mark
         said = {"≈": "no difference claimed", "<": "A below B"}[mark]
-        assert comparison.render(res).splitlines()[-4].endswith(said)  # the macro-F1 line
+        (line,) = [x for x in comparison.render(res).splitlines() if x.startswith("A − B macro-F1")]
+        assert line.endswith(said)
 
 
 def test_the_minimum_detectable_effect_is_statsmodels_power_calculation():

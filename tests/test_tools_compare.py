@@ -181,6 +181,11 @@ def test_cpu_share_sums_the_segments_files_into_cpu_hours(tmp_path, capsys):
     assert out[-1] == "total: trainer 2.00 CPU h of 2.11 busy CPU h (94.7 %), 2 file(s)"  # 7200 / 7600
     assert cpu_share.main(["--sum", str(tmp_path / "none.txt")]) == 2
     assert "no sample file" in capsys.readouterr().out
+    assert cpu_share.main(["--sum", str(a), str(a)]) == 2  # one trainer sampled twice: counted once or refused
+    assert "overlap" in capsys.readouterr().out
+    (tmp_path / "bad.txt").write_text("not a sample\n")
+    assert cpu_share.main(["--sum", str(tmp_path / "bad.txt")]) == 2
+    assert "not a sample file" in capsys.readouterr().out
 
 
 def _cell_row(path: Path, cell: str, walls: list[float], classes: list[str] | None = None) -> None:
@@ -271,10 +276,12 @@ def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committe
     _cell_row(rows / "v", "vgg-compare-48-s0", [310.0])  # off the tolerance? no, but E stays 9 either way
     assert budget_check.main([*args[:5], "vgg-compare-48-s0", "--write", str(tmp_path / "v.yaml")]) == 0
     assert "E stays 9: its finished cells stand" in capsys.readouterr().out
-    # the committed amendment is what the rule gives from the superseded cell
+    # the committed amendment is what the rule gives from the superseded cells, line after line
     folder = ROOT / "results" / "fer2013-compare"
-    cell = "efficientnetv2_s-compare-48-s0"
-    budget_check.rederive(folder / "superseded", folder / "pilots.yaml", cell, "avx2", tmp_path / "again.yaml")
-    again = yaml.safe_load((tmp_path / "again.yaml").read_text())["lines"]
     committed = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]
-    assert again == committed
+    source = folder / "pilots.yaml"
+    for i, entry in enumerate(v for v in committed.values() if "rederived_from" in v):
+        again = tmp_path / f"again{i}.yaml"
+        budget_check.rederive(folder / "superseded", source, entry["rederived_from"]["cell"], "avx2", again)
+        source = again
+    assert i >= 1 and yaml.safe_load(source.read_text())["lines"] == committed  # v2-S and InsideOut so far

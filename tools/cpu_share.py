@@ -18,7 +18,8 @@ Output (text, one sample a line, appended and flushed each interval)::
 ``--sum`` adds up sample files; each sampler run counts from its own start, and a file appended to by a later run
 holds several, each under its header. Per run: its first and last sample time, the trainer's and the machine's CPU
 seconds at its last sample and the share; then the total trainer CPU hours, the busy machine CPU hours and the
-share over all runs. CPU used after a run's last sample (up to one interval) is not counted.
+share over all runs. CPU used after a run's last sample (up to one interval), or while no sampler ran, is not
+counted. Runs whose sampling times overlap (two samplers on one trainer) are refused: they would count twice.
 
 Seconds carry one decimal (the files before this script had whole seconds; the columns are the same).
 """
@@ -26,6 +27,7 @@ Seconds carry one decimal (the files before this script had whole seconds; the c
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -111,14 +113,25 @@ def _runs(path: Path) -> list[list[list[str]]]:
 
 
 def summarise(paths: list[Path]) -> str:
-    """The ``--sum`` report of sample files: one line per file, then the totals."""
-    lines, trainer, busy = ["# file first_utc last_utc trainer_cpu_s machine_busy_cpu_s share_pct"], 0.0, 0.0
+    """The ``--sum`` report of sample files: one line per sampler run, then the totals. ValueError names a file
+    that is not a sample file, or two runs whose sampling times overlap."""
+    runs = []
     for path in paths:
         for samples in _runs(path):
-            t, b = float(samples[-1][1]), float(samples[-1][2])
-            trainer, busy = trainer + t, busy + b
-            share = f"{100 * t / b:.1f}" if b else "-"
-            lines.append(f"{path.name} {samples[0][0]} {samples[-1][0]} {t:.1f} {b:.1f} {share}")
+            last = samples[-1]
+            try:
+                runs.append((samples[0][0], last[0], float(last[1]), float(last[2]), path.name))
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}: not a sample file (a line reads {' '.join(last)!r})") from None
+    runs.sort()
+    for a, b in itertools.pairwise(runs):
+        if b[0] <= a[1]:
+            raise ValueError(f"{a[4]} ({a[0]}–{a[1]}) and {b[4]} ({b[0]}–{b[1]}) overlap: two samplers on one "
+                             "trainer would count its CPU twice; give one of them.")  # fmt: skip
+    lines, trainer, busy = ["# file first_utc last_utc trainer_cpu_s machine_busy_cpu_s share_pct"], 0.0, 0.0
+    for first, last, t, b, name in runs:
+        trainer, busy = trainer + t, busy + b
+        lines.append(f"{name} {first} {last} {t:.1f} {b:.1f} {f'{100 * t / b:.1f}' if b else '-'}")
     share = 100 * trainer / busy if busy else 0.0
     lines.append(f"total: trainer {trainer / 3600:.2f} CPU h of {busy / 3600:.2f} busy CPU h ({share:.1f} %), "
                  f"{len(paths)} file(s)")  # fmt: skip
@@ -139,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"cpu_share: no sample file {', '.join(missing)}; give the files --out wrote.")
             return 2
-        print(summarise(args.sum))
+        try:
+            print(summarise(args.sum))
+        except ValueError as exc:
+            print(f"cpu_share: {exc}")
+            return 2
         return 0
     if not alive(args.pid):
         print(f"cpu_share: no live process {args.pid}; give the trainer's pid (pgrep -f 'fer_bench run').")

@@ -96,8 +96,17 @@ def leaderboard(
         frame = lb.frame_from_mlflow(search_model_runs(tracking_uri, experiment, filter))
         if not bench:
             frame = lb.apply_bench(frame, search_bench_runs(tracking_uri, experiment))
-    if bench:
-        frame = lb.apply_bench(frame, lb.bench_frame_from_csv([Path(p) for p in bench]))
+    if bench and not frame.empty:
+        measured = lb.bench_frame_from_csv([Path(p) for p in bench])
+        frame = lb.apply_bench(frame, measured)
+        if not any(c in frame and frame[c].notna().any() for c in ("bench_infer_img_s", "bench_train_img_s")):
+            have = sorted({f"{m} {s} px, {p}, {d}" for m, s, p, d in zip(
+                measured.get("tags.fer_bench.model", ()), measured.get("tags.fer_bench.img_size", ()),
+                measured.get("tags.fer_bench.precision", ()), measured.get("tags.fer_bench.device_name", ()),
+                strict=True)})  # fmt: skip
+            raise FerBenchError(f"--bench: no measurement matches a line (same model, size, precision and device); "
+                                f"it measured {'; '.join(have) or 'nothing'}. Bench the lines' models on their "
+                                "device.")  # fmt: skip
     if corruption_runs and not frame.empty:
         frame = lb.apply_corruptions(frame, lb.frame_from_rows(lb.read_rows([Path(p) for p in corruption_runs])))
     if frame.empty:

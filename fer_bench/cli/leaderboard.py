@@ -69,6 +69,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _check_page_args(args: argparse.Namespace) -> None:
+    if args.curves and not args.from_results:
+        raise FerBenchError("--curves needs --from-results DIR: the per-epoch history it draws is in the result rows "
+                            "(result.json), not in the MLflow runs.")  # fmt: skip
     if args.screenshot and not args.page:
         raise FerBenchError("--screenshot needs --page FILE (it is a picture of the page).")
     if args.screenshot:

@@ -248,7 +248,9 @@ def compare(a: Side | list[Side], b: Side | list[Side], *, n_boot: int = stats.N
     }
 
 
-CLAIMS = {"<": "A below B", ">": "A above B", "≈": "no difference claimed"}
+CLAIMS = {"<": "A below B", ">": "A above B", "≈": "no difference claimed",
+          "‹": "A below B on these trained runs (one seed on a side: no claim about the lines)",
+          "›": "A above B on these trained runs (one seed on a side: no claim about the lines)"}  # fmt: skip
 
 
 def _ci(v: list) -> str:
@@ -278,9 +280,7 @@ def _diff_line(label: str, m: str, p: dict) -> str:
             f"permutation p = {t['p']:.3g} (Monte Carlo SE {t['mc_se']:.4f}, {t['rounds']} rounds)")  # fmt: skip
     seeds = f"; seeds' Welch t {d['diff']:+.2f} [{p['seeds'][m]['lo']:+.2f}, {p['seeds'][m]['hi']:+.2f}]" if (
         "seeds" in p) else ""  # fmt: skip
-    verdict = CLAIMS[p["claim"][m]] + (
-        "" if "seeds" in p or p["claim"][m] == "≈" else " (these trained runs: one seed on a side)"
-    )
+    verdict = CLAIMS[p["claim"][m]]
     return f"A − B {label}: {d['diff']:+.2f} pt [{d['lo']:+.2f}, {d['hi']:+.2f}]{seeds}; {test}; {verdict}"
 
 

@@ -258,21 +258,22 @@ def seed_difference(values_a, values_b, level: float = LEVEL) -> dict[str, float
 def claim(
     p: float, diff: float, seeds_lo: float = float("nan"), seeds_hi: float = float("nan"), alpha: float = ALPHA
 ) -> str:
-    """The project's rule for claiming that line A differs from line B (``"<"`` A below, ``">"`` A above, ``"≈"`` no
-    claim): the paired test's p (Holm-adjusted where several comparisons share it) below ``alpha`` and, when both
-    lines have several seeds, the seeds' Welch interval of A − B on the same side of 0. The test holds the trained
-    runs fixed; the seeds' interval is what says the difference is not one seed's luck. With one seed on a side
-    (NaN interval) the test alone decides, about those trained runs.
+    """The project's rule for claiming that line A differs from line B: ``"<"`` A below, ``">"`` A above, ``"≈"``
+    no claim. A claim needs the paired test's p (Holm-adjusted where several comparisons share it) below ``alpha``
+    **and** the seeds' Welch interval of A − B on the same side of 0: the test holds the trained runs fixed, the
+    seeds' interval says the difference is not one seed's luck. With one seed on a side there is no such interval
+    (NaN) and so no claim about the lines: a significant test then gives ``"‹"`` or ``"›"``, a difference of
+    those trained runs only.
 
     Example:
-        >>> claim(0.001, -2.0, -4.5, 0.5), claim(0.001, -2.0, -4.5, -0.3), claim(0.2, -2.0)
-        ('≈', '<', '≈')
+        >>> claim(0.001, -2.0, -4.5, 0.5), claim(0.001, -2.0, -4.5, -0.3), claim(0.2, -2.0), claim(0.001, -2.0)
+        ('≈', '<', '≈', '‹')
     """
-    if not p < alpha or diff == 0:
+    if not p < alpha or not np.isfinite(diff) or diff == 0:
         return "≈"
     sign = "<" if diff < 0 else ">"
     if np.isnan(seeds_lo) or np.isnan(seeds_hi):
-        return sign
+        return "‹" if diff < 0 else "›"
     return sign if (seeds_hi < 0 if diff < 0 else seeds_lo > 0) else "≈"
 
 

@@ -57,8 +57,9 @@ CROSS_NOTE = ("A model trained on another dataset: macro-F1 over the classes bot
               "on those classes' faces; lacked faces: test faces of classes the model lacks "
               "(always wrong).")  # fmt: skip
 TO_BEST_NOTE = ("±: half-width of the 95 % interval (one decimal: the intervals are wider than a point). Δ best: "
-                "macro-F1 minus that of the table's best line; <: below it by the claim rule (the test and, with "
-                "several seeds, the seeds' interval; described below), ≈: not distinguishable from it.")  # fmt: skip
+                "macro-F1 minus that of the table's best line; <: below it by the claim rule (the test and the seeds' "
+                "interval; described below), ‹: the test alone, one seed (no claim), ≈: not distinguishable from "
+                "it.")  # fmt: skip
 
 
 def tta_columns() -> tuple[str, ...]:

@@ -230,14 +230,23 @@ def bench_frame_from_csv(paths: Sequence[Path]) -> pd.DataFrame:
     """`fer-bench bench` CSV files (``bench-infer-*.csv``, ``bench-train-*.csv``; a folder: every such file in it) as
     the frame :func:`apply_bench` reads, the form of MLflow's bench runs: one line per measured model and conditions,
     its inference and training medians side by side, the newest measurement of each kind."""
-    files = [f for p in paths for f in (sorted(Path(p).glob("bench-*.csv")) if Path(p).is_dir() else [Path(p)])]
+    files = []
+    for p in map(Path, paths):
+        found = sorted(p.glob("bench-*.csv")) if p.is_dir() else [p]
+        if not found:
+            raise DataError(f"{p}: no bench-infer-*.csv or bench-train-*.csv in it; give the folder that "
+                            "`fer-bench bench --out` wrote.")  # fmt: skip
+        files += found
     parts = {"infer": [], "train": []}
     for f in files:
         kind = next((k for k in parts if f.name.startswith(f"bench-{k}-")), None)
         if kind is None:
             raise DataError(f"{f}: not a `fer-bench bench` CSV (bench-infer-*.csv or bench-train-*.csv); give the "
                             "files, or the folder, that bench's --out wrote.")  # fmt: skip
-        frame = pd.read_csv(f, keep_default_na=False, na_values=[""])
+        try:
+            frame = pd.read_csv(f, keep_default_na=False, na_values=[""])
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise DataError(f"{f}: not a readable CSV ({exc}); give a CSV that `fer-bench bench` wrote.") from None
         if missing := [c for c in [*BENCH_KEYS, f"{kind}_img_s_median", "timestamp"] if c not in frame]:
             raise DataError(f"{f}: no column {', '.join(missing)}; give a CSV that `fer-bench bench` wrote.")
         parts[kind].append(frame[[*BENCH_KEYS, f"{kind}_img_s_median", "timestamp"]])
@@ -254,7 +263,7 @@ def bench_frame_from_csv(paths: Sequence[Path]) -> pd.DataFrame:
     out = pd.DataFrame({f"tags.fer_bench.{k}": merged[k].astype(str) for k in BENCH_KEYS})
     for kind in parts:
         out[f"metrics.{kind}_img_s_median"] = merged.get(f"{kind}_img_s_median")
-    out["start_time"] = merged[stamps].astype(str).max(axis=1)
+    out["start_time"] = [max(v for v in row if isinstance(v, str)) for row in merged[stamps].itertuples(index=False)]
     return out
 
 

@@ -303,7 +303,7 @@ def _latex_symbols(text: str) -> str:
     """Plain-LaTeX symbols, so the table compiles without unicode-math."""
     for a, b in (("±", r"$\pm$"), ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("‡", r"$\ddagger$"),
                  ("≈", r"$\approx$"), ("≤", r"$\leq$"), ("†", r"$\dagger$"), ("−", "$-$"), ("—", "---"),
-                 ("Δ", r"$\Delta$")):  # fmt: skip
+                 ("Δ", r"$\Delta$"), ("‹", r"$\prec$"), ("›", r"$\succ$")):  # fmt: skip
         text = text.replace(a, b)
     return text
 

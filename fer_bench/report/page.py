@@ -39,7 +39,7 @@ from fer_bench.report.browser import CHROMIUM, SCREEN, dump_dom, find_chromium, 
 from fer_bench.report.page_assets import CSS, JS
 from fer_bench.utils.errors import DataError
 
-SIG_CLASS = {"best": "sig-best", "≈": "sig-near", "<": "sig-below"}
+SIG_CLASS = {"best": "sig-best", "≈": "sig-near", "<": "sig-below", "‹": "sig-runs"}  # ‹: one seed, no claim
 RUN_KEYS = [*lb.KEYS, "seed"]
 WRAPPED = ("recipe", "device_name", "source", "bench_conditions")  # long text cells wrap, so the table fits a screen
 RUN_FIELDS = (

@@ -19,7 +19,7 @@ table.lb td.wrap{white-space:normal;min-width:7em;max-width:14em;text-align:left
 tr.published td{background:#fbf7e9;color:#5b5030;font-style:italic}
 .badge{display:inline-block;font-size:10px;font-style:normal;background:#c9a227;color:#fff;border-radius:3px;
  padding:0 4px;margin-left:4px}
-td.sig-best{background:#d8f0d8;font-weight:700}td.sig-near{background:#e9f6e9}td.sig-below{color:#999}
+td.sig-best{background:#d8f0d8;font-weight:700}td.sig-near{background:#e9f6e9}td.sig-below{color:#999}td.sig-runs{color:#999;font-style:italic}
 .grid{display:flex;flex-wrap:wrap;gap:14px}figure{margin:0}figcaption{font-size:12px;color:#444;max-width:640px}
 img{max-width:100%;height:auto;border:1px solid #eee}
 """

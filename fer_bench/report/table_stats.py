@@ -17,12 +17,13 @@ an error, never a silent skip):
   (:func:`fer_bench.evaluation.stats.paired_test`: a paired permutation test on the seed-averaged per-face predictions,
   the same call and so the same p as ``fer-bench compare``), Holm-corrected over the split's comparisons at
   α = :data:`fer_bench.evaluation.stats.ALPHA`; the mark is :func:`fer_bench.evaluation.stats.claim`: ``<`` below
-  the best (that p < α and, when both lines have several seeds, their Welch interval below 0), ``≈`` not
-  distinguishable from it; ``best`` for the best line, ``—`` for a line alone in its split (nothing to test),
-  ``n/a`` where the lines cannot be compared (no predictions file, other faces). Lines are compared on all their
-  seeds, whatever seeds the other line has. The face interval holds the trained runs fixed; when both
-  lines have several seeds, ``vs_best_seeds_lo`` / ``vs_best_seeds_hi`` (also in the cell) are Welch's t interval of
-  the difference of their per-seed macro-F1 (:func:`fer_bench.evaluation.stats.seed_difference`, as ``compare``), the
+  the best (that p < α and the lines' seeds' Welch interval below 0), ``‹`` the test alone (a line of one seed: no
+  claim about the lines), ``≈`` not distinguishable from it; ``best`` for the best line, ``—`` for a line alone
+  in its split (nothing to test), ``n/a`` where the lines cannot be compared (no predictions file, other faces).
+  Lines are compared on all their seeds, whatever seeds the other line has. The face interval holds the trained
+  runs fixed; when both lines have several seeds, ``vs_best_seeds_lo`` / ``vs_best_seeds_hi`` (also in the cell)
+  are Welch's t interval of the difference of their per-seed macro-F1
+  (:func:`fer_bench.evaluation.stats.seed_difference`, as ``compare``), the
   seed-to-seed part; NaN otherwise.
 - ``vs_best_mde``: the smallest macro-F1 difference the test detects in that split (α = 0.05 per comparison,
   before Holm's correction, power 0.8): :func:`fer_bench.evaluation.stats.minimum_detectable_effect` of the median
@@ -218,9 +219,10 @@ def note(agg: pd.DataFrame) -> str:
             f"error in the CSV; the same p as `fer-bench compare`), Holm-corrected over the split's lines at α = "
             f"{ALPHA}; the face interval holds the trained runs fixed, and where both lines have several seeds the "
             "cell adds the seeds' Welch t 95 % interval of the difference of their per-seed macro-F1 (as `fer-bench "
-            "compare`), the seed-to-seed part. < below the best: the Holm-adjusted p < α and, where both lines have "
-            "several seeds, the seeds' interval below 0 as well (with one seed, the test alone, about those trained "
-            "runs); ≈ not distinguishable from the best; — alone in its split; n/a not comparable.")  # fmt: skip
+            "compare`), the seed-to-seed part. < below the best: the Holm-adjusted p < α and the seeds' interval "
+            "below 0; ‹ the test alone says below but a line has one seed, so there is no seeds' interval and no "
+            "claim about the lines, only about those trained runs; ≈ not distinguishable from the best; — alone in "
+            "its split; n/a not comparable.")  # fmt: skip
     text += _mde_note(agg)
     if "predictions_note" in agg:
         missing = agg.dropna(subset=["predictions_note"])
@@ -245,7 +247,8 @@ def _mde_note(agg: pd.DataFrame) -> str:
     return (f" Smallest macro-F1 difference the test detects at this test-set size (α = {ALPHA} per comparison, "
             f"before Holm's correction, power "
             f"{stats.POWER}; {stats.minimum_detectable_effect(1.0):.2f} × the median paired-bootstrap standard error "
-            f"of the split's differences to the best line): {', '.join(parts)}.")  # fmt: skip
+            f"of the split's differences to the best line): {', '.join(parts)}; the test's part only, a claim needs "
+            "the seeds' interval too, which with 3 seeds a side is usually the wider.")  # fmt: skip
 
 
 def csv_columns(cols: list[str]) -> list[str]:
