@@ -224,9 +224,9 @@ def paired(sa: list[Side], sb: list[Side], *, n_boot: int = stats.N_BOOT, n_perm
     if len(sa) > 1 and len(sb) > 1:
         seeds_a, seeds_b = _per_seed(sa), _per_seed(sb)
         out["seeds"] = {m: stats.seed_difference(seeds_a[m], seeds_b[m], level) for m in ("top1", "macro_f1")}
-    nan = {"lo": float("nan"), "hi": float("nan")}
-    out["claim"] = {m: stats.claim(out["test"][m]["p"], boot[m]["diff"], out.get("seeds", {}).get(m, nan)["lo"],
-                                   out.get("seeds", {}).get(m, nan)["hi"]) for m in ("top1", "macro_f1")}  # fmt: skip
+    seeds = out.get("seeds", dict.fromkeys(("top1", "macro_f1"), {"lo": float("nan"), "hi": float("nan")}))
+    out["claim"] = {m: stats.claim(out["test"][m]["p"], boot[m]["diff"], seeds[m]["lo"], seeds[m]["hi"])
+                    for m in ("top1", "macro_f1")}  # fmt: skip
     if calibration_too:
         lines = [calibration.line_probs([s.probs for s in x], [s.valid for s in x]) for x in (sa, sb)]
         out["calibration"] = calibration.paired_bootstrap(*lines, labels, n_boot=n_boot, seed=seed, level=level)

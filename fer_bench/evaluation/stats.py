@@ -271,10 +271,10 @@ def claim(
     """
     if not p < alpha or not np.isfinite(diff) or diff == 0:
         return "≈"
-    sign = "<" if diff < 0 else ">"
+    below = diff < 0
     if np.isnan(seeds_lo) or np.isnan(seeds_hi):
-        return "‹" if diff < 0 else "›"
-    return sign if (seeds_hi < 0 if diff < 0 else seeds_lo > 0) else "≈"
+        return "‹" if below else "›"
+    return ("<" if below else ">") if (seeds_hi < 0 if below else seeds_lo > 0) else "≈"
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, exact_below: int = EXACT_BELOW) -> dict[str, object]:
