@@ -355,13 +355,14 @@ def test_the_comparison_budget_gives_each_line_the_epochs_its_plan_and_amendment
         "vgg_khaireddin-compare-48-0cb4b1": 3,
         "efficientnet_b2-compare-48": 6,
         "efficientnetv2_s-compare-48": 4,
-        "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1": 3,
+        "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1": 4,
     }
     pilots = yaml.safe_load((folder / "pilots.yaml").read_text())["lines"]
     amended = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]
     assert amended.keys() == pilots.keys()
     changed = {line for line in pilots if amended[line] != pilots[line]}
-    assert changed == {"efficientnetv2_s-compare-48"}
+    assert changed == {"efficientnetv2_s-compare-48", "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1"}
+    assert changed == {line for line in amended if "rederived_from" in amended[line]}
     for line in changed:
         source = amended[line]["rederived_from"]
         assert source["cell"] == f"{line}-s0" and source["pilot_median_epoch_s"] == pilots[line]["median_epoch_s"]
