@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# finish.sh rehearsed on the synthetic set with three seeds: the blind cells with the run worktree's code (and the
+# CPU sampler), then finish.sh itself, pointed at the rehearsal's folders. Run from main's root while the comparison's
+# trainer is stopped; it writes under /work/rehearsal3 only.
+set -u
+MAIN=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+R=/work/rehearsal3
+WT=/work/run-compare
+if kill -0 "$(cat /work/compare-runs/cells.pid 2>/dev/null)" 2>/dev/null; then
+    echo "the comparison's trainer is running: rehearse while it is stopped" >&2
+    exit 2
+fi
+rm -rf "$R" && mkdir -p "$R/runs"
+cp "$MAIN/results/fer2013-compare/rehearsal/suite-seeds.yaml" "$R/suite.yaml"
+cd "$R" || exit 1
+export HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true
+"$WT/.venv/bin/fer-bench" run --suite "$R/suite.yaml" --out "$R/runs" --tracking-uri "sqlite:///$R/m.db" \
+    --no-progress > "$R/blind.log" 2>&1 &
+pid=$!
+"$MAIN/.venv/bin/python" "$MAIN/tools/cpu_share.py" --pid "$pid" --interval 5 --out "$R/runs/cells-cpu-share-r.txt" &
+wait "$pid"
+rc=$?
+echo "blind rc=$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+sleep 6
+cp "$R/blind.log" "$R/runs/cells.log" && touch "$R/runs/budget-watch.log"
+FIN_WT=$WT FIN_RUNS="$R/runs" FIN_SUITE="$R/suite.yaml" FIN_TRACKING="sqlite:///$R/m.db" FIN_RUN_CWD="$R" \
+    FIN_OUT="$R/out" FIN_ROWS=18 FIN_MODELS=resnet18,efficientnetv2_s FIN_TIME_CHECK=0 \
+    FIN_TITLE="rehearsal: 1 epoch on 128 synthetic images, 3 seeds" FIN_BENCH_ARGS="--repeats 3 --steps 3" \
+    "$MAIN/results/fer2013-compare/finish.sh"
+rc=$?
+echo "finish rc=$rc"
+exit "$rc"
