@@ -124,6 +124,9 @@ tables() {  # the tables in four formats (CSV holds every column), the figures a
             --columns comparison,tta,cost,provenance --title "$TITLE" --format "$fmt" --out "$OUT/leaderboard.$ext" \
             "${figures[@]}" || return 1
     done
+    # the default columns only: the short table the READMEs lead with
+    "$FB" leaderboard --from-results "$OUT/runs" --bench "$OUT/bench" --title "$TITLE" --format md \
+        --out "$OUT/leaderboard-short.md"
 }
 
 cpu_hours() {
