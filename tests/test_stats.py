@@ -296,8 +296,11 @@ def test_compare_takes_lines_of_several_seeds_face_by_face(tmp_path, capsys):
     out = tmp_path / "c.json"
     assert main(["compare", str(tmp_path / "a"), f"{tmp_path / 'b' / 's1'},{tmp_path / 'b' / 's0'}", "--json",
                  str(out)]) == 0  # fmt: skip
-    assert "A: seeds [0, 1], B: seeds [0, 1]" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "A: seeds [0, 1], B: seeds [0, 1]" in printed
     res = json.loads(out.read_text())
+    assert res["a"]["name"].endswith(" · seeds 0, 1") and res["b"]["name"].endswith(" · seeds 0, 1")  # not "seed 0"
+    assert f"A: {res['a']['name']} (" in printed
     pa, pb = np.stack([runs[("a", 0)], runs[("a", 1)]]), np.stack([runs[("b", 0)], runs[("b", 1)]])
     assert res["paired"]["test"] == stats.paired_test(y, pa, pb, 7)  # each face once, its seeds averaged
     assert res["paired"]["bootstrap"] == stats.paired_bootstrap(y, pa, pb, 7)

@@ -98,6 +98,15 @@ def row_name(row: dict[str, Any]) -> str:
     return f"{row.get('model')} · {recipe}{epochs} · {row.get('split')} · seed {row.get('seed')}"
 
 
+def line_name(sides: list[Side]) -> str:
+    """The name of a line's runs: its first run's name, with every seed where the runs are several seeds."""
+    name, seeds = sides[0].name, [s.seed for s in sides]
+    suffix = f" · seed {seeds[0]}"
+    if len(sides) < 2 or None in seeds or not name.endswith(suffix):
+        return name
+    return f"{name.removesuffix(suffix)} · seeds {', '.join(map(str, seeds))}"
+
+
 def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Side | None:
     """The predictions a result row names, verified; None when the row names none or the file is not there."""
     ref = row.get("predictions")
@@ -196,7 +205,7 @@ def summary(sides: list[Side], *, n_boot: int = stats.N_BOOT, seed: int = stats.
     labels, k, avg = sides[0].labels, sides[0].probs.shape[1], sides[0].average
     per_seed = _per_seed(sides)
     ci = stats.bootstrap_interval(labels, _preds(sides), k, n_boot=n_boot, seed=seed, level=level, average=avg)
-    out = {"name": sides[0].name, "paths": [str(s.path) for s in sides], "seeds": [s.seed for s in sides],
+    out = {"name": line_name(sides), "paths": [str(s.path) for s in sides], "seeds": [s.seed for s in sides],
            "n": len(labels)}  # fmt: skip
     for m in ("top1", "macro_f1"):
         t = stats.seed_summary(per_seed[m], level)
