@@ -545,3 +545,14 @@ def test_rows_below_a_superseded_folder_are_never_read(tmp_path):
     assert [r["seed"] for r in read_rows([tmp_path])] == [0]
     assert row_files(tmp_path / "superseded") == [tmp_path / "superseded" / "old" / "result.json"]  # asked for by name
     assert len(read_rows([tmp_path / "superseded" / "old" / "result.json"])) == 1
+
+
+def test_a_bench_figure_shared_by_a_lines_seeds_shows_no_spread_while_a_trained_figure_does():
+    """One bench measurement is copied to every seed's row (its sd over seeds is 0 by construction, not a spread);
+    the line's own training throughput differs seed by seed and shows its sd."""
+    from fer_bench.report.leaderboard import _cell
+
+    row = pd.Series({"bench_infer_img_s": 1234.5, "bench_infer_img_s_std": 0.0, "train_e2e_img_s": 100.0,
+                     "train_e2e_img_s_std": 4.0})  # fmt: skip
+    assert _cell(row, "bench_infer_img_s") == "1234.5"
+    assert _cell(row, "train_e2e_img_s") == "100.0 ± 4.0"

@@ -283,6 +283,7 @@ def test_a_rows_reliability_diagram_is_written_beside_it(tmp_path):
 
 def test_compare_takes_lines_of_several_seeds_face_by_face(tmp_path, capsys):
     from fer_bench.cli import main
+    from fer_bench.evaluation import comparison
 
     y, _ = _preds(400, 7, 0.7, seed=10)
     ids = np.array([f"id{i:04d}" for i in range(400)])
@@ -299,7 +300,14 @@ def test_compare_takes_lines_of_several_seeds_face_by_face(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "A: seeds [0, 1], B: seeds [0, 1]" in printed
     res = json.loads(out.read_text())
-    assert res["a"]["name"].endswith(" · seeds 0, 1") and res["b"]["name"].endswith(" · seeds 0, 1")  # not "seed 0"
+    for side in ("a", "b"):  # every seed, not the first run's "seed 0"
+        assert (
+            res[side]["name"]
+            == comparison.row_name(json.loads((tmp_path / side / "s0" / "result.json").read_text())).removesuffix(
+                " · seed 0"
+            )
+            + " · seeds 0, 1"
+        )
     assert f"A: {res['a']['name']} (" in printed
     pa, pb = np.stack([runs[("a", 0)], runs[("a", 1)]]), np.stack([runs[("b", 0)], runs[("b", 1)]])
     assert res["paired"]["test"] == stats.paired_test(y, pa, pb, 7)  # each face once, its seeds averaged
@@ -307,6 +315,7 @@ def test_compare_takes_lines_of_several_seeds_face_by_face(tmp_path, capsys):
     assert res["a"]["top1"] == pytest.approx(np.mean(pa == y) * 100) and res["a"]["seeds"] == [0, 1]
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "s1"), "--json", str(out)]) == 0  # other seeds
     assert json.loads(out.read_text())["paired"]["test"] == stats.paired_test(y, pa, runs[("b", 1)], 7)
+    assert json.loads(out.read_text())["b"]["name"].endswith(" · seed 1")  # one run keeps its own seed
     capsys.readouterr()
     code = main(["compare", str(tmp_path), str(tmp_path / "b")])  # two lines in one side: the side is named
     one_line_error(code, capsys.readouterr().err, f"{tmp_path}: ", "leaderboard lines")

@@ -99,12 +99,12 @@ def row_name(row: dict[str, Any]) -> str:
 
 
 def line_name(sides: list[Side]) -> str:
-    """The name of a line's runs: its first run's name, with every seed where the runs are several seeds."""
-    name, seeds = sides[0].name, [s.seed for s in sides]
-    suffix = f" · seed {seeds[0]}"
-    if len(sides) < 2 or None in seeds or not name.endswith(suffix):
+    """The name of a line's runs: its first run's name, and for several runs every seed instead of the first's."""
+    name = sides[0].name
+    if len(sides) < 2:
         return name
-    return f"{name.removesuffix(suffix)} · seeds {', '.join(map(str, seeds))}"
+    seeds = ", ".join("?" if s.seed is None else str(s.seed) for s in sides)
+    return f"{name.removesuffix(f' · seed {sides[0].seed}')} · seeds {seeds}"
 
 
 def load_row(row: dict[str, Any], run_dir: Path, name: str | None = None) -> Side | None:

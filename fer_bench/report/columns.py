@@ -56,8 +56,10 @@ CONVERGENCE_NOTE = {
 CROSS_NOTE = ("A model trained on another dataset: macro-F1 over the classes both datasets have; shared top-1: top-1 "
               "on those classes' faces; lacked faces: test faces of classes the model lacks "
               "(always wrong).")  # fmt: skip
-TO_BEST_NOTE = ("±: in top-1 and macro-F1, the half-width of the 95 % interval (one decimal: the intervals are wider "
-                "than a point); in the other columns of a line of several seeds, the sd over its seeds. Δ best: "
+TO_BEST_NOTE = ("±: in the plain top-1 % and macro-F1 columns, the half-width of the 95 % face-bootstrap interval "
+                "(one decimal: the intervals are wider than a point; none where a row has no predictions file); in "
+                "the other columns of a line of several seeds (TTA, weighted-F1, training), the sd over its seeds. "
+                "Δ best: "
                 "macro-F1 minus that of the table's best line; <: below it by the claim rule (the test and the seeds' "
                 "interval; described below), ‹: the test alone, one seed (no claim), ≈: not distinguishable from "
                 "it.")  # fmt: skip

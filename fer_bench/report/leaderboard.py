@@ -185,7 +185,8 @@ def _cell(row: pd.Series, col: str) -> str:
         if ("img_s" in col)
         else 2
     )
-    std = None if col.startswith("gmacs") or col == "params_m" else row.get(f"{col}_std")  # fixed by the model
+    # fixed by the model, or one bench measurement shared by the line's seeds: no spread over seeds to show
+    std = None if col.startswith(("gmacs", "bench_")) or col == "params_m" else row.get(f"{col}_std")
     text = f"{v:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and not pd.isna(std) else "")
     frozen = row.get("train_frozen_epochs")
     if col == "train_e2e_img_s" and frozen is not None and not pd.isna(frozen) and frozen > 0:
