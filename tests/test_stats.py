@@ -336,3 +336,30 @@ def test_compare_names_each_side_by_recipe_version_and_settings(tmp_path, capsys
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("A: resnet18 · fast-48 v2 [8a160d50] · 36 ep · private · seed 0 (")
     assert out[1].startswith("B: resnet18 · fast-48 v1 [975bc97d] · 25 ep · private · seed 0 (")
+
+
+def test_compare_takes_bare_predictions_files_as_the_runs_of_one_line(tmp_path, capsys):
+    """Predictions files carry no seed: several joined by commas are one line's runs; a file named twice is refused,
+    as is a seed that two run folders share."""
+    from fer_bench.cli import main
+    from fer_bench.evaluation import predictions
+
+    y, _ = _preds(300, 7, 0.7, seed=11)
+    ids = np.array([f"id{i:04d}" for i in range(300)])
+    files = {}
+    for name, acc, s in (("a0", 0.70, 30), ("a1", 0.66, 31), ("b0", 0.60, 32)):
+        files[name] = tmp_path / f"{name}.npz", _preds(300, 7, acc, seed=s, y=y)[1]
+        predictions.write(files[name][0], np.eye(7, dtype=np.float32)[files[name][1]], y, ids)
+    out = tmp_path / "c.json"
+    assert main(["compare", f"{files['a0'][0]},{files['a1'][0]}", str(files["b0"][0]), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    pa = np.stack([files["a0"][1], files["a1"][1]])
+    assert res["a"]["seeds"] == [None, None] and res["a"]["name"].endswith(" · seeds ?, ?")
+    assert res["paired"]["test"] == stats.paired_test(y, pa, files["b0"][1], 7)
+    capsys.readouterr()
+    code = main(["compare", f"{files['a0'][0]},{tmp_path / '.' / 'a0.npz'}", str(files["b0"][0])])
+    one_line_error(code, capsys.readouterr().err, "more than once")
+    for s in ("s0", "s1"):
+        _run_folder(tmp_path, s, np.eye(7, dtype=np.float32)[files["a0"][1]], y, ids, seed=0, model="m")
+    code = main(["compare", f"{tmp_path / 's0'},{tmp_path / 's1'}", str(files["b0"][0])])
+    one_line_error(code, capsys.readouterr().err, "seeds [0, 0] repeat")

@@ -351,7 +351,7 @@ def test_the_comparison_budget_gives_each_line_the_epochs_its_plan_and_amendment
     assert Path(suite.pilots).name == "pilots-amended.yaml"
     epochs = {c.line: c.recipe.train.epochs for c in cells(suite)}
     assert epochs == {
-        "resnet18-compare-48": 10,
+        "resnet18-compare-48": 12,
         "vgg_khaireddin-compare-48-0cb4b1": 3,
         "efficientnet_b2-compare-48": 6,
         "efficientnetv2_s-compare-48": 4,
@@ -361,7 +361,11 @@ def test_the_comparison_budget_gives_each_line_the_epochs_its_plan_and_amendment
     amended = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]
     assert amended.keys() == pilots.keys()
     changed = {line for line in pilots if amended[line] != pilots[line]}
-    assert changed == {"efficientnetv2_s-compare-48", "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1"}
+    assert changed == {
+        "resnet18-compare-48",
+        "efficientnetv2_s-compare-48",
+        "efficientnetv2_s-insideout-effnetv2s-scratch-268ae1",
+    }
     assert changed == {line for line in amended if "rederived_from" in amended[line]}
     for line in changed:
         source = amended[line]["rederived_from"]

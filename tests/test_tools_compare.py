@@ -274,8 +274,12 @@ def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committe
     assert "once already" in capsys.readouterr().err
     assert budget_check.main([*args[:5], "vgg-compare-48-s0", *args[6:]]) == 2  # no row of that cell
     _cell_row(rows / "v", "vgg-compare-48-s0", [310.0])  # off the tolerance? no, but E stays 9 either way
-    assert budget_check.main([*args[:5], "vgg-compare-48-s0", "--write", str(tmp_path / "v.yaml")]) == 0
+    out.write_text("# the pilots, amended\n# twice\n" + out.read_text())
+    assert budget_check.main([str(rows), str(out), *args[2:5], "vgg-compare-48-s0", "--write", str(out)]) == 0
     assert "E stays 9: its finished cells stand" in capsys.readouterr().out
+    assert out.read_text().startswith("# the pilots, amended\n# twice\n")  # rewritten in place: its comment kept
+    lines = yaml.safe_load(out.read_text())["lines"]
+    assert lines["vgg-compare-48"]["median_epoch_s"] == 310.0 and lines["r18-compare-48"]["median_epoch_s"] == 128.0
     # the committed amendment is what the rule gives from the superseded cells, line after line
     folder = ROOT / "results" / "fer2013-compare"
     committed = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]

@@ -19,6 +19,7 @@ t = that cell's mean epoch (exit 2 when the cell has no row or its line was re-d
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -96,7 +97,10 @@ def rederive(rows_dir: Path, pilots_file: Path, cell: str, cpu_class: str, out: 
                            "rederived_from": source}  # fmt: skip
     if Path(out).resolve() != Path(pilots_file).resolve():
         data.setdefault("amends", Path(pilots_file).name)
-    Path(out).write_text(yaml.safe_dump(data, sort_keys=False))
+    # a file rewritten in place keeps its leading comment (what the file is, which amendment)
+    lines = Path(out).read_text().splitlines(keepends=True) if Path(out).is_file() else []
+    head = "".join(itertools.takewhile(lambda text: text.startswith("#"), lines))
+    Path(out).write_text(head + yaml.safe_dump(data, sort_keys=False))
     e_old, e_new = max(1, round(budget_s / old["median_epoch_s"])), max(1, round(budget_s / mean))
     # the same epochs from the same seeds: the finished cells stand (PLAN.md, amendments)
     said = f"E stays {e_old}: its finished cells stand" if e_new == e_old else f"E {e_old} -> {e_new}: its cells rerun"

@@ -170,9 +170,12 @@ def load_line(arg: str) -> list[Side]:
     if len(lines) > 1:
         raise DataError(f"{arg}: holds rows of {len(lines)} leaderboard lines ({', '.join(map(str, lines))}); give "
                         "the runs of one model, protocol and split (their folders, joined by commas).")  # fmt: skip
-    seeds = [s.seed for s in sides]
-    if len(sides) > 1 and len(set(seeds)) < len(seeds):
-        raise DataError(f"{arg}: seeds {seeds} repeat; give each seed's run once.")
+    files = [s.path.resolve() for s in sides]
+    if len(set(files)) < len(files):
+        raise DataError(f"{arg}: names one run's predictions more than once; give each seed's run once.")
+    seeds = [s.seed for s in sides if s.seed is not None]  # a bare predictions file carries no seed
+    if len(set(seeds)) < len(seeds):
+        raise DataError(f"{arg}: seeds {sorted(seeds)} repeat; give each seed's run once.")
     return sorted(sides, key=lambda s: (s.seed is None, s.seed or 0))
 
 
