@@ -339,8 +339,11 @@ def test_compare_names_each_side_by_recipe_version_and_settings(tmp_path, capsys
 
 
 def test_compare_takes_bare_predictions_files_as_the_runs_of_one_line(tmp_path, capsys):
-    """Predictions files carry no seed: several joined by commas are one line's runs; a file named twice is refused,
-    as is a seed that two run folders share."""
+    """Predictions files carry no seed: several joined by commas are one line's runs, and a run's own file is that
+    run; one run named twice (a link, a copy of a seedless file, a folder and its file) is refused, as is a seed
+    that two run folders share."""
+    import shutil
+
     from fer_bench.cli import main
     from fer_bench.evaluation import predictions
 
@@ -350,16 +353,27 @@ def test_compare_takes_bare_predictions_files_as_the_runs_of_one_line(tmp_path, 
     for name, acc, s in (("a0", 0.70, 30), ("a1", 0.66, 31), ("b0", 0.60, 32)):
         files[name] = tmp_path / f"{name}.npz", _preds(300, 7, acc, seed=s, y=y)[1]
         predictions.write(files[name][0], np.eye(7, dtype=np.float32)[files[name][1]], y, ids)
+    a0, a1, b0 = (str(files[n][0]) for n in ("a0", "a1", "b0"))
     out = tmp_path / "c.json"
-    assert main(["compare", f"{files['a0'][0]},{files['a1'][0]}", str(files["b0"][0]), "--json", str(out)]) == 0
+    assert main(["compare", f"{a0},{a1}", b0, "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     pa = np.stack([files["a0"][1], files["a1"][1]])
     assert res["a"]["seeds"] == [None, None] and res["a"]["name"].endswith(" · seeds ?, ?")
     assert res["paired"]["test"] == stats.paired_test(y, pa, files["b0"][1], 7)
     capsys.readouterr()
-    code = main(["compare", f"{files['a0'][0]},{tmp_path / '.' / 'a0.npz'}", str(files["b0"][0])])
-    one_line_error(code, capsys.readouterr().err, "more than once")
-    for s in ("s0", "s1"):
-        _run_folder(tmp_path, s, np.eye(7, dtype=np.float32)[files["a0"][1]], y, ids, seed=0, model="m")
-    code = main(["compare", f"{tmp_path / 's0'},{tmp_path / 's1'}", str(files["b0"][0])])
+    (tmp_path / "link.npz").symlink_to(files["a0"][0])
+    shutil.copy(files["a0"][0], tmp_path / "copy.npz")
+    for twice in (tmp_path / "link.npz", tmp_path / "copy.npz"):
+        one_line_error(main(["compare", f"{a0},{twice}", b0]), capsys.readouterr().err, "same predictions", str(twice))
+    run = _run_folder(tmp_path, "s3", np.eye(7, dtype=np.float32)[files["a1"][1]], y, ids, seed=3, model="m")
+    assert main(["compare", str(run / predictions.FILE), b0, "--json", str(out)]) == 0  # a run's file is the run
+    assert json.loads(out.read_text())["a"]["seeds"] == [3]
+    capsys.readouterr()
+    code = main(["compare", f"{run},{run / predictions.FILE}", b0])
+    one_line_error(code, capsys.readouterr().err, "same predictions", str(run / predictions.FILE))
+    for s in ("s0", "s1"):  # two runs of one seed (their predictions differ)
+        pred = files["a0" if s == "s0" else "a1"][1]
+        _run_folder(tmp_path, s, np.eye(7, dtype=np.float32)[pred], y, ids, seed=0, model="m")
+    code = main(["compare", f"{tmp_path / 's0'},{tmp_path / 's1'}", b0])
     one_line_error(code, capsys.readouterr().err, "seeds [0, 0] repeat")
+    one_line_error(main(["compare", ",", b0]), capsys.readouterr().err, "names no run")

@@ -280,6 +280,10 @@ def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committe
     assert out.read_text().startswith("# the pilots, amended\n# twice\n")  # rewritten in place: its comment kept
     lines = yaml.safe_load(out.read_text())["lines"]
     assert lines["vgg-compare-48"]["median_epoch_s"] == 310.0 and lines["r18-compare-48"]["median_epoch_s"] == 128.0
+    other = tmp_path / "v.yaml"  # another file, not the pilots: its own old comment is not kept
+    other.write_text("# some other file\n")
+    assert budget_check.main([*args[:5], "vgg-compare-48-s0", "--write", str(other)]) == 0
+    assert not other.read_text().startswith("#") and yaml.safe_load(other.read_text())["amends"] == "pilots.yaml"
     # the committed amendment is what the rule gives from the superseded cells, line after line
     folder = ROOT / "results" / "fer2013-compare"
     committed = yaml.safe_load((folder / "pilots-amended.yaml").read_text())["lines"]

@@ -95,10 +95,11 @@ def rederive(rows_dir: Path, pilots_file: Path, cell: str, cpu_class: str, out: 
               "note": "mean epoch wall time of that cell (training + validation)"}  # fmt: skip
     data["lines"][line] = {"epoch_wall_s": [round(w, 2) for w in walls], "median_epoch_s": mean,
                            "rederived_from": source}  # fmt: skip
-    if Path(out).resolve() != Path(pilots_file).resolve():
+    in_place = Path(out).resolve() == Path(pilots_file).resolve()
+    if not in_place:
         data.setdefault("amends", Path(pilots_file).name)
     # a file rewritten in place keeps its leading comment (what the file is, which amendment)
-    lines = Path(out).read_text().splitlines(keepends=True) if Path(out).is_file() else []
+    lines = Path(pilots_file).read_text().splitlines(keepends=True) if in_place else []
     head = "".join(itertools.takewhile(lambda text: text.startswith("#"), lines))
     Path(out).write_text(head + yaml.safe_dump(data, sort_keys=False))
     e_old, e_new = max(1, round(budget_s / old["median_epoch_s"])), max(1, round(budget_s / mean))

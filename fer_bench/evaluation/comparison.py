@@ -134,6 +134,9 @@ def load_side(path: Path) -> Side:
         return side
     if not path.is_file():
         raise DataError(f"{path} does not exist. Give a run folder or a {predictions.FILE}.")
+    row = path.parent / "result.json"
+    if row.is_file() and (json.loads(row.read_text()).get("predictions") or {}).get("file") == path.name:
+        return load_side(path.parent)  # a run's own file: the run, with its seed, line and checksum
     arrays = read_verified(path, None, "")
     return Side(str(path), path, arrays["probs"], arrays["labels"], arrays["ids"])
 
@@ -170,9 +173,14 @@ def load_line(arg: str) -> list[Side]:
     if len(lines) > 1:
         raise DataError(f"{arg}: holds rows of {len(lines)} leaderboard lines ({', '.join(map(str, lines))}); give "
                         "the runs of one model, protocol and split (their folders, joined by commas).")  # fmt: skip
-    files = [s.path.resolve() for s in sides]
-    if len(set(files)) < len(files):
-        raise DataError(f"{arg}: names one run's predictions more than once; give each seed's run once.")
+    if not sides:
+        raise DataError(f"{arg!r} names no run. Give run folders or predictions files, joined by commas.")
+    held: dict[str, Side] = {}
+    for s in sides:  # a run named twice, or a copy of a seedless file, is one run, not two seeds
+        first = held.setdefault(file_sha256(s.path), s)
+        if first is not s and (None in (first.seed, s.seed) or first.path.resolve() == s.path.resolve()):
+            raise DataError(f"{arg}: {first.path} and {s.path} hold the same predictions (one run named twice); "
+                            "give each run once.")  # fmt: skip
     seeds = [s.seed for s in sides if s.seed is not None]  # a bare predictions file carries no seed
     if len(set(seeds)) < len(seeds):
         raise DataError(f"{arg}: seeds {sorted(seeds)} repeat; give each seed's run once.")
