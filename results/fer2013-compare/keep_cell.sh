@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Keep every finished cell where a lost machine cannot take it (PLAN.md, amendment of 2026-12-07 19:05 UTC): seal its
+# test outputs with the cells' code (tools/seal_cell.py), copy its folder without weights into cells/ and commit
+# that, with the suite's logs and CPU samples, on main. Cells already kept are skipped. No trainer may be running.
+#     results/fer2013-compare/keep_cell.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MAIN=$(cd "$HERE/../.." && pwd)
+WT=${WT:-/work/run-compare}
+RUNS=${RUNS:-/work/compare-runs}
+DATA=${DATA:-$(cd "$WT/.." && pwd)/shared/data/fer2013}
+KEPT=$HERE/cells
+if pgrep -f "fer-bench run --suite" > /dev/null; then
+    echo "keep_cell.sh: a suite is running; keep cells between cells (window.sh), not beside one" >&2
+    exit 2
+fi
+mkdir -p "$KEPT"
+new=()
+for v in "$RUNS"/*/validation.json; do
+    [ -f "$v" ] || continue
+    d=$(dirname "$v")
+    name=$(basename "$d")
+    [ -f "$KEPT/$name/sealed.npz" ] && continue
+    [ -f "$d/sealed.npz" ] || HF_HUB_OFFLINE=1 "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$d" --data-dir "$DATA"
+    mkdir -p "$KEPT/$name"
+    tar -C "$d" --exclude='*.pt' -cf - . | tar -C "$KEPT/$name" -xf -
+    new+=("$name")
+done
+cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$KEPT/" 2> /dev/null || true
+cd "$MAIN"
+git add -- "$KEPT"
+if git diff --cached --quiet -- "$KEPT"; then
+    echo "keep_cell.sh: nothing new to keep"
+    exit 0
+fi
+msg="fer2013-compare: kept ${new[*]:-the logs} (validation row, sealed test outputs, no weights)"
+git commit -q -m "$msg" -- "$KEPT"
+echo "keep_cell.sh: $(git log --oneline -1)"
