@@ -88,7 +88,7 @@ def seal(cell_dir: Path, data_dir: Path) -> Path:
     return out
 
 
-def check(sealed: Path, run_dir: Path, split: str) -> str:
+def check(sealed: Path, run_dir: Path, split: str) -> tuple[bool, str]:
     """Compare an unblinded row's plain predictions (its predictions.npz) with the sealed plain logits of ``split``."""
     with np.load(sealed) as s, np.load(run_dir / "predictions.npz") as p:
         logits = s[f"logits_none_{split}"].astype(np.float64)
@@ -96,19 +96,40 @@ def check(sealed: Path, run_dir: Path, split: str) -> str:
         probs /= probs.sum(1, keepdims=True)
         keys = [k for k in p.files if k in ("probs", "probabilities")]
         if not keys:
-            return f"{run_dir.name}: no probabilities in predictions.npz ({', '.join(p.files)})"
+            return False, f"{run_dir.name}: no probabilities in predictions.npz ({', '.join(p.files)})"
         ids = np.asarray(p["ids"]).astype(str) if "ids" in p.files else None
         same_ids = ids is None or np.array_equal(ids, s[f"ids_{split}"].astype(str))
         diff = float(np.abs(np.asarray(p[keys[0]], dtype=np.float64) - probs).max())
         agree = float((np.asarray(p[keys[0]]).argmax(1) == logits.argmax(1)).mean())
-    verdict = "equal" if same_ids and diff < 1e-5 and agree == 1.0 else "DIFFERENT"
-    return f"{run_dir.name}: {verdict} (max |p - sealed p| {diff:.2e}, argmax agreement {agree:.4f}, ids {same_ids})"
+    ok = same_ids and diff < 1e-5 and agree == 1.0
+    said = "equal" if ok else "DIFFERENT"
+    return ok, f"{run_dir.name}: {said} (max |p - sealed p| {diff:.2e}, argmax agreement {agree:.4f}, ids {same_ids})"
+
+
+def check_runs(runs: Path, kept: Path) -> int:
+    """Every scored row under ``runs`` against the sealed logits of the cell whose weights it used (kept copies under
+    ``kept``); 0 when all are equal, 1 otherwise (a row without its cell's sealed file counts as different)."""
+    bad = n = 0
+    for result in sorted(runs.glob("*/result.json")):
+        row = json.loads(result.read_text())
+        cell = row.get("trained_run_id") or row["run_id"]
+        sealed = kept / cell / SEALED
+        n += 1
+        if not sealed.is_file():
+            print(f"{result.parent.name}: no sealed file for its cell ({sealed})")
+            bad += 1
+            continue
+        ok, line = check(sealed, result.parent, row["split"])
+        bad += not ok
+        print(line)
+    print(f"{n - bad} of {n} scored row(s) equal their cell's sealed logits")
+    return 1 if bad or not n else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cells", nargs="+", type=Path, help="blind cell folders (validation.json, recipe.yaml, best.pt)")
-    p.add_argument("--data-dir", type=Path, required=True, help="the dataset's folder the cells trained on")
+    p.add_argument("cells", nargs="*", type=Path, help="blind cell folders (validation.json, recipe.yaml, best.pt)")
+    p.add_argument("--data-dir", type=Path, help="the dataset's folder the cells trained on")
     p.add_argument(
         "--check",
         type=Path,
@@ -116,10 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         help="with one sealed cell: compare RUN_FOLDER's predictions.npz (an unblinded row) with it",
     )
     p.add_argument("--split", choices=SPLITS, default="private", help="the split --check compares")
+    p.add_argument("--check-runs", type=Path, metavar="RUNS", help="every scored row under RUNS against --kept")
+    p.add_argument("--kept", type=Path, help="with --check-runs: the folder of the kept cells (their sealed.npz)")
     args = p.parse_args(argv)
+    if args.check_runs:
+        if args.kept is None:
+            p.error("--check-runs needs --kept (the folder of the kept cells)")
+        return check_runs(args.check_runs, args.kept)
+    if not args.cells:
+        p.error("name the cell folders to seal")
     if args.check:
-        print(check(args.cells[0] / SEALED, args.check, args.split))
-        return 0
+        ok, line = check(args.cells[0] / SEALED, args.check, args.split)
+        print(line)
+        return 0 if ok else 1
+    if args.data_dir is None:
+        p.error("--data-dir is needed to seal (the dataset's folder the cells trained on)")
     for cell in args.cells:
         missing = [f for f in ("validation.json", "recipe.yaml", "best.pt") if not (cell / f).is_file()]
         if missing:

@@ -15,6 +15,7 @@ PILOTS=${FIN_PILOTS:-results/fer2013-compare/pilots-amended.yaml} # relative to 
 TRACKING=${FIN_TRACKING:-sqlite:///$WT/mlflow.db}                 # the store the cells' rows go to (and are skipped by)
 RUN_CWD=${FIN_RUN_CWD:-$WT}                                       # where the look runs (MLflow's ./mlruns lands there)
 OUT=${FIN_OUT:-$MAIN/results/fer2013-compare}                     # the tables, the rows and the logs
+KEPT=${FIN_KEPT:-$OUT/cells}                                      # the kept cells: each with its sealed.npz
 ROWS=${FIN_ROWS:-30}                                              # 5 lines x 3 seeds x 2 test splits
 SEEDS=${FIN_SEEDS:-3}
 MODELS=${FIN_MODELS:-resnet18,vgg_khaireddin,efficientnet_b2,efficientnetv2_s}
@@ -85,7 +86,7 @@ copy_rows() {  # every scored cell's folder without weights and without the run 
     for d in "$RUNS"/*/; do
         [ -f "$d/result.json" ] || continue
         mkdir -p "$OUT/runs/$(basename "$d")"
-        tar -C "$d" --exclude='*.pt' -cf - . | tar -C "$OUT/runs/$(basename "$d")" -xpf - || return 1
+        tar -C "$d" --exclude='*.pt' --exclude='sealed.*' -cf - . | tar -C "$OUT/runs/$(basename "$d")" -xpf - || return 1
         n=$((n + 1))
     done
     cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$OUT/cells/" || return 1
@@ -142,6 +143,7 @@ else
 fi
 step "plan check, the validation rows" "$PY" "$MAIN/tools/plan_check.py" "$RUNS" "$MAIN/results/fer2013-compare/PLAN.md"
 step "the test look (--unblind)" unblind
+step "the scored rows against the sealed logits" "$PY" "$MAIN/tools/seal_cell.py" --check-runs "$RUNS" --kept "$KEPT"
 step "rows" copy_rows
 step "plan check, the scored rows" "$PY" "$MAIN/tools/plan_check.py" "$OUT/runs" "$MAIN/results/fer2013-compare/PLAN.md"
 step "bench" "$FB" bench --models "$MODELS" --img-size 48 --batch-size 64 --precision fp32 $BENCH_ARGS \

@@ -9,7 +9,8 @@ MAIN=$(cd "$HERE/../.." && pwd)
 WT=${WT:-/work/run-compare}
 RUNS=${RUNS:-/work/compare-runs}
 DATA=${DATA:-$(cd "$WT/.." && pwd)/shared/data/fer2013}
-KEPT=$HERE/cells
+KEPT=${KEPT:-$HERE/cells}
+COMMIT=${COMMIT:-1}                               # 0: seal and copy only (the rehearsal)
 if pgrep -f "fer-bench run --suite" > /dev/null; then
     echo "keep_cell.sh: a suite is running; keep cells between cells (window.sh), not beside one" >&2
     exit 2
@@ -27,6 +28,10 @@ for v in "$RUNS"/*/validation.json; do
     new+=("$name")
 done
 cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$KEPT/" 2> /dev/null || true
+if [ "$COMMIT" != 1 ]; then
+    echo "keep_cell.sh: kept ${new[*]:-nothing new} in $KEPT (not committed: COMMIT=0)"
+    exit 0
+fi
 cd "$MAIN"
 git add -- "$KEPT"
 if git diff --cached --quiet -- "$KEPT"; then
