@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,104 @@ def seal(cell_dir: Path, data_dir: Path) -> Path:
     return out
 
 
+@contextmanager
+def sealed_forward(arrays, split: str, ids):
+    """Inside: the run code's forward pass (``fer_bench.engine.predict``) returns the sealed logits of ``split`` for
+    the mode it is asked for, with the labels of the batches it is given; the faces must be the sealed ones."""
+    from fer_bench import engine
+
+    real = engine.predict
+    if not np.array_equal(np.asarray(ids).astype(str), arrays[f"ids_{split}"].astype(str)):
+        raise SystemExit(f"seal_cell: the {split} faces of this data are not the sealed ones (ids differ)")
+
+    def predict(model, batches, *, transform, ctx, tta="none", crop=None):
+        labels = np.concatenate([y.cpu().numpy() for _, y in batches])
+        return arrays[f"logits_{tta}_{split}"].copy(), labels
+
+    engine.predict = predict
+    try:
+        yield
+    finally:
+        engine.predict = real
+
+
+def score(cell_dir: Path, data_dir: Path, out: Path) -> list[Path]:
+    """The two test rows of a kept cell whose weights are gone, scored from its sealed logits by the run code's own
+    scoring path (``--unblind``'s: the public row as ``run_model`` finishes a resumed run, the private one as
+    ``evaluate_on_split``); written under ``out`` in the suite's folders. The cost columns come from the untrained
+    architecture (parameters and GMACs do not depend on the weights; throughput is measured now)."""
+    import shutil
+
+    import yaml
+
+    from fer_bench import predictions
+    from fer_bench.data import load_dataset
+    from fer_bench.models import create_model
+    from fer_bench.parts import TTA_MODES
+    from fer_bench.plots import save_run_plots
+    from fer_bench.protocol import sample_ids
+    from fer_bench.recipes import load_recipe, recipe_hash, recipe_to_dict
+    from fer_bench.runner import (
+        RunOptions,
+        _context,
+        _cost,
+        _save_predictions,
+        _test,
+        make_norms,
+        make_protocol,
+        predict_plain,
+        run_id,
+        write_json,
+    )
+    from fer_bench.suite import split_recipe
+
+    start = time.perf_counter()
+    trained = json.loads((cell_dir / "validation.json").read_text())
+    trained.pop("blind", None)
+    recipe = load_recipe(str(cell_dir / "recipe.yaml"))
+    data = load_dataset(trained["dataset"], data_dir)
+    _, ctx = _context(recipe, RunOptions(out=out, device="cpu"))
+    model, spec = create_model(trained["model"], num_classes=len(data.classes), drop_rate=recipe.model.drop_rate)
+    norms = make_norms(recipe, spec, trained["img_size"])
+    ids = sample_ids(data)
+    arrays = dict(np.load(cell_dir / SEALED))
+    meta = json.loads((cell_dir / "sealed.json").read_text())
+    written = []
+    for split in SPLITS:
+        rec = split_recipe(recipe, split)
+        proto = make_protocol(data, rec)
+        first = split == recipe.eval.split
+        rid = trained["run_id"] if first else run_id(trained["model"], rec, data, trained["protocol_hash"], proto.name)
+        run_dir = out / rid
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(rec), sort_keys=False))
+        row = dict(trained)
+        if not first:
+            row |= {"split": split, "recipe_hash": recipe_hash(rec), "n_test": len(proto.test), "run_id": rid,
+                    "trained_run_id": trained["run_id"]}  # fmt: skip
+        row["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with sealed_forward(arrays, split, ids[proto.test]):
+            figures = _test(model, rec, data, proto.test, norms, ctx)
+        row["test"], row["test_tta"], row["confusion_matrix"], plain = figures
+        row["predictions"] = _save_predictions(run_dir, data, proto.test, *plain)
+        if first:
+            with sealed_forward(arrays, "valid", ids[proto.val]):
+                valid = predict_plain(model, rec, data, proto.val, norms, ctx)
+            row["predictions_valid"] = _save_predictions(run_dir, data, proto.val, *valid, name=predictions.VALID_FILE)
+            row |= _cost(model, spec, trained["img_size"], ctx)
+            row["test_tta_gmacs"] = {t: round(row["gmacs"] * TTA_MODES.get(t).passes, 4) for t in row["test_tta"]}
+            row["wall_s"] = round(time.perf_counter() - start, 1)
+            trained = row
+        else:
+            shutil.copyfile(out / trained["run_id"] / predictions.VALID_FILE, run_dir / predictions.VALID_FILE)
+        row["scored_from"] = {"file": SEALED, "sha256": meta["npz_sha256"], "best_pt_sha256": meta["best_pt_sha256"]}
+        write_json(run_dir / "result.json", row)
+        save_run_plots(row, run_dir)
+        written.append(run_dir)
+        print(f"  {rid}: scored from {SEALED}", file=sys.stderr)
+    return written
+
+
 def check(sealed: Path, run_dir: Path, split: str) -> tuple[bool, str]:
     """Compare an unblinded row's plain predictions (its predictions.npz) with the sealed plain logits of ``split``."""
     with np.load(sealed) as s, np.load(run_dir / "predictions.npz") as p:
@@ -139,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=SPLITS, default="private", help="the split --check compares")
     p.add_argument("--check-runs", type=Path, metavar="RUNS", help="every scored row under RUNS against --kept")
     p.add_argument("--kept", type=Path, help="with --check-runs: the folder of the kept cells (their sealed.npz)")
+    p.add_argument(
+        "--score",
+        type=Path,
+        metavar="OUT",
+        help="kept cells whose weights are gone: write their two test rows under OUT from sealed.npz",
+    )
     args = p.parse_args(argv)
     if args.check_runs:
         if args.kept is None:
@@ -151,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         return 0 if ok else 1
     if args.data_dir is None:
-        p.error("--data-dir is needed to seal (the dataset's folder the cells trained on)")
+        p.error("--data-dir is needed to seal or score (the dataset's folder the cells trained on)")
+    if args.score:
+        for cell in args.cells:
+            score(cell, args.data_dir, args.score)
+        return 0
     for cell in args.cells:
         missing = [f for f in ("validation.json", "recipe.yaml", "best.pt") if not (cell / f).is_file()]
         if missing:
