@@ -293,3 +293,45 @@ def test_rederive_gives_the_line_its_first_cells_mean_once_and_made_the_committe
         budget_check.rederive(folder / "superseded", source, entry["rederived_from"]["cell"], "avx2", again)
         source = again
     assert i >= 1 and yaml.safe_load(source.read_text())["lines"] == committed  # v2-S and InsideOut so far
+
+
+def test_seal_check_passes_rows_scored_from_the_sealed_logits_and_names_any_other(tmp_path):
+    """tools/seal_cell.py --check-runs: each scored row's plain probabilities against its cell's sealed logits (the
+    public row is the cell's own folder, the private one names it in trained_run_id); a changed face, other faces or
+    a missing seal fail, by name."""
+    import numpy as np
+    import seal_cell
+
+    from fer_bench.evaluation import predictions
+
+    rng = np.random.default_rng(0)
+    n, k = 50, 7
+    ids = np.array([f"face{i}" for i in range(n)])
+    logits = {s: rng.normal(size=(n, k)).astype(np.float32) for s in ("public", "private")}
+    kept, runs = tmp_path / "cells", tmp_path / "runs"
+    cell = "r18-public-s0-abc"
+    (kept / cell).mkdir(parents=True)
+    np.savez_compressed(kept / cell / seal_cell.SEALED, **{f"logits_none_{s}": v for s, v in logits.items()},
+                        ids_public=ids, ids_private=ids)  # fmt: skip
+
+    def scored(folder: str, split: str, probs, trained: str | None = None, faces=ids) -> None:
+        (runs / folder).mkdir(parents=True, exist_ok=True)
+        row = {"run_id": folder, "split": split} | ({"trained_run_id": trained} if trained else {})
+        (runs / folder / "result.json").write_text(json.dumps(row))
+        predictions.write(runs / folder / predictions.FILE, probs, rng.integers(0, k, n), faces)
+
+    softmax = {s: np.exp(v) / np.exp(v).sum(1, keepdims=True) for s, v in logits.items()}
+    scored(cell, "public", softmax["public"])
+    scored("r18-private-s0-abc", "private", softmax["private"], trained=cell)
+    assert seal_cell.check_runs(runs, kept) == 0
+    changed = softmax["private"].copy()
+    changed[3] = changed[3][::-1]  # one face's prediction is not the sealed one
+    scored("r18-private-s0-abc", "private", changed, trained=cell)
+    assert seal_cell.check_runs(runs, kept) == 1
+    ok, line = seal_cell.check(kept / cell / seal_cell.SEALED, runs / "r18-private-s0-abc", "private")
+    assert not ok and line.startswith("r18-private-s0-abc: DIFFERENT")
+    scored("r18-private-s0-abc", "private", softmax["private"], trained=cell, faces=ids[::-1])  # other faces' order
+    assert not seal_cell.check(kept / cell / seal_cell.SEALED, runs / "r18-private-s0-abc", "private")[0]
+    scored("r18-private-s0-abc", "private", softmax["private"], trained=cell)
+    scored("b2-public-s0-def", "public", softmax["public"])  # a row whose cell was never sealed
+    assert seal_cell.check_runs(runs, kept) == 1

@@ -5,7 +5,9 @@
 A blind suite scores its test splits once, at ``--unblind``, from the cells' ``best.pt``. Those weights live outside
 git, so a lost machine loses them; this tool writes what the test look needs from them, so that the cell's folder
 can be committed without weights and still be scored (results/fer2013-compare/PLAN.md, amendment of 2026-12-07
-19:05 UTC). It runs with the cells' own code (the run worktree's interpreter) and writes into the cell's folder:
+19:05 UTC). It imports the cells' own code (f18e428's layout: ``fer_bench.runner``, ``fer_bench.suite``), so sealing
+and scoring run with the run worktree's interpreter; ``--check`` and ``--check-runs`` need numpy only. Sealing writes
+into the cell's folder:
 
 - ``sealed.npz``: ``logits_<mode>_<split>`` (float32, faces x classes) for the plain pass (``none``) and each TTA of
   the recipe's ``eval.tta``, on each test split (``public``, ``private``) and the validation hold-out (``valid``),
@@ -13,7 +15,9 @@ can be committed without weights and still be scored (results/fer2013-compare/PL
 - ``sealed.json``: the checkpoint's sha256, the code's commit, the arrays and when they were written.
 
 Nothing reads ``sealed.npz`` before the test look; at the look the figures of a cell whose weights exist must come
-from the same logits (``--check RUN_FOLDER``: the unblinded row's predictions.npz against the sealed plain pass).
+from the same logits (``--check RUN_FOLDER``: the unblinded row's predictions.npz against the sealed plain pass;
+``--check-runs RUNS --kept CELLS``: every scored row). A kept cell whose weights are gone is scored from its seal alone
+(``--score OUT``), through the run code's own scoring functions fed the sealed logits instead of a forward pass.
 """
 
 from __future__ import annotations
