@@ -28,6 +28,7 @@ cd "$MAIN" || exit 1
 echo "$(date -u +%T) window $NAME: keep_cell exit $?; running: $CMD" >> "$LOG"
 bash -c "$CMD" >> "$LOG" 2>&1
 echo "$(date -u +%T) window $NAME: command exit $?" >> "$LOG"
+sleep 35  # the watcher polls every 30 s: let it have judged the new row before deciding to resume
 if [ "${RESUME:-1}" != 1 ]; then
     echo "$(date -u +%T) window $NAME: RESUME=0, the cells stay stopped" >> "$LOG"
 elif [ "$(nos)" -gt "$start_nos" ]; then
