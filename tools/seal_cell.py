@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 SEALED = "sealed.npz"
+META = "sealed.json"  # written last: a cell is sealed when this exists and names the npz's sha256
 SPLITS = ("public", "private")
 
 
@@ -83,13 +85,18 @@ def seal(cell_dir: Path, data_dir: Path) -> Path:
             arrays[f"logits_{mode}_{split}"] = np.asarray(logits, dtype=np.float32)
         print(f"  {cell_dir.name}: {split} sealed ({len(idx)} faces, {', '.join(modes)})", file=sys.stderr)
     out = cell_dir / SEALED
-    np.savez_compressed(out, **arrays)
+    (cell_dir / META).unlink(missing_ok=True)  # the marker goes first and comes back last: a half seal is no seal
+    tmp = cell_dir / "sealed.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
     code = Path(engine.__file__).parent
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=code).stdout.strip()
     meta = {"cell": row.get("cell"), "run_id": row.get("run_id"), "best_pt_sha256": sha256(best),
             "code_commit": commit or None, "torch": torch.__version__, "modes": modes, "arrays": sorted(arrays),
             "npz_sha256": sha256(out), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    (cell_dir / "sealed.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = cell_dir / "sealed.tmp.json"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, cell_dir / META)
     return out
 
 
@@ -154,7 +161,7 @@ def score(cell_dir: Path, data_dir: Path, out: Path) -> list[Path]:
     norms = make_norms(recipe, spec, trained["img_size"])
     ids = sample_ids(data)
     arrays = dict(np.load(cell_dir / SEALED))
-    meta = json.loads((cell_dir / "sealed.json").read_text())
+    meta = json.loads((cell_dir / META).read_text())
     written = []
     for split in SPLITS:
         rec = split_recipe(recipe, split)
@@ -191,22 +198,78 @@ def score(cell_dir: Path, data_dir: Path, out: Path) -> list[Path]:
     return written
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def _same_probs(sealed_logits: np.ndarray, sealed_ids: np.ndarray, file: Path) -> tuple[bool, float, np.ndarray]:
+    """(equal, max |difference|, the file's labels): a predictions file's probabilities and faces against a seal."""
+    with np.load(file) as p:
+        probs, labels, ids = np.asarray(p["probs"], np.float64), np.asarray(p["labels"]), np.asarray(p["ids"])
+    logits = sealed_logits.astype(np.float64)
+    if probs.shape != logits.shape or not np.array_equal(ids.astype(str), sealed_ids.astype(str)):
+        return False, float("inf"), labels
+    diff = float(np.abs(probs - _softmax(logits)).max())
+    return diff < 1e-5 and bool((probs.argmax(1) == logits.argmax(1)).all()), diff, labels
+
+
 def check(sealed: Path, run_dir: Path, split: str) -> tuple[bool, str]:
-    """Compare an unblinded row's plain predictions (its predictions.npz) with the sealed plain logits of ``split``."""
-    with np.load(sealed) as s, np.load(run_dir / "predictions.npz") as p:
-        logits = s[f"logits_none_{split}"].astype(np.float64)
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        keys = [k for k in p.files if k in ("probs", "probabilities")]
-        if not keys:
-            return False, f"{run_dir.name}: no probabilities in predictions.npz ({', '.join(p.files)})"
-        ids = np.asarray(p["ids"]).astype(str) if "ids" in p.files else None
-        same_ids = ids is None or np.array_equal(ids, s[f"ids_{split}"].astype(str))
-        diff = float(np.abs(np.asarray(p[keys[0]], dtype=np.float64) - probs).max())
-        agree = float((np.asarray(p[keys[0]]).argmax(1) == logits.argmax(1)).mean())
-    ok = same_ids and diff < 1e-5 and agree == 1.0
-    said = "equal" if ok else "DIFFERENT"
-    return ok, f"{run_dir.name}: {said} (max |p - sealed p| {diff:.2e}, argmax agreement {agree:.4f}, ids {same_ids})"
+    """An unblinded row against its cell's seal: the plain test probabilities and faces (predictions.npz), each TTA's
+    top-1 in the row recomputed from the sealed TTA logits, and the hold-out's probabilities (predictions-valid.npz)."""
+    row = json.loads((run_dir / "result.json").read_text())
+    with np.load(sealed) as s:
+        arrays = {k: s[k] for k in s.files}
+    ok, diff, labels = _same_probs(arrays[f"logits_none_{split}"], arrays[f"ids_{split}"], run_dir / "predictions.npz")
+    said = [f"plain max |p - sealed p| {diff:.1e}"]
+    for mode, figures in (row.get("test_tta") or {}).items():
+        if mode == "none":
+            continue
+        key = f"logits_{mode}_{split}"
+        top1 = 100 * float((arrays[key].argmax(1) == labels).mean()) if key in arrays else float("nan")
+        ok &= abs(top1 - figures["top1"]) < 1e-9
+        said.append(f"{mode} top-1 {'as sealed' if abs(top1 - figures['top1']) < 1e-9 else 'NOT as sealed'}")
+    if (run_dir / "predictions-valid.npz").is_file() and "logits_none_valid" in arrays:
+        same, vdiff, _ = _same_probs(
+            arrays["logits_none_valid"], arrays["ids_valid"], run_dir / "predictions-valid.npz"
+        )
+        ok &= same
+        said.append(f"hold-out max |p - sealed p| {vdiff:.1e}")
+    return ok, f"{run_dir.name}: {'equal' if ok else 'DIFFERENT'} ({'; '.join(said)})"
+
+
+def verify(runs: Path, kept: Path, need_weights: bool) -> int:
+    """Before the test look: every cell with a validation row under ``runs`` has a whole seal under ``kept``, made from
+    the best.pt it has now, committed unchanged (when ``kept`` is in a git checkout); ``need_weights``: and it still
+    has its best.pt and last.pt (``--unblind`` would train a cell without last.pt from scratch)."""
+    problems = []
+    cells = sorted(p.parent for p in runs.glob("*/validation.json"))
+    in_git = (
+        subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=kept, capture_output=True).returncode == 0
+    )
+    for cell in cells:
+        k = kept / cell.name
+        if not (k / META).is_file() or not (k / SEALED).is_file():
+            problems.append(f"{cell.name}: not sealed under {kept} (results/fer2013-compare/keep_cell.sh seals it)")
+            continue
+        meta = json.loads((k / META).read_text())
+        if sha256(k / SEALED) != meta["npz_sha256"]:
+            problems.append(f"{cell.name}: {k / SEALED} is not the file its {META} names")
+        if (cell / "best.pt").is_file() and sha256(cell / "best.pt") != meta["best_pt_sha256"]:
+            problems.append(f"{cell.name}: sealed from another best.pt than the one in {cell}")
+        if need_weights and not ((cell / "best.pt").is_file() and (cell / "last.pt").is_file()):
+            problems.append(f"{cell.name}: no best.pt/last.pt in {cell}: --unblind would train it again; score every "
+                            "cell from its seal instead (the README's rescue, FIN_FROM_SEALS=1)")  # fmt: skip
+        if in_git:
+            tracked = subprocess.run(["git", "ls-files", "--error-unmatch", SEALED, META], cwd=k, capture_output=True)
+            changed = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=k, capture_output=True, text=True)
+            if tracked.returncode or changed.stdout.strip():
+                problems.append(f"{cell.name}: its kept folder {k} is not committed as it is")
+    for line in problems:
+        print(line)
+    print(f"{len(cells) - len({p.split(':')[0] for p in problems})} of {len(cells)} cell(s) sealed, kept"
+          f"{' and committed' if in_git else ''}{', with their weights' if need_weights else ''}")  # fmt: skip
+    return 1 if problems or not cells else 0
 
 
 def check_runs(runs: Path, kept: Path) -> int:
@@ -249,9 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         help="kept cells whose weights are gone: write their two test rows under OUT from sealed.npz",
     )
     args = p.parse_args(argv)
-    if args.check_runs:
+    if args.check_runs or args.verify:
         if args.kept is None:
-            p.error("--check-runs needs --kept (the folder of the kept cells)")
+            p.error("--check-runs and --verify need --kept (the folder of the kept cells)")
+        if args.verify:
+            return verify(args.verify, args.kept, args.need_weights)
         return check_runs(args.check_runs, args.kept)
     if not args.cells:
         p.error("name the cell folders to seal")

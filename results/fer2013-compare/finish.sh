@@ -16,6 +16,15 @@ TRACKING=${FIN_TRACKING:-sqlite:///$WT/mlflow.db}                 # the store th
 RUN_CWD=${FIN_RUN_CWD:-$WT}                                       # where the look runs (MLflow's ./mlruns lands there)
 OUT=${FIN_OUT:-$MAIN/results/fer2013-compare}                     # the tables, the rows and the logs
 KEPT=${FIN_KEPT:-$OUT/cells}                                      # the kept cells: each with its sealed.npz
+DATA=${FIN_DATA:-$(cd "$WT/.." && pwd)/shared/data/fer2013}       # the data the cells trained on (for sealing)
+FROM_SEALS=${FIN_FROM_SEALS:-0}   # 1: the cells' weights are lost; score every cell from its seal (README, rescue)
+if [ "$FROM_SEALS" = 1 ]; then
+    CELLS=$KEPT                                                   # the validation rows: the kept copies
+    SCORED=${FIN_SCORED:-$RUNS-from-seals}                        # where the rows scored from the seals go
+else
+    CELLS=$RUNS
+    SCORED=$RUNS
+fi
 ROWS=${FIN_ROWS:-30}                                              # 5 lines x 3 seeds x 2 test splits
 SEEDS=${FIN_SEEDS:-3}
 MODELS=${FIN_MODELS:-resnet18,vgg_khaireddin,efficientnet_b2,efficientnetv2_s}
@@ -76,20 +85,32 @@ nothing_else_runs() {  # no trainer; the run tree clean and at the cells' code; 
 }
 
 unblind() {  # the one test look, with the run's own code and store; its output also in unblind.log
+    if [ "$FROM_SEALS" = 1 ]; then  # the same look from the sealed logits, through the run code's scoring
+        "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$KEPT"/*/ --data-dir "$DATA" --score "$SCORED" 2>&1 |
+            tee -a "$OUT/unblind.log"
+        return "${PIPESTATUS[0]}"
+    fi
     cd "$RUN_CWD" && "$WT/.venv/bin/fer-bench" run --suite "$(cd "$WT" && realpath "$SUITE")" --out "$RUNS" \
-        --tracking-uri "$TRACKING" --unblind --no-progress 2>&1 | tee -a "$OUT/unblind.log"
+        --tracking-uri "$TRACKING" --unblind --device cpu --no-progress 2>&1 | tee -a "$OUT/unblind.log"
+}
+
+keep_all() {  # every cell sealed and kept (the last cell had no window after it); committed unless COMMIT=0
+    [ "$FROM_SEALS" = 1 ] && { echo "scoring from the seals: the cells are kept already"; return 0; }
+    RUNS=$RUNS KEPT=$KEPT WT=$WT DATA=$DATA COMMIT=${FIN_COMMIT:-1} "$MAIN/results/fer2013-compare/keep_cell.sh"
 }
 
 copy_rows() {  # every scored cell's folder without weights and without the run code's own tables
     mkdir -p "$OUT/runs" "$OUT/cells"
     local n=0 d
-    for d in "$RUNS"/*/; do
+    for d in "$SCORED"/*/; do
         [ -f "$d/result.json" ] || continue
         mkdir -p "$OUT/runs/$(basename "$d")"
         tar -C "$d" --exclude='*.pt' --exclude='sealed.*' -cf - . | tar -C "$OUT/runs/$(basename "$d")" -xpf - || return 1
         n=$((n + 1))
     done
-    cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$OUT/cells/" || return 1
+    if [ -f "$RUNS/cells.log" ]; then  # (the kept copies under cells/ stand when the runs folder is lost)
+        cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$OUT/cells/" || return 1
+    fi
     echo "$n scored row(s) copied into $OUT/runs; logs and CPU samples into $OUT/cells"
     if [ "$n" -ne "$ROWS" ]; then
         echo "expected $ROWS scored rows (lines x seeds x test splits), found $n"
@@ -131,19 +152,24 @@ tables() {  # the tables in four formats (CSV holds every column), the figures a
 }
 
 cpu_hours() {
-    "$PY" "$MAIN/tools/cpu_share.py" --sum "$RUNS"/cells-cpu-share*.txt | tee "$OUT/cpu-share-sum.txt"
+    "$PY" "$MAIN/tools/cpu_share.py" --sum "$OUT"/cells/cells-cpu-share*.txt | tee "$OUT/cpu-share-sum.txt"
 }
 
 echo "finish.sh $(date -u +%FT%TZ): main $(git -C "$MAIN" rev-parse --short HEAD), run tree $WT, rows $RUNS" >> "$LOG"
 step "nothing else runs" nothing_else_runs
+step "every cell kept" keep_all
+NEED=--need-weights
+[ "$FROM_SEALS" = 1 ] && NEED=
+step "every cell sealed from its weights, kept and committed" "$PY" "$MAIN/tools/seal_cell.py" --verify "$CELLS" \
+    --kept "$KEPT" $NEED
 if [ "$TIME_CHECK" = 1 ]; then
-    step "time check" "$PY" "$MAIN/tools/budget_check.py" "$RUNS" "$(cd "$WT" && realpath "$PILOTS")" --cpu-class avx2
+    step "time check" "$PY" "$MAIN/tools/budget_check.py" "$CELLS" "$(cd "$WT" && realpath "$PILOTS")" --cpu-class avx2
 else
     echo "== time check skipped (FIN_TIME_CHECK=0: the rehearsal)" | tee -a "$LOG"
 fi
-step "plan check, the validation rows" "$PY" "$MAIN/tools/plan_check.py" "$RUNS" "$MAIN/results/fer2013-compare/PLAN.md"
+step "plan check, the validation rows" "$PY" "$MAIN/tools/plan_check.py" "$CELLS" "$MAIN/results/fer2013-compare/PLAN.md"
 step "the test look (--unblind)" unblind
-step "the scored rows against the sealed logits" "$PY" "$MAIN/tools/seal_cell.py" --check-runs "$RUNS" --kept "$KEPT"
+step "the scored rows against the sealed logits" "$PY" "$MAIN/tools/seal_cell.py" --check-runs "$SCORED" --kept "$KEPT"
 step "rows" copy_rows
 step "plan check, the scored rows" "$PY" "$MAIN/tools/plan_check.py" "$OUT/runs" "$MAIN/results/fer2013-compare/PLAN.md"
 step "bench" "$FB" bench --models "$MODELS" --img-size 48 --batch-size 64 --precision fp32 $BENCH_ARGS \

@@ -15,16 +15,28 @@ if pgrep -f "fer-bench run --suite" > /dev/null; then
     echo "keep_cell.sh: a suite is running; keep cells between cells (window.sh), not beside one" >&2
     exit 2
 fi
+if [ "$COMMIT" = 1 ]; then  # the commit goes on main, never into a merge or rebase in progress
+    branch=$(git -C "$MAIN" symbolic-ref --short -q HEAD || true)
+    gitdir=$(git -C "$MAIN" rev-parse --git-dir)
+    if [ "$branch" != main ] || [ -e "$gitdir/MERGE_HEAD" ] || [ -d "$gitdir/rebase-merge" ] || [ -d "$gitdir/rebase-apply" ]; then
+        echo "keep_cell.sh: $MAIN is not on main with nothing in progress (branch '${branch:-detached}'); finish that first" >&2
+        exit 2
+    fi
+fi
 mkdir -p "$KEPT"
+exec 8> "$RUNS/keep.lock"
+flock 8  # one keeper at a time (a window and finish.sh may both call this)
 new=()
 for v in "$RUNS"/*/validation.json; do
     [ -f "$v" ] || continue
     d=$(dirname "$v")
     name=$(basename "$d")
-    [ -f "$KEPT/$name/sealed.npz" ] && continue
-    [ -f "$d/sealed.npz" ] || HF_HUB_OFFLINE=1 "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$d" --data-dir "$DATA"
-    mkdir -p "$KEPT/$name"
-    tar -C "$d" --exclude='*.pt' -cf - . | tar -C "$KEPT/$name" -xf -
+    [ -f "$KEPT/$name/sealed.json" ] && continue
+    # sealed.json is written last: without it the seal is redone
+    [ -f "$d/sealed.json" ] || HF_HUB_OFFLINE=1 "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$d" --data-dir "$DATA"
+    rm -rf "$KEPT/$name.part" && mkdir -p "$KEPT/$name.part"
+    tar -C "$d" --exclude='*.pt' --exclude='*.tmp' --exclude='sealed.tmp.*' -cf - . | tar -C "$KEPT/$name.part" -xf -
+    rm -rf "${KEPT:?}/$name" && mv "$KEPT/$name.part" "$KEPT/$name"
     new+=("$name")
 done
 cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$KEPT/" 2> /dev/null || true
@@ -38,6 +50,5 @@ if git diff --cached --quiet -- "$KEPT"; then
     echo "keep_cell.sh: nothing new to keep"
     exit 0
 fi
-msg="fer2013-compare: kept ${new[*]:-the logs} (validation row, sealed test outputs, no weights)"
-git commit -q -m "$msg" -- "$KEPT"
+git commit -q -m "fer2013-compare: kept ${new[*]:-the logs} (validation row, sealed test outputs, no weights)" -- "$KEPT"
 echo "keep_cell.sh: $(git log --oneline -1)"

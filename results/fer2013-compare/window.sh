@@ -12,7 +12,7 @@ NAME=$1
 CMD=${2:-true}
 LOG=/tmp/window-$NAME.log
 rows() { find "$RUNS" -maxdepth 2 -name validation.json 2> /dev/null | wc -l; }
-nos() { grep -c ': NO' "$RUNS/budget-watch.log" 2> /dev/null || true; }
+nos() { local n; n=$(grep -c ': NO' "$RUNS/budget-watch.log" 2> /dev/null); echo "${n:-0}"; }
 
 start_rows=$(rows)
 start_nos=$(nos)
@@ -24,8 +24,11 @@ while kill -0 "$pid" 2> /dev/null; do sleep 1; done
 echo "== $(date -u +%FT%TZ) window $NAME: suite stopped after row $((start_rows + 1))" >> "$RUNS/cells.log"
 echo "$(date -u +%T) window $NAME: suite stopped; keeping the new cell" >> "$LOG"
 cd "$MAIN" || exit 1
-"$HERE/keep_cell.sh" >> "$LOG" 2>&1
-echo "$(date -u +%T) window $NAME: keep_cell exit $?; running: $CMD" >> "$LOG"
+if ! "$HERE/keep_cell.sh" >> "$LOG" 2>&1; then  # the plan keeps every cell before the next one trains
+    echo "$(date -u +%T) window $NAME: keep_cell FAILED: the cells stay stopped (fix, keep, then cells.sh)" >> "$LOG"
+    exit 1
+fi
+echo "$(date -u +%T) window $NAME: cell kept; running: $CMD" >> "$LOG"
 bash -c "$CMD" >> "$LOG" 2>&1
 echo "$(date -u +%T) window $NAME: command exit $?" >> "$LOG"
 sleep 35  # the watcher polls every 30 s: let it have judged the new row before deciding to resume
@@ -33,7 +36,10 @@ if [ "${RESUME:-1}" != 1 ]; then
     echo "$(date -u +%T) window $NAME: RESUME=0, the cells stay stopped" >> "$LOG"
 elif [ "$(nos)" -gt "$start_nos" ]; then
     echo "$(date -u +%T) window $NAME: the watcher said NO: the cells stay stopped (re-derive first)" >> "$LOG"
-else
-    "$HERE/cells.sh" >> "$LOG" 2>&1
+elif ! pgrep -f "budget_watch.py $RUNS " > /dev/null; then
+    echo "$(date -u +%T) window $NAME: the watcher is not running, so the new row is unjudged: the cells stay stopped" >> "$LOG"
+elif "$HERE/cells.sh" >> "$LOG" 2>&1; then
     echo "$(date -u +%T) window $NAME: cells resumed" >> "$LOG"
+else
+    echo "$(date -u +%T) window $NAME: cells.sh refused (above): the cells stay stopped" >> "$LOG"
 fi

@@ -27,7 +27,7 @@ cp "$R/blind.log" "$R/runs/cells.log" && touch "$R/runs/budget-watch.log"
 # each finished cell sealed and kept, as keep_cell.sh does between the comparison's cells (without the commit)
 RUNS="$R/runs" KEPT="$R/out/cells" DATA="$R" COMMIT=0 "$MAIN/results/fer2013-compare/keep_cell.sh" || exit 1
 FIN_WT=$WT FIN_RUNS="$R/runs" FIN_SUITE="$R/suite.yaml" FIN_TRACKING="sqlite:///$R/m.db" FIN_RUN_CWD="$R" \
-    FIN_OUT="$R/out" FIN_KEPT="$R/out/cells" FIN_ROWS=18 FIN_MODELS=resnet18,efficientnetv2_s FIN_TIME_CHECK=0 \
+    FIN_OUT="$R/out" FIN_KEPT="$R/out/cells" FIN_COMMIT=0 FIN_DATA="$R" FIN_ROWS=18 FIN_MODELS=resnet18,efficientnetv2_s FIN_TIME_CHECK=0 \
     FIN_TITLE="rehearsal: 1 epoch on 128 synthetic images, 3 seeds" FIN_BENCH_ARGS="--repeats 3 --steps 3" \
     "$MAIN/results/fer2013-compare/finish.sh"
 rc=$?
