@@ -335,3 +335,34 @@ def test_seal_check_passes_rows_scored_from_the_sealed_logits_and_names_any_othe
     scored("r18-private-s0-abc", "private", softmax["private"], trained=cell)
     scored("b2-public-s0-def", "public", softmax["public"])  # a row whose cell was never sealed
     assert seal_cell.check_runs(runs, kept) == 1
+
+
+def test_seal_verify_wants_every_cell_sealed_from_the_weights_it_has(tmp_path):
+    """tools/seal_cell.py --verify, before the test look: a cell without a whole seal (sealed.json is the mark), one
+    sealed from other weights than its best.pt, an altered npz, and with --need-weights a cell without last.pt all
+    fail; a cell sealed from its own weights passes."""
+    import numpy as np
+    import seal_cell
+
+    runs, kept = tmp_path / "runs", tmp_path / "cells"
+    cell = runs / "r18-public-s0-abc"
+    cell.mkdir(parents=True)
+    (cell / "validation.json").write_text("{}")
+    (cell / "best.pt").write_bytes(b"weights")
+    (cell / "last.pt").write_bytes(b"state")
+    assert seal_cell.verify(runs, kept, need_weights=False) == 1  # no kept folder at all
+    (kept / cell.name).mkdir(parents=True)
+    np.savez_compressed(kept / cell.name / seal_cell.SEALED, logits_none_public=np.zeros((2, 7), np.float32))
+    assert seal_cell.verify(runs, kept, need_weights=False) == 1  # the npz without its sealed.json: half a seal
+    meta = {"npz_sha256": seal_cell.sha256(kept / cell.name / seal_cell.SEALED),
+            "best_pt_sha256": seal_cell.sha256(cell / "best.pt")}  # fmt: skip
+    (kept / cell.name / seal_cell.META).write_text(json.dumps(meta))
+    assert seal_cell.verify(runs, kept, need_weights=True) == 0
+    (cell / "last.pt").unlink()
+    assert seal_cell.verify(runs, kept, need_weights=False) == 0
+    assert seal_cell.verify(runs, kept, need_weights=True) == 1  # --unblind would train it again
+    (cell / "best.pt").write_bytes(b"other weights")
+    assert seal_cell.verify(runs, kept, need_weights=False) == 1
+    (cell / "best.pt").write_bytes(b"weights")
+    np.savez_compressed(kept / cell.name / seal_cell.SEALED, logits_none_public=np.ones((2, 7), np.float32))
+    assert seal_cell.verify(runs, kept, need_weights=False) == 1

@@ -242,6 +242,9 @@ def verify(runs: Path, kept: Path, need_weights: bool) -> int:
     """Before the test look: every cell with a validation row under ``runs`` has a whole seal under ``kept``, made from
     the best.pt it has now, committed unchanged (when ``kept`` is in a git checkout); ``need_weights``: and it still
     has its best.pt and last.pt (``--unblind`` would train a cell without last.pt from scratch)."""
+    if not kept.is_dir():
+        print(f"{kept}: no such folder of kept cells (results/fer2013-compare/keep_cell.sh makes it)")
+        return 1
     problems = []
     cells = sorted(p.parent for p in runs.glob("*/validation.json"))
     in_git = (

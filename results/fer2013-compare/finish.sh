@@ -108,8 +108,10 @@ copy_rows() {  # every scored cell's folder without weights and without the run 
         tar -C "$d" --exclude='*.pt' --exclude='sealed.*' -cf - . | tar -C "$OUT/runs/$(basename "$d")" -xpf - || return 1
         n=$((n + 1))
     done
-    if [ -f "$RUNS/cells.log" ]; then  # (the kept copies under cells/ stand when the runs folder is lost)
-        cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$OUT/cells/" || return 1
+    local logs=$RUNS  # the runs folder's logs; when it is lost, the copies keep_cell.sh kept
+    [ -f "$RUNS/cells.log" ] || logs=$KEPT
+    if [ "$(cd "$logs" && pwd)" != "$(cd "$OUT/cells" && pwd)" ]; then
+        cp "$logs"/cells.log "$logs"/budget-watch.log "$logs"/cells-cpu-share*.txt "$OUT/cells/" || return 1
     fi
     echo "$n scored row(s) copied into $OUT/runs; logs and CPU samples into $OUT/cells"
     if [ "$n" -ne "$ROWS" ]; then

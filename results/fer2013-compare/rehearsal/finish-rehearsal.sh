@@ -48,3 +48,11 @@ bad = [p.parent.name for p in rows
 print(f"rescued {len(rows)} row(s); {len(rows) - len(bad)} equal the test look's on {', '.join(keys)}; differ: {bad}")
 sys.exit(1 if bad or len(rows) != len(list(runs.glob('*/result.json'))) else 0)
 PY
+# finish.sh again as after a lost machine: every cell scored from its seal alone (no weights, no --unblind)
+FIN_WT=$WT FIN_RUNS="$R/lost" FIN_SUITE="$R/suite.yaml" FIN_RUN_CWD="$R" FIN_OUT="$R/out2" FIN_KEPT="$R/out/cells" \
+    FIN_FROM_SEALS=1 FIN_SCORED="$R/scored2" FIN_DATA="$R" FIN_ROWS=18 FIN_MODELS=resnet18,efficientnetv2_s \
+    FIN_TIME_CHECK=0 FIN_TITLE="rehearsal from the seals: 1 epoch on 128 synthetic images, 3 seeds" \
+    FIN_BENCH_ARGS="--repeats 3 --steps 3" "$MAIN/results/fer2013-compare/finish.sh"
+rc=$?
+echo "finish from the seals rc=$rc"
+exit "$rc"
