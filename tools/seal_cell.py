@@ -83,7 +83,8 @@ def seal(cell_dir: Path, data_dir: Path) -> Path:
             tta = {} if mode == "none" else {"tta": mode}
             logits, _ = engine.predict(model, batches.epoch(), transform=norm, ctx=ctx, crop=crop, **tta)
             arrays[f"logits_{mode}_{split}"] = np.asarray(logits, dtype=np.float32)
-        print(f"  {cell_dir.name}: {split} sealed ({len(idx)} faces, {', '.join(modes)})", file=sys.stderr)
+        said = ", ".join(modes if split != "valid" else ["none"])
+        print(f"  {cell_dir.name}: {split} sealed ({len(idx)} faces, {said})", file=sys.stderr)
     out = cell_dir / SEALED
     (cell_dir / META).unlink(missing_ok=True)  # the marker goes first and comes back last: a half seal is no seal
     tmp = cell_dir / "sealed.tmp.npz"
@@ -308,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", choices=SPLITS, default="private", help="the split --check compares")
     p.add_argument("--check-runs", type=Path, metavar="RUNS", help="every scored row under RUNS against --kept")
     p.add_argument("--kept", type=Path, help="with --check-runs: the folder of the kept cells (their sealed.npz)")
+    p.add_argument(
+        "--verify",
+        type=Path,
+        metavar="RUNS",
+        help="before the look: every cell under RUNS sealed from its best.pt and kept under --kept",
+    )
+    p.add_argument("--need-weights", action="store_true", help="with --verify: and every cell still has its weights")
     p.add_argument(
         "--score",
         type=Path,
