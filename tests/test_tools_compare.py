@@ -358,6 +358,12 @@ def test_seal_verify_wants_every_cell_sealed_from_the_weights_it_has(tmp_path):
             "best_pt_sha256": seal_cell.sha256(cell / "best.pt")}  # fmt: skip
     (kept / cell.name / seal_cell.META).write_text(json.dumps(meta))
     assert seal_cell.verify(runs, kept, need_weights=True) == 0
+    assert seal_cell.verify(runs, kept, need_weights=True, expect=15) == 1  # 1 cell of 15: no test look yet
+    # scoring from the seals is the test look: never for fewer cells than the suite has
+    given = ["--data-dir", str(tmp_path), "--score", str(tmp_path / "scored")]
+    assert seal_cell.main([str(kept / cell.name), *given]) == 2
+    assert seal_cell.main([str(kept / cell.name), *given, "--expect", "15"]) == 2
+    assert not (tmp_path / "scored").exists()
     (cell / "last.pt").unlink()
     assert seal_cell.verify(runs, kept, need_weights=False) == 0
     assert seal_cell.verify(runs, kept, need_weights=True) == 1  # --unblind would train it again

@@ -239,7 +239,7 @@ def check(sealed: Path, run_dir: Path, split: str) -> tuple[bool, str]:
     return ok, f"{run_dir.name}: {'equal' if ok else 'DIFFERENT'} ({'; '.join(said)})"
 
 
-def verify(runs: Path, kept: Path, need_weights: bool) -> int:
+def verify(runs: Path, kept: Path, need_weights: bool, expect: int | None = None) -> int:
     """Before the test look: every cell with a validation row under ``runs`` has a whole seal under ``kept``, made from
     the best.pt it has now, committed unchanged (when ``kept`` is in a git checkout); ``need_weights``: and it still
     has its best.pt and last.pt (``--unblind`` would train a cell without last.pt from scratch)."""
@@ -269,6 +269,8 @@ def verify(runs: Path, kept: Path, need_weights: bool) -> int:
             changed = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=k, capture_output=True, text=True)
             if tracked.returncode or changed.stdout.strip():
                 problems.append(f"{cell.name}: its kept folder {k} is not committed as it is")
+    if expect is not None and len(cells) != expect:
+        problems.append(f"{runs}: {len(cells)} cell(s) with a validation row, the suite has {expect}: no test look yet")
     for line in problems:
         print(line)
     print(f"{len(cells) - len({p.split(':')[0] for p in problems})} of {len(cells)} cell(s) sealed, kept"
@@ -315,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="RUNS",
         help="before the look: every cell under RUNS sealed from its best.pt and kept under --kept",
     )
+    p.add_argument(
+        "--expect",
+        type=int,
+        metavar="N",
+        help="with --verify and --score: the suite's number of cells; fewer is no test look",
+    )
     p.add_argument("--need-weights", action="store_true", help="with --verify: and every cell still has its weights")
     p.add_argument(
         "--score",
@@ -327,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.kept is None:
             p.error("--check-runs and --verify need --kept (the folder of the kept cells)")
         if args.verify:
-            return verify(args.verify, args.kept, args.need_weights)
+            return verify(args.verify, args.kept, args.need_weights, args.expect)
         return check_runs(args.check_runs, args.kept)
     if not args.cells:
         p.error("name the cell folders to seal")
@@ -338,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir is None:
         p.error("--data-dir is needed to seal or score (the dataset's folder the cells trained on)")
     if args.score:
+        sealed = [c for c in args.cells if (c / META).is_file()]
+        if args.expect is None or len(sealed) != args.expect or len(args.cells) != args.expect:
+            print(f"seal_cell: --score is the test look: it scores all of a suite's cells at once, after every one "
+                  f"is sealed; give --expect N (the suite's cells): {len(sealed)} sealed of {len(args.cells)} "
+                  "given", file=sys.stderr)  # fmt: skip
+            return 2
         for cell in args.cells:
             score(cell, args.data_dir, args.score)
         return 0

@@ -18,6 +18,14 @@ if [ -n "$(git -C "$WT" status --porcelain -uno)" ]; then
     exit 2
 fi
 mkdir -p "$RUNS"
+# After a lost machine the kept cells (keep_cell.sh) go back into the runs folder, validation row and seal without
+# weights, so that the suite does not train them again; their test look is then the one from the seals (finish.sh
+# with FIN_FROM_SEALS=1, which its --verify step asks for).
+for k in "$MAIN"/results/fer2013-compare/cells/*/; do
+    [ -f "$k/sealed.json" ] && [ ! -e "$RUNS/$(basename "$k")" ] || continue
+    mkdir -p "$RUNS/$(basename "$k")" && cp -p "$k"* "$RUNS/$(basename "$k")/"
+    echo "cells.sh: the kept cell $(basename "$k") restored into $RUNS (no weights)"
+done
 # the plan's conditions: the kernel's autogroup off, so that niced work cannot take a fair half of the cores
 [ -w /proc/sys/kernel/sched_autogroup_enabled ] && echo 0 > /proc/sys/kernel/sched_autogroup_enabled
 export HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true

@@ -86,7 +86,8 @@ nothing_else_runs() {  # no trainer; the run tree clean and at the cells' code; 
 
 unblind() {  # the one test look, with the run's own code and store; its output also in unblind.log
     if [ "$FROM_SEALS" = 1 ]; then  # the same look from the sealed logits, through the run code's scoring
-        "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$KEPT"/*/ --data-dir "$DATA" --score "$SCORED" 2>&1 |
+        "$WT/.venv/bin/python" "$MAIN/tools/seal_cell.py" "$KEPT"/*/ --data-dir "$DATA" --score "$SCORED" \
+            --expect "$((ROWS / 2))" 2>&1 |
             tee -a "$OUT/unblind.log"
         return "${PIPESTATUS[0]}"
     fi
@@ -163,7 +164,7 @@ step "every cell kept" keep_all
 NEED=--need-weights
 [ "$FROM_SEALS" = 1 ] && NEED=
 step "every cell sealed from its weights, kept and committed" "$PY" "$MAIN/tools/seal_cell.py" --verify "$CELLS" \
-    --kept "$KEPT" $NEED
+    --kept "$KEPT" --expect "$((ROWS / 2))" $NEED
 if [ "$TIME_CHECK" = 1 ]; then
     step "time check" "$PY" "$MAIN/tools/budget_check.py" "$CELLS" "$(cd "$WT" && realpath "$PILOTS")" --cpu-class avx2
 else

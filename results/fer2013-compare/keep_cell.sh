@@ -39,7 +39,14 @@ for v in "$RUNS"/*/validation.json; do
     rm -rf "${KEPT:?}/$name" && mv "$KEPT/$name.part" "$KEPT/$name"
     new+=("$name")
 done
-cp "$RUNS"/cells.log "$RUNS"/budget-watch.log "$RUNS"/cells-cpu-share*.txt "$KEPT/" 2> /dev/null || true
+for f in cells.log budget-watch.log; do  # a kept log that is not the start of this one is a lost folder's: keep it beside
+    [ -f "$RUNS/$f" ] || continue
+    if [ -f "$KEPT/$f" ] && ! cmp -s -n "$(stat -c %s "$KEPT/$f")" "$KEPT/$f" "$RUNS/$f"; then
+        mv "$KEPT/$f" "$KEPT/${f%.log}-until-$(date -u +%Y%m%dT%H%M%SZ).log"
+    fi
+    cp "$RUNS/$f" "$KEPT/$f"
+done
+cp "$RUNS"/cells-cpu-share*.txt "$KEPT/" 2> /dev/null || true  # one file per start: their names do not repeat
 if [ "$COMMIT" != 1 ]; then
     echo "keep_cell.sh: kept ${new[*]:-nothing new} in $KEPT (not committed: COMMIT=0)"
     exit 0
