@@ -238,6 +238,24 @@ def test_the_pareto_plot_has_a_marker_per_protocol_and_no_overlapping_labels():
     pyplot().close(fig)
 
 
+def test_the_pareto_plot_marks_the_lines_the_table_marks_as_not_converged():
+    """A snapshot on the plot carries the table's † and the title says what it means; a converged line does not."""
+    rows = [{"model": m, "recipe": "r", "protocol_hash": m, "split": "private", "infer_model_img_s": v, "top1": t,
+             "macro_f1": t - 5, "convergence": c}
+            for m, v, t, c in (("a", 400.0, 60.0, "converged"),
+                               ("b", 900.0, 50.0, "snapshot, not converged"))]  # fmt: skip
+    fig = page_figures.pareto_figure(pd.DataFrame(rows))
+    labels = {t.get_text() for ax in fig.axes for t in ax.texts if t.get_gid() == "label"}
+    assert labels == {"a · private", "b · private †"}
+    assert fig._suptitle.get_text().endswith("\n† snapshot, not converged")
+    fig2 = page_figures.pareto_figure(pd.DataFrame(rows[:1]))
+    assert "†" not in fig2._suptitle.get_text()
+    from fer_bench.report.mpl import pyplot
+
+    pyplot().close(fig)
+    pyplot().close(fig2)
+
+
 def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys):
     runs, evals = tmp_path / "runs", tmp_path / "evals"
     (tmp_path / "x").mkdir()

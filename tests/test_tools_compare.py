@@ -372,3 +372,47 @@ def test_seal_verify_wants_every_cell_sealed_from_the_weights_it_has(tmp_path):
     (cell / "best.pt").write_bytes(b"weights")
     np.savez_compressed(kept / cell.name / seal_cell.SEALED, logits_none_public=np.ones((2, 7), np.float32))
     assert seal_cell.verify(runs, kept, need_weights=False) == 1
+
+
+def test_readme_table_gives_mean_and_seed_sd_both_intervals_and_leaves_published_rows_out(tmp_path):
+    """tools/readme_table.py: the READMEs' table from a leaderboard CSV: mean ± the seeds' sd (not the bootstrap
+    half-width), the face and seed intervals, the difference to the best with its mark; one split; published rows
+    (no rank number) never ranked in it; more than 8 lines refused."""
+    import csv as csvlib
+
+    import pytest
+    import readme_table
+
+    base = {"dataset": "fer2013", "epochs": "12", "seeds": "3", "convergence": "snapshot, not converged",
+            "params_m": "11.18", "gmacs": "0.0981", "train_min": "46.2", "train_min_std": "1.5",
+            "bench_infer_img_s": "1500"}  # fmt: skip
+    rows = [
+        base | {"rank": "1", "model": "resnet18", "recipe": "compare-48 v1", "split": "private", "macro_f1": "55.0",
+                "macro_f1_std": "0.8", "macro_f1_ci_lo": "53.1", "macro_f1_ci_hi": "56.9",
+                "macro_f1_seeds_ci_lo": "53.0", "macro_f1_seeds_ci_hi": "57.0", "top1": "60.0", "top1_std": "0.5",
+                "sig": "best"},
+        base | {"rank": "2", "model": "efficientnet_b2", "recipe": "compare-48 v1", "split": "private",
+                "macro_f1": "14.0", "macro_f1_std": "2.0", "macro_f1_ci_lo": "13.0", "macro_f1_ci_hi": "15.0",
+                "macro_f1_seeds_ci_lo": "-5.0", "macro_f1_seeds_ci_hi": "33.0", "top1": "28.0", "top1_std": "1.0",
+                "vs_best_diff": "-41.0", "vs_best_lo": "-43.0", "vs_best_hi": "-39.0", "vs_best_seeds_lo": "-46.0",
+                "vs_best_seeds_hi": "-36.0", "sig": "<"},
+        base | {"rank": "1", "model": "resnet18", "recipe": "compare-48 v1", "split": "public", "macro_f1": "54.0",
+                "sig": "best"},
+        base | {"rank": "pub", "model": "efficientnetv2_s", "recipe": "InsideOut (paper)", "split": "private",
+                "macro_f1": "59.0", "sig": ""},
+    ]  # fmt: skip
+    path = tmp_path / "leaderboard.csv"
+    fields = sorted({k for r in rows for k in r})
+    with path.open("w", newline="") as f:
+        writer = csvlib.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = readme_table.table(list(csvlib.DictReader(path.open())), "private")
+    lines = text.strip().splitlines()
+    assert len(lines) == 4 and "InsideOut (paper)" not in text and "54.0" not in text  # header, rule, two lines
+    assert "| 1 | resnet18 · compare-48 v1 | 3 | 55.0 ± 0.8 | 53.1 … 56.9 · 53.0 … 57.0 | 60.0 ± 0.5 | best |" in text
+    assert "| 14.0 ± 2.0 | 13.0 … 15.0 · −5.0 … 33.0 |" in lines[3]
+    assert "| −41.0 (−43.0 … −39.0 · −46.0 … −36.0) < |" in lines[3] and "| 46.2 ± 1.5 · 12 | no |" in lines[3]
+    many = [rows[0] | {"rank": str(i)} for i in range(1, 10)]
+    with pytest.raises(SystemExit, match="at most 8"):
+        readme_table.table(many, "private")

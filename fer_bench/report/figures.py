@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fer_bench.report.columns import CONVERGED, MARK
 from fer_bench.report.mpl import pyplot
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")  # one shape per protocol, in table order
@@ -131,11 +132,24 @@ def pareto_figure(agg: pd.DataFrame, *, x: str = "infer_model_img_s", ys: tuple[
         ax.set_ylabel(f"{header(y)} ↑")
         ax.grid(alpha=0.3)
     _legend(fig, axes[0][-1], markers, colours, df)
-    fig.suptitle("accuracy against inference throughput (upper right is better)", fontsize=10)
+    title = "accuracy against inference throughput (upper right is better)"
+    found = {c for c in _convergence(df) if unconverged_mark(c)}
+    if found:  # the table's mark, said on the figure too: a snapshot is where training stood, not what it reaches
+        title += f"\n{MARK} {' / '.join(sorted(found))}"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     for ax, y in zip(axes[0], ys, strict=True):
         _label_points(fig, ax, df, x, y)
     return fig
+
+
+def _convergence(df: pd.DataFrame) -> list:
+    return list(df["convergence"]) if "convergence" in df else [None] * len(df)
+
+
+def unconverged_mark(convergence) -> str:
+    """`` †`` for a line the table marks as not converged (a snapshot or no plateau), else ``""``."""
+    return f" {MARK}" if isinstance(convergence, str) and convergence != CONVERGED else ""
 
 
 def save_pareto(agg: pd.DataFrame, path: Path) -> None:
@@ -201,7 +215,8 @@ def _legend(fig, ax, markers: dict[str, str], colours: dict[str, str], df: pd.Da
 def _label_points(fig, ax, df: pd.DataFrame, x: str, y: str) -> None:
     """Label every point with its model and split, placed by :func:`place_labels` in figure pixels."""
     renderer = fig.canvas.get_renderer()
-    texts = [plain(f"{m} · {s}") for m, s in zip(df["model"], df["split"], strict=True)]
+    texts = [plain(f"{m} · {s}{unconverged_mark(c)}") for m, s, c in zip(df["model"], df["split"], _convergence(df),
+                                                                            strict=True)]  # fmt: skip
     sizes = []
     for t in texts:
         probe = ax.text(0, 0, t, fontsize=7, transform=None)
