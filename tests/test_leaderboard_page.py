@@ -301,6 +301,9 @@ def test_the_cli_writes_the_page_and_leaves_the_table_as_it_was(tmp_path, capsys
     code = main([*args, "--screenshot", str(tmp_path / "s.png")])  # a user mistake: one line, nothing written
     one_line_error(code, capsys.readouterr().err, "--screenshot", "--page")
     assert not (tmp_path / "s.png").exists()
+    code = main([*args, "--page", str(tmp_path / "q.html"), "--screenshot-height", "50"])
+    one_line_error(code, capsys.readouterr().err, "--screenshot-height 50", "900")
+    assert not (tmp_path / "q.html").exists()
 
 
 def _chromium_or_skip() -> None:
@@ -322,6 +325,9 @@ def test_chromium_draws_the_page_and_its_script_sorts_the_table(built, tmp_path)
     im = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert im.shape == (900, 1440)
     assert (im < 200).mean() > 0.02 and im.std() > 20  # text, table and figures drawn, not a blank page
+    tall = tmp_path / "page-tall.png"  # --screenshot-height: the figures below the tables too
+    page.screenshot(path, tall, height=2400)
+    assert np.asarray(Image.open(tall).convert("L")).shape == (2400, 1440)
 
     def order(query: str) -> list[str]:
         dom = page.dump_dom(path, query)

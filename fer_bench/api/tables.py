@@ -45,13 +45,16 @@ class Leaderboard:
         fig.savefig(Path(path))
         figures.pyplot().close(fig)
 
-    def write_page(self, path: str | Path, screenshot: str | Path | None = None) -> None:
-        """The self-contained HTML page (tables, figures, per-class F1), and its headless-Chromium ``screenshot``."""
+    def write_page(
+        self, path: str | Path, screenshot: str | Path | None = None, screenshot_height: int | None = None
+    ) -> None:
+        """The self-contained HTML page (tables, figures, per-class F1), and its headless-Chromium ``screenshot``
+        (1440 px wide, ``screenshot_height`` high: default the first screen)."""
         from fer_bench.report import page
 
         page.write(self.rows, self.frame, Path(path), **self.page_options)
         if screenshot:
-            page.screenshot(Path(path), Path(screenshot))
+            page.screenshot(Path(path), Path(screenshot), height=screenshot_height or page.SCREEN[1])
 
 
 def leaderboard(

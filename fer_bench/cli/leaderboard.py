@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--screenshot", type=Path, metavar="PNG",
                    help="with --page: a headless-Chromium screenshot of the page's first screen (1440 × 900 px, a "
                         "laptop's window; default: none)")  # fmt: skip
+    p.add_argument("--screenshot-height", type=int, default=900, metavar="PX",
+                   help="the screenshot's height in pixels, 1440 wide (default: 900, the first screen; a few "
+                        "thousand take the figures below the tables too)")  # fmt: skip
     p.set_defaults(handler=cmd_leaderboard)
 
 
@@ -64,7 +67,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.curves:
         board.save_curves(args.curves)
     if args.page:
-        board.write_page(args.page, args.screenshot)
+        board.write_page(args.page, args.screenshot, screenshot_height=args.screenshot_height)
     return 0
 
 
@@ -74,6 +77,9 @@ def _check_page_args(args: argparse.Namespace) -> None:
                             "(result.json), not in the MLflow runs.")  # fmt: skip
     if args.screenshot and not args.page:
         raise FerBenchError("--screenshot needs --page FILE (it is a picture of the page).")
+    if not 200 <= args.screenshot_height <= 20000:
+        raise FerBenchError(f"--screenshot-height {args.screenshot_height}: give 200 to 20000 pixels (900 is the "
+                            "first screen).")  # fmt: skip
     if args.screenshot:
         from fer_bench.report.page import CHROMIUM, find_chromium
 

@@ -145,13 +145,22 @@ tables() {  # the tables in four formats (CSV holds every column), the figures a
         [ "$fmt" = latex ] && ext=tex
         [ "$fmt" = md ] && figures=(--plot "$OUT/pareto.png" --curves "$OUT/curves.png"
             --page "$OUT/leaderboard-page.html" --screenshot "$OUT/leaderboard-page.png")
+        # the same page again, drawn tall enough to show its figures under the tables
+        [ "$fmt" = html ] && figures=(--page "$OUT/leaderboard-page.html" --screenshot "$OUT/leaderboard-page-full.png"
+            --screenshot-height 4000)
         "$FB" leaderboard --from-results "$OUT/runs" --bench "$OUT/bench" --published \
             --columns comparison,tta,cost,provenance --title "$TITLE" --format "$fmt" --out "$OUT/leaderboard.$ext" \
             "${figures[@]}" || return 1
     done
     # the default columns only: the short table the READMEs lead with
     "$FB" leaderboard --from-results "$OUT/runs" --bench "$OUT/bench" --title "$TITLE" --format md \
-        --out "$OUT/leaderboard-short.md"
+        --out "$OUT/leaderboard-short.md" || return 1
+    # the READMEs' table: mean ± the seeds' sd, both intervals, the difference to the best (from the full CSV)
+    local split
+    for split in private public; do
+        "$PY" "$MAIN/tools/readme_table.py" "$OUT/leaderboard.csv" --split "$split" > "$OUT/readme-table-$split.md" ||
+            return 1
+    done
 }
 
 cpu_hours() {
